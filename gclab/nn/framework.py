@@ -1,0 +1,220 @@
+r"""The three-step global-context framework of the GCNet paper, as reusable pieces.
+
+Every block in gclab is
+
+.. math::
+
+    z = F\bigl(x,\; \delta\bigl(\mathrm{context\_modeling}(x)\bigr)\bigr)
+
+1. **context modelling** pools the feature map into one global context vector
+   (:class:`AttentionPooling` as in SNL/GC, :class:`AveragePooling` as in SE);
+2. **transform** turns the context into channel-wise terms
+   (:class:`Bottleneck` with or without LayerNorm, or one 1x1 conv as in SNL);
+3. **fusion** merges them into every position (:func:`fusion`: ``mul`` then ``add``).
+
+:class:`GlobalContextFramework` composes any choice of the three, so SE, SNL and GC are
+three instances of one module (see the class docstring).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_input, check_int
+from .mmcv_compat import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
+
+FUSIONS = ("mul", "add")  # the order in which fusion applies them
+
+
+class AttentionPooling(nn.Module):
+    r"""Context modelling by attention pooling (the SNL and GC blocks).
+
+    .. math::
+
+        \alpha_j = \frac{\exp(W_k x_j)}{\sum_m \exp(W_k x_m)}, \qquad
+        \mathrm{context} = \sum_{j=1}^{N} \alpha_j\, x_j
+
+    ``W_k`` is ``conv_mask``, a 1x1 conv C -> 1 with bias, kaiming-normal (fan_in) initialised.
+    The weights :math:`\alpha` do not depend on any query position.
+
+    Shapes: x (B, C, H, W) -> context (B, C, 1, 1); attention (B, N) with N = H*W.
+
+    Example::
+
+        >>> pool = AttentionPooling(64)
+        >>> context, alpha = pool.forward_with_attention(torch.randn(2, 64, 7, 7))
+        >>> context.shape, alpha.shape
+        (torch.Size([2, 64, 1, 1]), torch.Size([2, 49]))
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels)
+        self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv_mask.bias)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The attention weights alpha, (B, C, H, W) -> (B, N); each row sums to 1."""
+        logits = self.conv_mask(x).reshape(x.shape[0], -1)  # (B, N)
+        return torch.softmax(logits, dim=1)
+
+    def forward_with_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """(context (B, C, 1, 1), alpha (B, N))."""
+        b, c = x.shape[0], x.shape[1]
+        alpha = self.attention(x)  # (B, N)
+        # context_c = sum_j alpha_j x_cj : one batched matrix-vector product
+        context = torch.bmm(x.reshape(b, c, -1), alpha.unsqueeze(2)).reshape(b, c, 1, 1)
+        return context, alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_attention(x)[0]
+
+
+class AveragePooling(nn.Module):
+    r"""Context modelling by global average pooling (SE's *squeeze*).
+
+    .. math::  \mathrm{context} = \frac{1}{N} \sum_{j=1}^{N} x_j
+
+    It is attention pooling with uniform weights :math:`\alpha_j = 1/N`, which is what
+    ``forward_with_attention`` returns. Shapes: (B, C, H, W) -> (B, C, 1, 1); attention (B, N).
+    """
+
+    def forward_with_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """(context (B, C, 1, 1), alpha (B, N)) with alpha = 1/N everywhere."""
+        n = x.shape[2] * x.shape[3]
+        alpha = torch.full((x.shape[0], n), 1.0 / n, dtype=x.dtype, device=x.device)
+        return self.forward(x), alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+class Bottleneck(nn.Sequential):
+    r"""Transform: 1x1 conv C -> P, LayerNorm over (P, 1, 1), ReLU, 1x1 conv P -> C.
+
+    .. math::  \delta(c) = W_{v2}\,\mathrm{ReLU}(\mathrm{LN}(W_{v1} c))
+
+    Indices 0, 1, 3 hold the parameters, as in mmcv's ``channel_add_conv``. With
+    ``layer_norm=False`` index 1 is an ``nn.Identity`` (SE's *excitation* before its sigmoid).
+    With ``zero_init=True`` (GC) the last conv starts at zero, weight and bias, so an ``add``
+    fusion starts as the identity; ``zero_init=False`` (SE) keeps PyTorch's default init.
+
+    Shapes: (B, C, 1, 1) -> (B, C, 1, 1).
+    """
+
+    def __init__(
+        self, in_channels: int, planes: int, layer_norm: bool = True, zero_init: bool = True
+    ) -> None:
+        check_int("in_channels", in_channels)
+        check_int("planes", planes)
+        super().__init__(
+            nn.Conv2d(in_channels, planes, kernel_size=1),
+            nn.LayerNorm([planes, 1, 1]) if layer_norm else nn.Identity(),
+            nn.ReLU(),
+            nn.Conv2d(planes, in_channels, kernel_size=1),
+        )
+        if zero_init:
+            self.zero_init_last()
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self[3].weight)
+        nn.init.zeros_(self[3].bias)
+
+
+def fusion(x: Tensor, add: Optional[Tensor] = None, mul: Optional[Tensor] = None) -> Tensor:
+    r"""Fusion: :math:`z = x \odot \sigma(\mathrm{mul}) + \mathrm{add}`, multiplication first.
+
+    ``add``/``mul`` have shape (B, C, 1, 1) and broadcast over every position of x (B, C, H, W).
+    """
+    out = x
+    if mul is not None:
+        out = out * torch.sigmoid(mul)
+    if add is not None:
+        out = out + add
+    return out
+
+
+class GlobalContextFramework(nn.Module):
+    r"""Context modelling -> transform -> fusion, with any pieces you choose.
+
+    .. math::
+
+        z_i = x_i \odot \sigma\bigl(\delta_{mul}(c)\bigr) + \delta_{add}(c), \qquad
+        c = \mathrm{context\_modeling}(x)
+
+    Args:
+        in_channels: C, the channels of the input.
+        context_modeling: a module mapping (B, C, H, W) to (B, C, 1, 1) with a
+            ``forward_with_attention`` method that also returns the weights (B, N)
+            (:class:`AttentionPooling` or :class:`AveragePooling`).
+        transform: ``{"add": module, "mul": module}`` (either or both); each maps the context
+            (B, C, 1, 1) to (B, C, 1, 1).
+
+    The named blocks are instances of it::
+
+        SE  = GlobalContextFramework(C, AveragePooling(), {"mul": Bottleneck(C, C // 16, False)})
+        SNL = GlobalContextFramework(C, AttentionPooling(C), {"add": nn.Conv2d(C, C, 1)})
+        GC  = GlobalContextFramework(C, AttentionPooling(C), {"add": Bottleneck(C, C // 16)})
+
+    ``forward(x, return_attention=True)`` also returns the attention matrix (B, N, N): the same
+    row, the weights alpha over key positions, for every query (an expanded view, no copy).
+    """
+
+    spatial_dims = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        context_modeling: nn.Module,
+        transform: Mapping[str, nn.Module],
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_int("in_channels", in_channels)
+        if not isinstance(transform, Mapping) or len(transform) == 0:
+            raise ValueError(
+                f"transform must be a non-empty mapping with keys in {FUSIONS}, got {transform!r}"
+            )
+        unknown = [k for k in transform if k not in FUSIONS]
+        if unknown:
+            raise ValueError(f"unknown fusion {unknown}: the fusions are {list(FUSIONS)}")
+        self.context_modeling = context_modeling
+        # keep a fixed order (mul before add) so state_dict keys are stable
+        self.transform = nn.ModuleDict({k: transform[k] for k in FUSIONS if k in transform})
+        # state_dicts saved by mmcv's ContextBlock load directly (see gclab.nn.mmcv_compat)
+        self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
+
+    @property
+    def fusions(self) -> Tuple[str, ...]:
+        return tuple(self.transform.keys())
+
+    def forward(
+        self, x: Tensor, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        if not torch.jit.is_scripting():
+            check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+        # 1. context modelling: (B, C, H, W) -> (B, C, 1, 1), weights alpha (B, N)
+        if return_attention:
+            context, alpha = self.context_modeling.forward_with_attention(x)
+        else:
+            context, alpha = self.context_modeling(x), x.new_empty(0)
+        # 2. transform: one term per fusion branch, each (B, C, 1, 1)
+        terms: Dict[str, Tensor] = {}
+        for name, t in self.transform.items():
+            terms[name] = t(context)
+        # 3. fusion: multiply first, then add, broadcast over all positions
+        out = fusion(x, add=terms.get("add"), mul=terms.get("mul"))
+        if return_attention:
+            n = alpha.shape[1]
+            return out, alpha.unsqueeze(1).expand(alpha.shape[0], n, n)
+        return out
+
+
+def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
+    remap_state_dict_keys(state_dict, prefix, CONTEXT_BLOCK_KEYS)

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# One command to set up and open the course: bash scripts/course.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/jupyter lab notebooks/ "$@"

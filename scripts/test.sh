@@ -8,4 +8,4 @@ bash scripts/browser-deps.sh || echo "[gclab] browser dependencies unavailable; 
 echo "[gclab] ruff"
 .venv/bin/ruff check gclab tests scripts
 echo "[gclab] pytest"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax tests notebooks/solutions "$@"

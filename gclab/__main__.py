@@ -1,0 +1,5 @@
+import sys
+
+from gclab.cli import main
+
+sys.exit(main())

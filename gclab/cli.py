@@ -1,0 +1,45 @@
+"""The ``gclab`` command: one entry point, one sub-command per tool.
+
+    gclab grade NOTEBOOK.ipynb      run a learner notebook and print a per-exercise table
+    gclab notebooks [--check]       regenerate learner/solution copies from notebooks/src
+    gclab reproduce [--quick]       train and evaluate the ablation table
+    gclab bench                     time and measure the blocks against mmcv (and timm)
+
+Each sub-command lives in its own module, which exposes ``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import List, Optional
+
+COMMANDS = {
+    "grade": ("gclab.exercises.grade", "run a learner notebook and grade its exercises"),
+    "notebooks": ("gclab.course", "generate learner and solution copies of the notebooks"),
+    "reproduce": ("gclab.reproduce", "train and evaluate the ablation table"),
+    "bench": ("gclab.bench", "benchmark the blocks against mmcv and timm"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: gclab COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"gclab: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

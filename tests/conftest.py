@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Property tests: no per-example deadline (2-core CI machines stall), fixed seed in CI.
@@ -13,3 +14,26 @@ settings.register_profile(
     derandomize=bool(os.environ.get("CI")),
 )
 settings.load_profile("gclab")
+
+
+def _randomize(module, std=0.3, seed=0):
+    """Give every parameter (and BatchNorm running stats) random, non-trivial values, in place,
+    so a test cannot pass just because a block is the identity at init. Returns the module."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * std)
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen, dtype=torch.float64) * std)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen, dtype=torch.float64) + 0.5)
+    return module
+
+
+@pytest.fixture(scope="session")
+def randomize():
+    """``randomize(module, std=0.3, seed=0)``: random weights in place (see ``_randomize``)."""
+    return _randomize

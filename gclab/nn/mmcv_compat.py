@@ -119,4 +119,6 @@ def from_mmcv(module: nn.Module) -> nn.Module:
             f"got {type(module).__module__}.{name}"
         )
     block.load_state_dict(module.state_dict(), strict=True)
-    return block.to(next(module.parameters()).dtype)
+    ref = next(module.parameters())
+    block.train(module.training)  # keep train/eval mode (BatchNorm behaves differently)
+    return block.to(device=ref.device, dtype=ref.dtype)

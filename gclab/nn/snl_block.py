@@ -18,7 +18,7 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
     Context modelling = :class:`AttentionPooling` (``W_k`` = ``conv_mask``, 1x1 conv C -> 1),
     transform = ``W_v``, one 1x1 conv C -> C with bias (``transform.add``), fusion = ``add``.
     ``W_v`` starts at zero, so the block is the identity at init.
-    Parameters: :math:`C^2 + 3C + 1` (1,050,625 at C = 1024).
+    Parameters: :math:`(C + 1) + (C^2 + C) = C^2 + 2C + 1` (1,050,625 at C = 1024).
 
     Shapes: x (B, C, H, W) -> (B, C, H, W); with ``return_attention=True`` also (B, N, N).
 

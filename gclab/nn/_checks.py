@@ -18,6 +18,13 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool (a string such as ``'no'`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return value
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
@@ -33,7 +40,9 @@ def bottleneck_width(in_channels: int, ratio: float) -> int:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
         raise TypeError(f"ratio must be a float such as 1/16, got {type(ratio).__name__}")
     if not math.isfinite(ratio) or ratio <= 0:
-        raise ValueError(f"ratio must be > 0 (a fraction such as 1/16), got {ratio}")
+        raise ValueError(
+            f"ratio must be a finite number > 0 (a fraction such as 1/16), got {ratio}"
+        )
     planes = int(in_channels * ratio)
     if planes < 1:
         raise ValueError(
@@ -64,5 +73,8 @@ def check_input(x: object, in_channels: int, spatial_dims: int, who: str) -> Ten
             f"{x.shape[1]} channels (shape {tuple(x.shape)})"
         )
     if x.shape[0] == 0 or any(s == 0 for s in x.shape[2:]):
-        raise ValueError(f"{who} got an empty input of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{who} expects a non-empty input {names} (every size >= 1), got an empty input "
+            f"of shape {tuple(x.shape)}"
+        )
     return x

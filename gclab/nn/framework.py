@@ -18,7 +18,7 @@ three instances of one module (see the class docstring).
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +128,7 @@ class Bottleneck(nn.Sequential):
         nn.init.zeros_(self[3].bias)
 
 
-def fusion(x: Tensor, add: Optional[Tensor] = None, mul: Optional[Tensor] = None) -> Tensor:
+def fusion(x: Tensor, add: Tensor | None = None, mul: Tensor | None = None) -> Tensor:
     r"""Fusion: :math:`z = x \odot \sigma(\mathrm{mul}) + \mathrm{add}`, multiplication first.
 
     ``add``/``mul`` have shape (B, C, 1, 1) and broadcast over every position of x (B, C, H, W).

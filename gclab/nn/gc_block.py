@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Union
 
-
-from ._checks import bottleneck_width, check_choice, check_int
+from ._checks import bottleneck_width, check_bool, check_choice, check_int
 from .framework import FUSIONS, AttentionPooling, AveragePooling, Bottleneck, GlobalContextFramework
 
 POOLINGS = ("att", "avg")
@@ -77,6 +76,7 @@ class GCBlock(GlobalContextFramework):
     ) -> None:
         check_int("in_channels", in_channels)
         check_choice("pooling", pooling, POOLINGS)
+        check_bool("layer_norm", layer_norm)
         fusions = parse_fusions(fusions)
         planes = bottleneck_width(in_channels, ratio)
         context_modeling = AttentionPooling(in_channels) if pooling == "att" else AveragePooling()

@@ -291,8 +291,8 @@ register(Exercise(
         Property("weights are >= 0", _non_negative),
     ],
     hints=(
-        "One score per position j, W_k x_j + b_k, turned into weights that are positive and sum "
-        "to 1 over all N = H*W positions: a softmax over positions, not over channels or the batch.",
+        "One score per position j, W_k x_j + b_k, turned into weights that are positive and "
+        "sum to 1 over all N = H*W positions: a softmax over positions, not over the batch.",
         "x (B, C, H, W) -> reshape to (B, C, N) in row-major order (position j = h*W + w); "
         "logits = w_k . x over C -> (B, N); softmax along axis 1 -> (B, N).",
         "xf = x.reshape(B, C, N); logits = einsum('c,bcn->bn', w_k, xf) + b_k; "

@@ -1,0 +1,555 @@
+r"""Exercises of lesson 05, the Global Context block (topic ``gc.``).
+
+.. math::
+
+    z_i = x_i \odot \sigma\bigl(\delta_{mul}(c)\bigr) + \delta_{add}(c), \quad
+    \delta(c) = W_{v2}\,\mathrm{ReLU}(\mathrm{LN}(W_{v1} c)), \quad
+    c = \sum_j \mathrm{softmax}_j(W_k x_j)\, x_j
+
+NumPy exercises take parameters as a ``gclab.nn`` state_dict converted to float64 arrays
+(``transform.add.0.weight`` of shape (P, C, 1, 1), ...). References run ``gclab.nn`` (PyTorch,
+float64) or count with PyTorch itself (``numel``, ``FlopCounterMode``).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.nn import AttentionPooling, Bottleneck, GCBlock, GlobalContextFramework, fusion
+
+NOTEBOOK = "05_gc_block"
+EPS = 1e-5  # nn.LayerNorm's default
+
+
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def _load(module: nn.Module, params: Dict[str, np.ndarray]) -> nn.Module:
+    module = module.double()
+    module.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    return module.eval()
+
+
+# --------------------------------------------------------------------------- references
+def ref_layer_norm(t: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """LayerNorm over (P, 1, 1) of t (B, P, 1, 1), affine gamma/beta (P, 1, 1), eps 1e-5."""
+    with torch.no_grad():
+        out = torch.nn.functional.layer_norm(_t(t), gamma.shape, _t(gamma), _t(beta), eps=EPS)
+    return out.numpy()
+
+
+def ref_transform(context: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
+    """The bottleneck transform (B, C, 1, 1) -> (B, C, 1, 1), by ``gclab.nn.Bottleneck``."""
+    p, c = params["0.weight"].shape[:2]
+    m = _load(Bottleneck(c, p), params)
+    with torch.no_grad():
+        return m(_t(context)).numpy()
+
+
+def ref_fusion(
+    x: np.ndarray, add: Optional[np.ndarray] = None, mul: Optional[np.ndarray] = None  # noqa: UP045
+) -> np.ndarray:
+    """``gclab.nn.fusion``: x * sigmoid(mul) + add, multiplication first."""
+    with torch.no_grad():
+        out = fusion(
+            _t(x),
+            add=None if add is None else _t(add),
+            mul=None if mul is None else _t(mul),
+        )
+    return out.numpy()
+
+
+def _gc_module(params: Dict[str, np.ndarray]) -> GlobalContextFramework:
+    c = params["context_modeling.conv_mask.weight"].shape[1]
+    fusions = [f for f in ("mul", "add") if f"transform.{f}.0.weight" in params]
+    p = params[f"transform.{fusions[0]}.0.weight"].shape[0]
+    m = GlobalContextFramework(
+        c, AttentionPooling(c), {f: Bottleneck(c, p, layer_norm=True) for f in fusions}
+    )
+    return _load(m, params)
+
+
+def ref_gc_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
+    """A GC block (att pooling, LayerNorm bottleneck, the fusions present in ``params``)."""
+    with torch.no_grad():
+        return _gc_module(params)(_t(x)).numpy()
+
+
+def ref_gc_params() -> int:
+    """Parameters of one GC r16 block (add fusion) at C = 1024, counted by PyTorch."""
+    return sum(p.numel() for p in GCBlock(1024, ratio=1 / 16).parameters())
+
+
+FLOP_SHAPE = (1, 256, 14, 20)
+
+
+def count_flops(module: nn.Module, shape: Sequence[int]) -> int:
+    """FLOPs that ``FlopCounterMode`` counts for one forward pass on an input of ``shape``
+    (on the meta device: nothing is computed, so big maps cost nothing)."""
+    module = module.to("meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(torch.empty(*shape, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def ref_gc_flops() -> int:
+    """FLOPs of GCBlock(256, 1/16) on a (1, 256, 14, 20) input, as FlopCounterMode counts."""
+    return count_flops(GCBlock(256, ratio=1 / 16), FLOP_SHAPE)
+
+
+def ref_gc_module(in_channels: int, ratio: float) -> nn.Module:
+    """The reference of ``gc.module``: ``gclab.nn.GCBlock`` with add fusion."""
+    return GCBlock(in_channels, ratio=ratio)
+
+
+# --------------------------------------------------------------------------- wrong variants
+def _ln_np(t: np.ndarray, gamma, beta, axes=(1, 2, 3), ddof=0) -> np.ndarray:
+    mu = t.mean(axis=axes, keepdims=True)
+    var = t.var(axis=axes, keepdims=True, ddof=ddof)
+    return (t - mu) / np.sqrt(var + EPS) * gamma + beta
+
+
+def wrong_ln_batch(t, gamma, beta):
+    return _ln_np(t, gamma, beta, axes=(0,))
+
+
+def wrong_ln_spatial(t, gamma, beta):
+    return _ln_np(t, gamma, beta, axes=(2, 3))
+
+
+def wrong_ln_unbiased(t, gamma, beta):
+    return _ln_np(t, gamma, beta, ddof=1)
+
+
+def _conv(w: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """1x1 conv on a (B, Cin, 1, 1) vector."""
+    return (v[:, :, 0, 0] @ w[:, :, 0, 0].T + b)[:, :, None, None]
+
+
+def _bottleneck_np(context, params, prefix="", ln_axes=(1, 2, 3), order="ln_relu", ln=True):
+    g = params[prefix + "1.weight"] if ln else None
+    b = params[prefix + "1.bias"] if ln else None
+    h = _conv(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
+    if order == "relu_ln":
+        h = np.maximum(h, 0.0)
+    if ln:
+        h = _ln_np(h, g, b, axes=ln_axes)
+    if order == "ln_relu":
+        h = np.maximum(h, 0.0)
+    return _conv(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
+
+
+def wrong_transform_relu_first(context, params):
+    return _bottleneck_np(context, params, order="relu_ln")
+
+
+def wrong_transform_ln_batch(context, params):
+    return _bottleneck_np(context, params, ln_axes=(0,))
+
+
+def wrong_transform_no_ln(context, params):
+    return _bottleneck_np(context, params, ln=False)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def wrong_fusion_mul_after_add(x, add=None, mul=None):
+    out = x if add is None else x + add
+    return out if mul is None else out * _sigmoid(mul)
+
+
+def wrong_fusion_no_sigmoid(x, add=None, mul=None):
+    out = x if mul is None else x * mul
+    return out if add is None else out + add
+
+
+def wrong_fusion_no_residual(x, add=None, mul=None):
+    if mul is not None:
+        out = x * _sigmoid(mul)
+        return out if add is None else out + add
+    return np.broadcast_to(add, x.shape).copy()
+
+
+def _softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _gc_np(x, params, gate="softmax", ln_axes=(1, 2, 3), residual=True, mul_after_add=False):
+    b, c = x.shape[:2]
+    xf = x.reshape(b, c, -1)
+    w_k = params["context_modeling.conv_mask.weight"].reshape(c)
+    logits = np.einsum("c,bcn->bn", w_k, xf) + params["context_modeling.conv_mask.bias"]
+    alpha = _softmax(logits, 1) if gate == "softmax" else _sigmoid(logits)
+    ctx = np.einsum("bcn,bn->bc", xf, alpha)[:, :, None, None]
+    terms = {
+        f: _bottleneck_np(ctx, params, prefix=f"transform.{f}.", ln_axes=ln_axes)
+        for f in ("mul", "add")
+        if f"transform.{f}.0.weight" in params
+    }
+    if mul_after_add:
+        return wrong_fusion_mul_after_add(x, terms.get("add"), terms.get("mul"))
+    if not residual:
+        return wrong_fusion_no_residual(x, terms.get("add"), terms.get("mul"))
+    out = x if "mul" not in terms else x * _sigmoid(terms["mul"])
+    return out if "add" not in terms else out + terms["add"]
+
+
+def wrong_gc_no_residual(x, params):
+    return _gc_np(x, params, residual=False)
+
+
+def wrong_gc_ln_batch(x, params):
+    return _gc_np(x, params, ln_axes=(0,))
+
+
+def wrong_gc_sigmoid(x, params):
+    return _gc_np(x, params, gate="sigmoid")
+
+
+def wrong_gc_mul_after_add(x, params):
+    return _gc_np(x, params, mul_after_add=True)
+
+
+class _LayerNormOverBatch(nn.Module):
+    """Same parameters as nn.LayerNorm([P, 1, 1]), but normalises over the batch axis."""
+
+    def __init__(self, planes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(planes, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(planes, 1, 1))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        mu = t.mean(dim=0, keepdim=True)
+        var = t.var(dim=0, keepdim=True, unbiased=False)
+        return (t - mu) / torch.sqrt(var + EPS) * self.weight + self.bias
+
+
+def wrong_module_ln_batch(in_channels: int, ratio: float) -> nn.Module:
+    m = GCBlock(in_channels, ratio=ratio)
+    m.transform["add"][1] = _LayerNormOverBatch(m.planes)
+    return m
+
+
+class _NoResidualGC(GCBlock):
+    def forward(self, x, return_attention=False):
+        return super().forward(x) - x
+
+
+def wrong_module_no_residual(in_channels: int, ratio: float) -> nn.Module:
+    return _NoResidualGC(in_channels, ratio=ratio)
+
+
+class _MaxPooling(nn.Module):
+    """Keeps conv_mask (so the state_dict matches) but pools with a max over positions."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1)
+
+    def forward(self, x):
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
+def wrong_module_max_pool(in_channels: int, ratio: float) -> nn.Module:
+    m = GCBlock(in_channels, ratio=ratio)
+    m.context_modeling = _MaxPooling(in_channels)
+    return m
+
+
+# --------------------------------------------------------------------------- cases
+def _ln_params(rng, p):
+    return 1.0 + 0.5 * rng.standard_normal((p, 1, 1)), 0.5 * rng.standard_normal((p, 1, 1))
+
+
+def cases_layer_norm(rng):
+    out = []
+    for b, p in ((2, 4), (3, 8), (4, 3)):
+        t = 2.0 * rng.standard_normal((b, p, 1, 1)) + 1.0
+        out.append(Case(args=(t, *_ln_params(rng, p)), label=f"t({b},{p},1,1)"))
+    return out
+
+
+def bottleneck_params(rng, c: int, p: int, prefix: str = "") -> Dict[str, np.ndarray]:
+    g, b = _ln_params(rng, p)
+    return {
+        prefix + "0.weight": rng.standard_normal((p, c, 1, 1)) / np.sqrt(c),
+        prefix + "0.bias": 0.3 * rng.standard_normal(p),
+        prefix + "1.weight": g,
+        prefix + "1.bias": b,
+        prefix + "3.weight": rng.standard_normal((c, p, 1, 1)) / np.sqrt(p),
+        prefix + "3.bias": 0.3 * rng.standard_normal(c),
+    }
+
+
+def cases_transform(rng):
+    out = []
+    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4)):
+        ctx = rng.standard_normal((b, c, 1, 1))
+        out.append(Case(args=(ctx, bottleneck_params(rng, c, p)), label=f"C={c}, P={p}, B={b}"))
+    return out
+
+
+def cases_fusion(rng):
+    out = []
+    for (b, c, h, w), which in (
+        ((2, 4, 3, 5), ("add", "mul")),
+        ((2, 6, 4, 2), ("add",)),
+        ((3, 5, 2, 3), ("mul",)),
+        ((1, 3, 5, 4), ("add", "mul")),
+    ):
+        x = rng.standard_normal((b, c, h, w))
+        kw = {f: rng.standard_normal((b, c, 1, 1)) for f in which}
+        out.append(Case(args=(x,), kwargs=kw, label=f"x{(b, c, h, w)}, {'+'.join(which)}"))
+    return out
+
+
+def gc_params(rng, c: int, p: int, fusions=("add",)) -> Dict[str, np.ndarray]:
+    """Random parameters of a GC block as float64 arrays with ``gclab.nn`` keys."""
+    params = {
+        "context_modeling.conv_mask.weight": rng.standard_normal((1, c, 1, 1)),
+        "context_modeling.conv_mask.bias": rng.standard_normal(1),
+    }
+    for f in ("mul", "add"):
+        if f in fusions:
+            params.update(bottleneck_params(rng, c, p, prefix=f"transform.{f}."))
+    return params
+
+
+def cases_forward(rng):
+    out = []
+    for (b, c, h, w), p, fusions in (
+        ((2, 8, 3, 5), 2, ("add",)),
+        ((3, 12, 5, 2), 3, ("add",)),
+        ((2, 8, 4, 6), 4, ("add", "mul")),
+        ((2, 16, 2, 3), 4, ("mul",)),
+    ):
+        x = rng.standard_normal((b, c, h, w))
+        label = f"x{(b, c, h, w)}, P={p}, {'+'.join(fusions)}"
+        out.append(Case(args=(x, gc_params(rng, c, p, fusions)), label=label))
+    return out
+
+
+def cases_module(rng):
+    out = []
+    for shape, ratio in (((2, 16, 3, 5), 1 / 4), ((3, 32, 5, 4), 1 / 16), ((2, 8, 6, 2), 1 / 2)):
+        x = torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)
+        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}"
+        out.append(Case(args=(shape[1], ratio), inputs=(x,), label=label))
+    return out
+
+
+# --------------------------------------------------------------------------- properties
+def _same_shape(out, first, *args, **kw) -> bool:
+    return np.shape(out) == np.shape(first)
+
+
+def _normalised_per_sample(out, t, gamma, beta) -> bool:
+    u = (np.asarray(out) - beta) / gamma  # undo the affine: mean 0, variance 1 per sample
+    return bool(
+        np.allclose(u.mean(axis=(1, 2, 3)), 0.0, atol=1e-6)
+        and np.allclose(u.var(axis=(1, 2, 3)), 1.0, atol=1e-3)
+    )
+
+
+def _module_same_shape(out, x) -> bool:
+    return tuple(out.shape) == tuple(x.shape)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- registry
+register(Exercise(
+    id="gc.layer_norm",
+    notebook=NOTEBOOK,
+    title="LayerNorm over (P, 1, 1): normalise each sample's bottleneck vector",
+    kind="function",
+    reference=ref_layer_norm,
+    cases=cases_layer_norm,
+    rtol=1e-7,
+    mistakes={
+        "LayerNorm over the wrong axes (over the batch, per channel, as BatchNorm would)":
+            wrong_ln_batch,
+        "LayerNorm over the wrong axes (the trailing 1x1 axes only: every value becomes beta)":
+            wrong_ln_spatial,
+        "unbiased variance (divide by P-1; LayerNorm divides by P)": wrong_ln_unbiased,
+    },
+    properties=[
+        Property("output has the input's shape (B, P, 1, 1)", _same_shape),
+        Property("(out - beta) / gamma has mean 0 and variance 1 per sample",
+                 _normalised_per_sample),
+    ],
+    hints=(
+        "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): "
+        "mean and (biased) variance over everything but the batch axis, then gamma * t_hat + beta.",
+        "t (B, P, 1, 1) -> mean and var over axes (1, 2, 3), keepdims -> (B, 1, 1, 1); "
+        "gamma and beta (P, 1, 1) broadcast against (B, P, 1, 1).",
+        "mu = t.mean(axis=(1,2,3), keepdims=True); var = t.var(axis=(1,2,3), keepdims=True); "
+        "return gamma * (t - mu) / sqrt(var + 1e-5) + beta.",
+    ),
+))
+
+register(Exercise(
+    id="gc.transform",
+    notebook=NOTEBOOK,
+    title="The bottleneck transform: conv C->P, LayerNorm, ReLU, conv P->C",
+    kind="function",
+    reference=ref_transform,
+    cases=cases_transform,
+    rtol=1e-7,
+    mistakes={
+        "ReLU before LayerNorm (the order is conv, LayerNorm, ReLU, conv)":
+            wrong_transform_relu_first,
+        "LayerNorm over the wrong axes (over the batch, per channel)": wrong_transform_ln_batch,
+        "no LayerNorm (the '1.*' parameters are ignored)": wrong_transform_no_ln,
+    },
+    properties=[Property("output has the context's shape (B, C, 1, 1)", _same_shape)],
+    hints=(
+        "Squeeze C channels into P = C*ratio, normalise that small vector per sample, keep its "
+        "positive part, expand back to C. The keys '0', '1', '3' are the Sequential's indices "
+        "(index 2 is the ReLU, which has no parameters).",
+        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> h (B, P, 1, 1); '1.weight'/'1.bias' "
+        "(P, 1, 1); '3.weight' (C, P, 1, 1) -> (B, C, 1, 1).",
+        "h = conv1x1(context, p['0.weight'], p['0.bias']); h = layer_norm(h, p['1.weight'], "
+        "p['1.bias']); h = relu(h); return conv1x1(h, p['3.weight'], p['3.bias']).",
+    ),
+))
+
+register(Exercise(
+    id="gc.fusion",
+    notebook=NOTEBOOK,
+    title="Fusion: x * sigmoid(mul) + add, multiplication first",
+    kind="function",
+    reference=ref_fusion,
+    cases=cases_fusion,
+    rtol=1e-7,
+    mistakes={
+        "mul applied after add (the order is multiply first, then add)":
+            wrong_fusion_mul_after_add,
+        "mul without its sigmoid (the gate must be in (0, 1))": wrong_fusion_no_sigmoid,
+        "a missing residual (add fusion returns x + add, not add)": wrong_fusion_no_residual,
+    },
+    properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
+    hints=(
+        "Both terms are one vector per image that acts on EVERY position: 'mul' rescales each "
+        "channel by a gate in (0, 1), 'add' shifts it. Either may be None.",
+        "x (B, C, H, W); add and mul (B, C, 1, 1) broadcast over H and W.",
+        "out = x; if mul is not None: out = out * sigmoid(mul); "
+        "if add is not None: out = out + add; return out.",
+    ),
+))
+
+register(Exercise(
+    id="gc.forward",
+    notebook=NOTEBOOK,
+    title="The GC block in NumPy: context modelling, transform, fusion",
+    kind="function",
+    reference=ref_gc_forward,
+    cases=cases_forward,
+    rtol=1e-7,
+    mistakes={
+        "a missing residual (add fusion returns x + add, not add)": wrong_gc_no_residual,
+        "LayerNorm over the wrong axes (over the batch, per channel)": wrong_gc_ln_batch,
+        "sigmoid where softmax belongs (attention weights do not sum to 1)": wrong_gc_sigmoid,
+        "mul applied after add (the order is multiply first, then add)": wrong_gc_mul_after_add,
+    },
+    properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
+    hints=(
+        "Reuse your pieces: context modelling = attention pooling with conv_mask (lesson 04), "
+        "transform = one bottleneck per fusion present in params, fusion = your fuse().",
+        "x (B, C, H, W) -> alpha (B, N) -> context (B, C, 1, 1) -> each branch (B, C, 1, 1) "
+        "-> out (B, C, H, W). Branch f's parameters are the keys starting 'transform.f.'.",
+        "ctx = attention pooling(x, conv_mask); terms = {f: bottleneck(ctx, params under "
+        "'transform.f.') for f present}; return fuse(x, terms.get('add'), terms.get('mul')).",
+    ),
+))
+
+register(Exercise(
+    id="gc.params",
+    notebook=NOTEBOOK,
+    title="Parameters of one GC r16 block (add fusion) at C = 1024",
+    kind="value",
+    reference=ref_gc_params,
+    rtol=1e-12,
+    mistakes={
+        # 2C^2/r (two convs) + C + 1 (W_k) + 2C/r (LayerNorm) + C/r + C (conv biases)
+        "forgetting the bias in the parameter count (no conv biases)":
+            lambda: 2 * 1024**2 // 16 + 1024 + 2 * 1024 // 16,
+        "forgetting the LayerNorm's gamma and beta (2C/r)":
+            lambda: 2 * 1024**2 // 16 + 2 * 1024 + 1024 // 16 + 1,
+        "counted an add AND a mul branch (the default is add only)":
+            lambda: 2 * 1024**2 // 16 + 2 * 1024 + 1024 // 16 + 1
+            + 2 * 1024**2 // 16 + 1024 + 3 * 1024 // 16,
+    },
+    properties=[Property("an int", _is_int)],
+    hints=(
+        "Count every learnable tensor: W_k (conv C->1 with bias), the bottleneck's two convs "
+        "(with biases) and the LayerNorm's gamma and beta. Exactly one bottleneck (add fusion).",
+        "W_k: C + 1; conv C->P: C*P + P; LayerNorm: 2P; conv P->C: P*C + C; P = C/16 = 64.",
+        "C, P = 1024, 64; n = (C + 1) + (C*P + P) + 2*P + (P*C + C).",
+    ),
+))
+
+register(Exercise(
+    id="gc.flops",
+    notebook=NOTEBOOK,
+    title="FLOPs of GCBlock(256, 1/16) on a (1, 256, 14, 20) map, as FlopCounterMode counts",
+    kind="value",
+    reference=ref_gc_flops,
+    rtol=1e-12,
+    mistakes={
+        "counted multiply-adds, not FLOPs (FlopCounterMode counts 2 FLOPs per MAC)":
+            lambda: (2 * 256 * 280 + 2 * 256 * 16),
+        "forgot the attention pooling's matrix product (x times alpha)":
+            lambda: 2 * 256 * 280 + 4 * 256 * 16,
+    },
+    properties=[Property("an int", _is_int)],
+    hints=(
+        "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per "
+        "multiply-add. Softmax, LayerNorm, ReLU and the final addition count 0.",
+        "N = 14*20 = 280, P = 16. conv_mask: C*N MACs; x (C, N) times alpha (N, 1): C*N MACs; "
+        "the two bottleneck convs on a 1x1 map: C*P MACs each.",
+        "flops = 2 * (C*N + C*N + C*P + P*C) with C = 256, N = 280, P = 16.",
+    ),
+))
+
+register(Exercise(
+    id="gc.module",
+    notebook=NOTEBOOK,
+    title="Build the GC block (add fusion) as an nn.Module with gclab's parameter names",
+    kind="module",
+    reference=ref_gc_module,
+    cases=cases_module,
+    rtol=1e-5,
+    atol=1e-6,
+    mistakes={
+        "a missing residual (add fusion returns x + add, not add)": wrong_module_no_residual,
+        "LayerNorm over the wrong axes (over the batch, per channel)": wrong_module_ln_batch,
+        "max instead of attention pooling (conv_mask unused)": wrong_module_max_pool,
+    },
+    properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
+    hints=(
+        "Same maths as gc.forward, in PyTorch: context_modeling = AttentionPooling(C) (you "
+        "built it in lesson 04), transform = nn.ModuleDict({'add': the bottleneck}), fusion "
+        "= x + term.",
+        "planes = int(C * ratio); bottleneck = nn.Sequential(Conv2d(C, P, 1), "
+        "LayerNorm([P, 1, 1]), ReLU(), Conv2d(P, C, 1)); forward: x (B, C, H, W) -> "
+        "context (B, C, 1, 1) -> term (B, C, 1, 1) -> (B, C, H, W).",
+        "__init__: self.context_modeling = AttentionPooling(C); self.transform = "
+        "nn.ModuleDict({'add': Sequential(...)}); forward: c = self.context_modeling(x); "
+        "return x + self.transform['add'](c).",
+    ),
+))

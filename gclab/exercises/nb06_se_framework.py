@@ -1,0 +1,356 @@
+r"""Exercises of lesson 06, SE and the three-step framework (topic ``se.``).
+
+.. math::
+
+    z_i = x_i \odot \sigma\bigl(W_2\,\mathrm{ReLU}(W_1 \tfrac{1}{N}\textstyle\sum_j x_j)\bigr)
+
+Context modelling = average pooling (SE's *squeeze*), transform = a bottleneck without
+LayerNorm (*excitation*), fusion = ``mul`` (*scale*). NumPy exercises take parameters as a
+``gclab.nn.SEBlock`` state_dict converted to float64 arrays; references run ``gclab.nn``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import torch
+from torch import nn
+
+from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
+
+NOTEBOOK = "06_se_framework"
+SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7)]
+# ResNet-50's bottlenecks: (output channels, how many) per stage c2..c5
+RESNET50_STAGES = ((256, 3), (512, 4), (1024, 6), (2048, 3))
+
+
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def _se_module(params: Dict[str, np.ndarray]) -> SEBlock:
+    p, c = params["transform.mul.0.weight"].shape[:2]
+    m = SEBlock(c, ratio=1.0)  # ratio is replaced below: planes come from the params
+    m.transform["mul"] = Bottleneck(c, p, layer_norm=False, zero_init=False)
+    m = m.double()
+    m.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    return m.eval()
+
+
+# --------------------------------------------------------------------------- references
+def ref_squeeze(x: np.ndarray) -> np.ndarray:
+    """Context modelling of SE: global average pooling (B, C, H, W) -> (B, C, 1, 1)."""
+    with torch.no_grad():
+        return AveragePooling()(_t(x)).numpy()
+
+
+def ref_excitation(context: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
+    """Transform of SE followed by its sigmoid: the gates (B, C, 1, 1), each in (0, 1)."""
+    p, c = params["0.weight"].shape[:2]
+    m = Bottleneck(c, p, layer_norm=False, zero_init=False).double()
+    m.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    with torch.no_grad():
+        return torch.sigmoid(m(_t(context))).numpy()
+
+
+def ref_se_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
+    """The SE block, computed by ``gclab.nn.SEBlock``."""
+    with torch.no_grad():
+        return _se_module(params)(_t(x)).numpy()
+
+
+def ref_se_module(in_channels: int, ratio: float) -> nn.Module:
+    """The reference of ``se.assemble``: ``gclab.nn.SEBlock``."""
+    return SEBlock(in_channels, ratio=ratio)
+
+
+def se_resnet50_params(stages=RESNET50_STAGES, ratio: float = 1 / 16) -> int:
+    """Parameters that SE r16 adds to a ResNet-50 (one SEBlock per bottleneck), by PyTorch."""
+    total = 0
+    for c, n in stages:
+        total += n * sum(p.numel() for p in SEBlock(c, ratio=ratio).parameters())
+    return total
+
+
+# --------------------------------------------------------------------------- wrong variants
+def wrong_squeeze_max(x):
+    return x.max(axis=(2, 3), keepdims=True)
+
+
+def wrong_squeeze_sum(x):
+    return x.sum(axis=(2, 3), keepdims=True)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _conv(w, b, v):
+    return (v[:, :, 0, 0] @ w[:, :, 0, 0].T + b)[:, :, None, None]
+
+
+def _excite(context, params, prefix="", relu=True, gate="sigmoid"):
+    h = _conv(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
+    if relu:
+        h = np.maximum(h, 0.0)
+    s = _conv(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
+    if gate == "sigmoid":
+        return _sigmoid(s)
+    if gate == "softmax":
+        return _softmax(s, axis=1)
+    return s
+
+
+def wrong_excitation_softmax(context, params):
+    return _excite(context, params, gate="softmax")
+
+
+def wrong_excitation_no_relu(context, params):
+    return _excite(context, params, relu=False)
+
+
+def wrong_excitation_no_sigmoid(context, params):
+    return _excite(context, params, gate=None)
+
+
+def _se_np(x, params, pool="avg", fuse="mul"):
+    ctx = wrong_squeeze_max(x) if pool == "max" else x.mean(axis=(2, 3), keepdims=True)
+    g = _excite(ctx, params, prefix="transform.mul.")
+    return x * g if fuse == "mul" else x + g
+
+
+def wrong_se_max(x, params):
+    return _se_np(x, params, pool="max")
+
+
+def wrong_se_add(x, params):
+    return _se_np(x, params, fuse="add")
+
+
+def wrong_se_no_scale(x, params):
+    g = _excite(x.mean(axis=(2, 3), keepdims=True), params, prefix="transform.mul.")
+    return np.broadcast_to(g, x.shape).copy()
+
+
+class _MaxPooling(nn.Module):
+    def forward(self, x):
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
+def wrong_module_max(in_channels: int, ratio: float) -> nn.Module:
+    planes = int(in_channels * ratio)
+    excitation = Bottleneck(in_channels, planes, layer_norm=False, zero_init=False)
+    return GlobalContextFramework(in_channels, _MaxPooling(), {"mul": excitation})
+
+
+def wrong_module_no_relu(in_channels: int, ratio: float) -> nn.Module:
+    planes = int(in_channels * ratio)
+    excitation = Bottleneck(in_channels, planes, layer_norm=False, zero_init=False)
+    excitation[2] = nn.Identity()
+    return GlobalContextFramework(in_channels, AveragePooling(), {"mul": excitation})
+
+
+# --------------------------------------------------------------------------- cases
+def se_params(rng, c: int, p: int, prefix: str = "transform.mul.") -> Dict[str, np.ndarray]:
+    """Random SE parameters (float64) with ``gclab.nn`` keys (no LayerNorm: no '1.*')."""
+    return {
+        prefix + "0.weight": rng.standard_normal((p, c, 1, 1)) / np.sqrt(c),
+        prefix + "0.bias": 0.3 * rng.standard_normal(p),
+        prefix + "3.weight": 2.0 * rng.standard_normal((c, p, 1, 1)) / np.sqrt(p),
+        prefix + "3.bias": 0.3 * rng.standard_normal(c),
+    }
+
+
+def cases_squeeze(rng):
+    return [Case(args=(rng.standard_normal(s) + 0.5,), label=f"x{s}") for s in SHAPES]
+
+
+def cases_excitation(rng):
+    out = []
+    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4)):
+        ctx = rng.standard_normal((b, c, 1, 1))
+        out.append(Case(args=(ctx, se_params(rng, c, p, prefix="")), label=f"C={c}, P={p}"))
+    return out
+
+
+def cases_forward(rng):
+    out = []
+    for (b, c, h, w), p in (((2, 8, 3, 5), 2), ((3, 12, 5, 2), 3), ((2, 16, 4, 6), 4)):
+        x = rng.standard_normal((b, c, h, w))
+        out.append(Case(args=(x, se_params(rng, c, p)), label=f"x{(b, c, h, w)}, P={p}"))
+    return out
+
+
+def cases_module(rng):
+    out = []
+    for shape, ratio in (((2, 16, 3, 5), 1 / 4), ((3, 32, 5, 4), 1 / 16), ((2, 8, 6, 2), 1 / 2)):
+        x = torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)
+        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}"
+        out.append(Case(args=(shape[1], ratio), inputs=(x,), label=label))
+    return out
+
+
+# --------------------------------------------------------------------------- properties
+def _shape_ctx(out, x, *args, **kw) -> bool:
+    return np.shape(out) == (x.shape[0], x.shape[1], 1, 1)
+
+
+def _same_shape(out, first, *args, **kw) -> bool:
+    return np.shape(out) == np.shape(first)
+
+
+def _gates_in_unit_interval(out, *args, **kw) -> bool:
+    out = np.asarray(out)
+    return bool(np.all(out > 0) and np.all(out < 1))
+
+
+def _scaled_copy(out, x, *args, **kw) -> bool:
+    """SE only rescales: out / x is one factor per (image, channel), in (0, 1)."""
+    out = np.asarray(out)
+    ratio = out / x
+    flat = ratio.reshape(x.shape[0], x.shape[1], -1)
+    return bool(np.allclose(flat, flat[:, :, :1]) and np.all(flat > 0) and np.all(flat < 1))
+
+
+def _module_same_shape(out, x) -> bool:
+    return tuple(out.shape) == tuple(x.shape)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- registry
+register(Exercise(
+    id="se.squeeze",
+    notebook=NOTEBOOK,
+    title="Squeeze = context modelling by global average pooling",
+    kind="function",
+    reference=ref_squeeze,
+    cases=cases_squeeze,
+    rtol=1e-7,
+    mistakes={
+        "max instead of average pooling": wrong_squeeze_max,
+        "summed instead of averaged (missing the 1/N)": wrong_squeeze_sum,
+    },
+    properties=[Property("shape (B, C, 1, 1)", _shape_ctx)],
+    hints=(
+        "SE's context is the plain average of every position's feature vector: attention "
+        "pooling with the same weight 1/N for every position.",
+        "x (B, C, H, W) -> average over H and W, keeping them as size-1 axes -> (B, C, 1, 1).",
+        "return x.mean(over the two spatial axes, keepdims=True).",
+    ),
+))
+
+register(Exercise(
+    id="se.excitation",
+    notebook=NOTEBOOK,
+    title="Excitation = transform (bottleneck, no LayerNorm) + sigmoid gates",
+    kind="function",
+    reference=ref_excitation,
+    cases=cases_excitation,
+    rtol=1e-7,
+    mistakes={
+        "softmax where sigmoid belongs (channel gates are independent, they need not sum to 1)":
+            wrong_excitation_softmax,
+        "no ReLU between the two convs": wrong_excitation_no_relu,
+        "the sigmoid is missing (logits, not gates in (0, 1))": wrong_excitation_no_sigmoid,
+    },
+    properties=[
+        Property("shape (B, C, 1, 1)", _same_shape),
+        Property("every gate lies in (0, 1)", _gates_in_unit_interval),
+    ],
+    hints=(
+        "The bottleneck of the GC block without its LayerNorm, then a sigmoid so that each "
+        "channel gets its own gate between 0 and 1 (independently of the other channels).",
+        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> (B, P, 1, 1); ReLU; "
+        "'3.weight' (C, P, 1, 1) -> (B, C, 1, 1); sigmoid elementwise.",
+        "h = relu(conv1x1(context, p['0.weight'], p['0.bias'])); "
+        "return sigmoid(conv1x1(h, p['3.weight'], p['3.bias'])).",
+    ),
+))
+
+register(Exercise(
+    id="se.forward",
+    notebook=NOTEBOOK,
+    title="The SE block in NumPy: squeeze, excite, scale",
+    kind="function",
+    reference=ref_se_forward,
+    cases=cases_forward,
+    rtol=1e-7,
+    mistakes={
+        "max instead of average pooling": wrong_se_max,
+        "add fusion instead of scaling (x + gates)": wrong_se_add,
+        "the gates returned without scaling x (fusion forgotten)": wrong_se_no_scale,
+    },
+    properties=[
+        Property("output has x's shape (B, C, H, W)", _same_shape),
+        Property("out / x is one factor per channel, in (0, 1)", _scaled_copy),
+    ],
+    hints=(
+        "The three steps again: context modelling = average pooling, transform = your "
+        "excitation (bottleneck + sigmoid), fusion = multiply every position by the gates.",
+        "x (B, C, H, W) -> context (B, C, 1, 1) -> gates (B, C, 1, 1) -> x * gates "
+        "(B, C, H, W). The parameters are under 'transform.mul.'.",
+        "ctx = squeeze(x); p = {k without 'transform.mul.': v}; "
+        "return x * excitation(ctx, p).",
+    ),
+))
+
+register(Exercise(
+    id="se.assemble",
+    notebook=NOTEBOOK,
+    title="Assemble SE from the framework's parts (GlobalContextFramework)",
+    kind="module",
+    reference=ref_se_module,
+    cases=cases_module,
+    rtol=1e-5,
+    atol=1e-6,
+    mistakes={
+        "max instead of average pooling": wrong_module_max,
+        "no ReLU between the two convs": wrong_module_no_relu,
+    },
+    properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
+    hints=(
+        "Pick one piece per step: which context modelling does SE use, which transform, "
+        "which fusion? The framework applies sigmoid to a 'mul' term by itself.",
+        "GlobalContextFramework(C, <context modelling>, {<fusion>: <transform>}); the "
+        "transform maps (B, C, 1, 1) -> (B, C, 1, 1) through P = int(C * ratio) channels.",
+        "return GlobalContextFramework(C, AveragePooling(), {'mul': Bottleneck(C, P, "
+        "layer_norm=?, zero_init=False)}) -- decide the LayerNorm yourself.",
+    ),
+))
+
+register(Exercise(
+    id="se.params",
+    notebook=NOTEBOOK,
+    title="Parameters that SE r16 adds to a ResNet-50 (one SE per bottleneck)",
+    kind="value",
+    reference=se_resnet50_params,
+    rtol=1e-12,
+    mistakes={
+        "forgetting the bias in the parameter count":
+            lambda: sum(n * 2 * c * c // 16 for c, n in RESNET50_STAGES),
+        "used the bottleneck's inner width (C/4) instead of its output width C":
+            lambda: se_resnet50_params(tuple((c // 4, n) for c, n in RESNET50_STAGES)),
+        "counted one SE per stage instead of one per bottleneck":
+            lambda: se_resnet50_params(tuple((c, 1) for c, _ in RESNET50_STAGES)),
+    },
+    properties=[Property("an int", _is_int)],
+    hints=(
+        "One SE block sits after conv3 of every bottleneck: 3, 4, 6 and 3 bottlenecks in the "
+        "four stages, with 256, 512, 1024 and 2048 output channels. Count weights AND biases.",
+        "One SE block at C channels: conv C->C/16 (C*C/16 + C/16) and conv C/16->C "
+        "(C/16*C + C); no LayerNorm, no W_k.",
+        "total = sum over (C, n) in [(256,3), (512,4), (1024,6), (2048,3)] of "
+        "n * (2*C*C/16 + C/16 + C).",
+    ),
+))

@@ -1,5 +1,6 @@
 """PyTorch blocks of gclab: Non-local, Simplified NL, GC and SE, and the framework pieces."""
 
+from .checkpoints import LoadReport, load_mmdet_gcnet
 from .framework import (
     AttentionPooling,
     AveragePooling,
@@ -8,6 +9,7 @@ from .framework import (
     fusion,
 )
 from .gc_block import GCBlock
+from .insert import InsertedBlock, InsertionSummary, insert_blocks
 from .mmcv_compat import from_mmcv, mmcv_to_gclab_state_dict
 from .non_local import NonLocal1d, NonLocal2d, NonLocal3d
 from .se_block import SEBlock
@@ -19,6 +21,9 @@ __all__ = [
     "Bottleneck",
     "GCBlock",
     "GlobalContextFramework",
+    "InsertedBlock",
+    "InsertionSummary",
+    "LoadReport",
     "NonLocal1d",
     "NonLocal2d",
     "NonLocal3d",
@@ -26,5 +31,7 @@ __all__ = [
     "SimplifiedNonLocal2d",
     "from_mmcv",
     "fusion",
+    "insert_blocks",
+    "load_mmdet_gcnet",
     "mmcv_to_gclab_state_dict",
 ]

@@ -168,6 +168,7 @@ class GlobalContextFramework(nn.Module):
     """
 
     spatial_dims = 2
+    __jit_unused_properties__ = ["fusions"]  # Tuple[str, ...] is not a TorchScript type
 
     def __init__(
         self,

@@ -1,0 +1,240 @@
+r"""Load GCNet/mmdet checkpoints (and plain ResNet weights) into a model with inserted blocks.
+
+mmdet's GCNet checkpoints keep each ``ContextBlock`` inside its bottleneck, applied after
+``bn3``: ``backbone.layer2.0.context_block.conv_mask.weight``,
+``backbone.layer2.0.context_block.channel_add_conv.0.weight``, ... (mmdet's ``Bottleneck`` holds
+``self.context_block``; mmdet 2.x/3.x plugins use the same name, and ``nonlocal_block`` for
+Non-local plugins). A model built with ``insert_blocks(resnet, 'gc', (2, 3, 4))`` holds the same
+computation under other names (see :mod:`gclab.nn.insert`):
+
+=============================================  ===========================================
+checkpoint key (``backbone.`` prefix removed)  gclab model key
+=============================================  ===========================================
+``layer2.0.bn3.weight``                        ``layer2.0.bn3.0.weight``
+``layer2.0.context_block.conv_mask.weight``    ``layer2.0.bn3.1.context_modeling.conv_mask.weight``
+``layer2.0.context_block.channel_add_conv.*``  ``layer2.0.bn3.1.transform.add.*``
+``layer2.0.conv1.weight`` (unchanged units)    ``layer2.0.conv1.weight``
+=============================================  ===========================================
+
+:func:`load_mmdet_gcnet` does this renaming from the model's own structure, so it also loads
+plain torchvision/timm ResNet weights into a model where blocks were inserted (the blocks'
+keys are then reported missing).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .insert import InsertedBlock
+
+# mmdet's name for a block inserted after the last conv of a unit, by gclab block class
+_MMDET_PLUGIN_NAMES = {
+    "GCBlock": "context_block",
+    "NonLocal1d": "nonlocal_block",
+    "NonLocal2d": "nonlocal_block",
+    "NonLocal3d": "nonlocal_block",
+}
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_mmdet_gcnet` loaded.
+
+    ``missing_keys``/``unexpected_keys`` are in the model's naming (after renaming);
+    ``ignored_keys`` are checkpoint keys outside the backbone (a detector's neck and heads)
+    that were left out on purpose; ``renamed`` maps checkpoint keys to the model keys they
+    were loaded into, where the name changed.
+    """
+
+    loaded: int
+    missing_keys: List[str] = field(default_factory=list)
+    unexpected_keys: List[str] = field(default_factory=list)
+    ignored_keys: List[str] = field(default_factory=list)
+    renamed: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every model key was loaded and every backbone key was used."""
+        return not self.missing_keys and not self.unexpected_keys
+
+    def __str__(self) -> str:
+        lines = [
+            f"loaded {self.loaded} tensors ({len(self.renamed)} renamed to gclab's names), "
+            f"{len(self.ignored_keys)} non-backbone keys ignored"
+        ]
+        for what, keys in (("missing", self.missing_keys), ("unexpected", self.unexpected_keys)):
+            if keys:
+                lines.append(f"{what} ({len(keys)} keys): {_group(keys)}")
+        if self.ok:
+            lines.append("no missing or unexpected keys")
+        return "\n".join(lines)
+
+
+def _group(keys: List[str], limit: int = 8) -> str:
+    """``a.b.weight, a.b.bias`` -> ``a.b.{weight,bias}``, at most ``limit`` groups shown."""
+    groups: OrderedDict[str, List[str]] = OrderedDict()
+    for k in keys:
+        head, _, leaf = k.rpartition(".")
+        groups.setdefault(head, []).append(leaf)
+    parts = [f"{h}.{{{','.join(v)}}}" if len(v) > 1 else f"{h}.{v[0]}" for h, v in groups.items()]
+    more = f", ... and {len(parts) - limit} more modules" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def _read(checkpoint: Union[Mapping[str, Tensor], str, os.PathLike], weights_only: bool) -> dict:
+    if isinstance(checkpoint, (str, os.PathLike)):
+        if not os.path.exists(checkpoint):
+            raise FileNotFoundError(f"no checkpoint file at {os.fspath(checkpoint)!r}")
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=weights_only)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(
+            "checkpoint must be a state_dict (a mapping of names to tensors), an mmdet "
+            f"checkpoint dict with 'state_dict', or a path; got {type(checkpoint).__name__}"
+        )
+    for wrapper in ("state_dict", "model"):  # mmdet/mmengine and some other trainers
+        inner = checkpoint.get(wrapper)
+        if isinstance(inner, Mapping) and not isinstance(inner, Tensor):
+            checkpoint = inner
+            break
+    bad = [k for k, v in checkpoint.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise TypeError(f"checkpoint entries must be tensors; these are not: {bad[:5]}")
+    return dict(checkpoint)
+
+
+def _strip_prefixes(sd: dict, model_keys: set) -> Tuple[dict, List[str]]:
+    """Drop ``module.`` (DataParallel) and keep only ``backbone.*`` when the model has none."""
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    ignored: List[str] = []
+    has_backbone = any(k.startswith("backbone.") for k in sd)
+    if has_backbone and not any(k.startswith("backbone.") for k in model_keys):
+        ignored = [k for k in sd if not k.startswith("backbone.")]
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd, ignored
+
+
+def _module_renames(model: nn.Module) -> Dict[str, str]:
+    """Checkpoint module path -> model module path, for every module insert_blocks moved.
+
+    Walks the tree and tracks each module's *plain* path (its path without the wrappers).
+    """
+    renames: Dict[str, str] = {}
+
+    def walk(module: nn.Module, path: str, plain: str) -> None:
+        for name, child in module.named_children():
+            cpath = f"{path}.{name}" if path else name
+            cplain = f"{plain}.{name}" if plain else name
+            if isinstance(child, InsertedBlock):
+                # the host keeps the plain name
+                renames[cplain] = f"{cpath}.0"
+                walk(child[0], f"{cpath}.0", cplain)
+                block = child[1]
+                unit_plain, _, _ = cplain.rpartition(".")
+                plugin = _MMDET_PLUGIN_NAMES.get(type(block).__name__)
+                if child.position == "after_conv3" and plugin is not None and unit_plain:
+                    bplain = f"{unit_plain}.{plugin}"
+                else:  # no official name: only gclab's own keys can load it
+                    bplain = f"{cpath}.1"
+                renames[bplain] = f"{cpath}.1"
+                walk(block, f"{cpath}.1", bplain)
+            else:
+                walk(child, cpath, cplain)
+
+    walk(model, "", "")
+    return {k: v for k, v in renames.items() if k != v}
+
+
+def _rename(key: str, renames: Dict[str, str]) -> str:
+    """Replace the longest module-path prefix of ``key`` found in ``renames``."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:i])
+        if head in renames:
+            return renames[head] + "." + ".".join(parts[i:])
+    return key
+
+
+def load_mmdet_gcnet(
+    model: nn.Module,
+    checkpoint: Union[Mapping[str, Tensor], str, os.PathLike],
+    strict: bool = True,
+    weights_only: bool = True,
+) -> LoadReport:
+    r"""Load an mmdet/GCNet checkpoint into a ResNet where :func:`insert_blocks` placed blocks.
+
+    The checkpoint is an mmdet ResNet's state_dict with ``ContextBlock`` weights under
+    ``layerX.Y.context_block.*`` (``conv_mask``, ``channel_add_conv``, ``channel_mul_conv``),
+    or a detector's (keys ``backbone.*``: the backbone is taken, the rest reported in
+    ``ignored_keys``), or an mmdet checkpoint file/dict with a ``'state_dict'`` entry.
+    Keys are renamed from the model's structure (table in :mod:`gclab.nn.checkpoints`):
+    the wrapped norm ``bn3`` -> ``bn3.0``, ``context_block`` -> ``bn3.1`` (mmcv's
+    ``conv_mask``/``channel_add_conv`` -> gclab's ``context_modeling``/``transform.add`` is
+    done by :class:`GCBlock` itself). Plain ResNet weights (torchvision keys) load the same way;
+    the inserted blocks' keys are then missing.
+
+    Args:
+        model: the gclab model, e.g. ``insert_blocks(resnet50(), 'gc', (2, 3, 4),
+            ratio=1/16)[0]`` for GCNet's r16 c3-c5 checkpoints (``ratio=1/4`` for r4).
+        checkpoint: a state_dict, an mmdet checkpoint dict, or a path to a ``.pth`` file.
+        strict: raise if any model key is missing or any backbone key is unexpected
+            (non-backbone keys of a detector never count).
+        weights_only: passed to ``torch.load`` for paths; set False only for files you trust
+            whose metadata holds arbitrary Python objects.
+
+    Returns:
+        a :class:`LoadReport` (``print(report)`` lists missing and unexpected keys by module).
+
+    Raises:
+        RuntimeError: ``strict=True`` and keys are missing or unexpected (the message lists them).
+        ValueError: a tensor's shape does not match (e.g. an r4 checkpoint into an r16 model).
+
+    Example::
+
+        >>> model, _ = insert_blocks(resnet50(), "gc", stages=(2, 3, 4), ratio=1/16)
+        >>> report = load_mmdet_gcnet(model, "mask_rcnn_r50_fpn_gcb_r16_c3-c5.pth", strict=False)
+        >>> print(report)   # fc.* missing: a detector's backbone has no classifier
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    sd = _read(checkpoint, weights_only)
+    model_keys = set(model.state_dict().keys())
+    sd, ignored = _strip_prefixes(sd, model_keys)
+    renames = _module_renames(model)
+    new_sd: OrderedDict[str, Tensor] = OrderedDict()
+    renamed: Dict[str, str] = {}
+    for key, value in sd.items():
+        new = key if key in model_keys else _rename(key, renames)
+        if new != key:
+            renamed[key] = new
+        new_sd[new] = value
+    try:
+        result = model.load_state_dict(new_sd, strict=False)
+    except RuntimeError as err:
+        raise ValueError(
+            "the checkpoint's tensors do not fit the model's shapes; were the blocks inserted "
+            "with the checkpoint's settings (GCNet r16 = ratio=1/16, r4 = ratio=1/4; the same "
+            f"stages; the same ResNet depth)?\n{err}"
+        ) from None
+    report = LoadReport(
+        loaded=len(new_sd) - len(result.unexpected_keys),
+        missing_keys=list(result.missing_keys),
+        unexpected_keys=list(result.unexpected_keys),
+        ignored_keys=ignored,
+        renamed=renamed,
+    )
+    if strict and not report.ok:
+        raise RuntimeError(
+            "load_mmdet_gcnet(strict=True): the checkpoint and the model do not match\n"
+            f"{report}\n(pass strict=False to load what matches and inspect the report)"
+        )
+    return report
+
+
+__all__ = ["LoadReport", "load_mmdet_gcnet"]

@@ -1,0 +1,497 @@
+r"""Exercises of lesson 02, the Non-local backward pass and gradient checking (topic ``nlgrad.``).
+
+CS231n style: every forward op has a backward that maps the upstream gradient
+:math:`\partial L / \partial \text{out}` (``dout``) to the gradients of its inputs; numerical
+gradients (centred differences) and the relative error check them. The central formulas:
+
+.. math::
+
+    \partial s = p \odot \big(\partial p - \langle \partial p, p\rangle\big)
+    \quad (p = \mathrm{softmax}(s)), \qquad
+    C = AB:\ \partial A = \partial C\, B^\top,\ \partial B = A^\top \partial C
+
+References: :mod:`gclab.numpy` (``rel_error``, ``numerical_gradient``, ``ops.softmax_backward``,
+``ops.conv1x1_backward``, ``non_local.pairwise_backward``, ``non_local.backward``) and torch
+autograd for the batched matrix product. Mistake variants are exact wrong formulas written here.
+Everything is float64; maps have H != W.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.nb01_nonlocal_numpy import random_params
+from gclab.numpy import non_local, ops
+from gclab.numpy.gradcheck import numerical_gradient, rel_error
+
+NOTEBOOK = "02_nonlocal_backward"
+Params = Dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _positions(x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
+
+
+def _to_map(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], h, w)
+
+
+def _to_map_hw_swapped(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], w, h).transpose(0, 1, 3, 2)
+
+
+def _shape_is(fn):
+    def prop(out, *args, **kwargs):
+        want = fn(*args, **kwargs)
+        got = tuple(getattr(o, "shape", None) for o in out) if isinstance(out, tuple) else getattr(
+            out, "shape", None
+        )
+        return got == want, f"shape {got}, expected {want}"
+
+    return prop
+
+
+# ----------------------------------------------------------------------------- rel_error
+def _rel_error_cases(rng: np.random.Generator) -> List[Case]:
+    a = rng.standard_normal((4, 5))
+    z = np.zeros(6)
+    z2 = z.copy()
+    z2[2] = 1e-3
+    return [
+        Case(args=(a, a + 1e-6 * rng.standard_normal(a.shape)), label="close (4,5)"),
+        Case(args=(a, a * (1 + 0.1 * rng.standard_normal(a.shape))), label="10% apart"),
+        Case(args=(rng.standard_normal(7) * 1e3, rng.standard_normal(7) * 1e3), label="large"),
+        Case(args=(np.concatenate([z, [1.0, 2.0]]), np.concatenate([z2, [1.0, 2.001]])),
+             label="zeros and small values"),
+    ]
+
+
+register(Exercise(
+    id="nlgrad.rel_error",
+    notebook=NOTEBOOK,
+    title="CS231n's relative error, element by element",
+    reference=lambda a, b: rel_error(a, b),
+    cases=_rel_error_cases,
+    rtol=1e-9,
+    atol=0.0,
+    mistakes={
+        "mean instead of max over the elements": lambda a, b: float(
+            np.mean(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
+        ),
+        "absolute error (not divided by |a| + |b|)": lambda a, b: float(np.max(np.abs(a - b))),
+        "divided by the largest |a| + |b| (not element by element)": lambda a, b: float(
+            np.max(np.abs(a - b)) / max(1e-8, float(np.max(np.abs(a) + np.abs(b))))
+        ),
+    },
+    properties=[Property("a number >= 0", lambda out, *a: float(out) >= 0)],
+    hints=(
+        "For each element, the difference relative to the size of the two values; then the "
+        "worst element. The 1e-8 floor keeps 0/0 away when both values are zero.",
+        "a and b have the same shape; |a - b| and |a| + |b| are arrays of that shape; their "
+        "ratio too; the result is one float.",
+        "num = abs(a - b)\nden = maximum(1e-8, abs(a) + abs(b))\nreturn float(max(num / den))",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- numerical grad
+def _ng_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    x1 = rng.standard_normal((3, 4))
+    out.append(Case(args=(np.sin, x1, rng.standard_normal((3, 4))), label="sin, x (3,4)"))
+    m = rng.standard_normal((2, 5))
+    x2 = rng.standard_normal((5, 3))
+    out.append(Case(args=(lambda v, m=m: np.tanh(m @ v), x2, rng.standard_normal((2, 3))),
+                    label="tanh(M x), x (5,3)"))
+    x3 = rng.standard_normal((2, 3, 4))
+    out.append(Case(args=(lambda v: ops.softmax(v * 2.0), x3, rng.standard_normal((2, 3, 4))),
+                    label="softmax, x (2,3,4)"))
+    x4 = rng.standard_normal(6)
+    out.append(Case(args=(lambda v: float(np.sum(v ** 3)), x4, np.array(1.0)),
+                    label="scalar sum(x^3)"))
+    return out
+
+
+def _ng_variant(kind: str) -> Callable:
+    def variant(f, x, df, h=1e-5):
+        grad = np.zeros_like(x)
+        it = np.nditer(x, flags=["multi_index"])
+        while not it.finished:
+            k = it.multi_index
+            old = x[k]
+            x[k] = old + h
+            fp = np.array(f(x), dtype=np.float64)
+            if kind == "forward":
+                x[k] = old
+                fm = np.array(f(x), dtype=np.float64)
+                grad[k] = np.sum((fp - fm) * df) / h
+            else:
+                x[k] = old - h
+                fm = np.array(f(x), dtype=np.float64)
+                if kind != "no restore":
+                    x[k] = old
+                up = 1.0 if kind == "no df" else df
+                denom = h if kind == "h" else 2 * h
+                grad[k] = np.sum((fp - fm) * up) / denom
+            it.iternext()
+        return grad
+
+    return variant
+
+
+register(Exercise(
+    id="nlgrad.numerical_gradient",
+    notebook=NOTEBOOK,
+    title="Numerical gradient by centred differences",
+    reference=lambda f, x, df, h=1e-5: numerical_gradient(f, x, df, h),
+    cases=_ng_cases,
+    rtol=1e-7,
+    mistakes={
+        "forward difference (f(x+h) - f(x)) / h instead of the centred one": _ng_variant("forward"),
+        "divided by h instead of 2h": _ng_variant("h"),
+        "upstream gradient df ignored (gradient of sum(f), not of sum(f * df))":
+            _ng_variant("no df"),
+        "x not restored after perturbing it": _ng_variant("no restore"),
+    },
+    properties=[Property("shape of x", lambda out, f, x, df, h=1e-5: (
+        getattr(out, "shape", None) == x.shape, f"shape {getattr(out, 'shape', None)}"))],
+    hints=(
+        "Nudge one entry x_k by +h and by -h, evaluate f both times, and take the slope "
+        "(f+ - f-) / 2h. The loss is L = sum(f(x) * df), so weight the change of f by df "
+        "before summing. Put x_k back before moving on.",
+        "grad has x's shape; f(x) and df have the same shape (any, maybe a scalar); "
+        "each entry of grad is one number: sum((f+ - f-) * df) / (2h). np.nditer(x, "
+        "flags=['multi_index']) walks every index of an array of any shape.",
+        "grad = zeros like x\n"
+        "for every index k of x:\n"
+        "    old = x[k]\n"
+        "    x[k] = old + h; fp = copy of f(x)\n"
+        "    x[k] = old - h; fm = copy of f(x)\n"
+        "    x[k] = old\n"
+        "    grad[k] = sum((fp - fm) * df) / (2 * h)\n"
+        "return grad",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- softmax backward
+def _sm_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape, s in [((2, 5, 7), 1.0), ((3, 4), 3.0), ((1, 6, 6), 1.0), ((2, 3, 8), 30.0)]:
+        p = ops.softmax(rng.standard_normal(shape) * s)
+        out.append(Case(args=(rng.standard_normal(shape), p), label=f"{shape}, logits x{s:g}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.softmax_backward",
+    notebook=NOTEBOOK,
+    title="Softmax backward through the Jacobian diag(p) - p p^T",
+    reference=lambda dout, p: ops.softmax_backward(dout, (p, -1)),
+    cases=_sm_cases,
+    rtol=1e-9,
+    mistakes={
+        "diagonal of the Jacobian only (p (1 - p) dout)": lambda dout, p: p * (1 - p) * dout,
+        "softmax backward summed over the wrong axis (-2, not the last)":
+            lambda dout, p: p * (dout - (dout * p).sum(axis=-2, keepdims=True)),
+        "upstream gradient left out of the sum (p (dout - sum p))":
+            lambda dout, p: p * (dout - p.sum(axis=-1, keepdims=True)),
+    },
+    properties=[
+        Property("shape of p", _shape_is(lambda dout, p: p.shape)),
+        Property("every row of ds sums to 0 (softmax ignores a shift of its row)",
+                 lambda out, dout, p: bool(np.allclose(np.asarray(out).sum(-1), 0, atol=1e-9))),
+    ],
+    hints=(
+        "p_j = e^{s_j} / sum_k e^{s_k} depends on every s_k of its row: dp_j/ds_k = "
+        "p_j (delta_jk - p_k). Multiply dout by this Jacobian: the diagonal part gives p * dout, "
+        "the outer-product part subtracts p times the row's <dout, p>.",
+        "dout and p have the same shape (..., N'); <dout, p> is one number per row: a sum over "
+        "the last axis with keepdims, shape (..., 1); the result has p's shape.",
+        "inner = sum of dout * p over the last axis, keepdims\nreturn p * (dout - inner)",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- matmul backward
+def ref_matmul_backward(dout, a, b) -> Tuple[np.ndarray, np.ndarray]:
+    """torch autograd of C = A @ B (batched): (dA, dB)."""
+    ta = torch.tensor(a, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    torch.bmm(ta, tb).backward(torch.tensor(dout))
+    return ta.grad.numpy(), tb.grad.numpy()
+
+
+def _mm_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for bsz, n, k, m in [(2, 5, 3, 4), (1, 6, 4, 2), (3, 4, 7, 5)]:
+        a, b = rng.standard_normal((bsz, n, k)), rng.standard_normal((bsz, k, m))
+        out.append(Case(args=(rng.standard_normal((bsz, n, m)), a, b),
+                        label=f"A ({bsz},{n},{k}) @ B ({bsz},{k},{m})"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.matmul_backward",
+    notebook=NOTEBOOK,
+    title="Batched matrix product backward: dA = dC B^T, dB = A^T dC",
+    reference=ref_matmul_backward,
+    cases=_mm_cases,
+    rtol=1e-9,
+    mistakes={
+        "reshape where a transpose belongs (B.reshape instead of swapping its last two axes)":
+            lambda dout, a, b: (
+                dout @ b.reshape(b.shape[0], b.shape[2], b.shape[1]),
+                a.reshape(a.shape[0], a.shape[2], a.shape[1]) @ dout,
+            ),
+        "upstream gradient dout ignored (gradient of sum(A @ B), not of the loss)":
+            lambda dout, a, b: (
+                np.ones_like(dout) @ b.transpose(0, 2, 1),
+                a.transpose(0, 2, 1) @ np.ones_like(dout),
+            ),
+    },
+    properties=[Property("shapes (dA like A, dB like B)",
+                         _shape_is(lambda dout, a, b: (a.shape, b.shape)))],
+    hints=(
+        "C_ij = sum_k A_ik B_kj, so dL/dA_ik = sum_j dC_ij B_kj and dL/dB_kj = sum_i A_ik dC_ij. "
+        "Each is again a matrix product, one batch item at a time.",
+        "dout (B, N, M), A (B, N, K), B (B, K, M). dA must be (B, N, K) = (B, N, M) @ (B, M, K); "
+        "dB must be (B, K, M) = (B, K, N) @ (B, N, M). Transpose only the last two axes "
+        "(x.transpose(0, 2, 1)); .T would also move the batch axis.",
+        "da = dout @ (b with its last two axes swapped)\n"
+        "db = (a with its last two axes swapped) @ dout\n"
+        "return da, db",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- conv1x1 backward
+def ref_conv1x1_backward(dout, x, weight):
+    """``gclab.numpy.ops.conv1x1_backward``: (dx, dweight, dbias)."""
+    _, cache = ops.conv1x1_forward(x, weight, np.zeros(weight.shape[0]))
+    return ops.conv1x1_backward(dout, cache)
+
+
+def _conv_variant(kind: str):
+    def variant(dout, x, weight):
+        dx, dw, db = ref_conv1x1_backward(dout, x, weight)
+        if kind == "mean":
+            return dx, dw / x.shape[0], db / x.shape[0]
+        # dout flattened column by column, x row by row
+        df = dout.transpose(0, 1, 3, 2).reshape(dout.shape[0], dout.shape[1], -1)
+        xf = x.reshape(x.shape[0], x.shape[1], -1)
+        return dx, np.einsum("bon,bcn->oc", df, xf).reshape(weight.shape), db
+
+    return variant
+
+
+def _conv_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((3, 5, 3, 6), 2), ((2, 4, 5, 3), 4)]:
+        x = rng.standard_normal((b, c, h, w))
+        out.append(Case(args=(rng.standard_normal((b, co, h, w)), x,
+                              rng.standard_normal((co, c, 1, 1))),
+                        label=f"x {(b, c, h, w)}, Co={co}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.conv1x1_backward",
+    notebook=NOTEBOOK,
+    title="1x1 convolution backward: dx = W^T dout, dW and db summed over batch and positions",
+    reference=ref_conv1x1_backward,
+    cases=_conv_cases,
+    rtol=1e-9,
+    mistakes={
+        "averaged over the batch instead of summed": _conv_variant("mean"),
+        "H and W transposed in a reshape (dout flattened column by column for dW)":
+            _conv_variant("hw"),
+    },
+    properties=[Property(
+        "shapes (dx like x, dW like weight, db (Co,))",
+        _shape_is(lambda dout, x, weight: (x.shape, weight.shape, (weight.shape[0],))),
+    )],
+    hints=(
+        "The forward is out = W x + b at every position p and batch item. The same W and b "
+        "serve every (batch, position), so their gradients add up over all of them; x at each "
+        "position gets W^T times dout at that position.",
+        "Flatten: dout (B, Co, N), x (B, C, N), W (Co, C). dx = W^T dout -> (B, C, N) -> x's "
+        "shape; dW = sum over b and n of dout[b, :, n] x[b, :, n]^T -> (Co, C) -> (Co, C, 1, 1); "
+        "db = sum of dout over b and n -> (Co,).",
+        "w2 = weight as (Co, C); df = dout as (B, Co, N); xf = x as (B, C, N)\n"
+        "dx = (w2^T @ df) reshaped like x\n"
+        "dw = einsum('bon,bcn->oc', df, xf) reshaped like weight\n"
+        "db = df summed over axes 0 and 2\n"
+        "return dx, dw, db",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- attention backward
+def ref_embedded_gaussian_backward(dattn, theta_x, phi_x, attention, use_scale=True):
+    """``gclab.numpy.non_local.pairwise_backward`` of the embedded gaussian: (dtheta_x, dphi_x)."""
+    attn, cache = non_local.pairwise_forward(theta_x, phi_x, "embedded_gaussian", use_scale)
+    dtheta, dphi, _ = non_local.pairwise_backward(dattn, cache)
+    return dtheta, dphi
+
+
+def _eg_variant(kind: str):
+    def variant(dattn, theta_x, phi_x, attention, use_scale=True):
+        scale = math.sqrt(theta_x.shape[-1]) if use_scale else 1.0
+        axis = -2 if kind == "axis" else -1
+        dlogits = attention * (dattn - (dattn * attention).sum(axis=axis, keepdims=True))
+        if kind != "scale":
+            dlogits = dlogits / scale
+        if kind == "reshape":
+            bsz, ci, nk = phi_x.shape
+            return (dlogits @ phi_x.reshape(bsz, nk, ci),
+                    theta_x.reshape(bsz, ci, theta_x.shape[1]) @ dlogits)
+        return dlogits @ phi_x.transpose(0, 2, 1), theta_x.transpose(0, 2, 1) @ dlogits
+
+    return variant
+
+
+def _eg_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for bsz, n, ci, nk, use_scale in [(2, 6, 4, 5, True), (1, 8, 3, 6, True),
+                                      (2, 5, 2, 7, False), (3, 4, 8, 3, True)]:
+        th, ph = rng.standard_normal((bsz, n, ci)), rng.standard_normal((bsz, ci, nk))
+        attn = non_local.embedded_gaussian(th, ph, use_scale)
+        out.append(Case(args=(rng.standard_normal((bsz, n, nk)), th, ph, attn),
+                        kwargs={"use_scale": use_scale},
+                        label=f"N={n}, N'={nk}, Ci={ci}, use_scale={use_scale}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.embedded_gaussian_backward",
+    notebook=NOTEBOOK,
+    title="Backward through the embedded gaussian: softmax, 1/sqrt(Ci), theta_x @ phi_x",
+    reference=ref_embedded_gaussian_backward,
+    cases=_eg_cases,
+    rtol=1e-9,
+    mistakes={
+        "missing 1/sqrt(d) scale in the backward": _eg_variant("scale"),
+        "softmax backward summed over the wrong axis (-2, not the keys)": _eg_variant("axis"),
+        "reshape where a transpose belongs (phi_x / theta_x reshaped, not transposed)":
+            _eg_variant("reshape"),
+    },
+    properties=[Property(
+        "shapes (dtheta_x like theta_x, dphi_x like phi_x)",
+        _shape_is(lambda dattn, th, ph, attention, use_scale=True: (th.shape, ph.shape)),
+    )],
+    hints=(
+        "Run the forward backwards: attention = softmax(logits / s), logits = theta_x @ phi_x, "
+        "s = sqrt(Ci) (or 1). Chain the three backward rules: softmax backward, the division "
+        "by s, then the matrix-product backward.",
+        "dattn, attention (B, N, N'); dlogits (B, N, N'); dtheta_x (B, N, Ci) = dlogits @ "
+        "phi_x^T; dphi_x (B, Ci, N') = theta_x^T @ dlogits (transposes of the last two axes).",
+        "ds = your softmax_backward(dattn, attention)\n"
+        "dlogits = ds / sqrt(Ci) if use_scale else ds\n"
+        "return your matmul_backward(dlogits, theta_x, phi_x)",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- block backward
+def ref_block_grads(x, params, dout, use_scale=True):
+    """``gclab.numpy.non_local`` forward then backward (embedded gaussian): (dx, dparams)."""
+    _, cache = non_local.forward(x, params, "embedded_gaussian", use_scale)
+    return non_local.backward(dout, cache)
+
+
+def _block_variant(kind: str):
+    """A NumPy NL (embedded gaussian) backward with one mistake; returns (dx, dparams)."""
+
+    def variant(x, params, dout, use_scale=True):
+        b, c, h, w = x.shape
+        convs = {}
+        for name in ("theta", "phi", "g"):
+            convs[name] = ops.conv1x1_forward(x, params[name + ".weight"], params[name + ".bias"])
+        theta, phi, g = (convs[n][0] for n in ("theta", "phi", "g"))
+        theta_x, g_x = _positions(theta), _positions(g)
+        phi_x = phi.reshape(b, phi.shape[1], -1)
+        scale = math.sqrt(theta_x.shape[-1]) if use_scale else 1.0
+        attn = ops.softmax(theta_x @ phi_x / scale)
+        y = _to_map(attn @ g_x, h, w)
+        _, c_out = ops.conv1x1_forward(y, params["conv_out.weight"], params["conv_out.bias"])
+        grads: Params = {}
+        dy, grads["conv_out.weight"], grads["conv_out.bias"] = ops.conv1x1_backward(dout, c_out)
+        dy_x = _positions(dy)
+        dattn, dg_x = dy_x @ g_x.transpose(0, 2, 1), attn.transpose(0, 2, 1) @ dy_x
+        axis = -2 if kind == "axis" else -1
+        dlogits = attn * (dattn - (dattn * attn).sum(axis=axis, keepdims=True))
+        if kind != "scale":
+            dlogits = dlogits / scale
+        dtheta_x = dlogits @ phi_x.transpose(0, 2, 1)
+        dphi_x = theta_x.transpose(0, 2, 1) @ dlogits
+        back = _to_map_hw_swapped if kind == "hw" else _to_map
+        dmaps = {"theta": back(dtheta_x, h, w), "phi": dphi_x.reshape(phi.shape),
+                 "g": back(dg_x, h, w)}
+        dx = np.zeros_like(x) if kind == "residual" else dout.copy()
+        for name in ("theta", "phi", "g"):
+            dxi, grads[name + ".weight"], grads[name + ".bias"] = ops.conv1x1_backward(
+                dmaps[name], convs[name][1]
+            )
+            dx = dx + dxi
+        return dx, grads
+
+    return variant
+
+
+def _block_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape, use_scale in [((2, 4, 3, 5), True), ((1, 6, 4, 3), True), ((2, 4, 5, 2), False)]:
+        x = rng.standard_normal(shape)
+        p = random_params(rng, shape[1], "embedded_gaussian")
+        out.append(Case(args=(x, p, rng.standard_normal(shape)), kwargs={"use_scale": use_scale},
+                        label=f"x {shape}, use_scale={use_scale}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.block_backward",
+    notebook=NOTEBOOK,
+    title="The NL block's backward with a cache: dx and a gradient for every parameter",
+    reference=ref_block_grads,
+    cases=_block_cases,
+    rtol=1e-8,
+    mistakes={
+        "missing residual: dx lacks the dout that flows straight through z = x + W_z y":
+            _block_variant("residual"),
+        "softmax backward summed over the wrong axis (-2, not the keys)": _block_variant("axis"),
+        "missing 1/sqrt(d) scale in the backward": _block_variant("scale"),
+        "H and W transposed in a reshape (dtheta and dg put back as (W, H))":
+            _block_variant("hw"),
+    },
+    properties=[Property(
+        "dx has x's shape; every parameter gradient has its parameter's shape",
+        lambda out, x, params, dout, use_scale=True: (
+            out[0].shape == x.shape
+            and all(out[1][k].shape == v.shape for k, v in params.items() if k in out[1])
+        ),
+    )],
+    hints=(
+        "Walk the forward backwards, step by step: fusion (z = x + W_z y sends dout both to x "
+        "and to W_z y), transform (conv_out backward), context modelling (y = attention @ g_x: "
+        "matmul backward; attention: embedded gaussian backward), then the three embedding "
+        "convs. x feeds theta, phi, g and the residual: its gradient is the sum of all four.",
+        "dout (B, C, H, W) -> conv_out backward -> dy (B, Ci, H, W) -> to_positions -> "
+        "(B, N, Ci); dattention (B, N, N), dg_x (B, N, Ci); dtheta_x (B, N, Ci), dphi_x "
+        "(B, Ci, N); back to maps (B, Ci, H, W) with to_map (theta, g) and a reshape (phi); "
+        "each conv1x1_backward(dmap, x, weight) returns (dx part, dW, db).",
+        "dy, d[conv_out.weight], d[conv_out.bias] = conv1x1_backward(dout, y, W_out)\n"
+        "dattn, dg_x = matmul_backward(to_positions(dy), attention, g_x)\n"
+        "dtheta_x, dphi_x = embedded_gaussian_backward(dattn, theta_x, phi_x, attention, s)\n"
+        "dx = dout (the residual)\n"
+        "for each of theta, phi, g: dx += conv1x1_backward(its map gradient, x, weight)[0], "
+        "and store its dW, db\n"
+        "return dx, grads",
+    ),
+))

@@ -26,12 +26,13 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from .insert import InsertedBlock
+from .mmcv_compat import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS
 
 # mmdet's name for a block inserted after the last conv of a unit, by gclab block class
 _MMDET_PLUGIN_NAMES = {
@@ -151,6 +152,31 @@ def _module_renames(model: nn.Module) -> Dict[str, str]:
     return {k: v for k, v in renames.items() if k != v}
 
 
+def _mmcv_tables(model: nn.Module) -> List[Tuple[str, Sequence[Tuple[str, str]]]]:
+    """(prefix, table) for every block that accepts mmcv's parameter names."""
+    from .framework import GlobalContextFramework
+    from .non_local import _NonLocalNd
+
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, GlobalContextFramework):
+            out.append((name + ".", CONTEXT_BLOCK_KEYS))
+        elif isinstance(m, _NonLocalNd):
+            out.append((name + ".", NON_LOCAL_KEYS))
+    return out
+
+
+def _mmcv_to_gclab(key: str, tables: List[Tuple[str, Sequence[Tuple[str, str]]]]) -> str:
+    """mmcv's names inside a block (``conv_mask.*``) -> gclab's (``context_modeling...``)."""
+    for prefix, table in tables:
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            for old, new in table:
+                if rest.startswith(old):
+                    return prefix + new + rest[len(old):]
+    return key
+
+
 def _rename(key: str, renames: Dict[str, str]) -> str:
     """Replace the longest module-path prefix of ``key`` found in ``renames``."""
     parts = key.split(".")
@@ -207,10 +233,11 @@ def load_mmdet_gcnet(
     model_keys = set(model.state_dict().keys())
     sd, ignored = _strip_prefixes(sd, model_keys)
     renames = _module_renames(model)
+    tables = _mmcv_tables(model)
     new_sd: OrderedDict[str, Tensor] = OrderedDict()
     renamed: Dict[str, str] = {}
     for key, value in sd.items():
-        new = key if key in model_keys else _rename(key, renames)
+        new = key if key in model_keys else _mmcv_to_gclab(_rename(key, renames), tables)
         if new != key:
             renamed[key] = new
         new_sd[new] = value

@@ -66,3 +66,27 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_keys(
+    params: Mapping[str, object], expected: Sequence[str], who: str, optional: Sequence[str] = ()
+) -> None:
+    """The keys of ``params`` must be ``expected`` (plus any of ``optional``): a missing or an
+    unused key is a ValueError naming it (it means the config does not match the weights)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{who}: params must be a dict of arrays (see gclab.numpy.params_from_torch), "
+            f"got {type(params).__name__}"
+        )
+    missing = [k for k in expected if k not in params]
+    if missing:
+        raise ValueError(
+            f"{who}: params is missing the key {missing[0]!r} (params must hold the PyTorch "
+            f"block's state_dict keys; expected {list(expected)}, got {sorted(params)})"
+        )
+    unused = sorted(set(params) - set(expected) - set(optional))
+    if unused:
+        raise ValueError(
+            f"{who}: params has keys this configuration does not use: {unused}; do the config "
+            f"arguments match the block the weights come from? (see config_from_torch)"
+        )

@@ -21,11 +21,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple, Union
+from typing import Dict, Iterable, List, Tuple, Union
 
 import numpy as np
 
-from ._checks import check_choice, check_input, get_param
+from ._checks import check_choice, check_input, check_keys, get_param
 from .framework import (
     MASK,
     POOLINGS,
@@ -80,6 +80,17 @@ def transform(
     return transform_forward(context, params, fusions, layer_norm)[0]
 
 
+def param_keys(
+    pooling: str = "att", fusions: Union[str, Iterable[str]] = ("add",), layer_norm: bool = True
+) -> List[str]:
+    """The state_dict keys of ``gclab.nn.GCBlock`` with this configuration."""
+    keys = [MASK + "weight", MASK + "bias"] if pooling == "att" else []
+    for f in parse_fusions(fusions):
+        for i in (0, 1, 3) if layer_norm else (0, 3):
+            keys += [f"transform.{f}.{i}.weight", f"transform.{f}.{i}.bias"]
+    return keys
+
+
 def forward(
     x: np.ndarray,
     params: Params,
@@ -96,6 +107,7 @@ def forward(
     """
     check_choice("pooling", pooling, POOLINGS)
     fusions = parse_fusions(fusions)
+    check_keys(params, param_keys(pooling, fusions, layer_norm), "GC block")
     first = MASK + "weight" if pooling == "att" else f"transform.{fusions[0]}.0.weight"
     check_input(x, get_param(params, first, "GC block", ndim=4).shape[1], (2,), "GC block")
     (context, alpha), c_cm = context_modeling_forward(x, params, pooling)  # 1. c (B, C, 1, 1)
@@ -127,6 +139,7 @@ __all__ = [
     "fusion",
     "fusion_backward",
     "fusion_forward",
+    "param_keys",
     "transform",
     "transform_backward",
     "transform_forward",

@@ -34,12 +34,12 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
 from . import ops
-from ._checks import check_choice, check_input, get_param
+from ._checks import check_choice, check_input, check_keys, get_param
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 Params = Dict[str, np.ndarray]
@@ -256,6 +256,18 @@ def fusion(x: np.ndarray, wy: np.ndarray) -> np.ndarray:
     return x + wy
 
 
+def param_keys(mode: str = "embedded_gaussian", norm: str | None = None) -> List[str]:
+    """The state_dict keys of ``gclab.nn.NonLocal{1,2,3}d`` with this configuration (but the
+    BatchNorm's ``norm.num_batches_tracked``, which is accepted and not needed)."""
+    names = ["g"] if mode == "gaussian" else ["g", "theta", "phi"]
+    keys = [f"{n}.{p}" for n in names for p in ("weight", "bias")]
+    keys += ["concat_project.weight"] if mode == "concatenation" else []
+    keys += ["conv_out.weight"] + (["conv_out.bias"] if norm is None else [])
+    if norm == "bn":
+        keys += ["norm." + k for k in ("weight", "bias", "running_mean", "running_var")]
+    return keys
+
+
 def check_config(
     x: np.ndarray, params: Params, mode: str, sub_sample: bool, norm: str | None
 ) -> np.ndarray:
@@ -263,6 +275,7 @@ def check_config(
     check_choice("mode", mode, MODES)
     if norm is not None:
         check_choice("norm", norm, ("bn",))
+    check_keys(params, param_keys(mode, norm), "NonLocal", ["norm.num_batches_tracked"])
     w_g = get_param(params, "g.weight", "NonLocal")
     who = f"NonLocal{w_g.ndim - 2}d" if w_g.ndim in (3, 4, 5) else "NonLocal"
     check_input(x, w_g.shape[1], (1, 2, 3), who)
@@ -312,5 +325,5 @@ __all__ = [
     "MODES", "backward", "concatenation", "context_modeling", "context_modeling_backward",
     "context_modeling_forward", "dot_product", "embed_backward", "embed_forward",
     "embedded_gaussian", "forward", "fusion", "gaussian", "pairwise_backward",
-    "pairwise_forward", "transform", "transform_backward", "transform_forward",
+    "pairwise_forward", "param_keys", "transform", "transform_backward", "transform_forward",
 ]

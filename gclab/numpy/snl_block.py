@@ -26,7 +26,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from . import ops
-from ._checks import check_input, get_param
+from ._checks import check_input, check_keys, get_param
 from .framework import (
     MASK,
     Params,
@@ -67,6 +67,8 @@ def forward(
     x: np.ndarray, params: Params, return_attention: bool = False
 ) -> Tuple[Union[np.ndarray, Tuple[np.ndarray, np.ndarray]], dict]:
     """SNL forward. Returns ``(out, cache)``, or ``((out, attention (B, N, N)), cache)``."""
+    keys = [MASK + "weight", MASK + "bias", W_V + "weight", W_V + "bias"]
+    check_keys(params, keys, "SNL block")
     check_input(x, get_param(params, MASK + "weight", "SNL block", 4).shape[1], (2,), "SNL block")
     (context, alpha), c_cm = context_modeling_forward(x, params, "att")  # 1. c
     t, c_tr = transform_forward(context, params)  # 2. W_v c + b_v

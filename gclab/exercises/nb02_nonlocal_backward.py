@@ -476,6 +476,9 @@ register(Exercise(
             out[0].shape == x.shape
             and all(out[1][k].shape == v.shape for k, v in params.items() if k in out[1])
         ),
+    ), Property(
+        "d phi.bias is 0 (the same shift of every key's logit leaves each softmax row unchanged)",
+        lambda out, *a, **k: bool(np.abs(out[1]["phi.bias"]).max() < 1e-10),
     )],
     hints=(
         "Walk the forward backwards, step by step: fusion (z = x + W_z y sends dout both to x "

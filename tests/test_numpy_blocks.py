@@ -268,6 +268,19 @@ def test_naive_equals_vectorised(mode, shape, sub_sample, norm):
     assert np.array_equal(non_local_naive(x, p, **cfg), out)
 
 
+# ------------------------------------------------------------------ docs
+@pytest.mark.parametrize("name", ["__init__", "ops", "gradcheck", "framework", "gc_block",
+                                  "se_block", "snl_block", "non_local", "naive"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module("gclab.numpy" + ("" if name == "__init__" else "." + name))
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no example"
+    assert result.failed == 0
+
+
 # ------------------------------------------------------------------ helpers and errors
 def test_params_and_config_from_torch():
     nl = gnn.NonLocal3d(6, mode="concatenation", use_scale=False, sub_sample=True, norm="bn")

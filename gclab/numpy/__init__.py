@@ -17,7 +17,12 @@ weights run in both worlds::
 
     >>> import gclab.nn, gclab.numpy as gnp
     >>> gc = gclab.nn.GCBlock(16, ratio=1/4)
-    >>> out, cache = gnp.gc_block.forward(x, gnp.params_from_torch(gc), **gnp.config_from_torch(gc))
+    >>> x = np.random.randn(2, 16, 7, 7)
+    >>> params, config = gnp.params_from_torch(gc), gnp.config_from_torch(gc)
+    >>> out, cache = gnp.gc_block.forward(x, params, **config)
+    >>> dx, dparams = gnp.gc_block.backward(np.ones_like(out), cache)
+    >>> sorted(dparams) == sorted(k for k, _ in gc.named_parameters())
+    True
 """
 
 from __future__ import annotations

@@ -17,13 +17,15 @@ Usage::
 
     python -m gclab notebooks                  # regenerate (keeps outputs of unchanged cells)
     python -m gclab notebooks --execute        # ... and execute every solution copy
-    python -m gclab notebooks --execute 00 03  # ... only lessons 00 and 03
+    python -m gclab notebooks --execute 00 03  # ... only lessons 00 and 03 (nothing else written)
+    python -m gclab notebooks 00               # regenerate lesson 00 only
     python -m gclab notebooks --check          # exit 1 if a committed copy is stale/unexecuted
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -266,6 +268,10 @@ def execute_notebook(
     """
     from nbclient import NotebookClient
 
+    # one thread per kernel: on a small shared CPU, torch's thread pool otherwise spins against
+    # other processes (10x slower under load); the kernel inherits this environment
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -286,12 +292,18 @@ def execute_notebook(
 # Commands
 # --------------------------------------------------------------------------------------------
 def build(
-    root: Path = ROOT, execute: Sequence[str] | None = None, quiet: bool = False
+    root: Path = ROOT,
+    execute: Sequence[str] | None = None,
+    quiet: bool = False,
+    only: Sequence[str] = (),
 ) -> List[Path]:
-    """Write both copies of every lesson; execute the solution copies of ``execute`` (lesson
-    names or numbers; ``[]`` = all). Returns the paths written."""
+    """Write both copies of every lesson (or of the lessons named in ``only``); execute the
+    solution copies of ``execute`` (lesson names or numbers; ``[]`` = all). Returns the paths
+    written."""
     written = []
     for lesson in lessons(root):
+        if only and not _selected(lesson.name, only):
+            continue
         text = lesson.source.read_text(encoding="utf-8")
         learner = dumps(learner_notebook(text, lesson.name))
         _write(lesson.learner, learner, written)
@@ -314,7 +326,9 @@ def build(
 
 
 def _selected(name: str, wanted: Sequence[str]) -> bool:
-    return any(name == w or name.startswith(w) or name[:2] == w.zfill(2) for w in wanted)
+    return any(
+        name == w or name[:2] == w.zfill(2) or (len(w) > 2 and name.startswith(w)) for w in wanted
+    )
 
 
 def _write(path: Path, text: str, written: List[Path]) -> None:
@@ -376,6 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="LESSON",
         help="execute the solution copies (all, or the given names/numbers) and store outputs",
     )
+    parser.add_argument(
+        "lessons",
+        nargs="*",
+        metavar="LESSON",
+        help="only these lessons (names or numbers, e.g. 00 or 00_receptive_fields)",
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else None)
     root = args.root.resolve()
@@ -394,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nbclient.exceptions import CellExecutionError
 
     try:
-        written = build(root, execute=args.execute)
+        only = list(args.lessons) + list(args.execute or [])
+        written = build(root, execute=args.execute, only=only)
     except BuildError as exc:
         print(f"[gclab] {exc}", file=sys.stderr)
         return 1

@@ -941,11 +941,13 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
             "the value matches the reference"
             if ex.kind == "value"
             else f"output matches the reference on {n_out} case{'s' if n_out > 1 else ''} "
-            f"({len(trials) // len(ex.seeds)} shapes x {len(ex.seeds)} seeds)"
+            f"({len(trials) // len(ex.seeds)} cases x {len(ex.seeds)} seeds)"
         )
         what = "; ".join([what, *others])
         msg = f"{len(checks)} public check{'s' if len(checks) != 1 else ''} passed: {what} "
-        msg += f"(tolerance: relative error <= {ex.rtol:g})"
+        msg += (
+            f"(tolerance: relative error <= {ex.rtol:g})" if ex.rtol > 0 else "(exact match)"
+        )
         return finish("passed", msg)
 
     diagnosis = None

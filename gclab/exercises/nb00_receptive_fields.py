@@ -111,14 +111,20 @@ def growth_exponent(depths: Sequence[float], sizes: Sequence[float]) -> float:
 
 
 def conv_stack(depth: int, channels: int = 1, relu: bool = False, seed: int = 0) -> nn.Module:
-    """``depth`` 3x3 stride-1 convs (padding 1, bias) with random weights, float64."""
+    """``depth`` 3x3 stride-1 convs (padding 1, bias), float64, each followed by a ReLU when
+    ``relu``; weights normal with He's std :math:`\sqrt{2 / (9 C)}`, biases normal with std 0.1.
+
+    Example: ``conv_stack(4, channels=8, relu=True)(torch.randn(1, 8, 32, 32).double())``.
+    """
     gen = torch.Generator().manual_seed(int(seed))
+    std = math.sqrt(2.0 / (9 * int(channels)))
     layers: List[nn.Module] = []
     for _ in range(int(depth)):
         conv = nn.Conv2d(channels, channels, 3, padding=1).double()
         with torch.no_grad():
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64))
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen, dtype=torch.float64))
+            w = torch.randn(conv.weight.shape, generator=gen, dtype=torch.float64)
+            conv.weight.copy_(w * std)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen, dtype=torch.float64) * 0.1)
         layers.append(conv)
         if relu:
             layers.append(nn.ReLU())

@@ -1,0 +1,321 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 0 — Long-range dependency and receptive fields
+#
+# A convolution is **local**: a $3\times3$ kernel mixes each pixel with its 8 neighbours. To relate
+# two pixels far apart, a CNN stacks layers, and the hope is that the stack "sees" the whole image.
+# In this lesson you measure how far a stack of convolutions really sees — first on paper (the
+# *theoretical* receptive field), then with autograd (the *effective* receptive field of Luo et
+# al., 2016) — and find that the answer is much shorter than the paper answer. That gap is the
+# motivation of the whole course: Non-local, GC and SE blocks give every position a direct path to
+# every other one.
+#
+# **Learning objectives.** After this lesson you can
+# 1. compute the theoretical receptive field (TRF) of any stack of convolutions and poolings;
+# 2. measure the effective receptive field (ERF) of a network with one backward pass;
+# 3. explain why the ERF grows like $\sqrt{L}$ while the TRF grows like $L$, and what that means
+#    for long-range dependencies.
+#
+# **Expected time:** 30–40 minutes. **Runs in:** under 40 s on a laptop CPU.
+#
+# **Assumes:** NumPy arrays, what a 2-D convolution computes (kernel, stride, padding), and
+# PyTorch basics (`nn.Conv2d`, `torch.autograd.grad`).
+#
+# **How the exercises work.** Code between the markers is yours to write. Each exercise ends with
+# `check("<id>", your_function)`: it runs your code and a reference on several random shapes and
+# seeds, compares them by relative error, and tells you which checks ran and, when it can, which
+# mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go from concept to
+# shapes to pseudo-code).
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from gclab.exercises import catalog, check, hint
+from gclab.exercises.nb00_receptive_fields import conv_stack
+
+torch.manual_seed(0)
+catalog(notebook="00_receptive_fields")
+
+# %% [markdown]
+# ## 1. The theoretical receptive field
+#
+# The receptive field of an output unit is the set of input pixels that *can* influence it. Take
+# $L$ layers; layer $l$ has kernel size $k_l$ and stride $s_l$. One step at the input of layer $l$
+# spans $j_{l} = \prod_{i<l} s_i$ input pixels (the *jump*), and the layer adds $k_l - 1$ such
+# steps to the field:
+#
+# $$ r_L \;=\; 1 + \sum_{l=1}^{L} (k_l - 1)\, \prod_{i=1}^{l-1} s_i . $$
+#
+# The $1$ is the centre pixel itself. For $L$ stride-1 $3\times3$ convs, $r_L = 2L + 1$: linear
+# in depth.
+
+# %%
+# exercise rf.theoretical: return r_L for lists of kernel sizes and strides (one int)
+def theoretical_rf(kernels, strides):
+    ### BEGIN SOLUTION
+    r, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        r += (k - 1) * jump
+        jump *= s
+    return r
+    ### END SOLUTION
+
+
+check("rf.theoretical", theoretical_rf)
+
+# %% [markdown]
+# A quick table (this cell's output is compared in CI, so it must stay exactly the same):
+# three $3\times3$ convs, then the first stage of a ResNet (a $7\times7$ stride-2 conv and a
+# $3\times3$ stride-2 max-pool) followed by $3\times3$ convs.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for depth in (1, 2, 3, 5, 10):
+    plain = theoretical_rf([3] * depth, [1] * depth)
+    stem = theoretical_rf([7, 3] + [3] * depth, [2, 2] + [1] * depth)
+    print(f"{depth:2d} 3x3 convs: TRF {plain:3d} pixels; after a ResNet stem: {stem:3d} pixels")
+
+# %% [markdown]
+# Strides multiply the growth: after the stem every $3\times3$ conv adds $2 \times 4 = 8$ pixels.
+# How deep must a plain stride-1 stack be to cover a whole image?
+#
+# $$ L^\star = \min\{L : 1 + L(k-1) \ge \text{size}\} = \left\lceil \frac{\text{size} - 1}{k - 1}
+# \right\rceil $$
+
+# %%
+# exercise rf.layers_to_cover: smallest depth L whose TRF covers `size` pixels (one int)
+def layers_to_cover(size, kernel=3):
+    ### BEGIN SOLUTION
+    return math.ceil((size - 1) / (kernel - 1))
+    ### END SOLUTION
+
+
+check("rf.layers_to_cover", layers_to_cover)
+
+# %% [markdown]
+# For a $224\times224$ image that is 112 stride-1 $3\times3$ layers. On paper, a deep enough
+# network sees everything. The next sections ask how much of that field is *used*.
+#
+# ## 2. The effective receptive field, in 1-D, by hand
+#
+# Luo et al. (2016) define the **effective receptive field** (ERF) of an output unit $y_c$ as the
+# magnitude of its gradient with respect to each input pixel,
+#
+# $$ \mathrm{ERF}(i) \;\propto\; \left| \frac{\partial y_c}{\partial x_i} \right| . $$
+#
+# Take a 1-D stack of convolutions whose weights are all ones. Back-propagating through one layer
+# spreads each gradient uniformly over $k$ inputs, so the gradient after $L$ layers is the
+# $L$-fold convolution of a box of width $k$ with itself — a discrete bell curve. By the central
+# limit theorem it approaches a Gaussian with variance $L\,\sigma_k^2$, where
+# $\sigma_k^2 = (k^2-1)/12$ is the variance of the box: its **width grows like $\sqrt{L}$**.
+
+# %%
+# exercise rf.erf_1d: the normalised ERF of `depth` all-ones 1-D convs of width `kernel`
+def erf_1d(depth, kernel=3):
+    ### BEGIN SOLUTION
+    g = np.ones(1)
+    for _ in range(depth):
+        g = np.convolve(g, np.ones(kernel))
+    return g / g.sum()
+    ### END SOLUTION
+
+
+check("rf.erf_1d", erf_1d)
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3))
+for depth in (1, 2, 4, 8, 16):
+    g = erf_1d(depth)
+    offsets = np.arange(len(g)) - len(g) // 2
+    ax.plot(offsets, g, marker=".", label=f"L = {depth}")
+ax.set(xlabel="input offset from the centre pixel", ylabel="ERF weight",
+       title="1-D ERF of L box filters: the TRF grows by 2 per layer, the bulk much slower")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## 3. The effective receptive field of a real network, with autograd
+#
+# For a 2-D network $y = f(x)$ with $x \in \mathbb{R}^{1\times C\times H\times W}$, pick the
+# centre output $y_c = \sum_{c'} y_{c', \lfloor H/2\rfloor, \lfloor W/2\rfloor}$ and compute
+#
+# $$ \mathrm{ERF}(i, j) \;=\; \frac{\sum_{c} |\partial y_c / \partial x_{c,i,j}|}
+# {\sum_{c,i',j'} |\partial y_c / \partial x_{c,i',j'}|} . $$
+#
+# One backward pass gives the whole map. Note the gradient is taken with respect to the
+# **input**, not the weights, and of **one** output, not the sum of all outputs.
+
+# %%
+# exercise rf.erf: the normalised ERF map (H, W) of the centre output of `net` at input x
+def effective_rf(net, x):
+    ### BEGIN SOLUTION
+    x = x.detach().clone().requires_grad_(True)
+    y = net(x)
+    h, w = y.shape[-2:]
+    (grad,) = torch.autograd.grad(y[0, :, h // 2, w // 2].sum(), x)
+    erf = grad.abs().sum(dim=(0, 1))
+    return (erf / erf.sum()).numpy()
+    ### END SOLUTION
+
+
+check("rf.erf", effective_rf)
+
+# %% [markdown]
+# Now look at the ERF of stacks of random $3\times3$ convs with ReLUs (`conv_stack` builds one:
+# 8 channels, He-initialised random weights, float64), averaged over a few random networks and
+# inputs as Luo et al. do. The dashed square is the theoretical receptive field.
+
+# %%
+SIZE = 61  # input is SIZE x SIZE, large enough for the TRF of 24 layers (49 pixels)
+
+
+def mean_erf(depth, n_nets=4, channels=8):
+    maps = []
+    for seed in range(n_nets):
+        net = conv_stack(depth, channels, relu=True, seed=seed)
+        x = torch.randn(1, channels, SIZE, SIZE, dtype=torch.float64)
+        maps.append(effective_rf(net, x))
+    return np.mean(maps, axis=0)
+
+
+DEPTHS = [1, 2, 4, 8, 16, 24]
+erfs = {depth: mean_erf(depth) for depth in DEPTHS}
+
+fig, axes = plt.subplots(1, len(DEPTHS), figsize=(15, 2.9))
+for ax, depth in zip(axes, DEPTHS):
+    ax.imshow(erfs[depth], cmap="magma")
+    r = theoretical_rf([3] * depth, [1] * depth)
+    c = SIZE // 2
+    ax.add_patch(plt.Rectangle((c - r / 2, c - r / 2), r, r, fill=False, ls="--", color="cyan"))
+    ax.set(title=f"L = {depth}, TRF {r}", xticks=[], yticks=[])
+fig.suptitle("ERF of L random 3x3 convs + ReLU (bright = large gradient); dashed: TRF")
+plt.show()
+
+# %% [markdown]
+# The bright region grows, but far more slowly than the dashed square. To put a number on it,
+# measure the **radius** of an ERF map: treat the normalised map $p$ as a distribution over
+# pixels and take the root-mean-square distance from the centre $(c_i, c_j) = (\lfloor H/2
+# \rfloor, \lfloor W/2 \rfloor)$:
+#
+# $$ \sigma = \sqrt{\sum_{i,j} p_{ij} \left( (i - c_i)^2 + (j - c_j)^2 \right)}, \qquad
+# p = g / \textstyle\sum g . $$
+
+# %%
+# exercise rf.erf_std: the RMS radius (a float) of a non-negative map g (H, W) around its centre
+def erf_std(g):
+    ### BEGIN SOLUTION
+    h, w = g.shape
+    p = g / g.sum()
+    i, j = np.meshgrid(np.arange(h) - h // 2, np.arange(w) - w // 2, indexing="ij")
+    return float(np.sqrt((p * (i**2 + j**2)).sum()))
+    ### END SOLUTION
+
+
+check("rf.erf_std", erf_std)
+
+# %% [markdown]
+# ## 4. Linear versus square-root growth
+#
+# If a size grows like $r \approx c\,L^{a}$, then $\log r = a \log L + \log c$: a straight line
+# of slope $a$ on log-log axes. Fit that slope by least squares.
+
+# %%
+# exercise rf.growth_exponent: the slope a of log(sizes) = a log(depths) + b
+def growth_exponent(depths, sizes):
+    ### BEGIN SOLUTION
+    return float(np.polyfit(np.log(depths), np.log(sizes), 1)[0])
+    ### END SOLUTION
+
+
+check("rf.growth_exponent", growth_exponent)
+
+# %%
+depths = np.array(DEPTHS, dtype=float)
+trf = np.array([theoretical_rf([3] * d, [1] * d) for d in DEPTHS], dtype=float)
+trf_radius = (trf - 1) / 2  # pixels from the centre to the edge of the TRF: L
+erf_radius = np.array([erf_std(erfs[d]) for d in DEPTHS])
+print(f"growth exponent: TRF {growth_exponent(depths, trf_radius):.2f}, "
+      f"ERF {growth_exponent(depths, erf_radius):.2f}")
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+ax1.loglog(depths, trf_radius, "o-", label="TRF radius $L$ (slope 1)")
+ax1.loglog(depths, erf_radius, "s-", label="ERF radius $\\sigma$ (measured)")
+ax1.loglog(depths, erf_radius[0] * np.sqrt(depths), "k:", label="$\\propto\\sqrt{L}$")
+ax1.set(xlabel="depth L (3x3 convs)", ylabel="pixels", title="How far does the stack see?")
+ax1.legend(fontsize=8)
+ax2.plot(depths, erf_radius / trf_radius, "s-")
+ax2.set(xlabel="depth L", ylabel="ERF radius / TRF radius",
+        title="The used fraction of the TRF shrinks")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The TRF has slope 1 (linear growth); the measured ERF has a slope well below 1, close to
+# $\tfrac12$ — the $\sqrt{L}$ law, which holds exactly for the box filters of section 2 and
+# asymptotically for random networks (ReLUs and a few averaged samples bend it a little at small
+# depths). Doubling the depth only multiplies the distance a network *effectively* looks by
+# about $1.4$, and the fraction of the TRF that matters keeps shrinking. (Luo et al. also show that
+# training widens the ERF somewhat, and that strides and dilation help — they multiply the TRF —
+# but the Gaussian shape stays.)
+#
+# ## 5. One global operation sees everything
+#
+# Compare with a layer that adds a **global context** to every position — here the simplest one,
+# the average over all positions (the *context modelling* step of an SE block, which lesson 6
+# builds). One such layer connects the centre output to every input pixel directly.
+
+# %%
+class GlobalContextAdd(nn.Module):
+    """y = conv(x) + mean over all positions of x (broadcast to every position)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1).double()
+
+    def forward(self, x):
+        return self.conv(x) + x.mean(dim=(2, 3), keepdim=True)
+
+
+x = torch.randn(1, 2, SIZE, SIZE, dtype=torch.float64)
+global_erf = effective_rf(GlobalContextAdd(2), x)
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+for ax, erf_map, title in ((axes[0], erfs[24], "24 convs + ReLU"),
+                           (axes[1], global_erf, "1 conv + global context")):
+    im = ax.imshow(np.log10(erf_map + 1e-12), cmap="magma", vmin=-8, vmax=0)
+    ax.set(title=title, xticks=[], yticks=[])
+fig.colorbar(im, ax=axes, label="log10 ERF")
+plt.show()
+print(f"pixels with a non-zero gradient: 24 convs {np.mean(erfs[24] > 0):.0%}, "
+      f"one global-context layer {np.mean(global_erf > 0):.0%}")
+
+# %% [markdown]
+# After a single layer every input pixel has a non-zero gradient. That is the idea the rest of
+# the course develops: **Non-local** blocks (lessons 1–3) compute a weighted global context for
+# every position, **Simplified NL** and **GC** (lessons 4–5) share one context across positions
+# at a fraction of the cost, and **SE** (lesson 6) turns out to be the same three-step framework
+# with average pooling.
+#
+# ## Summary
+# - TRF: $r_L = 1 + \sum_l (k_l - 1)\prod_{i<l} s_i$ — linear in depth for stride-1 stacks.
+# - ERF: $|\partial y_{\text{centre}} / \partial x|$, one backward pass; close to a Gaussian whose
+#   radius grows like $\sqrt{L}$, so deep conv stacks use a shrinking fraction of their TRF.
+# - A global-context operation reaches every position in one layer.
+#
+# **Check yourself:** which exercises of this lesson did you pass? `catalog("00_receptive_fields")`
+# lists them; `gclab grade notebooks/00_receptive_fields.ipynb` grades the whole notebook.

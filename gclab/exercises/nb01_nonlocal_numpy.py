@@ -55,6 +55,11 @@ def _to_map_hw_swapped(t: np.ndarray, h: int, w: int) -> np.ndarray:
     return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], w, h).transpose(0, 1, 3, 2)
 
 
+def _to_map_reshaped(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Mistake: reshape (B, N, C) straight to (B, C, H, W), no transpose."""
+    return t.reshape(t.shape[0], t.shape[2], h, w)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return ops.sigmoid(z)
 
@@ -215,9 +220,11 @@ def _conv_cases(rng: np.random.Generator) -> List[Case]:
 
 
 def _softmax_cases(rng: np.random.Generator) -> List[Case]:
+    # all 3-D (B, N, N') like an attention matrix, so softmax(z, axis=1) is diagnosed as the
+    # wrong axis on every case
     return [
         Case(args=(rng.standard_normal((2, 5, 7)),), label="(2,5,7)"),
-        Case(args=(rng.standard_normal((3, 4)) * 3,), label="(3,4)"),
+        Case(args=(rng.standard_normal((3, 4, 6)) * 3,), label="(3,4,6)"),
         Case(args=(rng.standard_normal((2, 6, 3)) * 1e3,), label="(2,6,3), logits ~1e3"),
         Case(args=(rng.standard_normal((1, 4, 4)) * 1e4,), label="(1,4,4), logits ~1e4"),
     ]
@@ -565,6 +572,8 @@ register(Exercise(
         "softmax over the wrong axis (over the queries, not the keys)": _ctx(softmax_axis=-2),
         "H and W transposed in a reshape (y put back as (W, H))":
             _ctx(to_map=_to_map_hw_swapped),
+        "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
+            _ctx(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _ctx(scale_power=0.0),
         "sigmoid where softmax belongs (rows do not sum to 1)": _ctx(normalise=ops.sigmoid),
     },
@@ -602,6 +611,8 @@ register(Exercise(
         "softmax over the wrong axis (over the queries, not the keys)": _fwd(softmax_axis=-2),
         "H and W transposed in a reshape (y put back as (W, H))":
             _fwd(to_map=_to_map_hw_swapped),
+        "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
+            _fwd(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _fwd(scale_power=0.0),
     },
     properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],

@@ -270,6 +270,10 @@ def _reproduces_nl(out, nl, *args, **kw) -> bool:
         return False
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 # --------------------------------------------------------------------------- registry
 register(Exercise(
     id="snl.attention",
@@ -394,6 +398,7 @@ register(Exercise(
             p.numel() for p in NonLocal2d(1024, reduction=2).parameters()
         ),
     },
+    properties=[Property("an int", _is_int)],
     hints=(
         "Count every weight and every bias: W_k is a 1x1 conv C -> 1, W_v a 1x1 conv C -> C, "
         "both with a bias.",

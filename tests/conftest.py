@@ -15,6 +15,14 @@ settings.register_profile(
 )
 settings.load_profile("gclab")
 
+# The tests run tiny tensors, one pytest worker per core (pytest -n 2 on 2 cores): extra
+# intra-op threads only spin-wait on a busy machine (measured: tests/test_nn_numerics.py takes
+# 16 s with one thread, 84 s with two). OMP_NUM_THREADS, when set, wins.
+if "OMP_NUM_THREADS" not in os.environ:
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _randomize(module, std=0.3, seed=0):
     """Give every parameter (and BatchNorm running stats) random, non-trivial values, in place,

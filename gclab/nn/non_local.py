@@ -3,7 +3,7 @@ r"""Non-local blocks (Wang et al., 2018) in 1-D, 2-D and 3-D, as mmcv computes t
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,8 @@ from ._checks import check_choice, check_input, check_int
 from .mmcv_compat import NON_LOCAL_KEYS, remap_state_dict_keys
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
+# which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")
+IMPLS = ("auto", "explicit", "fast")
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # sub-sampling halves the spatial dims only (3-D keeps time, as mmcv does)
@@ -31,7 +33,8 @@ class _NonLocalNd(nn.Module):
     pairwise function :math:`f` chosen by ``mode``:
 
     ===================== ====================================================================
-    ``gaussian``          :math:`\mathrm{softmax}_j(x_i^\top x_j)` (no :math:`\theta, \phi`, no scale)
+    ``gaussian``          :math:`\mathrm{softmax}_j(x_i^\top x_j)` (no :math:`\theta, \phi`,
+                          no scale)
     ``embedded_gaussian`` :math:`\mathrm{softmax}_j(\theta(x_i)^\top\phi(x_j) / \sqrt{C_i})`
                           (the division only when ``use_scale``)
     ``dot_product``       :math:`\theta(x_i)^\top\phi(x_j) / N'`
@@ -50,6 +53,26 @@ class _NonLocalNd(nn.Module):
         sub_sample: 2x max-pool ``g`` and ``phi`` after their convs (keys only; queries and
             the output keep the input's size). Needs every pooled dim >= 2.
         norm: ``None`` or ``'bn'`` (BatchNorm after ``conv_out``, which then has no bias).
+        impl: ``'auto'`` (default), ``'explicit'`` or ``'fast'``: how :meth:`forward`
+            computes :math:`y` (the plain attribute ``self.impl`` may be changed at any time).
+
+    **Fast paths.** The explicit path (:meth:`context_modeling`) builds the (B, N, N')
+    attention matrix, which needs O(N N') memory: 2 GiB per sample at 128x128 in float32.
+    :meth:`fast_context_modeling` computes the same :math:`y` without it:
+
+    - ``gaussian`` / ``embedded_gaussian``: ``torch.nn.functional.scaled_dot_product_attention``
+      (``scale`` = :math:`1/\sqrt{C_i}` with ``use_scale`` in ``embedded_gaussian``, else 1),
+      O(N) memory on CPU (its flash kernel) and flash / memory-efficient kernels on GPU;
+    - ``dot_product``: associativity, :math:`y = \theta\,(\phi^\top g) / N'`, linear in N;
+    - ``concatenation``: sort the key terms :math:`b_j = w_\phi^\top\phi_j` once; then
+      :math:`\sum_j \mathrm{ReLU}(a_i + b_j)\, g_j = a_i G_i + (bG)_i` where :math:`G_i, (bG)_i`
+      are prefix sums of :math:`g_j` and :math:`b_j g_j` over the keys with
+      :math:`b_j > -a_i`: O(N' log N' + N C_i) time and O(N C_i) memory.
+
+    ``impl='auto'`` uses the fast path unless the attention map is asked for
+    (``return_attention=True`` always takes the explicit path); ``'explicit'`` always builds
+    the matrix (the reference, as mmcv computes it); ``'fast'`` always takes the fast path and
+    refuses ``return_attention=True``. Both paths agree to rounding (tests/test_fast_paths.py).
 
     Init as mmcv: :math:`\theta, \phi, g` normal(std=0.01), bias 0; ``conv_out`` zero (or the
     norm's weight and bias when a norm is used), so the block is the identity at init.
@@ -64,12 +87,14 @@ class _NonLocalNd(nn.Module):
         mode: str = "embedded_gaussian",
         use_scale: bool = True,
         sub_sample: bool = False,
-        norm: Optional[str] = None,
+        norm: str | None = None,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.reduction = check_int("reduction", reduction)
         self.mode = check_choice("mode", mode, MODES)
+        self.impl = check_choice("impl", impl, IMPLS)
         if norm is not None:
             check_choice("norm", norm, ("bn",))
         self.use_scale = bool(use_scale)
@@ -80,6 +105,11 @@ class _NonLocalNd(nn.Module):
         ci = self.inter_channels
 
         self.g = conv(in_channels, ci, kernel_size=1)
+        # unused parts are None (not missing), so torch.jit.script prunes their branches
+        self.theta = None
+        self.phi = None
+        self.concat_project = None
+        self.norm = None
         if mode != "gaussian":
             self.theta = conv(in_channels, ci, kernel_size=1)
             self.phi = conv(in_channels, ci, kernel_size=1)
@@ -114,24 +144,33 @@ class _NonLocalNd(nn.Module):
     # ------------------------------------------------------- pairwise functions
     # theta_x: (B, N, Ci) [or (B, N, C) for gaussian]; phi_x: (B, Ci, N')  ->  (B, N, N')
     def gaussian(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
+        """softmax_j(x_i^T x_j): (B, N, C), (B, C, N') -> (B, N, N')."""
         return torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)
 
     def embedded_gaussian(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
+        """softmax_j(theta_i^T phi_j [/ sqrt(Ci)]): (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
         logits = torch.bmm(theta_x, phi_x)
         if self.use_scale:
             logits = logits / math.sqrt(theta_x.shape[-1])
         return torch.softmax(logits, dim=-1)
 
     def dot_product(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
+        """theta_i^T phi_j / N': (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
         return torch.bmm(theta_x, phi_x) / phi_x.shape[-1]
 
     def concatenation(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
+        """ReLU(w^T [theta_i; phi_j]) / N': (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
         # w^T [theta_i; phi_j] = w_theta^T theta_i + w_phi^T phi_j: no (B, 2Ci, N, N') tensor
-        ci = theta_x.shape[-1]
-        w = self.concat_project.weight.reshape(2 * ci)
-        a = theta_x @ w[:ci]  # (B, N)
-        b = torch.einsum("bcn,c->bn", phi_x, w[ci:])  # (B, N')
+        w_theta, w_phi = self._concat_weights(theta_x.shape[-1])
+        a = torch.matmul(theta_x, w_theta)  # (B, N)
+        b = torch.matmul(phi_x.transpose(1, 2), w_phi)  # (B, N')
         return torch.relu(a.unsqueeze(2) + b.unsqueeze(1)) / phi_x.shape[-1]
+
+    def _concat_weights(self, ci: int) -> Tuple[Tensor, Tensor]:
+        if self.concat_project is not None:
+            w = self.concat_project.weight.reshape(2 * ci)
+            return w[:ci], w[ci:]
+        raise RuntimeError("the concatenation pairwise function needs mode='concatenation'")
 
     def pairwise(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
         """Dispatch to the pairwise function named by ``self.mode``."""
@@ -145,23 +184,23 @@ class _NonLocalNd(nn.Module):
 
     # ---------------------------------------------------------- the three steps
     def _pool(self, t: Tensor) -> Tensor:
-        k = _POOL_KERNEL[self.spatial_dims]
-        if self.spatial_dims == 1:
-            return F.max_pool1d(t, k)
-        if self.spatial_dims == 2:
-            return F.max_pool2d(t, k)
-        return F.max_pool3d(t, k)
+        # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
+        if t.dim() == 3:
+            return F.max_pool1d(t, 2)
+        if t.dim() == 4:
+            return F.max_pool2d(t, 2)
+        return F.max_pool3d(t, (1, 2, 2))
 
     def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's)."""
         b = x.shape[0]
         g_x = self.g(x)
-        if self.mode == "gaussian":
-            theta_x = x.reshape(b, self.in_channels, -1).transpose(1, 2)
-            phi_x = x
-        else:
+        if self.theta is not None and self.phi is not None:
             theta_x = self.theta(x).reshape(b, self.inter_channels, -1).transpose(1, 2)
             phi_x = self.phi(x)
+        else:  # gaussian: theta = phi = identity
+            theta_x = x.reshape(b, self.in_channels, -1).transpose(1, 2)
+            phi_x = x
         if self.sub_sample:
             g_x, phi_x = self._pool(g_x), self._pool(phi_x)
         g_x = g_x.reshape(b, self.inter_channels, -1).transpose(1, 2)
@@ -169,32 +208,144 @@ class _NonLocalNd(nn.Module):
         return theta_x, phi_x, g_x
 
     def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        r"""Step 1: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
+        r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
 
-        Returns y (B, Ci, *spatial) and the attention (B, N, N')."""
+        Builds the attention matrix. Returns y (B, Ci, *spatial) and the attention (B, N, N').
+        """
         theta_x, phi_x, g_x = self.embed(x)
         attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
         y = torch.bmm(attention, g_x)  # (B, N, Ci)
-        y = y.transpose(1, 2).reshape(x.shape[0], self.inter_channels, *x.shape[2:])
+        y = y.transpose(1, 2).reshape([x.shape[0], self.inter_channels] + list(x.shape[2:]))
         return y, attention
+
+    # ------------------------------------------------------------ fast paths
+    def _to_tokens(self, t: Tensor, x: Tensor) -> Tensor:
+        # (B, K, *S) -> (B, N, K)
+        return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2)
+
+    def _pool_tokens(self, t: Tensor, x: Tensor) -> Tensor:
+        # sub-sample keys held as tokens: (B, N, K) -> (B, N', K), unit stride on the last dim
+        b, k = t.shape[0], t.shape[2]
+        nd = x.dim()  # (B, *S, K) -> (B, K, *S) (channels-last layout) -> pool -> back
+        to_grid = [0, nd - 1] + list(range(1, nd - 1))
+        to_tokens = [0] + list(range(2, nd)) + [1]
+        grid = t.reshape([b] + list(x.shape[2:]) + [k]).permute(to_grid)
+        return self._pool(grid).permute(to_tokens).reshape(b, -1, k).contiguous()
+
+    def embed_tokens(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The fast paths' embeddings as tokens with a unit stride on the last dim.
+
+        Returns q (B, N, Cq), k (B, N', Cq), v (B, N', Ci) with Cq = C in ``gaussian`` mode
+        (q = k = x) and Ci otherwise. theta, phi and g are applied as one matrix product, so x
+        is read once (in NCHW or channels_last layout alike).
+        """
+        b, c, ci = x.shape[0], self.in_channels, self.inter_channels
+        tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C): a view for both layouts
+        if self.theta is None or self.phi is None:  # gaussian: q = k = x
+            q = tokens.contiguous()
+            v = F.linear(tokens, self.g.weight.reshape(ci, c), self.g.bias)
+            if self.sub_sample:
+                return q, self._pool_tokens(q, x), self._pool_tokens(v, x)
+            return q, q, v
+        weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
+        weight = weight.reshape(3 * ci, c)
+        tb, pb, gb = self.theta.bias, self.phi.bias, self.g.bias
+        if tb is None or pb is None or gb is None:  # never: the embeddings have biases
+            raise RuntimeError("theta, phi and g must have biases")
+        bias = torch.cat([tb, pb, gb])
+        qkv = F.linear(tokens, weight, bias)  # (B, N, 3 Ci)
+        q, kv = qkv[:, :, :ci], qkv[:, :, ci:]
+        if self.sub_sample:
+            kv = self._pool_tokens(kv, x)
+        return q, kv[:, :, :ci], kv[:, :, ci:]
+
+    def _softmax_attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        # softmax(q k^T * scale) v without the (N, N') matrix; (B, N, Cq), (B, N', Cq), (B, N', Ci)
+        cq, ci = q.shape[-1], v.shape[-1]
+        if ci != cq:  # fused kernels want one head size: zero-pad v's channels, drop them after
+            v = F.pad(v, [0, cq - ci])
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale
+        )
+        return out[:, 0, :, :ci]
+
+    def _concatenation_tokens(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # y_i = sum_j ReLU(a_i + b_j) v_j / N'   with a = q w_theta, b = k w_phi.
+        # ReLU(a_i + b_j) > 0  <=>  c_j < a_i  with c = -b: sort c once; the keys that count for
+        # query i are a prefix of the sorted order, of length L_i = #{j: c_j < a_i}, so
+        # y_i = (a_i * prefix_sum(v)[L_i] + prefix_sum(b v)[L_i]) / N'.
+        w_theta, w_phi = self._concat_weights(q.shape[-1])
+        a = torch.matmul(q, w_theta)  # (B, N)
+        c_sorted, order = torch.sort(-torch.matmul(k, w_phi), dim=1)  # (B, N') ascending
+        ci = v.shape[-1]
+        v_sorted = torch.gather(v, 1, order.unsqueeze(2).expand(-1, -1, ci))
+        zero = v.new_zeros(v.shape[0], 1, ci)
+        sum_v = torch.cat([zero, torch.cumsum(v_sorted, dim=1)], dim=1)  # (B, N'+1, Ci)
+        bv = -c_sorted.unsqueeze(2) * v_sorted
+        sum_bv = torch.cat([zero, torch.cumsum(bv, dim=1)], dim=1)
+        idx = self._count_below(a, c_sorted).unsqueeze(2).expand(-1, -1, ci)
+        y = a.unsqueeze(2) * torch.gather(sum_v, 1, idx) + torch.gather(sum_bv, 1, idx)
+        return y / k.shape[1]
+
+    def _count_below(self, a: Tensor, c: Tensor) -> Tensor:
+        # L_i = #{j: c_j < a_i} for (B, N) a and (B, N') c: sort a and c together and count the
+        # c's before each a (searchsorted would do, but ONNX has no such op). A tie a_i = c_j
+        # may count either way: its term (a_i + b_j) v_j is 0.
+        n = a.shape[1]
+        order = torch.argsort(torch.cat([a, c], dim=1), dim=1)  # (B, N + N')
+        is_c = (order >= n).to(torch.int64)
+        c_before = torch.cumsum(is_c, dim=1) - is_c  # c's strictly before each sorted slot
+        # slot of each a_i in the sorted order = inverse permutation of ``order``, first N
+        slots = torch.arange(order.shape[1], device=a.device).expand_as(order)
+        inverse = torch.scatter(torch.zeros_like(order), 1, order, slots)
+        return torch.gather(c_before, 1, inverse[:, :n])
+
+    def fast_context_modeling(self, x: Tensor) -> Tensor:
+        r"""Step 1 without the (N, N') attention matrix; same :math:`y` as
+        :meth:`context_modeling` (to rounding). See "Fast paths" in the class docstring.
+
+        Shapes: x (B, C, *spatial) -> y (B, Ci, *spatial).
+        """
+        q, k, v = self.embed_tokens(x)
+        if self.mode == "dot_product":
+            # (theta phi^T) g = theta (phi^T g): a (Ci, Ci) matrix instead of (N, N')
+            y = torch.bmm(q, torch.bmm(k.transpose(1, 2), v)) / k.shape[1]
+        elif self.mode == "concatenation":
+            y = self._concatenation_tokens(q, k, v)
+        else:
+            scale = 1.0
+            if self.mode == "embedded_gaussian" and self.use_scale:
+                scale = 1.0 / math.sqrt(q.shape[-1])
+            y = self._softmax_attend(q, k, v, scale)
+        return y.transpose(1, 2).reshape([x.shape[0], self.inter_channels] + list(x.shape[2:]))
 
     def transform(self, y: Tensor) -> Tensor:
         r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any)."""
         out = self.conv_out(y)
-        if self.norm_type is not None:
+        if self.norm is not None:
             out = self.norm(out)
         return out
 
     def forward(
         self, x: Tensor, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """z = x + W_z y (step 3, fusion by addition); y from the fast path unless the
+        attention is requested or ``impl='explicit'``. Shapes: (B, C, *S) -> (B, C, *S)."""
         if not torch.jit.is_scripting():
             self._check(x)
-        y, attention = self.context_modeling(x)
-        out = x + self.transform(y)  # step 3: fusion by addition
         if return_attention:
-            return out, attention
-        return out
+            if self.impl == "fast":
+                raise ValueError(
+                    "impl='fast' never builds the attention matrix; use impl='auto' or "
+                    "'explicit' to get it with return_attention=True"
+                )
+            y, attention = self.context_modeling(x)
+            return x + self.transform(y), attention
+        if self.impl == "explicit":
+            y = self.context_modeling(x)[0]
+        else:
+            y = self.fast_context_modeling(x)
+        return x + self.transform(y)
 
     @torch.jit.unused
     def _check(self, x: Tensor) -> None:

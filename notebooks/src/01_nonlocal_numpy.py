@@ -14,7 +14,7 @@
 # %% [markdown]
 # # Lesson 1 — The Non-local block in NumPy: pairwise functions and the forward pass
 #
-# **Expected time:** about 60 minutes.
+# **Expected time:** about 60 minutes. **Runs in:** under 30 s on a laptop CPU.
 #
 # **You will be able to**
 # 1. write the Non-local (NL) equation and say what each symbol is, with shapes;
@@ -29,8 +29,11 @@
 # **Assumes:** NumPy broadcasting and `reshape`/`transpose`; what a 1×1 convolution computes;
 # lesson 0 (a stack of 3×3 convolutions sees only a local window).
 #
-# Exercises are checked by `check("nl.<name>", your_function)`; `hint("nl.<name>", level)` gives
-# a hint at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+# **How the exercises work.** Code between the markers is yours to write. After each exercise,
+# `check("<id>", your_function)` runs your code and a reference (from `gclab.numpy`) on several
+# random shapes and seeds, compares them by relative error, says which checks ran and, when it
+# can, which common mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go
+# from concept to shapes to pseudo-code).
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,8 +41,10 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
-from gclab.exercises import check, hint
+from gclab.exercises import catalog, check, hint
 from gclab.nn import NonLocal2d
+
+catalog(notebook="01_nonlocal_numpy")
 
 # %% [markdown]
 # ## 1. Every position looks at every other
@@ -327,7 +332,7 @@ check("nl.max_pool2x2", max_pool2x2)
 
 # %%
 def context_modeling(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
-    """NL step 1: y_i = sum_j f(x_i, x_j) g(x_j) / C(x). Returns y (B,Ci,H,W), attention (B,N,N')."""
+    """NL step 1: y_i = sum_j f(x_i, x_j) g(x_j) / C(x) -> y (B,Ci,H,W), attention (B,N,N')."""
     # exercise nl.context_modeling: embed, pairwise function, y = attention @ g_x
     ### BEGIN SOLUTION
     B, C, H, W = x.shape
@@ -411,7 +416,8 @@ for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
         block = random_block(mode, sub)
         z_torch = block(torch.from_numpy(x)).detach().numpy()
         z_np = nonlocal_forward(x, gnp.params_from_torch(block), mode, True, sub)
-        print(f"{mode:18s} sub_sample={sub!s:5s}  rel. error < 1e-10: {rel_error(z_np, z_torch) < 1e-10}")
+        ok = rel_error(z_np, z_torch) < 1e-10
+        print(f"{mode:18s} sub_sample={sub!s:5s}  rel. error < 1e-10: {ok}")
 
 # %% [markdown]
 # ## 10. What does a query look at?
@@ -430,7 +436,8 @@ img[1, 7:11, 2:6] = 1.0    # green
 img[2, 2:5, 9:13] = 1.0    # blue
 feats = 4 * img[None]                                  # (1, 3, H, W)
 # gclab's gaussian (equal to yours), so this figure draws in the learner copy too
-attn = gnp.non_local.gaussian(feats.reshape(1, 3, -1).transpose(0, 2, 1), feats.reshape(1, 3, -1))[0]
+keys = feats.reshape(1, 3, -1)  # (1, C, N)
+attn = gnp.non_local.gaussian(keys.transpose(0, 2, 1), keys)[0]  # (N, N)
 
 queries = [(2, 2), (9, 3), (6, 8)]  # (row, col): a red blob, the green blob, the background
 fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))

@@ -159,7 +159,9 @@ class GlobalContextFramework(nn.Module):
 
     The named blocks are instances of it::
 
-        SE  = GlobalContextFramework(C, AveragePooling(), {"mul": Bottleneck(C, C // 16, False)})
+        SE  = GlobalContextFramework(
+            C, AveragePooling(), {"mul": Bottleneck(C, C // 16, layer_norm=False, zero_init=False)}
+        )
         SNL = GlobalContextFramework(C, AttentionPooling(C), {"add": nn.Conv2d(C, C, 1)})
         GC  = GlobalContextFramework(C, AttentionPooling(C), {"add": Bottleneck(C, C // 16)})
 

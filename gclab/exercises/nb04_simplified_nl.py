@@ -295,12 +295,14 @@ register(Exercise(
         Property("weights are >= 0", _non_negative),
     ],
     hints=(
-        "One score per position j, W_k x_j + b_k, turned into weights that are positive and "
-        "sum to 1 over all N = H*W positions: a softmax over positions, not over the batch.",
+        "One score per position j, W_k x_j + b_k, turned into weights that are positive and sum"
+        " to 1 over all N = H*W positions: a softmax over positions, not over the batch.",
         "x (B, C, H, W) -> reshape to (B, C, N) in row-major order (position j = h*W + w); "
         "logits = w_k . x over C -> (B, N); softmax along axis 1 -> (B, N).",
-        "xf = x.reshape(B, C, N); logits = einsum('c,bcn->bn', w_k, xf) + b_k; "
-        "subtract the row max; exponentiate; divide by the row sum.",
+        "xf = x flattened to (B, C, N)\n"
+        "logits[b, j] = sum over c of w_k[c] * xf[b, c, j], plus b_k\n"
+        "subtract each row's max, exponentiate\n"
+        "divide each row by its sum",
     ),
 ))
 
@@ -320,11 +322,13 @@ register(Exercise(
     },
     properties=[Property("shape (B, C, 1, 1)", _shape_ctx)],
     hints=(
-        "The context is ONE vector per image: the average of the features x_j weighted by alpha_j.",
-        "x (B, C, H, W) -> (B, C, N); alpha (B, N); contract over N -> (B, C); "
-        "reshape to (B, C, 1, 1).",
-        "xf = x.reshape(B, C, N); ctx = einsum('bcn,bn->bc', xf, alpha); "
-        "return ctx.reshape(B, C, 1, 1).",
+        "The context is ONE vector per image: the average of the features x_j weighted by "
+        "alpha_j.",
+        "x (B, C, H, W) -> (B, C, N); alpha (B, N); contract over N -> (B, C); reshape to (B, "
+        "C, 1, 1).",
+        "xf = x flattened to (B, C, N)\n"
+        "context[b, c] = sum over j of xf[b, c, j] * alpha[b, j]\n"
+        "return context with two trailing size-1 axes",
     ),
 ))
 
@@ -348,10 +352,12 @@ register(Exercise(
     hints=(
         "Three steps: context modelling (attention pooling, one vector per image), transform "
         "(W_v, a C x C matrix, plus b_v), fusion (add the result to EVERY position of x).",
-        "alpha (B, N) -> context (B, C) -> W_v context + b_v (B, C) -> broadcast as (B, C, 1, 1) "
-        "and add to x (B, C, H, W).",
-        "alpha = softmax_N(w_k . x + b_k); ctx = sum_j alpha_j x_j; "
-        "t = ctx @ w_v.T + b_v; return x + t[:, :, None, None].",
+        "alpha (B, N) -> context (B, C) -> W_v context + b_v (B, C) -> broadcast as (B, C, 1, "
+        "1) and add to x (B, C, H, W).",
+        "alpha = attention_weights(x, w_k, b_k)\n"
+        "context = attention_pool(x, alpha) as a (B, C) matrix\n"
+        "term = W_v applied to each row of context, plus b_v\n"
+        "return x plus term broadcast over H and W",
     ),
 ))
 
@@ -371,15 +377,17 @@ register(Exercise(
         Property("loaded into SimplifiedNonLocal2d it reproduces the NL output", _reproduces_nl),
     ],
     hints=(
-        "With theta's weight at zero, theta(x_i) = b_theta is the same for every query i, so the "
-        "logit b_theta . phi(x_j) / sqrt(C_i) depends only on j: it is a W_k x_j + b_k. "
-        "The weights sum to 1, so W_z (W_g x_j + b_g) summed with them is W_z W_g ctx + W_z b_g.",
-        "Squeeze the 1x1 convs: W_phi, W_g (C_i, C), W_z (C, C_i). Then w_k = W_phi^T b_theta / "
-        "sqrt(C_i) has shape (C,) -> store as (1, C, 1, 1); b_k (1,); W_v (C, C) -> (C, C, 1, 1); "
-        "b_v (C,).",
-        "s = sqrt(Ci); conv_mask.weight = (Wphi.T @ btheta / s)[None, :, None, None]; "
-        "conv_mask.bias = [btheta @ bphi / s]; add.weight = (Wz @ Wg)[:, :, None, None]; "
-        "add.bias = Wz @ bg + bz.",
+        "With theta's weight at zero, theta(x_i) = b_theta is the same for every query i, so "
+        "the logit b_theta . phi(x_j) / sqrt(C_i) depends only on j: it is a W_k x_j + b_k. The"
+        " weights sum to 1, so W_z (W_g x_j + b_g) summed with them is W_z W_g ctx + W_z b_g.",
+        "Squeeze the 1x1 convs: W_phi, W_g (C_i, C), W_z (C, C_i). Then w_k = W_phi^T b_theta /"
+        " sqrt(C_i) has shape (C,) -> store as (1, C, 1, 1); b_k (1,); W_v (C, C) -> (C, C, 1, "
+        "1); b_v (C,).",
+        "squeeze the 1x1 conv weights to matrices\n"
+        "s = square root of C_i\n"
+        "conv_mask.weight = W_phi transposed times b_theta, over s (reshape to (1, C, 1, 1))\n"
+        "conv_mask.bias = b_theta . b_phi over s\n"
+        "add.weight = W_z times W_g; add.bias = W_z b_g + b_z",
     ),
 ))
 
@@ -403,6 +411,7 @@ register(Exercise(
         "Count every weight and every bias: W_k is a 1x1 conv C -> 1, W_v a 1x1 conv C -> C, "
         "both with a bias.",
         "W_k: C weights + 1 bias; W_v: C*C weights + C biases.",
-        "n = (C + 1) + (C*C + C) with C = 1024.",
+        "for each 1x1 conv: params = in_channels * out_channels + out_channels (the bias)\n"
+        "n = params(W_k: C -> 1) + params(W_v: C -> C), with C = 1024",
     ),
 ))

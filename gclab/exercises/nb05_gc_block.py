@@ -393,12 +393,14 @@ register(Exercise(
                  _normalised_per_sample),
     ],
     hints=(
-        "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): "
-        "mean and (biased) variance over everything but the batch axis, then gamma * t_hat + beta.",
-        "t (B, P, 1, 1) -> mean and var over axes (1, 2, 3), keepdims -> (B, 1, 1, 1); "
-        "gamma and beta (P, 1, 1) broadcast against (B, P, 1, 1).",
-        "mu = t.mean(axis=(1,2,3), keepdims=True); var = t.var(axis=(1,2,3), keepdims=True); "
-        "return gamma * (t - mu) / sqrt(var + 1e-5) + beta.",
+        "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): mean"
+        " and (biased) variance over everything but the batch axis, then gamma * t_hat + beta.",
+        "t (B, P, 1, 1) -> mean and var over axes (1, 2, 3), keepdims -> (B, 1, 1, 1); gamma "
+        "and beta (P, 1, 1) broadcast against (B, P, 1, 1).",
+        "mu = mean of each sample over axes (1, 2, 3)\n"
+        "var = biased variance of each sample over the same axes\n"
+        "t_hat = centred t over sqrt(var + eps)\n"
+        "return the affine map of t_hat with gamma and beta",
     ),
 ))
 
@@ -423,8 +425,10 @@ register(Exercise(
         "(index 2 is the ReLU, which has no parameters).",
         "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> h (B, P, 1, 1); '1.weight'/'1.bias' "
         "(P, 1, 1); '3.weight' (C, P, 1, 1) -> (B, C, 1, 1).",
-        "h = conv1x1(context, p['0.weight'], p['0.bias']); h = layer_norm(h, p['1.weight'], "
-        "p['1.bias']); h = relu(h); return conv1x1(h, p['3.weight'], p['3.bias']).",
+        "h = 1x1 conv of the context with the '0.*' parameters\n"
+        "h = layer_norm of h with the '1.*' parameters\n"
+        "h = ReLU of h\n"
+        "return the 1x1 conv of h with the '3.*' parameters",
     ),
 ))
 
@@ -447,8 +451,10 @@ register(Exercise(
         "Both terms are one vector per image that acts on EVERY position: 'mul' rescales each "
         "channel by a gate in (0, 1), 'add' shifts it. Either may be None.",
         "x (B, C, H, W); add and mul (B, C, 1, 1) broadcast over H and W.",
-        "out = x; if mul is not None: out = out * sigmoid(mul); "
-        "if add is not None: out = out + add; return out.",
+        "start from x\n"
+        "if there is a mul term: multiply by its sigmoid\n"
+        "then, if there is an add term: add it\n"
+        "return the result",
     ),
 ))
 
@@ -470,10 +476,12 @@ register(Exercise(
     hints=(
         "Reuse your pieces: context modelling = attention pooling with conv_mask (lesson 04), "
         "transform = one bottleneck per fusion present in params, fusion = your fuse().",
-        "x (B, C, H, W) -> alpha (B, N) -> context (B, C, 1, 1) -> each branch (B, C, 1, 1) "
-        "-> out (B, C, H, W). Branch f's parameters are the keys starting 'transform.f.'.",
-        "ctx = attention pooling(x, conv_mask); terms = {f: bottleneck(ctx, params under "
-        "'transform.f.') for f present}; return fuse(x, terms.get('add'), terms.get('mul')).",
+        "x (B, C, H, W) -> alpha (B, N) -> context (B, C, 1, 1) -> each branch (B, C, 1, 1) -> "
+        "out (B, C, H, W). Branch f's parameters are the keys starting 'transform.f.'.",
+        "logits = 1x1 conv of x with conv_mask; context = attention pooling of x with them\n"
+        "for each fusion f whose keys 'transform.f.*' are present:\n"
+        "    term[f] = bottleneck of the context with those keys, prefix removed\n"
+        "return fuse(x, the add term, the mul term)",
     ),
 ))
 
@@ -499,7 +507,9 @@ register(Exercise(
         "Count every learnable tensor: W_k (conv C->1 with bias), the bottleneck's two convs "
         "(with biases) and the LayerNorm's gamma and beta. Exactly one bottleneck (add fusion).",
         "W_k: C + 1; conv C->P: C*P + P; LayerNorm: 2P; conv P->C: P*C + C; P = C/16 = 64.",
-        "C, P = 1024, 64; n = (C + 1) + (C*P + P) + 2*P + (P*C + C).",
+        "conv(a -> b) has a*b weights + b biases; LayerNorm(P) has 2P\n"
+        "n = conv(C -> 1) + conv(C -> P) + LayerNorm(P) + conv(P -> C)\n"
+        "with C = 1024 and P = C / 16",
     ),
 ))
 
@@ -518,11 +528,14 @@ register(Exercise(
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per "
-        "multiply-add. Softmax, LayerNorm, ReLU and the final addition count 0.",
+        "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per multiply-"
+        "add. Softmax, LayerNorm, ReLU and the final addition count 0.",
         "N = 14*20 = 280, P = 16. conv_mask: C*N MACs; x (C, N) times alpha (N, 1): C*N MACs; "
         "the two bottleneck convs on a 1x1 map: C*P MACs each.",
-        "flops = 2 * (C*N + C*N + C*P + P*C) with C = 256, N = 280, P = 16.",
+        "MACs of a 1x1 conv a -> b on an H x W map = a * b * H * W\n"
+        "MACs of a (C, N) by (N, 1) product = C * N\n"
+        "add the MACs of conv_mask, the pooling product and both bottleneck convs (on a 1x1 map)\n"
+        "flops = 2 * total MACs",
     ),
 ))
 
@@ -543,13 +556,14 @@ register(Exercise(
     properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
     hints=(
         "Same maths as gc.forward, in PyTorch: context_modeling = AttentionPooling(C) (you "
-        "built it in lesson 04), transform = nn.ModuleDict({'add': the bottleneck}), fusion "
-        "= x + term.",
-        "planes = int(C * ratio); bottleneck = nn.Sequential(Conv2d(C, P, 1), "
-        "LayerNorm([P, 1, 1]), ReLU(), Conv2d(P, C, 1)); forward: x (B, C, H, W) -> "
-        "context (B, C, 1, 1) -> term (B, C, 1, 1) -> (B, C, H, W).",
-        "__init__: self.context_modeling = AttentionPooling(C); self.transform = "
-        "nn.ModuleDict({'add': Sequential(...)}); forward: c = self.context_modeling(x); "
-        "return x + self.transform['add'](c).",
+        "built it in lesson 04), transform = nn.ModuleDict({'add': the bottleneck}), fusion = x"
+        " + term.",
+        "planes = int(C * ratio); bottleneck = nn.Sequential(Conv2d(C, P, 1), LayerNorm([P, 1, "
+        "1]), ReLU(), Conv2d(P, C, 1)); forward: x (B, C, H, W) -> context (B, C, 1, 1) -> term"
+        " (B, C, 1, 1) -> (B, C, H, W).",
+        "__init__: planes from C and ratio; context_modeling = the attention pooling module\n"
+        "          transform = a ModuleDict with one entry 'add': conv, LayerNorm, ReLU, conv\n"
+        "forward: context = context modelling of x; term = the add branch of the context\n"
+        "         return x plus term",
     ),
 ))

@@ -246,7 +246,8 @@ register(Exercise(
         "SE's context is the plain average of every position's feature vector: attention "
         "pooling with the same weight 1/N for every position.",
         "x (B, C, H, W) -> average over H and W, keeping them as size-1 axes -> (B, C, 1, 1).",
-        "return x.mean(over the two spatial axes, keepdims=True).",
+        "for every image and channel: the mean over all H*W positions\n"
+        "keep H and W as axes of size 1",
     ),
 ))
 
@@ -271,10 +272,11 @@ register(Exercise(
     hints=(
         "The bottleneck of the GC block without its LayerNorm, then a sigmoid so that each "
         "channel gets its own gate between 0 and 1 (independently of the other channels).",
-        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> (B, P, 1, 1); ReLU; "
-        "'3.weight' (C, P, 1, 1) -> (B, C, 1, 1); sigmoid elementwise.",
-        "h = relu(conv1x1(context, p['0.weight'], p['0.bias'])); "
-        "return sigmoid(conv1x1(h, p['3.weight'], p['3.bias'])).",
+        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> (B, P, 1, 1); ReLU; '3.weight' (C, P,"
+        " 1, 1) -> (B, C, 1, 1); sigmoid elementwise.",
+        "h = 1x1 conv of the context with the '0.*' parameters, then ReLU\n"
+        "s = 1x1 conv of h with the '3.*' parameters\n"
+        "return the element-wise sigmoid of s",
     ),
 ))
 
@@ -298,10 +300,12 @@ register(Exercise(
     hints=(
         "The three steps again: context modelling = average pooling, transform = your "
         "excitation (bottleneck + sigmoid), fusion = multiply every position by the gates.",
-        "x (B, C, H, W) -> context (B, C, 1, 1) -> gates (B, C, 1, 1) -> x * gates "
-        "(B, C, H, W). The parameters are under 'transform.mul.'.",
-        "ctx = squeeze(x); p = {k without 'transform.mul.': v}; "
-        "return x * excitation(ctx, p).",
+        "x (B, C, H, W) -> context (B, C, 1, 1) -> gates (B, C, 1, 1) -> x * gates (B, C, H, "
+        "W). The parameters are under 'transform.mul.'.",
+        "context = squeeze(x)\n"
+        "sub = params under 'transform.mul.' with the prefix removed\n"
+        "gates = excitation(context, sub)\n"
+        "return x scaled channel by channel by the gates",
     ),
 ))
 
@@ -320,12 +324,14 @@ register(Exercise(
     },
     properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
     hints=(
-        "Pick one piece per step: which context modelling does SE use, which transform, "
-        "which fusion? The framework applies sigmoid to a 'mul' term by itself.",
-        "GlobalContextFramework(C, <context modelling>, {<fusion>: <transform>}); the "
-        "transform maps (B, C, 1, 1) -> (B, C, 1, 1) through P = int(C * ratio) channels.",
-        "return GlobalContextFramework(C, AveragePooling(), {'mul': Bottleneck(C, P, "
-        "layer_norm=?, zero_init=False)}) -- decide the LayerNorm yourself.",
+        "Pick one piece per step: which context modelling does SE use, which transform, which "
+        "fusion? The framework applies sigmoid to a 'mul' term by itself.",
+        "GlobalContextFramework(C, <context modelling>, {<fusion>: <transform>}); the transform"
+        " maps (B, C, 1, 1) -> (B, C, 1, 1) through P = int(C * ratio) channels.",
+        "planes from C and ratio\n"
+        "context modelling: the pooling SE uses\n"
+        "transform: a Bottleneck without LayerNorm, default init (zero_init=False)\n"
+        "return GlobalContextFramework(C, context modelling, {fusion name: transform})",
     ),
 ))
 
@@ -348,9 +354,9 @@ register(Exercise(
     hints=(
         "One SE block sits after conv3 of every bottleneck: 3, 4, 6 and 3 bottlenecks in the "
         "four stages, with 256, 512, 1024 and 2048 output channels. Count weights AND biases.",
-        "One SE block at C channels: conv C->C/16 (C*C/16 + C/16) and conv C/16->C "
-        "(C/16*C + C); no LayerNorm, no W_k.",
-        "total = sum over (C, n) in [(256,3), (512,4), (1024,6), (2048,3)] of "
-        "n * (2*C*C/16 + C/16 + C).",
+        "One SE block at C channels: conv C->C/16 (C*C/16 + C/16) and conv C/16->C (C/16*C + "
+        "C); no LayerNorm, no W_k.",
+        "one SE at C channels: conv(C -> C/16) + conv(C/16 -> C), conv(a -> b) = a*b + b\n"
+        "total = sum over the four stages of (blocks in the stage) * (one SE at its C)",
     ),
 ))

@@ -44,10 +44,15 @@ def _gc_cases():
 
 
 def _nl_cases():
-    for dims, mode, sub, norm in itertools.product((1, 2, 3), MODES, (False, True), (None, "bn")):
-        name = f"nl{dims}d-{mode}-{'sub' if sub else 'full'}-{norm}"
+    """Every mode x sub_sample x norm, on both paths (explicit attention matrix, fast)."""
+    for dims, mode, sub, norm, impl in itertools.product(
+        (1, 2, 3), MODES, (False, True), (None, "bn"), ("explicit", "fast")
+    ):
+        name = f"nl{dims}d-{mode}-{'sub' if sub else 'full'}-{norm}-{impl}"
         yield name, (
-            lambda d=dims, m=mode, s=sub, n=norm: NL_CLS[d](4, mode=m, sub_sample=s, norm=n)
+            lambda d=dims, m=mode, s=sub, n=norm, i=impl: NL_CLS[d](
+                4, mode=m, sub_sample=s, norm=n, impl=i
+            )
         ), NL_SHAPE[dims]
 
 

@@ -127,16 +127,21 @@ def _nl_pair(dims, mode, sub_sample, norm, randomize, seed=0):
     return ref, make_ours, shape
 
 
+@pytest.mark.parametrize("impl", ("explicit", "fast"))
 @pytest.mark.parametrize("loader", LOADERS)
 @pytest.mark.parametrize("norm", (None, "bn"), ids=("nonorm", "bn"))
 @pytest.mark.parametrize("sub_sample", (False, True), ids=("full", "subsample"))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dims", (1, 2, 3), ids=("1d", "2d", "3d"))
-def test_non_local_parity(dims, mode, sub_sample, norm, loader, randomize):
+def test_non_local_parity(dims, mode, sub_sample, norm, loader, impl, randomize):
+    """Both ways gclab computes y (the explicit (N, N') attention matrix, and the fast path
+    that never builds it) must match mmcv."""
     torch.manual_seed(0)
     ref, make_ours, shape = _nl_pair(dims, mode, sub_sample, norm, randomize)
     ref.eval()
     ref_c, ours_c, block = _load(loader, ref, make_ours, dims)
+    assert block.impl == "auto"
+    block.impl = impl
     ref_c.eval()
     ours_c.eval()
     assert isinstance(block, NL[dims][1])

@@ -141,6 +141,12 @@ def test_unknown_mode():
         NonLocal1d(C, mode="Gaussian")  # case matters, as in mmcv
 
 
+@pytest.mark.parametrize("impl", ["slow", "Fast", None])
+def test_unknown_impl(impl):
+    with raises(ValueError, "impl must be one of", "'explicit'", f"got {impl!r}"):
+        NonLocal2d(C, impl=impl)
+
+
 @pytest.mark.parametrize("norm", ["gn", "BN", "batchnorm", 1])
 def test_unknown_norm(norm):
     with raises(ValueError, "norm must be one of ['bn']", f"got {norm!r}"):

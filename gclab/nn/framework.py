@@ -62,7 +62,14 @@ class AttentionPooling(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """The attention weights alpha, (B, C, H, W) -> (B, N); each row sums to 1."""
-        logits = self.conv_mask(x).reshape(x.shape[0], -1)  # (B, N)
+        # W_k x as one (1, C) @ (B, C, N) product: the 1x1 conv C -> 1 without a conv kernel,
+        # and x.reshape is a view in NCHW and channels_last layouts alike
+        b, c = x.shape[0], x.shape[1]
+        w = self.conv_mask.weight.reshape(1, c)
+        logits = torch.matmul(w, x.reshape(b, c, -1)).reshape(b, -1)  # (B, N)
+        bias = self.conv_mask.bias
+        if bias is not None:
+            logits = logits + bias
         return torch.softmax(logits, dim=1)
 
     def forward_with_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -84,6 +91,12 @@ class AveragePooling(nn.Module):
 
     It is attention pooling with uniform weights :math:`\alpha_j = 1/N`, which is what
     ``forward_with_attention`` returns. Shapes: (B, C, H, W) -> (B, C, 1, 1); attention (B, N).
+
+    Example::
+
+        >>> context, alpha = AveragePooling().forward_with_attention(torch.ones(2, 8, 3, 5))
+        >>> context.shape, alpha[0, :3]
+        (torch.Size([2, 8, 1, 1]), tensor([0.0667, 0.0667, 0.0667]))
     """
 
     def forward_with_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -93,7 +106,9 @@ class AveragePooling(nn.Module):
         return self.forward(x), alpha
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.mean(dim=(2, 3), keepdim=True)
+        # sum * (1/N) rather than mean: the gradient of sum is an expanded view, while mean's
+        # backward writes a full-size (B, C, H, W) tensor
+        return x.sum(dim=(2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
 
 
 class Bottleneck(nn.Sequential):
@@ -107,6 +122,12 @@ class Bottleneck(nn.Sequential):
     fusion starts as the identity; ``zero_init=False`` (SE) keeps PyTorch's default init.
 
     Shapes: (B, C, 1, 1) -> (B, C, 1, 1).
+
+    Example::
+
+        >>> t = Bottleneck(64, 4)  # GC r16: C=64 -> P=4 -> C
+        >>> t(torch.randn(2, 64, 1, 1)).abs().max()  # zero-initialised last conv
+        tensor(0., grad_fn=<MaxBackward1>)
     """
 
     def __init__(
@@ -131,14 +152,24 @@ class Bottleneck(nn.Sequential):
 def fusion(x: Tensor, add: Tensor | None = None, mul: Tensor | None = None) -> Tensor:
     r"""Fusion: :math:`z = x \odot \sigma(\mathrm{mul}) + \mathrm{add}`, multiplication first.
 
-    ``add``/``mul`` have shape (B, C, 1, 1) and broadcast over every position of x (B, C, H, W).
+    ``add``/``mul`` have shape (B, C, 1, 1) and broadcast over every position of x (B, C, H, W);
+    either may be ``None`` (that branch is skipped). Returns (B, C, H, W).
+
+    Example::
+
+        >>> x = torch.ones(1, 2, 3, 3)
+        >>> z = fusion(x, add=torch.ones(1, 2, 1, 1), mul=torch.zeros(1, 2, 1, 1))
+        >>> z[0, :, 0, 0]  # 1 * sigmoid(0) + 1
+        tensor([1.5000, 1.5000])
     """
-    out = x
+    # one pass over x whatever the branches (addcmul when both), in x's memory layout
     if mul is not None:
-        out = out * torch.sigmoid(mul)
+        if add is not None:
+            return torch.addcmul(add, x, torch.sigmoid(mul))
+        return x * torch.sigmoid(mul)
     if add is not None:
-        out = out + add
-    return out
+        return x + add
+    return x
 
 
 class GlobalContextFramework(nn.Module):
@@ -167,6 +198,15 @@ class GlobalContextFramework(nn.Module):
 
     ``forward(x, return_attention=True)`` also returns the attention matrix (B, N, N): the same
     row, the weights alpha over key positions, for every query (an expanded view, no copy).
+
+    Shapes: x (B, C, H, W) -> (B, C, H, W).
+
+    Example::
+
+        >>> snl = GlobalContextFramework(16, AttentionPooling(16), {"add": nn.Conv2d(16, 16, 1)})
+        >>> out, attention = snl(torch.randn(2, 16, 4, 4), return_attention=True)
+        >>> out.shape, attention.shape
+        (torch.Size([2, 16, 4, 4]), torch.Size([2, 16, 16]))
     """
 
     spatial_dims = 2

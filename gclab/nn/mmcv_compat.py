@@ -66,7 +66,16 @@ def remap_state_dict_keys(
 
 def mmcv_to_gclab_state_dict(state_dict: Dict, kind: str) -> Dict:
     """Return a copy of an mmcv ``ContextBlock`` (kind='gc') or ``NonLocal`` (kind='nl')
-    state_dict with gclab's key names."""
+    state_dict with gclab's key names (the tables above). Tensors are not copied and keep
+    their shapes, e.g. ``conv_mask.weight`` (1, C, 1, 1) -> ``context_modeling.conv_mask.weight``;
+    the block that loads them maps (B, C, H, W) -> (B, C, H, W).
+
+    Example::
+
+        >>> sd = {"conv_mask.weight": torch.zeros(1, 8, 1, 1), "channel_add_conv.0.bias": None}
+        >>> list(mmcv_to_gclab_state_dict(sd, "gc"))
+        ['context_modeling.conv_mask.weight', 'transform.add.0.bias']
+    """
     table = {"gc": CONTEXT_BLOCK_KEYS, "nl": NON_LOCAL_KEYS}.get(kind)
     if table is None:
         raise ValueError(f"kind must be 'gc' or 'nl', got {kind!r}")
@@ -77,12 +86,18 @@ def mmcv_to_gclab_state_dict(state_dict: Dict, kind: str) -> Dict:
 
 def from_mmcv(module: nn.Module) -> nn.Module:
     """Build the gclab block that matches an mmcv ``ContextBlock`` or ``NonLocal1d/2d/3d``
-    module and copy its weights (strictly: every tensor must find its place).
+    module and copy its weights (strictly: every tensor must find its place), its train/eval
+    mode, device and dtype. The returned block maps (B, C, *spatial) -> (B, C, *spatial) as
+    the mmcv module does, e.g. (B, C, H, W) for ``ContextBlock`` and ``NonLocal2d``.
 
     Example::
 
         >>> from mmcv.cnn import ContextBlock
-        >>> ours = from_mmcv(ContextBlock(64, ratio=1/4, fusion_types=('channel_mul',)))
+        >>> ref = ContextBlock(64, ratio=1/4, fusion_types=('channel_mul',))
+        >>> ours = from_mmcv(ref)
+        >>> x = torch.randn(2, 64, 5, 5)
+        >>> torch.allclose(ours(x), ref(x))
+        True
     """
     from .gc_block import GCBlock
     from .non_local import NonLocal1d, NonLocal2d, NonLocal3d

@@ -2,6 +2,9 @@ r"""The Squeeze-and-Excitation (SE) block (Hu et al., 2018) as a global-context 
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from ._checks import bottleneck_width, check_int
 from .framework import AveragePooling, Bottleneck, GlobalContextFramework
 
@@ -39,10 +42,8 @@ class SEBlock(GlobalContextFramework):
         self.ratio = ratio
         self.planes = planes
 
-    def gate(self, x):
-        r"""The excitation gates :math:`\sigma(\cdot)` in (0, 1), shape (B, C, 1, 1)."""
-        import torch
-
+    def gate(self, x: Tensor) -> Tensor:
+        r"""The excitation gates :math:`\sigma(\cdot)` in (0, 1): (B, C, H, W) -> (B, C, 1, 1)."""
         return torch.sigmoid(self.transform["mul"](self.context_modeling(x)))
 
     def extra_repr(self) -> str:

@@ -172,6 +172,12 @@ def wrong_convert_no_scale(nl):
     return out
 
 
+def wrong_convert_zero_bk(nl):
+    out = ref_nonlocal_to_snl(nl)
+    out["context_modeling.conv_mask.bias"] = np.zeros(1)
+    return out
+
+
 def wrong_convert_no_g_bias(nl):
     out = ref_nonlocal_to_snl(nl)
     out["transform.add.bias"] = nl["conv_out.bias"].copy()
@@ -270,8 +276,11 @@ def _reproduces_nl(out, nl, *args, **kw) -> bool:
         return False
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+def _is_int(value):
+    """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return True, ""
+    return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
 # --------------------------------------------------------------------------- registry
@@ -372,6 +381,9 @@ register(Exercise(
     mistakes={
         "a missing 1/sqrt(C_i) scale on the logits": wrong_convert_no_scale,
         "g's bias forgotten (b_v must be W_z b_g + b_z)": wrong_convert_no_g_bias,
+        "conv_mask.bias left at 0: the softmax forgives it, but the logits must equal "
+        "b_theta . (W_phi x_j + b_phi) / sqrt(C_i), so b_k = b_theta . b_phi / sqrt(C_i)":
+            wrong_convert_zero_bk,
     },
     properties=[
         Property("loaded into SimplifiedNonLocal2d it reproduces the NL output", _reproduces_nl),

@@ -367,8 +367,11 @@ def _module_same_shape(out, x) -> bool:
     return tuple(out.shape) == tuple(x.shape)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+def _is_int(value):
+    """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return True, ""
+    return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
 # --------------------------------------------------------------------------- registry

@@ -111,7 +111,7 @@ def growth_exponent(depths: Sequence[float], sizes: Sequence[float]) -> float:
 
 
 def conv_stack(depth: int, channels: int = 1, relu: bool = False, seed: int = 0) -> nn.Module:
-    """``depth`` 3x3 stride-1 convs (padding 1, bias), float64, each followed by a ReLU when
+    r"""``depth`` 3x3 stride-1 convs (padding 1, bias), float64, each followed by a ReLU when
     ``relu``; weights normal with He's std :math:`\sqrt{2 / (9 C)}`, biases normal with std 0.1.
 
     Example: ``conv_stack(4, channels=8, relu=True)(torch.randn(1, 8, 32, 32).double())``.

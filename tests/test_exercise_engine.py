@@ -1,0 +1,433 @@
+"""The exercise engine (gclab.exercises.core) on tiny exercises registered here.
+
+Each robustness promise of docs/exercises.md gets a test: learner code that raises, returns
+None / the wrong shape / the wrong dtype / NaN, mutates its input, runs forever, or prints
+megabytes gets a failing verdict with a message, and nothing passes falsely.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gclab.exercises import core
+from gclab.exercises.core import Case, CheckResult, Exercise, Property, catalog, check, hint
+
+
+# --------------------------------------------------------------------------- tiny exercises
+def ref_softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_axis0(x):
+    e = np.exp(x - x.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def softmax_naive(x):
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_cases(rng):
+    return [
+        Case(args=(rng.standard_normal((2, 3, 5)),), label="(2,3,5)"),
+        Case(args=(rng.standard_normal((4, 6)) * 400.0,), label="large logits (4,6)"),
+    ]
+
+
+def _rows_sum_to_one(out, x):
+    return np.allclose(np.sum(out, axis=-1), 1.0)
+
+
+TINY = []  # registered for this module's tests only (see the fixture below)
+TINY.append(
+    Exercise(
+        id="engine.softmax",
+        notebook="engine_tests",
+        title="softmax over the last axis",
+        reference=ref_softmax,
+        cases=_softmax_cases,
+        rtol=1e-9,
+        mistakes={
+            "softmax over the wrong axis": softmax_axis0,
+            "no max subtraction": softmax_naive,
+        },
+        properties=[Property("rows sum to 1", _rows_sum_to_one)],
+        hints=("concept", "shapes", "pseudo-code"),
+        time_limit=0.5,
+    )
+)
+
+TINY.append(
+    Exercise(
+        id="engine.answer",
+        notebook="engine_tests",
+        title="a value",
+        kind="value",
+        reference=lambda: 42,
+        mistakes={"off by one": lambda: 41, "halved": lambda: 21},
+        hints=("a", "b", "c"),
+        time_limit=0.5,
+    )
+)
+
+
+class RefScale(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+class ScaleNoWeightOnBatch(RefScale):
+    def forward(self, x):  # broadcasts over the wrong axis
+        return x * self.weight.view(1, 1, 1, -1)[..., : x.shape[-1]]
+
+
+class ScaleWithResidual(RefScale):
+    def forward(self, x):
+        return x + x * self.weight.view(1, -1, 1, 1)
+
+
+class WrongParams(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x
+
+
+TINY.append(
+    Exercise(
+        id="engine.module",
+        notebook="engine_tests",
+        title="channel scaling module",
+        kind="module",
+        reference=RefScale,
+        cases=lambda rng: [
+            Case(args=(3,), inputs=(torch.as_tensor(rng.standard_normal((2, 3, 4, 3))),))
+        ],
+        mistakes={"a residual that should not be there": ScaleWithResidual},
+        hints=("a", "b", "c"),
+    )
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_exercises():
+    """Register the tiny exercises for this module only, so the catalog the other tests see
+    (tests/test_exercises_all.py) holds only the course's exercises."""
+    for e in TINY:
+        core.register(e)
+    yield
+    for e in TINY:
+        core._REGISTRY.pop(e.id, None)
+
+
+@pytest.fixture
+def log_path(tmp_path, monkeypatch):
+    path = tmp_path / "grade.jsonl"
+    monkeypatch.setenv("GCLAB_GRADE_LOG", str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- correct answers
+def test_reference_passes_and_says_which_checks_ran():
+    result = check("engine.softmax", ref_softmax)
+    assert isinstance(result, CheckResult)
+    assert result.passed and result.status == "passed" and bool(result)
+    assert result.diagnosis is None
+    # 2 cases x 2 seeds, the mutation check and the property
+    assert len(result.checks) == 6 and all(c.passed for c in result.checks)
+    assert result.message.startswith("6 public checks passed")
+    assert "all checks" not in str(result).lower()
+    names = [c.name for c in result.checks]
+    assert "inputs not mutated" in names and "rows sum to 1" in names
+    assert "1e-09" in result.message  # the stated tolerance
+
+
+def test_an_independent_correct_solution_passes():
+    """Not the reference object: scipy-free softmax written another way."""
+
+    def learner(x):
+        shifted = x - np.max(x, axis=-1)[..., None]
+        return np.exp(shifted) / np.exp(shifted).sum(-1)[..., None]
+
+    assert check("engine.softmax", learner).passed
+
+
+def test_value_exercise_accepts_value_or_zero_arg_callable():
+    assert check("engine.answer", 42).passed
+    assert check("engine.answer", 42.0).passed
+    assert check("engine.answer", lambda: 42).passed
+    wrong = check("engine.answer", 41)
+    assert wrong.status == "failed" and wrong.diagnosis == "off by one"
+    assert "41" in wrong.message and "42" in wrong.message
+    assert check("engine.answer", "42").status == "failed"
+
+
+def test_module_exercise_copies_reference_weights_and_diagnoses():
+    assert check("engine.module", RefScale).passed
+    bad = check("engine.module", ScaleWithResidual)
+    assert bad.status == "failed" and bad.diagnosis == "a residual that should not be there"
+
+
+def test_module_with_other_parameter_names_fails_with_the_state_dict_message():
+    result = check("engine.module", WrongParams)
+    assert result.status == "failed"
+    assert "state_dict" in result.message and "gain" in result.message
+
+
+def test_module_exercise_rejects_a_non_module():
+    result = check("engine.module", lambda channels: "not a module")
+    assert result.status == "failed" and "nn.Module" in result.message
+
+
+# --------------------------------------------------------------------------- diagnosis
+def test_diagnosis_names_the_mistake_by_output_not_by_code():
+    def my_softmax(x):  # written differently from the registered variant, same mistake
+        m = x.max(0)
+        e = np.exp(x - m)
+        return e / e.sum(0)
+
+    result = check("engine.softmax", my_softmax)
+    assert result.status == "failed"
+    assert result.diagnosis == "softmax over the wrong axis"
+    assert "Likely cause: softmax over the wrong axis" in str(result)
+    assert "softmax over the wrong axis" in result._repr_html_()
+
+
+def test_no_diagnosis_for_an_unrelated_wrong_answer():
+    result = check("engine.softmax", lambda x: ref_softmax(x) * 0.5)
+    assert result.status == "failed" and result.diagnosis is None
+    failed = [c for c in result.checks if not c.passed]
+    assert any("relative error" in c.message for c in failed)
+    assert any(c.name == "rows sum to 1" for c in failed)
+
+
+# --------------------------------------------------------------------------- robustness
+def test_not_implemented_stub(log_path):
+    def stub(x):
+        raise NotImplementedError("exercise engine.softmax: your code here")
+
+    result = check("engine.softmax", stub)
+    assert result.status == "not implemented" and not result.passed
+    assert result.message == "not yet implemented"
+    record = json.loads(log_path.read_text().splitlines()[-1])
+    assert record["id"] == "engine.softmax" and record["status"] == "not implemented"
+
+
+def test_learner_exception_is_reported_with_type_message_and_line():
+    def broken(x):
+        return x.reshape(7, 7)
+
+    result = check("engine.softmax", broken)
+    assert result.status == "failed"
+    assert "raised ValueError" in result.message and "reshape" in result.message
+    assert "line" in result.message
+
+
+@pytest.mark.parametrize(
+    "learner,expected",
+    [
+        (lambda x: None, "is None"),
+        (lambda x: ref_softmax(x)[..., :-1], "has shape"),
+        (lambda x: ref_softmax(x).astype(np.float32), "dtype float32"),
+        (lambda x: ref_softmax(x) * np.nan, "NaN"),
+        (lambda x: ref_softmax(x).tolist(), "expected a numpy.ndarray"),
+        (lambda x: torch.as_tensor(ref_softmax(x)), "expected a numpy.ndarray"),
+        (lambda x: (ref_softmax(x), 1), "expected a numpy.ndarray"),
+    ],
+    ids=["none", "shape", "dtype", "nan", "list", "tensor", "tuple"],
+)
+def test_wrong_outputs_fail_with_a_message(learner, expected):
+    result = check("engine.softmax", learner)
+    assert result.status == "failed" and not result.passed
+    assert expected in result.message
+
+
+def test_input_mutation_fails_even_when_the_output_is_right():
+    def in_place(x):
+        x -= x.max(axis=-1, keepdims=True)  # modifies the caller's array
+        np.exp(x, out=x)
+        x /= x.sum(axis=-1, keepdims=True)
+        return x
+
+    result = check("engine.softmax", in_place)
+    assert result.status == "failed"
+    mutation = next(c for c in result.checks if c.name == "inputs not mutated")
+    assert not mutation.passed and "in place" in mutation.message
+    # the values themselves were right: the failure is the mutation alone
+    assert all(c.passed for c in result.checks if c.name.startswith("output on"))
+
+
+def test_endless_loop_times_out_and_the_caller_survives():
+    def forever(x):
+        while True:
+            pass
+
+    start = time.monotonic()
+    result = check("engine.softmax", forever)
+    elapsed = time.monotonic() - start
+    assert result.status == "failed" and "time limit of 0.5 s" in result.message
+    assert elapsed < 5, f"the time limit did not stop the loop ({elapsed:.1f} s)"
+    assert check("engine.softmax", ref_softmax).passed  # the engine still works afterwards
+
+
+def test_time_limit_survives_code_that_swallows_one_alarm():
+    """The alarm re-fires every 50 ms, so ``except Exception``-style swallowing (even of a
+    BaseException, once) does not keep the loop alive. (Code that swallows BaseException in
+    an endless loop cannot be stopped from inside the process; ``gclab grade`` bounds that with
+    its subprocess timeout.)"""
+
+    def stubborn(x):
+        try:
+            while True:
+                pass
+        except BaseException:  # noqa: BLE001 - swallows the first alarm on purpose
+            pass
+        while True:
+            pass
+
+    result = check("engine.softmax", stubborn)
+    assert result.status == "failed" and "time limit" in result.message
+
+
+def test_time_limit_outside_the_main_thread_uses_the_thread_fallback():
+    box = {}
+
+    def forever(x):
+        time.sleep(3)
+        return ref_softmax(x)
+
+    def run():
+        box["result"] = check("engine.softmax", forever)
+
+    worker = threading.Thread(target=run)
+    start = time.monotonic()
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert box["result"].status == "failed" and "time limit" in box["result"].message
+    assert time.monotonic() - start < 2.5
+
+
+def test_megabytes_of_printing_fail_and_are_not_shown(capsys):
+    def chatty(x):
+        for _ in range(60_000):
+            print("debugging output that goes on and on")
+        return ref_softmax(x)
+
+    result = check("engine.softmax", chatty)
+    captured = capsys.readouterr()
+    assert len(captured.out) < 1000, "the learner's prints leaked to the real stdout"
+    assert result.status == "failed"
+    assert result.printed > 2_000_000
+    assert "printed" in result.message and "limit" in result.message
+    assert len(str(result)) < 5000
+
+
+def test_a_little_printing_is_allowed_and_reported():
+    def polite(x):
+        print("shape", x.shape)
+        return ref_softmax(x)
+
+    result = check("engine.softmax", polite)
+    assert result.passed and result.printed > 0
+    assert "printed" in str(result)
+
+
+def test_sys_exit_in_learner_code_does_not_kill_the_caller():
+    import sys
+
+    result = check("engine.softmax", lambda x: sys.exit(3))
+    assert result.status == "failed" and "sys.exit" in result.message
+
+
+def test_not_a_function():
+    result = check("engine.softmax", np.zeros(3))
+    assert result.status == "failed" and "expected a function" in result.message
+
+
+# --------------------------------------------------------------------------- comparison
+def test_relative_error_is_cs231n_with_atol_floor():
+    a = np.array([1.0, 2.0, 0.0])
+    b = np.array([1.0, 2.0 * (1 + 1e-6), 1e-6])
+    # max_i |a-b| / max(1e-8, |a|+|b|): the 0 vs 1e-6 element has relative error 1
+    assert core._rel_error(a, b, atol=0.0) == pytest.approx(1.0)
+    # ... unless its absolute difference is under atol; then the 2 vs 2(1+1e-6) one is the max
+    expected = abs(2.0 - 2.0 * (1 + 1e-6)) / (2.0 + 2.0 * (1 + 1e-6))
+    assert core._rel_error(a, b, atol=1.5e-6) == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- display, log, api
+def test_html_and_text_display():
+    passed = check("engine.softmax", ref_softmax)
+    failed = check("engine.softmax", softmax_axis0)
+    html = failed._repr_html_()
+    assert 'class="gclab-verdict gclab-verdict-failed"' in html
+    assert 'class="gclab-verdict gclab-verdict-passed"' in passed._repr_html_()
+    assert "<script" not in html
+    text = str(failed)
+    assert text.startswith("[FAIL] engine.softmax") and repr(failed) == text
+    assert 'hint("engine.softmax", level=1)' in text
+
+
+def test_html_escapes_learner_text():
+    result = check("engine.softmax", lambda x: (_ for _ in ()).throw(ValueError("<b>x</b>")))
+    assert "<b>x</b>" not in result._repr_html_() and "&lt;b&gt;" in result._repr_html_()
+
+
+def test_grade_log_records_every_check(log_path):
+    check("engine.softmax", ref_softmax)
+    check("engine.answer", 41)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in lines] == [
+        ("engine.softmax", "passed"),
+        ("engine.answer", "failed"),
+    ]
+    assert lines[1]["diagnosis"] == "off by one" and lines[0]["checks_total"] == 6
+
+
+def test_hint_levels_and_bad_level():
+    assert "concept" in hint("engine.softmax", 1) and "pseudo-code" in hint("engine.softmax", 3)
+    assert "gclab-hint" in hint("engine.softmax", 2)._repr_html_()
+    for bad in (0, 4, "1", 1.0, True):
+        with pytest.raises(ValueError, match="1, 2 or 3"):
+            hint("engine.softmax", bad)
+
+
+def test_catalog_lists_registered_exercises():
+    mine = catalog(notebook="engine_tests")
+    assert [e.id for e in mine] == ["engine.softmax", "engine.answer", "engine.module"]
+    assert mine[0].title == "softmax over the last axis"
+    assert "engine.softmax" in mine._repr_html_() and "engine.softmax" in str(mine)
+
+
+def test_unknown_id_suggests_close_ones():
+    with pytest.raises(KeyError, match="engine.softmax"):
+        check("engine.softmx", ref_softmax)
+
+
+def test_bad_exercise_definitions_are_rejected():
+    with pytest.raises(ValueError, match="kind"):
+        Exercise(id="x.y", notebook="n", title="t", kind="lambda", reference=ref_softmax)
+    with pytest.raises(ValueError, match="topic"):
+        Exercise(id="nodot", notebook="n", title="t", reference=ref_softmax, cases=_softmax_cases)
+    with pytest.raises(ValueError, match="cases"):
+        Exercise(id="x.y", notebook="n", title="t", reference=ref_softmax)
+    with pytest.raises(TypeError, match="reference"):
+        Exercise(id="x.y", notebook="n", title="t", reference=None, cases=_softmax_cases)
+    with pytest.raises(TypeError, match="Exercise"):
+        core.register({"id": "x.y"})

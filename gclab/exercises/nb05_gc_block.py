@@ -83,8 +83,17 @@ def ref_gc_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
 
 
 def ref_gc_params() -> int:
-    """Parameters of one GC r16 block (add fusion) at C = 1024, counted by PyTorch."""
-    return sum(p.numel() for p in GCBlock(1024, ratio=1 / 16).parameters())
+    """Parameters of one GC r16 block with both fusions at C = 1024, counted by PyTorch."""
+    block = GCBlock(1024, ratio=1 / 16, fusions=("add", "mul"))
+    return sum(p.numel() for p in block.parameters())
+
+
+def _gc_count(c: int = 1024, r: int = 16, branches: int = 2, w_k: int = 1, biases: bool = True,
+              ln: bool = True) -> int:
+    """A GC block's parameters from the formula, with switches for the wrong variants."""
+    p = c // r
+    branch = 2 * c * p + (p + c if biases else 0) + (2 * p if ln else 0)
+    return w_k * (c + (1 if biases else 0)) + branches * branch
 
 
 FLOP_SHAPE = (1, 256, 14, 20)
@@ -491,28 +500,30 @@ register(Exercise(
 register(Exercise(
     id="gc.params",
     notebook=NOTEBOOK,
-    title="Parameters of one GC r16 block (add fusion) at C = 1024",
+    title="Parameters of one GC r16 block with both fusions (add and mul) at C = 1024",
     kind="value",
     reference=ref_gc_params,
     rtol=1e-12,
     mistakes={
-        # 2C^2/r (two convs) + C + 1 (W_k) + 2C/r (LayerNorm) + C/r + C (conv biases)
+        "counted only one branch (add and mul each have their own bottleneck)":
+            lambda: _gc_count(branches=1),
+        "counted W_k twice (one context modelling feeds both branches)":
+            lambda: _gc_count(w_k=2),
         "forgetting the bias in the parameter count (no conv biases)":
-            lambda: 2 * 1024**2 // 16 + 1024 + 2 * 1024 // 16,
-        "forgetting the LayerNorm's gamma and beta (2C/r)":
-            lambda: 2 * 1024**2 // 16 + 2 * 1024 + 1024 // 16 + 1,
-        "counted an add AND a mul branch (the default is add only)":
-            lambda: 2 * 1024**2 // 16 + 2 * 1024 + 1024 // 16 + 1
-            + 2 * 1024**2 // 16 + 1024 + 3 * 1024 // 16,
+            lambda: _gc_count(biases=False),
+        "forgetting the LayerNorms' gamma and beta (2C/r per branch)":
+            lambda: _gc_count(ln=False),
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "Count every learnable tensor: W_k (conv C->1 with bias), the bottleneck's two convs "
-        "(with biases) and the LayerNorm's gamma and beta. Exactly one bottleneck (add fusion).",
-        "W_k: C + 1; conv C->P: C*P + P; LayerNorm: 2P; conv P->C: P*C + C; P = C/16 = 64.",
+        "The table above counts one add block. With both fusions the context modelling "
+        "(W_k) is computed once and shared; each fusion has its own bottleneck (two convs "
+        "with biases and a LayerNorm).",
+        "W_k: C + 1; one bottleneck: conv C->P (C*P + P), LayerNorm (2P), conv P->C "
+        "(P*C + C); P = C/16 = 64.",
         "conv(a -> b) has a*b weights + b biases; LayerNorm(P) has 2P\n"
-        "n = conv(C -> 1) + conv(C -> P) + LayerNorm(P) + conv(P -> C)\n"
-        "with C = 1024 and P = C / 16",
+        "branch = conv(C -> P) + LayerNorm(P) + conv(P -> C)\n"
+        "n = conv(C -> 1) + (number of branches) * branch, with C = 1024",
     ),
 ))
 

@@ -299,18 +299,21 @@ check("gc.module", GCAdd)
 #
 # $$ \text{total} = \frac{2C^2}{r} + 2C + \frac{3C}{r} + 1 .$$
 #
-# **Exercise `gc.params`.** The number of parameters of one GC r16 *add* block at $C = 1024$
-# (an `int`; compute it, do not count a module).
+# **Exercise `gc.params`.** Now a block with **both** fusions, `GCBlock(1024, 1/16,
+# fusions=("add", "mul"))`: how many parameters (an `int`; compute it from the table, do not
+# count a module)? Which pieces are shared, and which does each fusion need for itself?
 
 # %%
-# exercise gc.params: an int, 2C^2/r + 2C + 3C/r + 1 at C = 1024, r = 16
+# exercise gc.params: an int, one GC r16 block with fusions ("add", "mul") at C = 1024
 ### BEGIN SOLUTION
-gc_params = 2 * 1024**2 // 16 + 2 * 1024 + 3 * 1024 // 16 + 1
+C, P = 1024, 1024 // 16
+branch = (C * P + P) + 2 * P + (P * C + C)  # conv C->P, LayerNorm, conv P->C
+gc_params = (C + 1) + 2 * branch  # one shared W_k, one bottleneck per fusion
 ### END SOLUTION
 check("gc.params", gc_params)
 
 # %% [markdown]
-# PyTorch agrees, and the per-block formula adds up over a ResNet-50 with a GC r16 block in
+# PyTorch agrees with the one-branch formula, and the formula adds up over a ResNet-50 with a GC r16 block in
 # every bottleneck of stages c3–c5 (4, 6 and 3 bottlenecks with 512, 1024 and 2048 output
 # channels; the GCNet paper's setting), and with $r = 4$:
 

@@ -47,7 +47,8 @@ torch.set_default_dtype(torch.float64)  # this lesson compares NumPy and PyTorch
 # %% [markdown]
 # ## 1. From NL to SNL in three lines of algebra
 #
-# The embedded-Gaussian NL block (lesson 1) computes, for every query position $i$,
+# The embedded-Gaussian NL block (lesson 1) computes, for every query position $i$ (the
+# $1/\sqrt{C_i}$ scale of the logits is left out here; it comes back in section 5),
 #
 # $$
 # z_i = x_i + W_z \sum_{j=1}^{N}

@@ -299,7 +299,8 @@ se_resnet50 = sum(n * (2 * c * c // 16 + c // 16 + c) for c, n in
 check("se.params", se_resnet50)
 
 # %% [markdown]
-# The SE paper reports "~2.5M" extra parameters for SE-ResNet-50 (from 25.6M). The table below
+# The SE paper reports about 2.5 million extra parameters for SE-ResNet-50, beyond the about
+# 25 million of ResNet-50 itself. The table below
 # puts the blocks side by side at $C = 1024$ on a $14 \times 14$ map (PyTorch's parameter count,
 # `FlopCounterMode`'s FLOPs as in lesson 5):
 

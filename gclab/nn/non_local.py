@@ -185,8 +185,8 @@ class _NonLocalNd(nn.Module):
     # ---------------------------------------------------------- the three steps
     def _pool(self, t: Tensor) -> Tensor:
         # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
-        if t.dim() == 3:
-            return F.max_pool1d(t, 2)
+        if t.dim() == 3:  # as a 2-D pool: torch.export specialises max_pool1d's length
+            return F.max_pool2d(t.unsqueeze(-1), (2, 1)).squeeze(-1)
         if t.dim() == 4:
             return F.max_pool2d(t, 2)
         return F.max_pool3d(t, (1, 2, 2))
@@ -315,7 +315,7 @@ class _NonLocalNd(nn.Module):
         else:
             scale = 1.0
             if self.mode == "embedded_gaussian" and self.use_scale:
-                scale = 1.0 / math.sqrt(q.shape[-1])
+                scale = 1.0 / math.sqrt(self.inter_channels)
             y = self._softmax_attend(q, k, v, scale)
         return y.transpose(1, 2).reshape([x.shape[0], self.inter_channels] + list(x.shape[2:]))
 

@@ -549,9 +549,7 @@ def _identical(a: Any, b: Any) -> bool:
         )
     t = _torch()
     if t is not None and isinstance(a, t.nn.Module):
-        return isinstance(b, t.nn.Module) and _identical(
-            dict(a.state_dict()), dict(b.state_dict())
-        )
+        return isinstance(b, t.nn.Module) and _identical(dict(a.state_dict()), dict(b.state_dict()))
     if type(a).__eq__ is object.__eq__:  # identity equality says nothing about a copy
         return True
     try:
@@ -713,7 +711,8 @@ def _compare_values(
         if scalar:
             return _Mismatch(
                 False,
-                f"{where} is {a[()]!r}, expected {e[()]!r} (relative error {err:.2g})",
+                f"{where} is {a[()].item()!r}, expected {e[()].item()!r} "
+                f"(relative error {err:.2g})",
                 err,
                 True,
             )
@@ -945,9 +944,7 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
         )
         what = "; ".join([what, *others])
         msg = f"{len(checks)} public check{'s' if len(checks) != 1 else ''} passed: {what} "
-        msg += (
-            f"(tolerance: relative error <= {ex.rtol:g})" if ex.rtol > 0 else "(exact match)"
-        )
+        msg += f"(tolerance: relative error <= {ex.rtol:g})" if ex.rtol > 0 else "(exact match)"
         return finish("passed", msg)
 
     diagnosis = None

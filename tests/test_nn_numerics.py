@@ -93,9 +93,9 @@ def test_float32_agrees_with_float64(make, shape, randomize):
 
 
 # bfloat16 keeps 8 significant bits (unit roundoff 2^-9 ~ 2e-3); a few roundings through
-# convs, a softmax and a matmul with O(1) values give errors of a few 1e-2: we allow
-# 0.05 * max(1, max |reference|) absolute error.
-BF16_TOL = 0.05
+# convs, a softmax and a matmul with O(1) values add up: we allow an absolute error of
+# 0.02 * max(1, max |reference|). Measured worst case over these cases: 5.2e-3 (GC avg mul+add).
+BF16_TOL = 0.02
 
 
 @pytest.mark.parametrize("make,shape", [_params(c) for c in ALL_CASES])

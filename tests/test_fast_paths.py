@@ -1,0 +1,263 @@
+"""The fast paths compute what the explicit paths compute, without the (N, N') matrix.
+
+Truth: the explicit Non-local path (``impl='explicit'``, itself tested against mmcv in
+test_nn_parity_mmcv.py) and autograd's gradients of it; for GC/SE/SNL, the same block on the
+same values in NCHW layout. Tolerances: 1e-10 in float64, 1e-5 in float32 (outputs O(1)).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import gclab.bench as bench
+from gclab.nn import (
+    GCBlock,
+    NonLocal1d,
+    NonLocal2d,
+    NonLocal3d,
+    SEBlock,
+    SimplifiedNonLocal2d,
+)
+from gclab.nn.non_local import MODES
+
+C = 6
+SHAPES = {  # spatial sizes with even pooled dims and an odd one left over (3-D keeps T)
+    NonLocal1d: (2, C, 10),
+    NonLocal2d: (2, C, 6, 4),
+    NonLocal3d: (2, C, 3, 4, 2),
+}
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Weights ~ N(0, 1/fan_in), so no term vanishes (conv_out is zero at init) and the
+    outputs are O(1); BatchNorm gets non-trivial affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in))
+    return module
+
+
+def _run(module, x, grad):
+    for p in module.parameters():
+        p.grad = None
+    x = x.detach().clone().requires_grad_()
+    out = module(x)
+    out.backward(grad)
+    grads = {n: p.grad.detach().clone() for n, p in module.named_parameters()}
+    return out.detach(), x.grad.detach(), grads
+
+
+def _assert_same(a, b, tol, what):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("sub_sample", [False, True], ids=["full", "sub"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cls", [NonLocal1d, NonLocal2d, NonLocal3d], ids=["1d", "2d", "3d"])
+def test_fast_equals_explicit_forward_and_gradients(cls, mode, sub_sample, dtype):
+    shape = SHAPES[cls]
+    explicit = _randomise(cls(C, reduction=2, mode=mode, sub_sample=sub_sample), 1)
+    explicit = explicit.to(dtype)
+    explicit.impl = "explicit"
+    fast = copy.deepcopy(explicit)
+    fast.impl = "fast"
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    grad = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+
+    out_e, dx_e, dp_e = _run(explicit, x, grad)
+    out_f, dx_f, dp_f = _run(fast, x, grad)
+    tol = TOL[dtype]
+    assert out_e.abs().max() > 0.1 and (out_e - x).abs().max() > 0.1  # a real, non-identity map
+    _assert_same(out_f, out_e, tol, "output")
+    _assert_same(dx_f, dx_e, tol, "d input")
+    assert dp_f.keys() == dp_e.keys()
+    for name in dp_e:
+        assert dp_e[name].abs().max() > 0 or name == "phi.bias", name  # gradients reach it
+        _assert_same(dp_f[name], dp_e[name], tol, f"d {name}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_with_batchnorm_and_no_scale(mode):
+    # norm='bn' in training mode (batch statistics) and use_scale=False
+    explicit = _randomise(NonLocal2d(C, mode=mode, use_scale=False, norm="bn"), 3).double()
+    explicit.impl = "explicit"
+    fast = copy.deepcopy(explicit)
+    fast.impl = "auto"
+    x = torch.randn(3, C, 5, 4, dtype=torch.float64)
+    grad = torch.randn_like(x)
+    for a, b in zip(_run(fast, x, grad)[:2], _run(explicit, x, grad)[:2]):
+        _assert_same(a, b, 1e-10, mode)
+
+
+def test_auto_uses_explicit_path_only_for_attention():
+    nl = _randomise(NonLocal2d(C, mode="embedded_gaussian"), 4).double()
+    x = torch.randn(2, C, 4, 4, dtype=torch.float64)
+    out, attn = nl(x, return_attention=True)
+    assert attn.shape == (2, 16, 16)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 16, dtype=torch.float64))
+    _assert_same(nl(x), out, 1e-10, "auto without attention")
+    nl.impl = "fast"
+    with pytest.raises(ValueError, match="return_attention"):
+        nl(x, return_attention=True)
+    with pytest.raises(ValueError, match="impl"):
+        NonLocal2d(C, impl="flash")
+
+
+def test_concatenation_ties_do_not_change_the_output():
+    # a_i + b_j == 0 exactly: the term is ReLU(0) = 0 however the fast path counts the tie
+    nl = NonLocal1d(2, reduction=1, mode="concatenation").double()
+    with torch.no_grad():
+        for conv in (nl.theta, nl.phi, nl.g):
+            conv.weight.copy_(torch.eye(2).reshape(2, 2, 1))
+            conv.bias.zero_()
+        nl.concat_project.weight.copy_(torch.tensor([1.0, 0.0, 1.0, 0.0]).reshape(1, 4, 1, 1))
+        nl.conv_out.weight.copy_(torch.eye(2).reshape(2, 2, 1))
+    # a_i = x_0i, b_j = x_0j: with values +-1 many pairs sum to exactly 0
+    x = torch.tensor([[[1.0, -1.0, 1.0, -1.0, 2.0, -2.0], [0.5, 1.0, -1.0, 2.0, 0.0, 3.0]]],
+                     dtype=torch.float64)
+    nl.impl = "explicit"
+    want = nl(x)
+    nl.impl = "fast"
+    _assert_same(nl(x), want, 1e-12, "ties")
+
+
+# ------------------------------------------------------------------------ no (N, N') tensor
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any aten op returns (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+        self.op = ""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.numel() > self.largest:
+                self.largest, self.op = t.numel(), str(func)
+        return out
+
+
+@pytest.mark.parametrize("sub_sample", [False, True], ids=["full", "sub"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_never_builds_an_n_by_n_tensor(mode, sub_sample):
+    b, h, w = 1, 32, 32
+    n = h * w
+    n_keys = n // 4 if sub_sample else n
+    nl = NonLocal2d(8, mode=mode, sub_sample=sub_sample)
+    _randomise(nl, 5)
+    x = torch.randn(b, 8, h, w, requires_grad=True)
+    for impl, expect_big in (("explicit", True), ("fast", False)):
+        nl.impl = impl
+        with _LargestTensor() as spy:
+            nl(x).sum().backward()
+        if expect_big:  # the spy sees the explicit path's (B, N, N') matrix
+            assert spy.largest >= b * n * n_keys, (impl, spy.largest)
+        else:  # nothing bigger than a few (B, N, C) tensors
+            assert spy.largest <= 4 * b * n * 8, (spy.op, spy.largest)
+            assert 4 * spy.largest <= b * n * n_keys
+
+
+def test_fast_embedded_gaussian_memory_stays_linear_at_64x64():
+    # N = 4096: one (N, N) float32 matrix is 64 MiB; the fast path's peak stays far below it
+    nl = NonLocal2d(16)
+    _randomise(nl, 6)
+    x = torch.randn(1, 16, 64, 64, requires_grad=True)
+    grad = torch.randn_like(x)
+    peak = bench.peak_bytes(bench.fwd_bwd_step(nl, x, grad))
+    nxn = 4096 * 4096 * 4
+    assert 0 < peak < nxn / 8, peak / 2**20
+
+
+# ------------------------------------------------------------------ GC / SE / SNL layouts
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: GCBlock(16, ratio=1 / 4),
+        lambda: GCBlock(16, ratio=1 / 4, fusions=("add", "mul")),
+        lambda: GCBlock(16, ratio=1 / 4, pooling="avg", fusions=("mul",)),
+        lambda: SEBlock(16, ratio=1 / 4),
+        lambda: SimplifiedNonLocal2d(16),
+        lambda: NonLocal2d(16, mode="embedded_gaussian", sub_sample=True),
+        lambda: NonLocal2d(16, mode="concatenation"),
+    ],
+    ids=["gc-add", "gc-add-mul", "gc-avg-mul", "se", "snl", "nl-emb-sub", "nl-concat"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_channels_last_gives_the_same_result(build, dtype):
+    block = _randomise(build(), 7).to(dtype)
+    x = torch.randn(2, 16, 6, 8, dtype=torch.float64).to(dtype)
+    grad = torch.randn_like(x)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    gl = grad.contiguous(memory_format=torch.channels_last)
+    out, dx, dp = _run(block, x, grad)
+    out_l, dx_l, dp_l = _run(block, xl, gl)
+    tol = TOL[dtype]
+    _assert_same(out_l, out, tol, "output")
+    _assert_same(dx_l, dx, tol, "d input")
+    for name in dp:
+        _assert_same(dp_l[name], dp[name], tol, f"d {name}")
+    if not isinstance(block, NonLocal2d):  # fusion writes the output in x's layout
+        assert out_l.is_contiguous(memory_format=torch.channels_last)
+        assert out.is_contiguous()
+
+
+def test_fusion_matches_its_formula():
+    from gclab.nn import fusion
+
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    add, mul = torch.randn(2, 3, 1, 1, dtype=torch.float64), torch.randn(2, 3, 1, 1).double()
+    sig = 1 / (1 + torch.exp(-mul))
+    for got, want in (
+        (fusion(x, add=add, mul=mul), x * sig + add),
+        (fusion(x, mul=mul), x * sig),
+        (fusion(x, add=add), x + add),
+        (fusion(x), x),
+    ):
+        _assert_same(got, want, 1e-12, "fusion")
+
+
+# ----------------------------------------------------------------------------- benchmark
+def test_benchmark_smoke_runs_end_to_end(tmp_path, capsys):
+    assert bench.main(["--smoke", "--out", str(tmp_path), "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "| group | size |" in printed and "gclab/this time" in printed
+    for group in ("nl_embedded", "nl_dot", "gc", "se", "gc_forward", "numpy_nl"):
+        assert f"| {group} |" in printed, group
+    assert "timm" in printed  # timm, or the labelled timm-style stand-in
+    assert any(s in printed for s in ("| MET |", "| NOT MET |"))
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("group,impl,batch,channels,height,width,time_ms")
+    assert len(lines) > 10
+    assert (tmp_path / "machine.json").exists()
+
+
+def test_peak_bytes_sees_a_known_allocation():
+    def alloc():
+        a = torch.empty(4 << 20, dtype=torch.uint8)  # 4 MiB, freed at return
+        b = torch.empty(1 << 20, dtype=torch.uint8)
+        return a, b
+
+    assert (5 << 20) <= bench.peak_bytes(alloc) < (6 << 20)
+
+
+def test_timm_style_se_is_squeeze_excite():
+    se = _randomise(bench.TimmStyleSE(8, 2), 8).double()
+    ours = SEBlock(8, ratio=1 / 4).double()
+    with torch.no_grad():
+        for src, dst in ((se.fc1, ours.transform["mul"][0]), (se.fc2, ours.transform["mul"][3])):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    _assert_same(se(x), ours(x), 1e-12, "timm-style SE")
+

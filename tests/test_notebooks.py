@@ -1,0 +1,103 @@
+"""The learner copies run top to bottom with only the designed errors; the runtime budget plugin.
+
+* Every learner copy ``notebooks/NN_slug.ipynb`` is executed in a fresh kernel (errors allowed,
+  through ``gclab.exercises.grade.run_notebook``). The only errors allowed are the stubs'
+  ``NotImplementedError("exercise ...")``, and every ``check`` the notebook ran (read from
+  ``GCLAB_GRADE_LOG``) reported "not implemented" -- a check that passes or fails in a learner
+  copy means a solution leaked or a check crashed on a stub.
+* The root ``conftest.py`` budget plugin: on two tiny notebooks under xdist, it lists both
+  durations and fails the session when one exceeds the budget.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gclab.course import lessons
+from gclab.exercises import catalog
+from gclab.exercises.grade import run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = lessons(ROOT)
+
+
+def _errors(nb):
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                yield i + 1, out.get("ename", ""), out.get("evalue", "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)
+def test_learner_copy_runs_with_only_the_designed_errors(lesson, tmp_path):
+    if not lesson.learner.exists():
+        pytest.fail(f"{lesson.learner.relative_to(ROOT)} is missing: python -m gclab notebooks")
+    # run a copy beside the original (same folder depth) so nothing is written into the repo
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    copy = work / lesson.learner.name
+    shutil.copy(lesson.learner, copy)
+    report = run_notebook(copy, timeout=300, keep_notebook=True)
+    assert report.outcome == "completed", f"{report.outcome} at cell {report.cell}: {report.detail}"
+    bad = [
+        f"cell {i}: {name}: {value[:200]}"
+        for i, name, value in _errors(report.notebook)
+        if not (name == "NotImplementedError" and value.startswith("exercise "))
+    ]
+    assert not bad, "errors other than the designed stubs:\n" + "\n".join(bad)
+    stubs = [e for e in _errors(report.notebook) if e[1] == "NotImplementedError"]
+    assert stubs, "a learner copy without a single stub"
+    leaked = [r for r in report.records if r["status"] != "not implemented"]
+    assert not leaked, f"checks on stubs must say 'not yet implemented', got {leaked}"
+    assert all(r["message"] == "not yet implemented" for r in report.records)
+    ids = {e.id for e in catalog(notebook=lesson.name)}
+    assert {r["id"] for r in report.records} <= ids, "a check of another lesson's exercise"
+
+
+def _tiny_notebook(path: Path, seconds: float) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"import time\ntime.sleep({seconds})"),
+        nbformat.v4.new_code_cell(
+            "# NBVAL_CHECK_OUTPUT\nprint(6 * 7)",
+            outputs=[nbformat.v4.new_output("stream", name="stdout", text="42\n")],
+            execution_count=2,
+        ),
+    ]
+    nb.cells[0].execution_count = 1
+    nbformat.write(nb, str(path))
+
+
+@pytest.mark.slow
+def test_budget_plugin_reports_every_notebook_and_fails_over_budget(pytester, monkeypatch):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    _tiny_notebook(pytester.path / "slow_nb.ipynb", 3.0)
+    _tiny_notebook(pytester.path / "fast_nb.ipynb", 0.0)
+    monkeypatch.setenv("GCLAB_NOTEBOOK_BUDGET_S", "2.5")
+    result = pytester.runpytest_subprocess(
+        "--nbval-lax",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "-p",
+        "no:cacheprovider",
+        "slow_nb.ipynb",
+        "fast_nb.ipynb",
+    )
+    out = result.stdout.str()
+    assert "gclab notebook durations" in out
+    slow_line = next(
+        line for line in out.splitlines() if line.endswith("slow_nb.ipynb  OVER BUDGET")
+    )
+    assert float(slow_line.split()[0]) >= 3.0
+    assert any(line.strip().endswith("fast_nb.ipynb") for line in out.splitlines())
+    assert "total over 2 notebook(s)" in out
+    result.assert_outcomes(passed=4)  # every cell passed, yet the session fails on the budget
+    assert result.ret == pytest.ExitCode.TESTS_FAILED

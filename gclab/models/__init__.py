@@ -1,0 +1,5 @@
+"""Small CPU-friendly backbones for the experiments (issue 4)."""
+
+from .resnet import BLOCKS, BasicBlock, SmallResNet, make_block, receptive_field
+
+__all__ = ["BLOCKS", "BasicBlock", "SmallResNet", "make_block", "receptive_field"]

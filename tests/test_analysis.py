@@ -1,0 +1,107 @@
+"""gclab.analysis against hand computations and independent formulas."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gclab import analysis
+from gclab.models import SmallResNet
+from gclab.nn import GCBlock, NonLocal2d
+
+
+def test_cosine_distance_known_vectors():
+    u = torch.tensor([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
+    v = torch.tensor([[0.0, 2.0], [-1.0, -1.0], [3.0, 4.0]])
+    # orthogonal -> 1, opposite -> 2, identical -> 0
+    assert torch.allclose(analysis.cosine_distance(u, v), torch.tensor([1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match="same shape"):
+        analysis.cosine_distance(u, v[:2])
+
+
+def test_mean_pairwise_matches_numpy_loop():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((3, 5, 4))
+    expected = []
+    for b in range(3):
+        ds = [1 - v[b, i] @ v[b, j] / (np.linalg.norm(v[b, i]) * np.linalg.norm(v[b, j]))
+              for i in range(5) for j in range(5) if i != j]
+        expected.append(np.mean(ds))
+    got = analysis.mean_pairwise_cosine_distance(torch.from_numpy(v))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    # identical rows: distance 0
+    same = torch.ones(1, 4, 3)
+    assert analysis.mean_pairwise_cosine_distance(same).abs().max() < 1e-7
+    with pytest.raises(ValueError, match="N >= 2"):
+        analysis.mean_pairwise_cosine_distance(torch.ones(1, 1, 3))
+
+
+def test_flops_of_1x1_conv_match_formula():
+    b, cin, cout, h, w = 2, 6, 5, 7, 3
+    conv = nn.Conv2d(cin, cout, 1)
+    assert analysis.count_flops(conv, torch.randn(b, cin, h, w)) == 2 * b * cin * cout * h * w
+    assert analysis.count_params(conv) == cin * cout + cout
+
+
+def test_flops_of_nl_block_include_attention():
+    # embedded gaussian, C=8, Ci=4, N=H*W=12: three 1x1 convs C->Ci, one Ci->C, two bmm N x N x Ci
+    c, ci, n = 8, 4, 12
+    nl = NonLocal2d(c, reduction=2)
+    flops = analysis.count_flops(nl, torch.randn(1, c, 3, 4))
+    assert flops == 2 * (3 * c * ci * n + ci * c * n + 2 * n * n * ci)
+
+
+def test_gc_params_match_paper_formula():
+    c, r = 32, 4
+    gc = GCBlock(c, ratio=1 / r)
+    # 2C^2/r + 2C + 3C/r + 1 (reference notes, mmcv ContextBlock)
+    assert analysis.count_params(gc) == 2 * c * c // r + 2 * c + 3 * c // r + 1
+
+
+def test_query_independence_of_gc_is_exactly_zero_and_nl_is_not():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 64)
+    gc_model = SmallResNet(block="gc").eval()
+    gc_block = analysis.find_blocks(gc_model)[0][1]
+    stats = analysis.query_independence(gc_model, x, block=gc_block)
+    assert stats["attention"] < 1e-6  # one map shared by every query
+    assert stats["input"] > 0.01
+    nl_model = SmallResNet(block="nl").eval()
+    for p in analysis.find_blocks(nl_model)[0][1].parameters():
+        nn.init.normal_(p, std=0.5)  # untrained but query-dependent weights
+    nl_stats = analysis.query_independence(nl_model, x)
+    assert nl_stats["attention"] > 1e-3
+    assert set(nl_stats) == {"input", "output", "attention"}
+
+
+def test_attention_maps_rows_match_block_attention():
+    torch.manual_seed(1)
+    model = SmallResNet(block="nl").eval()
+    nl = analysis.find_blocks(model)[0][1]
+    for p in nl.parameters():
+        nn.init.normal_(p, std=0.3)
+    img = torch.rand(1, 1, 16, 64)
+    maps, (h, w) = analysis.attention_maps(model, img, [(0, 0), (3, 15)])
+    assert (h, w) == (4, 16) and maps.shape == (2, 4, 16)
+    assert torch.allclose(maps.sum((1, 2)), torch.ones(2), atol=1e-5)
+    inp, _ = analysis.capture(model, img, nl)
+    _, att = nl(inp, return_attention=True)
+    assert torch.allclose(maps[1].flatten(), att[0, 3 * 16 + 15])
+    with pytest.raises(ValueError, match="outside"):
+        analysis.attention_maps(model, img, [(4, 0)])
+    fig = analysis.plot_attention(img, maps, [(0, 0), (3, 15)], (h, w))
+    assert len(fig.axes) == 2
+
+
+def test_block_costs_and_summary():
+    model = SmallResNet(block="gc", block_kwargs={"ratio": 1 / 4})
+    costs = analysis.block_costs(model, torch.rand(1, 1, 16, 64), latency=False)
+    names = [k for k in costs if k not in ("blocks", "model")]
+    assert names == ["layer3.0.bn2.1"]
+    c = model.widths[2]
+    assert costs["blocks"]["params"] == 2 * c * c // 4 + 2 * c + 3 * c // 4 + 1
+    assert 0 < costs["blocks"]["flops"] < costs["model"]["flops"]
+    mean, std = analysis.summarize([1.0, 2.0, 3.0])
+    assert mean == 2.0 and math.isclose(std, 1.0)

@@ -62,11 +62,11 @@ class AttentionPooling(nn.Module):
 
     def attention(self, x: Tensor) -> Tensor:
         """The attention weights alpha, (B, C, H, W) -> (B, N); each row sums to 1."""
-        # W_k x as one (1, C) @ (B, C, N) product: the 1x1 conv C -> 1 without a conv kernel,
-        # and x.reshape is a view in NCHW and channels_last layouts alike
+        # W_k x as one batched (1, C) @ (C, N) product: the 1x1 conv C -> 1 without a conv
+        # kernel or a copy (x.reshape is a view in NCHW and channels_last layouts alike)
         b, c = x.shape[0], x.shape[1]
-        w = self.conv_mask.weight.reshape(1, c)
-        logits = torch.matmul(w, x.reshape(b, c, -1)).reshape(b, -1)  # (B, N)
+        w = self.conv_mask.weight.reshape(1, 1, c).expand(b, 1, c)
+        logits = torch.bmm(w, x.reshape(b, c, -1)).reshape(b, -1)  # (B, N)
         bias = self.conv_mask.bias
         if bias is not None:
             logits = logits + bias
@@ -76,8 +76,10 @@ class AttentionPooling(nn.Module):
         """(context (B, C, 1, 1), alpha (B, N))."""
         b, c = x.shape[0], x.shape[1]
         alpha = self.attention(x)  # (B, N)
-        # context_c = sum_j alpha_j x_cj : one batched matrix-vector product
-        context = torch.bmm(x.reshape(b, c, -1), alpha.unsqueeze(2)).reshape(b, c, 1, 1)
+        # context_c = sum_j alpha_j x_cj : one batched (1, N) @ (N, C) product (x^T is a view);
+        # this orientation keeps both its gradients row-times-matrix products (fast BLAS)
+        x_t = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
+        context = torch.bmm(alpha.unsqueeze(1), x_t).reshape(b, c, 1, 1)
         return context, alpha
 
     def forward(self, x: Tensor) -> Tensor:

@@ -596,8 +596,13 @@ def main(argv: List[str] | None = None) -> int:
                    help="skip (N, N') implementations whose attention would need more")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--no-plot", action="store_true", help="do not draw scaling.png")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads (default: torch's choice); on a machine shared "
+                   "with other jobs, 1 avoids OpenMP threads waiting for descheduled peers")
     args = p.parse_args(argv)
     cfg = build_config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     mmcv, timm = _mmcv(), _timm()
     machine = machine_description()

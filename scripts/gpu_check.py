@@ -1,0 +1,188 @@
+"""Check gclab's blocks on a CUDA device: fast == explicit, which SDPA kernel runs, timings.
+
+A prepared script for a GPU machine (CI never runs it):
+
+    .venv/bin/python scripts/gpu_check.py                 # on a machine with CUDA
+    .venv/bin/python scripts/gpu_check.py --cpu-dry-run   # the same checks, tiny, on CPU
+
+For float32 and bfloat16 it
+
+1. runs every Non-local mode (with and without sub-sampling) through the fast path and the
+   explicit path and compares outputs and input gradients (TF32 is switched off for this);
+   GC, SE and SNL are compared against their float64 CPU results;
+2. records which ``scaled_dot_product_attention`` kernel the fast path used (flash,
+   memory-efficient, cuDNN or math), read from the profiler's op names;
+3. times forward + backward of NL embedded-Gaussian (B=2, C=256) at 64x64 and 128x128 on both
+   paths, with the peak memory from ``torch.cuda.max_memory_allocated``.
+
+Prints a table and writes JSON to ``--out`` (default data/bench/gpu.json). Without a CUDA
+device (and without ``--cpu-dry-run``) it says so and exits 0 having checked nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from typing import Dict, List
+
+import torch
+
+from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
+from gclab.nn.non_local import MODES
+
+# bf16 keeps 8 mantissa bits; gaussian mode's unscaled x.x logits amplify rounding most
+TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
+SDPA_KERNELS = ("flash", "efficient", "cudnn", "math")
+
+
+def _randomise(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
+    return m
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def sdpa_kernel_used(block: torch.nn.Module, x: torch.Tensor) -> str:
+    """Name of the attention kernel the block's forward + backward ran (profiler op names)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    with profile(activities=acts) as prof:
+        block(x.requires_grad_()).sum().backward()
+    names = {e.name for e in prof.events() if "attention" in e.name or "fmha" in e.name}
+    used = [k for k in SDPA_KERNELS if any(k in n for n in names)]
+    return ",".join(used) or "none (no SDPA call)"
+
+
+def check_equality(device: str, dtype: torch.dtype, size: int) -> List[Dict]:
+    """Fast vs explicit for every NL mode; GC/SE/SNL vs float64 CPU."""
+    rows = []
+    g = torch.Generator().manual_seed(1)
+    x64 = torch.randn(2, 32, size, size, generator=g, dtype=torch.float64)
+    for mode in MODES:
+        for sub in (False, True):
+            ref = _randomise(NonLocal2d(32, mode=mode, sub_sample=sub, impl="explicit"))
+            ref = ref.to(device, dtype)
+            fast = copy.deepcopy(ref)
+            fast.impl = "fast"
+            outs = []
+            for m in (ref, fast):
+                x = x64.to(device, dtype).requires_grad_()
+                out = m(x)
+                out.float().square().sum().backward()
+                outs.append((out.detach(), x.grad))
+            err = max(_rel_err(outs[1][0], outs[0][0]), _rel_err(outs[1][1], outs[0][1]))
+            kernel = sdpa_kernel_used(fast, x64.to(device, dtype)) if "gauss" in mode else "-"
+            rows.append({"block": f"NL {mode}{' sub' if sub else ''}", "dtype": str(dtype),
+                         "rel_err_fast_vs_explicit": err, "ok": err <= TOL[dtype],
+                         "sdpa_kernel": kernel})
+    for name, build in (("GC", lambda: GCBlock(32, 1 / 4, fusions=("add", "mul"))),
+                        ("SE", lambda: SEBlock(32, 1 / 4)),
+                        ("SNL", lambda: SimplifiedNonLocal2d(32))):
+        cpu = _randomise(build()).double()
+        dev = copy.deepcopy(cpu).to(device, dtype)
+        err = _rel_err(dev(x64.to(device, dtype)).cpu(), cpu(x64))
+        rows.append({"block": name, "dtype": str(dtype), "rel_err_vs_cpu_f64": err,
+                     "ok": err <= TOL[dtype]})
+    return rows
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_nl(device: str, dtype: torch.dtype, size: int, channels: int, repeats: int) -> List[Dict]:
+    """Median fwd+bwd time and peak memory of NL embedded-Gaussian, fast vs explicit."""
+    rows = []
+    for impl in ("fast", "explicit"):
+        m = _randomise(NonLocal2d(channels, impl=impl)).to(device, dtype)
+        x = torch.randn(2, channels, size, size, device=device, dtype=dtype, requires_grad=True)
+        grad = torch.randn_like(x)
+        row = {"impl": impl, "dtype": str(dtype), "size": f"{size}x{size}"}
+        try:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() if device == "cuda" else 0
+            times = []
+            for r in range(repeats + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                m(x).backward(grad)
+                _sync(device)
+                if r:
+                    times.append(time.perf_counter() - t0)
+            row["ms"] = sorted(times)[len(times) // 2] * 1e3
+            if device == "cuda":
+                row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            if impl == "fast":
+                row["sdpa_kernel"] = sdpa_kernel_used(m, x.detach())
+        except torch.OutOfMemoryError as e:  # the explicit path at 128x128 may not fit
+            row["error"] = f"out of memory: {str(e).splitlines()[0]}"
+        rows.append(row)
+        del m, x, grad
+    return rows
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpu-dry-run", action="store_true",
+                   help="run the same checks on CPU at tiny sizes (tests the script itself)")
+    p.add_argument("--out", default=os.path.join("data", "bench", "gpu.json"))
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+
+    if torch.cuda.is_available():
+        device, sizes, channels, eq_size = "cuda", (64, 128), 256, 16
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    elif args.cpu_dry_run:
+        device, sizes, channels, eq_size = "cpu", (8,), 16, 6
+        print("no CUDA device: --cpu-dry-run runs the checks on CPU at tiny sizes "
+              "(checks the script; the numbers say nothing about GPUs)")
+    else:
+        print("no CUDA device: scripts/gpu_check.py needs one (it is not run in CI); nothing "
+              "was checked. Use --cpu-dry-run to exercise the script on CPU.")
+        return 0
+
+    results: Dict[str, list] = {"equality": [], "timing": []}
+    for dtype in (torch.float32, torch.bfloat16):
+        results["equality"] += check_equality(device, dtype, eq_size)
+        for size in sizes:
+            results["timing"] += time_nl(device, dtype, size, channels, args.repeats)
+
+    for r in results["equality"]:
+        err = r.get("rel_err_fast_vs_explicit", r.get("rel_err_vs_cpu_f64"))
+        print(f"{r['block']:<26} {r['dtype']:<15} rel err {err:.2e} "
+              f"{'ok' if r['ok'] else 'TOO LARGE'}  {r.get('sdpa_kernel', '')}")
+    for r in results["timing"]:
+        peak = f"peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else "peak (CUDA only)"
+        what = r.get("error") or f"{r['ms']:8.2f} ms  {peak}  {r.get('sdpa_kernel', '')}"
+        print(f"NL embedded {r['size']:<8} {r['impl']:<9} {r['dtype']:<15} {what}")
+    results["device"] = device if device == "cpu" else torch.cuda.get_device_name()
+    results["torch"] = torch.__version__
+    if device == "cuda":
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {args.out}")
+    ok = all(r["ok"] for r in results["equality"])
+    print("all equal within tolerance" if ok else "SOME BLOCKS DIFFER: see above")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -208,13 +208,30 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+@contextmanager
+def _explicit_non_local(module: nn.Module):
+    """Run every NonLocal2d of ``module`` on its explicit path (the N x N' attention matrix)."""
+    saved = [(m, m.impl) for m in module.modules()
+             if isinstance(m, NonLocal2d) and hasattr(m, "impl")]
+    try:
+        for m, _ in saved:
+            m.impl = "explicit"
+        yield
+    finally:
+        for m, impl in saved:
+            m.impl = impl
+
+
 @torch.no_grad()
-def count_flops(module: nn.Module, *inputs: Tensor) -> int:
+def count_flops(module: nn.Module, *inputs: Tensor, explicit_nl: bool = True) -> int:
     r"""FLOPs of one forward pass (torch's FlopCounterMode: a multiply-add counts 2).
 
-    Counted under the MATH attention backend. Element-wise ops (softmax, BN, ReLU, adds) are not
-    counted by FlopCounterMode; matmuls, bmm and convolutions are: a 1x1 conv costs
-    :math:`2 B C_{in} C_{out} H W`.
+    Counted under the MATH attention backend, so scaled-dot-product attention shows up as its
+    two matmuls. With ``explicit_nl`` (default) every Non-local block runs its explicit path,
+    i.e. the cost of NL as the papers define it (an N x N' attention matrix); gclab's fast
+    paths for ``dot_product`` and ``concatenation`` need fewer. Element-wise ops (softmax, BN,
+    ReLU, adds) are not counted by FlopCounterMode; matmuls, bmm and convolutions are: a 1x1
+    conv costs :math:`2 B C_{in} C_{out} H W`.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -222,7 +239,11 @@ def count_flops(module: nn.Module, *inputs: Tensor) -> int:
     module.eval()
     try:
         with _math_attention(), FlopCounterMode(display=False) as counter:
-            module(*inputs)
+            if explicit_nl:
+                with _explicit_non_local(module):
+                    module(*inputs)
+            else:
+                module(*inputs)
     finally:
         module.train(was_training)
     return int(counter.get_total_flops())

@@ -13,8 +13,8 @@ run, on the digits task), then writes into ``--out`` (default ``data/results``):
 
 Usage::
 
-    gclab reproduce            # the full table (3 seeds, both tasks; ~15 min on 2 idle cores)
-    gclab reproduce --quick    # 1 seed, 3 models, long-range task only (< 3 min)
+    gclab reproduce            # the full table (3 seeds, both tasks; 2 workers x 1 thread)
+    gclab reproduce --quick    # 1 seed, 3 models, long-range task only (~1 min)
     gclab reproduce --seeds 5 --out /tmp/results
 """
 
@@ -242,7 +242,8 @@ def machine_info(args: argparse.Namespace, seconds: float, seeds: Sequence[int])
         pass
     return {
         "command": "gclab reproduce" + (" --quick" if args.quick else "")
-        + (f" --seeds {args.seeds}" if args.seeds is not None else ""),
+        + (f" --seeds {args.seeds}" if args.seeds is not None else "")
+        + f" --jobs {args.jobs} --threads {args.threads}",
         "cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "jobs": args.jobs,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -281,15 +282,18 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1 seed, 3 models, long-range only")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 quick)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads per run (default 1: every run is then "
+                   "bit-reproducible whatever --jobs is)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes (each with --threads or 1 thread)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="runs in parallel, one worker process each (default: 2 on 2+ cores)")
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.jobs < 1 or args.threads < 1:
+        p.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+    torch.set_num_threads(args.threads)
     plan = make_plan(args.quick, args.seeds)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -304,11 +308,11 @@ def main(argv: List[str] | None = None) -> int:
         writer.writeheader()
         if args.jobs == 1:
             results = map(_job, jobs)
-        else:  # one intra-op thread per worker keeps every run deterministic
+        else:
             import multiprocessing as mp
 
             pool = mp.get_context("spawn").Pool(args.jobs)
-            results = pool.imap(_job, [j[:-1] + (args.threads or 1,) for j in jobs])
+            results = pool.imap(_job, jobs)
         for row in results:
             rows.append(row)
             writer.writerow(row)

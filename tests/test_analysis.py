@@ -48,9 +48,14 @@ def test_flops_of_1x1_conv_match_formula():
 def test_flops_of_nl_block_include_attention():
     # embedded gaussian, C=8, Ci=4, N=H*W=12: three 1x1 convs C->Ci, one Ci->C, two bmm N x N x Ci
     c, ci, n = 8, 4, 12
-    nl = NonLocal2d(c, reduction=2)
-    flops = analysis.count_flops(nl, torch.randn(1, c, 3, 4))
-    assert flops == 2 * (3 * c * ci * n + ci * c * n + 2 * n * n * ci)
+    x = torch.randn(1, c, 3, 4)
+    for mode in ("embedded_gaussian", "dot_product"):
+        nl = NonLocal2d(c, reduction=2, mode=mode)
+        assert analysis.count_flops(nl, x) == 2 * (3 * c * ci * n + ci * c * n + 2 * n * n * ci)
+        assert nl.impl == "auto"  # restored after counting
+    # the fast dot_product path multiplies in the cheaper order phi^T g first: no N x N matrix
+    fast = analysis.count_flops(NonLocal2d(c, mode="dot_product"), x, explicit_nl=False)
+    assert fast == 2 * (3 * c * ci * n + ci * c * n + 2 * n * ci * ci)
 
 
 def test_gc_params_match_paper_formula():

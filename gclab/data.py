@@ -18,10 +18,13 @@ Why a wide strip: any feature that sees a pixel of both end objects must span at
 columns, while the backbone of :mod:`gclab.models` has a theoretical receptive field of 41
 pixels, so **no feature of the plain CNN sees both objects**. Its head is global average
 pooling + a linear layer, so its logit is a sum of per-position terms, each a function of one
-object at most; "same or not" is an XOR of the two objects, which no such sum can express.
-The baseline therefore stays at chance (50 %) however long it trains (it can only memorise
-the training set), and a block that mixes information across the whole map (NL, SNL, GC, SE)
-is what can lift it. The 16 x 64 strip costs what a 32 x 32 image costs.
+object at most: :math:`F(a) + G(b) + \text{clutter terms}`. "Same or not" is an XNOR of the two
+objects. No such sum decides it (at best it is right on 3 of the 4 combinations, e.g. "same
+iff both are plus"), and under the cross-entropy loss the best such sum is the constant 1/2:
+flipping one object flips the label, so the loss is symmetric under ``logit -> -logit`` and
+convex in the head. The baseline therefore stays near chance (50 %), and a block that mixes
+information across the whole map (NL, SNL, GC, SE) is what can lift it.
+The 16 x 64 strip costs what a 32 x 32 image costs.
 
 Every split is a pure function of ``(task, split, seed)``. The copies under ``data/`` are
 regenerated, and their checksums checked, by::

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import List, Optional
+from typing import List
 
 COMMANDS = {
     "grade": ("gclab.exercises.grade", "run a learner notebook and grade its exercises"),
@@ -28,7 +28,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: List[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

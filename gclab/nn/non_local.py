@@ -67,7 +67,7 @@ class _NonLocalNd(nn.Module):
     - ``concatenation``: sort the key terms :math:`b_j = w_\phi^\top\phi_j` once; then
       :math:`\sum_j \mathrm{ReLU}(a_i + b_j)\, g_j = a_i G_i + (bG)_i` where :math:`G_i, (bG)_i`
       are prefix sums of :math:`g_j` and :math:`b_j g_j` over the keys with
-      :math:`b_j > -a_i`: O(N' log N' + N C_i) time and O(N C_i) memory.
+      :math:`b_j > -a_i`: O((N + N') log(N + N') + (N + N') C_i) time, O((N + N') C_i) memory.
 
     ``impl='auto'`` uses the fast path unless the attention map is asked for
     (``return_attention=True`` always takes the explicit path); ``'explicit'`` always builds
@@ -219,10 +219,6 @@ class _NonLocalNd(nn.Module):
         return y, attention
 
     # ------------------------------------------------------------ fast paths
-    def _to_tokens(self, t: Tensor, x: Tensor) -> Tensor:
-        # (B, K, *S) -> (B, N, K)
-        return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2)
-
     def _pool_tokens(self, t: Tensor, x: Tensor) -> Tensor:
         # sub-sample keys held as tokens: (B, N, K) -> (B, N', K), unit stride on the last dim
         b, k = t.shape[0], t.shape[2]

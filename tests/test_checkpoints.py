@@ -17,7 +17,7 @@ from resnet_layouts import (
 )
 from torch import nn
 
-from gclab.nn import insert_blocks, load_mmdet_gcnet
+from gclab.nn import insert_blocks, load_mmdet_gcnet, map_checkpoint_keys
 
 pytest.importorskip("mmcv", reason="mmcv-lite provides the reference ContextBlock")
 
@@ -61,13 +61,14 @@ def test_detector_checkpoint_file_loads_and_reproduces_mmcv(mmdet_detector, tmp_
     assert report.unexpected_keys == []
     assert report.ignored_keys == ["neck.weight", "neck.bias"]
     renamed = report.renamed
-    assert renamed["layer2.0.context_block.conv_mask.weight"] == (
+    assert renamed["backbone.layer2.0.context_block.conv_mask.weight"] == (
         "layer2.0.bn3.1.context_modeling.conv_mask.weight"
     )
-    assert renamed["layer3.5.context_block.channel_add_conv.1.bias"] == (
+    assert renamed["backbone.layer3.5.context_block.channel_add_conv.1.bias"] == (
         "layer3.5.bn3.1.transform.add.1.bias"
     )
-    assert renamed["layer4.2.bn3.running_var"] == "layer4.2.bn3.0.running_var"
+    assert renamed["backbone.layer4.2.bn3.running_var"] == "layer4.2.bn3.0.running_var"
+    assert renamed["backbone.layer1.0.bn3.weight"] == "layer1.0.bn3.weight"  # no block there
     assert "fc.{weight,bias}" in str(report)
 
     x = torch.randn(2, 3, 96, 80)
@@ -144,3 +145,25 @@ def test_bad_checkpoint_arguments(tmp_path):
         load_mmdet_gcnet(model, [1, 2])
     with pytest.raises(TypeError, match="must be tensors"):
         load_mmdet_gcnet(model, {"layer1.0.conv1.weight": [0.0]})
+
+
+def test_map_checkpoint_keys_handles_dataparallel_and_after_block_wrappers():
+    model = TorchvisionResNet(*RESNET50, width=WIDTH, num_classes=10)
+    insert_blocks(model, "nl", stages=(3,), position="after_block", units=[0])
+    insert_blocks(model, "gc", stages=(3,), units=[0])
+    keys = [
+        "module.layer3.0.conv1.weight",
+        "module.layer3.0.bn3.bias",
+        "module.layer3.0.context_block.channel_add_conv.3.weight",
+        "module.layer3.1.bn3.bias",
+    ]
+    assert map_checkpoint_keys(model, keys) == {
+        "module.layer3.0.conv1.weight": "layer3.0.0.conv1.weight",
+        "module.layer3.0.bn3.bias": "layer3.0.0.bn3.0.bias",
+        "module.layer3.0.context_block.channel_add_conv.3.weight": (
+            "layer3.0.0.bn3.1.transform.add.3.weight"
+        ),
+        "module.layer3.1.bn3.bias": "layer3.1.bn3.bias",
+    }
+    model_keys = set(model.state_dict())
+    assert all(v in model_keys for v in map_checkpoint_keys(model, keys).values())

@@ -1,6 +1,6 @@
 """PyTorch blocks of gclab: Non-local, Simplified NL, GC and SE, and the framework pieces."""
 
-from .checkpoints import LoadReport, load_mmdet_gcnet
+from .checkpoints import LoadReport, load_mmdet_gcnet, map_checkpoint_keys
 from .framework import (
     AttentionPooling,
     AveragePooling,
@@ -33,5 +33,6 @@ __all__ = [
     "fusion",
     "insert_blocks",
     "load_mmdet_gcnet",
+    "map_checkpoint_keys",
     "mmcv_to_gclab_state_dict",
 ]

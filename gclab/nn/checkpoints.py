@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -109,16 +109,21 @@ def _read(checkpoint: Union[Mapping[str, Tensor], str, os.PathLike], weights_onl
     return dict(checkpoint)
 
 
-def _strip_prefixes(sd: dict, model_keys: set) -> Tuple[dict, List[str]]:
-    """Drop ``module.`` (DataParallel) and keep only ``backbone.*`` when the model has none."""
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    ignored: List[str] = []
-    has_backbone = any(k.startswith("backbone.") for k in sd)
-    if has_backbone and not any(k.startswith("backbone.") for k in model_keys):
-        ignored = [k for k in sd if not k.startswith("backbone.")]
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-    return sd, ignored
+def _strip_prefixes(keys: List[str], model_keys: set) -> Dict[str, str | None]:
+    """Drop ``module.`` (DataParallel); when the checkpoint has ``backbone.*`` keys and the model
+    does not, keep those without the prefix and map every other key to None (ignored)."""
+    out: Dict[str, str | None] = {k: k for k in keys}
+    if keys and all(k.startswith("module.") for k in keys):
+        out = {k: k[len("module."):] for k in keys}
+    stripped = [v for v in out.values() if v is not None]
+    if any(k.startswith("backbone.") for k in stripped) and not any(
+        k.startswith("backbone.") for k in model_keys
+    ):
+        out = {
+            k: (v[len("backbone."):] if v.startswith("backbone.") else None)
+            for k, v in out.items()
+        }
+    return out
 
 
 def _module_renames(model: nn.Module) -> Dict[str, str]:
@@ -187,6 +192,35 @@ def _rename(key: str, renames: Dict[str, str]) -> str:
     return key
 
 
+def map_checkpoint_keys(model: nn.Module, keys: Iterable[str]) -> Dict[str, str | None]:
+    """Where each checkpoint key loads in ``model``: the model's key, or None when the key lies
+    outside the backbone (a detector's ``neck.*``/``*_head.*``) and is ignored.
+
+    The renaming :func:`load_mmdet_gcnet` applies (table in :mod:`gclab.nn.checkpoints`):
+    ``backbone.`` (and ``module.``) dropped, wrapped hosts ``bn3`` -> ``bn3.0``, mmdet's
+    ``context_block`` -> the inserted block ``bn3.1``, mmcv's names inside blocks -> gclab's.
+    Keys that match no rule are returned unchanged (and would be reported unexpected).
+
+    Example::
+
+        >>> model, _ = insert_blocks(resnet50(), "gc", stages=(2, 3, 4))
+        >>> map_checkpoint_keys(model, ["backbone.layer2.0.context_block.conv_mask.weight"])
+        {'backbone.layer2.0.context_block.conv_mask.weight':
+         'layer2.0.bn3.1.context_modeling.conv_mask.weight'}
+    """
+    keys = list(keys)
+    model_keys = set(model.state_dict().keys())
+    renames = _module_renames(model)
+    tables = _mmcv_tables(model)
+    out: Dict[str, str | None] = {}
+    for key, stripped in _strip_prefixes(keys, model_keys).items():
+        if stripped is None or stripped in model_keys:
+            out[key] = stripped
+        else:
+            out[key] = _mmcv_to_gclab(_rename(stripped, renames), tables)
+    return out
+
+
 def load_mmdet_gcnet(
     model: nn.Module,
     checkpoint: Union[Mapping[str, Tensor], str, os.PathLike],
@@ -230,17 +264,16 @@ def load_mmdet_gcnet(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     sd = _read(checkpoint, weights_only)
-    model_keys = set(model.state_dict().keys())
-    sd, ignored = _strip_prefixes(sd, model_keys)
-    renames = _module_renames(model)
-    tables = _mmcv_tables(model)
     new_sd: OrderedDict[str, Tensor] = OrderedDict()
     renamed: Dict[str, str] = {}
-    for key, value in sd.items():
-        new = key if key in model_keys else _mmcv_to_gclab(_rename(key, renames), tables)
+    ignored: List[str] = []
+    for key, new in map_checkpoint_keys(model, sd).items():
+        if new is None:
+            ignored.append(key)
+            continue
         if new != key:
             renamed[key] = new
-        new_sd[new] = value
+        new_sd[new] = sd[key]
     try:
         result = model.load_state_dict(new_sd, strict=False)
     except RuntimeError as err:
@@ -264,4 +297,4 @@ def load_mmdet_gcnet(
     return report
 
 
-__all__ = ["LoadReport", "load_mmdet_gcnet"]
+__all__ = ["LoadReport", "load_mmdet_gcnet", "map_checkpoint_keys"]

@@ -80,7 +80,12 @@ def block_internals(block: nn.Module, x: Tensor) -> Dict[str, Tensor]:
 
 # --------------------------------------------------------------------------- statistics
 def cosine_distance(u: Tensor, v: Tensor, eps: float = 1e-12) -> Tensor:
-    r""":math:`1 - \cos(u, v)` along the last dim; shapes (..., D) -> (...)."""
+    r""":math:`1 - \cos(u, v)` along the last dim; shapes (..., D) -> (...).
+
+    A zero vector has no direction: by convention its cosine with anything is 0, so its
+    distance is 1 (a dead block whose attention rows are all 0 therefore scores 1, which means
+    "undefined", not "query-dependent").
+    """
     if u.shape != v.shape:
         raise ValueError(f"u and v must have the same shape, got {tuple(u.shape)}, "
                          f"{tuple(v.shape)}")
@@ -92,7 +97,8 @@ def cosine_distance(u: Tensor, v: Tensor, eps: float = 1e-12) -> Tensor:
 def mean_pairwise_cosine_distance(vectors: Tensor) -> Tensor:
     r"""Mean of :math:`1 - \cos(v_i, v_j)` over ordered pairs :math:`i \ne j`.
 
-    vectors: (B, N, D) (N vectors per image) -> (B,). Needs N >= 2.
+    vectors: (B, N, D) (N vectors per image) -> (B,). Needs N >= 2. Zero vectors count as
+    distance 1 from everything (see :func:`cosine_distance`).
     """
     if vectors.dim() != 3 or vectors.shape[1] < 2:
         raise ValueError(f"expected (B, N, D) with N >= 2, got {tuple(vectors.shape)}")

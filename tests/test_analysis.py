@@ -110,3 +110,11 @@ def test_block_costs_and_summary():
     assert 0 < costs["blocks"]["flops"] < costs["model"]["flops"]
     mean, std = analysis.summarize([1.0, 2.0, 3.0])
     assert mean == 2.0 and math.isclose(std, 1.0)
+
+
+def test_zero_vectors_have_distance_one_by_convention():
+    z, u = torch.zeros(1, 3), torch.tensor([[1.0, 2.0, 3.0]])
+    assert torch.equal(analysis.cosine_distance(z, u), torch.tensor([1.0]))
+    # a dead block (all attention rows zero) scores 1 on the pairwise statistic
+    assert torch.allclose(analysis.mean_pairwise_cosine_distance(torch.zeros(2, 4, 5)),
+                          torch.ones(2))

@@ -368,13 +368,30 @@ def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
 
 
 class NonLocal1d(_NonLocalNd):
-    """Non-local block on (B, C, L) inputs. See :class:`_NonLocalNd` for the equations."""
+    r"""Non-local block on (B, C, L) inputs; N = L.
+
+    .. math::  z_i = x_i + W_z \frac{1}{\mathcal{C}(x)} \sum_j f(x_i, x_j)\, g(x_j)
+
+    (``f`` chosen by ``mode``; all arguments and the fast paths: :class:`_NonLocalNd`).
+
+    Example::
+
+        >>> nl = NonLocal1d(16, mode="dot_product", sub_sample=True)
+        >>> out, attn = nl(torch.randn(2, 16, 10), return_attention=True)
+        >>> out.shape, attn.shape  # 10 queries, 5 keys after 2x pooling
+        (torch.Size([2, 16, 10]), torch.Size([2, 10, 5]))
+    """
 
     spatial_dims = 1
 
 
 class NonLocal2d(_NonLocalNd):
-    """Non-local block on (B, C, H, W) inputs; N = H*W. See :class:`_NonLocalNd`.
+    r"""Non-local block on (B, C, H, W) inputs; N = H*W.
+
+    .. math::  z_i = x_i + W_z \frac{1}{\mathcal{C}(x)} \sum_j f(x_i, x_j)\, g(x_j)
+
+    (``f`` chosen by ``mode``; all arguments and the fast paths: :class:`_NonLocalNd`).
+    Without ``return_attention`` the default ``impl='auto'`` never builds the (N, N) matrix.
 
     Example::
 
@@ -382,12 +399,26 @@ class NonLocal2d(_NonLocalNd):
         >>> out, attn = nl(torch.randn(2, 64, 8, 8), return_attention=True)
         >>> out.shape, attn.shape
         (torch.Size([2, 64, 8, 8]), torch.Size([2, 64, 64]))
+        >>> nl(torch.randn(1, 64, 64, 64)).shape  # fast path: no 4096 x 4096 matrix
+        torch.Size([1, 64, 64, 64])
     """
 
     spatial_dims = 2
 
 
 class NonLocal3d(_NonLocalNd):
-    """Non-local block on (B, C, T, H, W) inputs; sub-sampling pools H and W only."""
+    r"""Non-local block on (B, C, T, H, W) inputs; N = T*H*W; sub-sampling pools H and W only.
+
+    .. math::  z_i = x_i + W_z \frac{1}{\mathcal{C}(x)} \sum_j f(x_i, x_j)\, g(x_j)
+
+    (``f`` chosen by ``mode``; all arguments and the fast paths: :class:`_NonLocalNd`).
+
+    Example::
+
+        >>> nl = NonLocal3d(16, sub_sample=True)
+        >>> out, attn = nl(torch.randn(1, 16, 2, 4, 4), return_attention=True)
+        >>> out.shape, attn.shape  # 32 queries; keys pooled over H and W: 2 * 2 * 2 = 8
+        (torch.Size([1, 16, 2, 4, 4]), torch.Size([1, 32, 8]))
+    """
 
     spatial_dims = 3

@@ -66,15 +66,22 @@ def block_internals(block: nn.Module, x: Tensor) -> Dict[str, Tensor]:
     r"""Attention (B, N, N'), and the output before fusion (B, C, H, W) of a block on input x.
 
     NL: attention :math:`f(x_i, x_j)/\mathcal{C}` and ``transform(y)`` (:math:`W_z y`);
-    SNL/GC/SE: the shared weights alpha expanded to (B, N, N), and the term(s) that fusion
-    merges, ``out - x``.
+    SNL/GC/SE: the shared weights alpha expanded to (B, N, N), and what the transform hands to
+    fusion, broadcast to every position: the ``add`` term and/or the ``mul`` gate
+    :math:`\sigma(\delta_{mul}(c))` (stacked along channels when both are used).
     """
     if isinstance(block, NonLocal2d):
         y, attention = block.context_modeling(x)
         return {"attention": attention, "output": block.transform(y)}
     if isinstance(block, GlobalContextFramework):
-        out, attention = block(x, return_attention=True)
-        return {"attention": attention, "output": out - x}
+        context, alpha = block.context_modeling.forward_with_attention(x)
+        n = alpha.shape[1]
+        terms = [block.transform["add"](context)] if "add" in block.fusions else []
+        if "mul" in block.fusions:
+            terms.append(torch.sigmoid(block.transform["mul"](context)))
+        term = torch.cat(terms, dim=1)  # (B, C or 2C, 1, 1): the same for every position
+        return {"attention": alpha.unsqueeze(1).expand(alpha.shape[0], n, n),
+                "output": term.expand(-1, -1, *x.shape[2:])}
     raise TypeError(f"expected a NonLocal2d or a GlobalContextFramework, got {type(block)}")
 
 

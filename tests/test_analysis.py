@@ -9,7 +9,7 @@ from torch import nn
 
 from gclab import analysis
 from gclab.models import SmallResNet
-from gclab.nn import GCBlock, NonLocal2d
+from gclab.nn import GCBlock, NonLocal2d, SEBlock
 
 
 def test_cosine_distance_known_vectors():
@@ -118,3 +118,18 @@ def test_zero_vectors_have_distance_one_by_convention():
     # a dead block (all attention rows zero) scores 1 on the pairwise statistic
     assert torch.allclose(analysis.mean_pairwise_cosine_distance(torch.zeros(2, 4, 5)),
                           torch.ones(2))
+
+
+def test_output_before_fusion_of_mul_blocks_is_one_gate_for_all_positions():
+    torch.manual_seed(0)
+    se = SEBlock(16, ratio=1 / 4)
+    x = torch.rand(2, 16, 3, 5)
+    parts = analysis.block_internals(se, x)
+    assert torch.allclose(parts["output"], se.gate(x).expand(-1, -1, 3, 5))
+    gc = GCBlock(16, ratio=1 / 4, fusions=("mul", "add"))
+    for p in gc.parameters():
+        nn.init.normal_(p, std=0.3)
+    out = analysis.block_internals(gc, x)["output"]
+    assert out.shape == (2, 32, 3, 5)
+    flat = out.reshape(2, 32, -1).transpose(1, 2)
+    assert analysis.mean_pairwise_cosine_distance(flat).abs().max() < 1e-6

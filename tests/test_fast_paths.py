@@ -111,6 +111,9 @@ def test_auto_uses_explicit_path_only_for_attention():
         nl(x, return_attention=True)
     with pytest.raises(ValueError, match="impl"):
         NonLocal2d(C, impl="flash")
+    nl.impl = "Fast"  # a typo set on the attribute is caught at the next call
+    with pytest.raises(ValueError, match="impl"):
+        nl(x)
 
 
 def test_concatenation_ties_do_not_change_the_output():

@@ -329,6 +329,7 @@ class _NonLocalNd(nn.Module):
         attention is requested or ``impl='explicit'``. Shapes: (B, C, *S) -> (B, C, *S)."""
         if not torch.jit.is_scripting():
             self._check(x)
+            check_choice("impl", self.impl, IMPLS)  # a plain attribute: catch typos set later
         if return_attention:
             if self.impl == "fast":
                 raise ValueError(

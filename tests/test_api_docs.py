@@ -29,10 +29,9 @@ BLOCKS = {n: o for n, o in CORE.items() if inspect.isclass(o) and issubclass(o, 
 # things that compute on tensors (blocks, pieces, fusion) state their equation
 WITH_EQUATION = {**BLOCKS, "fusion": CORE["fusion"]}
 
-# NonLocal1d/2d/3d only point to the private base class for their equation, and 1d/3d have
-# no example of their own; gclab/nn/non_local.py is being reworked by its owner (reported).
-EQUATION_GAP = {"NonLocal1d", "NonLocal2d", "NonLocal3d"}
-EXAMPLE_GAP = {"NonLocal1d", "NonLocal3d"}
+# No known gaps: every block's own docstring has its equation and an example.
+EQUATION_GAP: frozenset = frozenset()
+EXAMPLE_GAP: frozenset = frozenset()
 
 
 def _doc(obj) -> str:

@@ -23,7 +23,6 @@ import pytest
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 # the budget; the environment variables exist for the test of this plugin
 NOTEBOOK_BUDGET_S = float(os.environ.get("GCLAB_NOTEBOOK_BUDGET_S", 90))

@@ -87,7 +87,6 @@ def run_notebook(
         env["GCLAB_GRADE_LOG"] = str(log)
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("MKL_NUM_THREADS", "1")
-        env.setdefault("MPLBACKEND", "Agg")
         cmd = [
             sys.executable,
             str(Path(__file__).with_name("_grade_child.py")),  # by path: no torch import

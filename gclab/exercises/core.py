@@ -5,7 +5,7 @@ Learner side::
     >>> from gclab.exercises import check, hint, catalog
     >>> result = check("rf.theoretical", theoretical_rf)   # CheckResult (HTML in Jupyter)
     >>> result.passed, result.status, result.diagnosis
-    (False, 'failed', 'off by one: forgot the +1 of the centre pixel')
+    (False, 'failed', 'off by one: forgot the 1 (the centre pixel itself)')
     >>> hint("rf.theoretical", level=2)                     # 1 concept, 2 shapes, 3 pseudo-code
 
 Author side: one content module per notebook (``gclab/exercises/nbNN_slug.py``) calls
@@ -29,11 +29,15 @@ variant is run on the same inputs; the one whose output the learner's output mat
 diagnosis (never string matching of code).
 
 Robustness: the learner's calls run under a time limit (``SIGALRM`` via ``setitimer`` in the
-main thread, which interrupts pure-Python loops; elsewhere -- a non-main thread or a platform
-without ``SIGALRM`` -- the call runs in a daemon thread that is abandoned after the limit, so the
-verdict still comes back but the runaway code keeps a core busy until the kernel restarts), with
-stdout/stderr captured and capped. Exceptions, ``None``, wrong shapes/dtypes, NaN, mutated
-inputs, time-outs and megabytes of printing all give a failing verdict with a message.
+main thread, which interrupts pure-Python loops and re-fires every 50 ms, so code that swallows
+one exception does not escape it; elsewhere -- a non-main thread or a platform without
+``SIGALRM`` -- the call runs in a daemon thread that is abandoned after the limit, so the verdict
+still comes back but the runaway code keeps a core busy until the kernel restarts). Known limit:
+code that catches ``BaseException`` inside an endless loop, or a single C call that never
+returns, cannot be stopped from inside the process; ``gclab grade`` bounds those with its
+subprocess time-out. stdout/stderr are captured and capped. Exceptions, ``None``, wrong
+shapes/dtypes, NaN, mutated inputs, time-outs and megabytes of printing all give a failing
+verdict with a message.
 
 Grading hook: when the environment variable ``GCLAB_GRADE_LOG`` names a file, every
 :func:`check` appends one JSON line ``{"id", "status", "passed", "message", ...}`` to it.
@@ -813,7 +817,7 @@ def check(exercise_id: str, obj: Any) -> CheckResult:
 
     Example::
 
-        >>> check("rf.theoretical", lambda depth, kernel=3: 1 + depth * (kernel - 1)).passed
+        >>> check("rf.layers_to_cover", lambda n, kernel=3: (n - 2) // (kernel - 1) + 1).passed
         True
     """
     ex = get(exercise_id)

@@ -26,7 +26,11 @@ LESSONS = lessons(ROOT)
 
 
 def _errors(nb):
+    """(cell number, exception name, message) of every error, except in cells tagged
+    ``raises-exception`` (errors the lesson demonstrates on purpose, as in the solution)."""
     for i, cell in enumerate(nb.cells):
+        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            continue
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 yield i + 1, out.get("ename", ""), out.get("evalue", "")

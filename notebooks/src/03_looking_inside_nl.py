@@ -1,0 +1,363 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 3 — Looking inside a trained Non-local block
+#
+# **Expected time:** about 40 minutes. **Runs in:** under 30 s on a laptop CPU (no training:
+# the lesson loads a model trained by `gclab reproduce`).
+#
+# **You will be able to**
+# 1. draw the attention map of any query position of a trained Non-local (NL) block over the
+#    input image;
+# 2. compute the cosine distance and the GCNet paper's *query-independence* statistic: the mean
+#    distance between the attention maps of different query positions, next to the same
+#    statistic for the block's inputs and outputs;
+# 3. read the statistic for the four NL modes and judge whether "every query sees the same
+#    map" holds on our task;
+# 4. replace the $N$ maps by their average and measure what the block loses, the step that
+#    leads to the Simplified NL block of lesson 4.
+#
+# **Assumes:** lessons 1 and 2 (the NL block: $\theta$, $\phi$, $g$, the pairwise functions,
+# the attention matrix of shape $(B, N, N')$); the dot product and the norm of a vector;
+# matplotlib basics.
+#
+# Exercises are checked by `check("inside.<name>", ...)`; `hint("inside.<name>", level)` gives a
+# hint at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+
+# %%
+import csv
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from gclab import analysis, data
+from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
+from gclab.nn import NonLocal2d
+from gclab.reproduce import RESULTS_DIR, build_model
+
+torch.set_num_threads(1)
+
+# %% [markdown]
+# ## 1. A task that needs long-range information, and a trained NL
+#
+# The long-range task of `gclab.data` draws two 10×10 glyphs, a *plus* or a *ring*, at the two
+# ends of a 16×64 strip, with clutter in between (salt noise, strokes, a small distractor
+# glyph). The label is 1 when the two end glyphs are the same. The plain CNN backbone sees at
+# most 41 columns at once, fewer than the 42 a feature needs to see both glyphs, so on its own
+# it stays at chance (lesson 7 shows the numbers).
+
+# %%
+x_np, y_np = data.load("longrange", "test")
+x_test, y_test = data.to_tensors(x_np, y_np)
+fig, axes = plt.subplots(3, 1, figsize=(7, 3.3))
+for k, ax in enumerate(axes):
+    ax.imshow(x_test[k, 0], cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"label {int(y_test[k])} ({'same' if y_test[k] else 'different'})", fontsize=9)
+    ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# `gclab reproduce` trained this backbone with one NL block (embedded gaussian,
+# $C = 64$, $C_i = 32$) after `layer3`, where the feature map is $4 \times 16$, so $N = 64$
+# positions attend to $N' = 64$ keys. Its weights (seed 0) are in
+# `data/results/nl_longrange_seed0.pt`; `gclab reproduce` writes them again.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+model = build_model("nl")
+state = torch.load(RESULTS_DIR / "nl_longrange_seed0.pt", weights_only=True)
+model.load_state_dict(state)
+model.eval()
+nl_name, nl = [(n, m) for n, m in analysis.find_blocks(model) if isinstance(m, NonLocal2d)][0]
+print(f"NL block at {nl_name}: {nl.mode}, C={nl.in_channels}, C_i={nl.inter_channels}")
+with torch.no_grad():
+    acc = (model(x_test).argmax(1) == y_test).float().mean().item()
+print(f"test accuracy of the trained model: {acc:.3f}")
+
+# %% [markdown]
+# ## 2. The attention map of one query
+#
+# Inside the block, row $i$ of the attention matrix holds the weights
+# $f(x_i, x_j) / \mathcal{C}(x)$ that query position $i$ gives to every key position $j$.
+# The $N = h w$ positions were flattened row by row from the $(h, w)$ map, so query
+# $(r, c)$ is row $i = r\,w + c$, and that row reshaped to $(h, w)$ is a picture of *where this
+# query looks*.
+#
+# **Exercise `inside.query_map`.** `query_map(attention, row, col, height, width)`:
+# `attention (B, N, N)` with `N = height * width` → `(B, height, width)`.
+
+# %%
+def query_map(attention, row, col, height, width):
+    """The attention weights of query (row, col) over all keys, as (B, height, width) maps."""
+    # exercise inside.query_map: pick the query's row, then reshape it
+    ### BEGIN SOLUTION
+    q = row * width + col
+    return attention[:, q, :].reshape(attention.shape[0], height, width)
+    ### END SOLUTION
+
+
+# %%
+check("inside.query_map", query_map)
+
+# %% [markdown]
+# Your function on the trained block: the map of query $(1, 7)$ of test image 1, where its
+# largest weight sits, and its total (a softmax row sums to 1).
+
+# %%
+with torch.no_grad():
+    inp1, _ = analysis.capture(model, x_test[1:2], nl)
+    att1 = analysis.block_internals(nl, inp1)["attention"].numpy()  # (1, 64, 64)
+mine = query_map(att1, 1, 7, 4, 16)
+r, c = np.unravel_index(mine[0].argmax(), mine[0].shape)
+print(f"largest weight at (row, col) = ({int(r)}, {int(c)}); total: {float(mine.sum()):.4f}")
+
+# %% [markdown]
+# `gclab.analysis.attention_maps` does the same on the trained model (it hooks the block's input
+# and recomputes the attention). Six queries, spread over the whole map, on one test image. The
+# star marks the query; the colours are its weights over the keys, upsampled to the image.
+
+# %%
+queries = [(0, 0), (3, 2), (1, 7), (2, 8), (0, 13), (3, 15)]
+image = x_test[1:2]
+maps, size = analysis.attention_maps(model, image, queries, block=nl)
+fig = analysis.plot_attention(image, maps, queries, size, title="trained NL: one map per query")
+
+# %% [markdown]
+# The maps look alike: wherever the query sits, it attends to (nearly) the same keys — the two
+# end glyphs, where the information for the label is. That is the GCNet paper's observation, on
+# our toy task. Eyes can be fooled by a colour map, so let us measure it.
+#
+# ## 3. Measuring query independence
+#
+# The cosine distance between two vectors is
+#
+# $$
+# d(u, v) = 1 - \frac{u^\top v}{\lVert u \rVert\,\lVert v \rVert} \in [0, 2],
+# $$
+#
+# 0 when they point the same way, whatever their lengths. The paper averages it over all
+# ordered pairs of different positions $i \ne j$ of an image,
+#
+# $$
+# \bar d(v_1, \dots, v_N) = \frac{1}{N(N-1)} \sum_{i \ne j} d(v_i, v_j),
+# $$
+#
+# and computes it for three sets of vectors of one NL block: its **inputs** $x_i$ ($C$-vectors),
+# its **outputs** before fusion $W_z y_i$ ($C$-vectors), and its **attention maps** $a_i$ (rows of
+# the attention, $N'$-vectors). Small attention and output distances while the inputs differ
+# mean: every query receives the same global context.
+#
+# **Exercise `inside.cosine_distance`.** `cosine_distance(u, v)`: two arrays `(..., D)` →
+# `(...)`, the distance along the last axis.
+
+# %%
+def cosine_distance(u, v):
+    """1 - cos(u, v) along the last axis."""
+    # exercise inside.cosine_distance: dot product over the norms
+    ### BEGIN SOLUTION
+    dot = (u * v).sum(axis=-1)
+    return 1.0 - dot / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+    ### END SOLUTION
+
+
+# %%
+check("inside.cosine_distance", cosine_distance)
+
+# %% [markdown]
+# **Exercise `inside.pairwise_distance`.** `pairwise_distance(vectors)`: `(B, N, D)`, N vectors
+# per image → `(B,)`, the mean distance over the pairs $i \ne j$ of each image. Loop-free: with
+# unit vectors every cosine is a dot product.
+
+# %%
+def pairwise_distance(vectors):
+    """Mean cosine distance over ordered pairs of different positions, per image."""
+    # exercise inside.pairwise_distance: unit vectors, one matrix product, drop the diagonal
+    ### BEGIN SOLUTION
+    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    cos = unit @ unit.transpose(0, 2, 1)
+    n = vectors.shape[1]
+    off = cos.sum(axis=(1, 2)) - np.trace(cos, axis1=1, axis2=2)
+    return 1.0 - off / (n * (n - 1))
+    ### END SOLUTION
+
+
+# %%
+check("inside.pairwise_distance", pairwise_distance)
+
+# %% [markdown]
+# Your statistic on the attention rows of test image 1 (the 64 maps of section 2's block):
+
+# %%
+print(f"mean cosine distance between the 64 attention maps: {pairwise_distance(att1)[0]:.5f}")
+
+# %% [markdown]
+# The statistic of the trained block, over 256 test images, by `gclab.analysis`
+# (`query_independence` computes exactly your `pairwise_distance` on the three sets of vectors).
+# For contrast, the same block with random weights ($\theta$, $\phi$, $g$, $W_z$ drawn with
+# standard deviation 0.5): an NL block *can* give every query its own map.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+batch = x_test[:256]
+trained = analysis.query_independence(model, batch, block=nl)
+random_model = build_model("nl")
+random_model.load_state_dict(state)
+random_nl = [m for _, m in analysis.find_blocks(random_model) if isinstance(m, NonLocal2d)][0]
+torch.manual_seed(0)
+for p in random_nl.parameters():
+    torch.nn.init.normal_(p, std=0.5)
+untrained = analysis.query_independence(random_model.eval(), batch, block=random_nl)
+print(f"{'mean cosine distance':<22}{'input':>8}{'output':>8}{'attention':>11}")
+for name, s in (("trained NL", trained), ("random-weight NL", untrained)):
+    print(f"{name:<22}{s['input']:8.3f}{s['output']:8.3f}{s['attention']:11.3f}")
+
+# %% [markdown]
+# For reference, the GCNet paper (Table 1) measured on COCO with Mask R-CNN: input 0.401,
+# output 0.012, attention 0.020 — the inputs differ, the maps and outputs hardly do.
+#
+# `gclab reproduce` trained all four NL modes (3 seeds each) and stored the statistic of each
+# run in `data/results/ablation.csv`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+with open(RESULTS_DIR / "ablation.csv") as f:
+    rows = [r for r in csv.DictReader(f) if r["task"] == "longrange"]
+print(f"{'model':<18}{'accuracy':>10}{'input':>8}{'output':>8}{'attention':>11}   seeds")
+for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "gc_r16"):
+    rs = [r for r in rows if r["model"] == name]
+    if not rs:
+        continue
+    mean = {k: np.mean([float(r[k]) for r in rs])
+            for k in ("accuracy", "dist_input", "dist_output", "dist_attention")}
+    print(f"{name:<18}{mean['accuracy']:10.3f}{mean['dist_input']:8.3f}"
+          f"{mean['dist_output']:8.3f}{mean['dist_attention']:11.3f}   {len(rs)}")
+
+# %% [markdown]
+# (`snl` and `gc_r16` compute one map for all queries by construction, so their attention
+# distance is exactly 0; they are there as the floor.) Read the table with the spread over seeds
+# in lesson 7's `ablation.md`. Two cautions when you interpret it:
+#
+# * `dot_product` and `concatenation` do not normalise with a softmax, so their "maps" are
+#   unnormalised weights (divided by $N'$); the cosine distance ignores the scale, so it still
+#   compares where the queries look.
+# * A small attention distance says that the queries look at the same *places*; whether the
+#   *outputs* agree also depends on $g$ and $W_z$, which is why the paper reports both.
+#
+# ## 4. One map for every query
+#
+# If all rows of the attention are (nearly) the same, one row suffices: their average
+# $\bar a = \frac{1}{N} \sum_i a_i$, shared by all queries. Then $y_i = \sum_j \bar a_j\, g(x_j)$
+# is the same vector for every $i$ — computed once instead of $N$ times.
+#
+# **Exercise `inside.mean_map`.** `mean_map(attention)`: `(B, N, N')` → `(B, N')`.
+
+# %%
+def mean_map(attention):
+    """The average of the attention rows: one map shared by all queries."""
+    # exercise inside.mean_map: average over the queries
+    ### BEGIN SOLUTION
+    return attention.mean(axis=1)
+    ### END SOLUTION
+
+
+# %%
+check("inside.mean_map", mean_map)
+
+# %% [markdown]
+# What does the trained block lose if every query uses the shared map? Compare its real
+# output before fusion, $W_z y_i$, with the one computed from $\bar a$, and the accuracy of the
+# whole model when the block runs that way.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+with torch.no_grad():
+    inp, _ = analysis.capture(model, batch, nl)
+    theta_x, phi_x, g_x = nl.embed(inp)
+    att = nl.pairwise(theta_x, phi_x)  # (B, N, N')
+    shared = att.mean(dim=1, keepdim=True).expand_as(att)  # every row = the mean map
+    b, n = att.shape[:2]
+
+    def output(a):
+        y = torch.bmm(a, g_x).transpose(1, 2).reshape(b, nl.inter_channels, *inp.shape[2:])
+        return nl.transform(y)
+
+    real, approx = output(att), output(shared)
+    rel = ((real - approx).norm() / real.norm()).item()
+print(f"relative change of the NL output with one shared map: {rel:.3f}")
+
+
+class SharedMapNL(torch.nn.Module):
+    """The trained block, but every query uses the average attention map."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        theta_x, phi_x, g_x = self.block.embed(x)
+        a = self.block.pairwise(theta_x, phi_x).mean(dim=1, keepdim=True)
+        y = torch.bmm(a, g_x).expand(-1, theta_x.shape[1], -1)
+        y = y.transpose(1, 2).reshape(x.shape[0], self.block.inter_channels, *x.shape[2:])
+        return x + self.block.transform(y)
+
+
+shared_model = build_model("nl")
+shared_model.load_state_dict(state)
+unit = shared_model.layer3[0]  # InsertedBlock(unit, NL): swap the NL for the shared-map one
+unit[1] = SharedMapNL(unit[1])
+with torch.no_grad():
+    acc_shared = (shared_model.eval()(x_test).argmax(1) == y_test).float().mean().item()
+print(f"test accuracy: per-query maps {acc:.3f}, one shared map {acc_shared:.3f}")
+
+# %% [markdown]
+# This is the argument of the GCNet paper in two numbers. If the accuracy hardly moves, the
+# per-query maps were not needed: one attention map, computed once, carries what the block
+# uses. Lesson 4 builds that block directly — the **Simplified NL** — and learns the single
+# map with a $1\times1$ conv instead of averaging $N$ rows.
+#
+# ## 5. Explore
+#
+# Pick a test image and a query position on the $4 \times 16$ map; the plot shows that query's
+# attention map over the image. (In a static copy of this notebook the sliders do not move;
+# run it in Jupyter.) Try queries on the glyphs, on the clutter and in empty corners.
+
+# %%
+def show(image_index=1, row=0, col=0):
+    img = x_test[image_index : image_index + 1]
+    m, s = analysis.attention_maps(model, img, [(row, col)], block=nl)
+    analysis.plot_attention(img, m, [(row, col)], s,
+                            title=f"image {image_index} (label {int(y_test[image_index])})")
+    plt.show()
+
+
+explorer = widgets.interactive(
+    show,
+    image_index=widgets.IntSlider(value=1, min=0, max=31, description="image"),
+    row=widgets.IntSlider(value=0, min=0, max=3, description="query row"),
+    col=widgets.IntSlider(value=0, min=0, max=15, description="query col"),
+)
+explorer
+
+# %% [markdown]
+# ## Summary
+#
+# * Row $i$ of an NL block's attention is the map of query $i$; `reshape` it to the feature
+#   map to see it.
+# * The query-independence statistic is the mean pairwise cosine distance of the maps (and of
+#   the block's inputs and outputs); near 0 means one global context for all queries.
+# * On our task, as in the paper, the trained NL's maps are nearly the same for every query,
+#   and replacing them by their average barely changes the block. Lesson 4 turns that
+#   observation into the Simplified NL block.

@@ -136,9 +136,9 @@ maps, size = analysis.attention_maps(model, image, queries, block=nl)
 fig = analysis.plot_attention(image, maps, queries, size, title="trained NL: one map per query")
 
 # %% [markdown]
-# The maps look alike: wherever the query sits, it attends to (nearly) the same keys — the two
-# end glyphs, where the information for the label is. That is the GCNet paper's observation, on
-# our toy task. Eyes can be fooled by a colour map, so let us measure it.
+# The maps look alike: wherever the query sits, it attends to (nearly) the same keys — a spot
+# on an end glyph, where the information for the label is. That is the GCNet paper's
+# observation, on our toy task. Eyes can be fooled by a colour map, so let us measure it.
 #
 # ## 3. Measuring query independence
 #
@@ -255,6 +255,13 @@ for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "
 #   compares where the queries look.
 # * A small attention distance says that the queries look at the same *places*; whether the
 #   *outputs* agree also depends on $g$ and $W_z$, which is why the paper reports both.
+# * The `gaussian` mode has no $\theta, \phi$: its logits are the raw dot products
+#   $x_i^\top x_j$, so a query tends to attend to positions that look like itself, and training
+#   had no reason to change that (it solved the task anyway). Its maps stay query-dependent:
+#   the paper's observation is about *learned* embeddings.
+# * `concatenation` died on 2 of 3 seeds (every ReLU weight 0): those blocks output nothing,
+#   and a zero vector has distance 1 from everything by convention, so read its row as
+#   "undefined", not as "query-dependent".
 #
 # ## 4. One map for every query
 #
@@ -358,6 +365,7 @@ explorer
 #   map to see it.
 # * The query-independence statistic is the mean pairwise cosine distance of the maps (and of
 #   the block's inputs and outputs); near 0 means one global context for all queries.
-# * On our task, as in the paper, the trained NL's maps are nearly the same for every query,
-#   and replacing them by their average barely changes the block. Lesson 4 turns that
-#   observation into the Simplified NL block.
+# * On our task, as in the paper, the trained embedded-gaussian (and dot-product) NL's maps are
+#   nearly the same for every query, and replacing them by their average barely changes the
+#   block; the gaussian mode, without learned embeddings, stays query-dependent. Lesson 4 turns
+#   the observation into the Simplified NL block.

@@ -52,3 +52,22 @@ def test_plan_and_model_names():
         reproduce.build_model("resnet50")
     gc = reproduce.build_model("gc_r16_avg")
     assert gc.inserted[0][1].pooling == "avg"
+
+
+def test_committed_results_cover_the_full_plan():
+    """data/results holds one row per (task, model, seed) of the full plan, and the files the
+    lessons read (the notebooks 03 and 07 load them)."""
+    out = reproduce.RESULTS_DIR
+    with (out / "ablation.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    plan = reproduce.make_plan(quick=False)
+    expected = {(t, m, s) for t, ms in plan.tasks.items() for m in ms for s in plan.seeds}
+    assert {(r["task"], r["model"], int(r["seed"])) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for name in ("ablation.md", "ablation.png", "attention_nl.png", "machine.json",
+                 "nl_longrange_seed0.pt"):
+        assert (out / name).stat().st_size > 0, name
+    model = reproduce.build_model("nl")
+    import torch
+
+    model.load_state_dict(torch.load(out / "nl_longrange_seed0.pt", weights_only=True))

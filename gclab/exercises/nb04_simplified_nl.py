@@ -23,6 +23,8 @@ import torch
 from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
+from ._props import is_int as _is_int
+
 NOTEBOOK = "04_simplified_nl"
 SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 3, 4, 7), (1, 8, 6, 3)]
 
@@ -274,13 +276,6 @@ def _reproduces_nl(out, nl, *args, **kw) -> bool:
             return bool(torch.allclose(snl(x), ref(x), rtol=1e-6, atol=1e-8))
     except Exception:
         return False
-
-
-def _is_int(value):
-    """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return True, ""
-    return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
 # --------------------------------------------------------------------------- registry

@@ -23,6 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, Bottleneck, GCBlock, GlobalContextFramework, fusion
 
+from ._props import is_int as _is_int
+from ._props import module_same_shape as _module_same_shape
+from ._props import same_shape as _same_shape
+
 NOTEBOOK = "05_gc_block"
 EPS = 1e-5  # nn.LayerNorm's default
 
@@ -360,27 +364,12 @@ def cases_module(rng):
 
 
 # --------------------------------------------------------------------------- properties
-def _same_shape(out, first, *args, **kw) -> bool:
-    return np.shape(out) == np.shape(first)
-
-
 def _normalised_per_sample(out, t, gamma, beta) -> bool:
     u = (np.asarray(out) - beta) / gamma  # undo the affine: mean 0, variance 1 per sample
     return bool(
         np.allclose(u.mean(axis=(1, 2, 3)), 0.0, atol=1e-6)
         and np.allclose(u.var(axis=(1, 2, 3)), 1.0, atol=1e-3)
     )
-
-
-def _module_same_shape(out, x) -> bool:
-    return tuple(out.shape) == tuple(x.shape)
-
-
-def _is_int(value):
-    """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return True, ""
-    return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
 # --------------------------------------------------------------------------- registry

@@ -20,6 +20,10 @@ from torch import nn
 from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
 
+from ._props import is_int as _is_int
+from ._props import module_same_shape as _module_same_shape
+from ._props import same_shape as _same_shape
+
 NOTEBOOK = "06_se_framework"
 SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7)]
 # ResNet-50's bottlenecks: (output channels, how many) per stage c2..c5
@@ -203,10 +207,6 @@ def _shape_ctx(out, x, *args, **kw) -> bool:
     return np.shape(out) == (x.shape[0], x.shape[1], 1, 1)
 
 
-def _same_shape(out, first, *args, **kw) -> bool:
-    return np.shape(out) == np.shape(first)
-
-
 def _gates_in_unit_interval(out, *args, **kw) -> bool:
     out = np.asarray(out)
     return bool(np.all(out > 0) and np.all(out < 1))
@@ -218,17 +218,6 @@ def _scaled_copy(out, x, *args, **kw) -> bool:
     ratio = out / x
     flat = ratio.reshape(x.shape[0], x.shape[1], -1)
     return bool(np.allclose(flat, flat[:, :, :1]) and np.all(flat > 0) and np.all(flat < 1))
-
-
-def _module_same_shape(out, x) -> bool:
-    return tuple(out.shape) == tuple(x.shape)
-
-
-def _is_int(value):
-    """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return True, ""
-    return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
 # --------------------------------------------------------------------------- registry

@@ -411,6 +411,8 @@ register(Exercise(
     mistakes={
         "softmax over the wrong axis (over the queries, axis -2, not the keys)":
             lambda z: ops.softmax(z, axis=-2),
+        "softmax over the wrong axis (over the batch, axis 0, not the keys)":
+            lambda z: ops.softmax(z, axis=0),
         "no max subtraction (exp overflows for large logits)": _naive_softmax,
         "sigmoid where softmax belongs (rows do not sum to 1)": _sigmoid,
     },

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/jupyter lab notebooks/ "$@"
+extra=()
+[ "$(id -u)" = 0 ] && extra+=(--allow-root)  # jupyter refuses root otherwise (containers, CI boxes)
+exec .venv/bin/jupyter lab notebooks/ "${extra[@]}" "$@"

@@ -187,6 +187,13 @@ def test_layer_norm_must_be_a_bool():
         GCBlock(C, 1 / 4, layer_norm="no")
 
 
+@pytest.mark.parametrize("flag", ["use_scale", "sub_sample"])
+def test_non_local_flags_must_be_bools(flag):
+    # bool('no') is True: a string must not silently switch the option on
+    with raises(TypeError, f"{flag} must be True or False", "got str ('no')"):
+        NonLocal2d(C, **{flag: "no"})
+
+
 @pytest.mark.parametrize("cls", [GCBlock, SEBlock])
 @pytest.mark.parametrize("ratio", [0, 0.0, -1 / 16, -4, math.nan, math.inf, -math.inf])
 def test_ratio_must_be_finite_and_positive(cls, ratio):

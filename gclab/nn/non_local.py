@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_input, check_int
+from ._checks import check_bool, check_choice, check_input, check_int
 from .mmcv_compat import NON_LOCAL_KEYS, remap_state_dict_keys
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
@@ -97,8 +97,8 @@ class _NonLocalNd(nn.Module):
         self.impl = check_choice("impl", impl, IMPLS)
         if norm is not None:
             check_choice("norm", norm, ("bn",))
-        self.use_scale = bool(use_scale)
-        self.sub_sample = bool(sub_sample)
+        self.use_scale = check_bool("use_scale", use_scale)
+        self.sub_sample = check_bool("sub_sample", sub_sample)
         self.norm_type = norm
         self.inter_channels = max(in_channels // reduction, 1)
         conv = _CONV[self.spatial_dims]

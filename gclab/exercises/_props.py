@@ -1,8 +1,11 @@
-"""Small property checks shared by several lessons' exercise modules."""
+"""Small property checks and cases shared by several lessons' exercise modules."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .core import Case
 
 
 def same_shape(out, first, *args, **kw) -> bool:
@@ -20,3 +23,13 @@ def is_int(value):
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return True, ""
     return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
+
+
+def module_cases(rng):
+    """Cases for "build the block as an nn.Module" exercises: (C, ratio) and an input x."""
+    out = []
+    for shape, ratio in (((2, 16, 3, 5), 1 / 4), ((3, 32, 5, 4), 1 / 16), ((2, 8, 6, 2), 1 / 2)):
+        x = torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)
+        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}"
+        out.append(Case(args=(shape[1], ratio), inputs=(x,), label=label))
+    return out

@@ -21,6 +21,7 @@ from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
 
 from ._props import is_int as _is_int
+from ._props import module_cases as cases_module
 from ._props import module_same_shape as _module_same_shape
 from ._props import same_shape as _same_shape
 
@@ -190,15 +191,6 @@ def cases_forward(rng):
     for (b, c, h, w), p in (((2, 8, 3, 5), 2), ((3, 12, 5, 2), 3), ((2, 16, 4, 6), 4)):
         x = rng.standard_normal((b, c, h, w))
         out.append(Case(args=(x, se_params(rng, c, p)), label=f"x{(b, c, h, w)}, P={p}"))
-    return out
-
-
-def cases_module(rng):
-    out = []
-    for shape, ratio in (((2, 16, 3, 5), 1 / 4), ((3, 32, 5, 4), 1 / 16), ((2, 8, 6, 2), 1 / 2)):
-        x = torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)
-        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}"
-        out.append(Case(args=(shape[1], ratio), inputs=(x,), label=label))
     return out
 
 

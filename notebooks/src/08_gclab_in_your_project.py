@@ -43,7 +43,7 @@ from gclab.exercises.nb08_your_project import mmdet_style_small_resnet
 from gclab.models import SmallResNet
 from gclab.nn import insert_blocks, load_mmdet_gcnet
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # fixed seed; "_ =" keeps the generator object out of the output
 
 # %% [markdown]
 # ## 1. Two places for a block in a residual unit

@@ -17,8 +17,8 @@ from typing import List
 COMMANDS = {
     "grade": ("gclab.exercises.grade", "run a learner notebook and grade its exercises"),
     "notebooks": ("gclab.course", "generate learner and solution copies of the notebooks"),
-    "reproduce": ("gclab.reproduce", "train and evaluate the ablation table"),
-    "bench": ("gclab.bench", "benchmark the blocks against mmcv and timm"),
+    "reproduce": ("gclab.experiments.reproduce", "train and evaluate the ablation table"),
+    "bench": ("gclab.experiments.bench", "benchmark the blocks against mmcv and timm"),
 }
 
 

@@ -1,4 +1,4 @@
-"""gclab.analysis against hand computations and independent formulas."""
+"""gclab.experiments.analysis against hand computations and independent formulas."""
 
 import math
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from gclab import analysis
-from gclab.models import SmallResNet
+from gclab.experiments import analysis
+from gclab.experiments.models import SmallResNet
 from gclab.nn import GCBlock, NonLocal2d, SEBlock
 
 

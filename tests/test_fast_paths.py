@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import gclab.bench as bench
+import gclab.experiments.bench as bench
 from gclab.nn import (
     GCBlock,
     NonLocal1d,

@@ -250,9 +250,9 @@ def test_both_positions_in_one_unit_and_block_after_an_after_block_wrapper():
 
 def test_gclab_small_backbone():
     try:
-        from gclab.models import SmallResNet
+        from gclab.experiments.models import SmallResNet
     except ImportError as err:  # issue 4's backbone
-        pytest.skip(f"gclab.models is not available yet: {err}")
+        pytest.skip(f"gclab.experiments.models is not available yet: {err}")
     model = SmallResNet().eval()
     x = torch.randn(2, 1, 16, 64)
     with torch.no_grad():

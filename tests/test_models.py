@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from gclab.data import LEFT_COLUMNS, RIGHT_COLUMNS
-from gclab.models import SmallResNet, receptive_field
+from gclab.experiments.data import LEFT_COLUMNS, RIGHT_COLUMNS
+from gclab.experiments.models import SmallResNet, receptive_field
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
 
 

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from gclab import reproduce
+from gclab.experiments import reproduce
 from gclab.cli import main as cli_main
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gclab.data import make_split, to_tensors
-from gclab.models import SmallResNet
-from gclab.train import TrainConfig, accuracy, build, predict, train
+from gclab.experiments.data import make_split, to_tensors
+from gclab.experiments.models import SmallResNet
+from gclab.experiments.train import TrainConfig, accuracy, build, predict, train
 
 
 def _tiny_run(seed: int):

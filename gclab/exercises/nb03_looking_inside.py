@@ -5,7 +5,7 @@ r"""Exercises of lesson 03, looking inside a trained Non-local block (topic ``in
     d(u, v) = 1 - \frac{u^\top v}{\lVert u\rVert\,\lVert v\rVert}, \qquad
     \bar d = \frac{1}{N(N-1)} \sum_{i \ne j} d(v_i, v_j)
 
-References run ``gclab.analysis`` (PyTorch, float64) or plain indexing.
+References run ``gclab.experiments.analysis`` (PyTorch, float64) or plain indexing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gclab import analysis
+from gclab.experiments import analysis
 from gclab.exercises.core import Case, Exercise, Property, register
 
 NOTEBOOK = "03_looking_inside_nl"

@@ -43,17 +43,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from gclab import analysis, data
+from gclab.experiments import analysis, data
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
 from gclab.nn import NonLocal2d
-from gclab.reproduce import RESULTS_DIR, build_model
+from gclab.experiments.reproduce import RESULTS_DIR, build_model
 
 torch.set_num_threads(1)
 
 # %% [markdown]
 # ## 1. A task that needs long-range information, and a trained NL
 #
-# The long-range task of `gclab.data` draws two 10×10 glyphs, a *plus* or a *ring*, at the two
+# The long-range task of `gclab.experiments.data` draws two 10×10 glyphs, a *plus* or a *ring*, at the two
 # ends of a 16×64 strip, with clutter in between (salt noise, strokes, a small distractor
 # glyph). The label is 1 when the two end glyphs are the same. The plain CNN backbone sees at
 # most 41 columns at once, fewer than the 42 a feature needs to see both glyphs, so on its own
@@ -125,7 +125,7 @@ r, c = np.unravel_index(mine[0].argmax(), mine[0].shape)
 print(f"largest weight at (row, col) = ({int(r)}, {int(c)}); total: {float(mine.sum()):.4f}")
 
 # %% [markdown]
-# `gclab.analysis.attention_maps` does the same on the trained model (it hooks the block's input
+# `gclab.experiments.analysis.attention_maps` does the same on the trained model (it hooks the block's input
 # and recomputes the attention). Six queries, spread over the whole map, on one test image. The
 # star marks the query; the colours are its weights over the keys, upsampled to the image.
 
@@ -204,7 +204,7 @@ check("inside.pairwise_distance", pairwise_distance)
 print(f"mean cosine distance between the 64 attention maps: {pairwise_distance(att1)[0]:.5f}")
 
 # %% [markdown]
-# The statistic of the trained block, over 256 test images, by `gclab.analysis`
+# The statistic of the trained block, over 256 test images, by `gclab.experiments.analysis`
 # (`query_independence` computes exactly your `pairwise_distance` on the three sets of vectors).
 # For contrast, the same block with random weights ($\theta$, $\phi$, $g$, $W_z$ drawn with
 # standard deviation 0.5): an NL block *can* give every query its own map.

@@ -41,17 +41,17 @@ import numpy as np
 from IPython.display import Image, display
 from scipy import stats
 
-from gclab import analysis
+from gclab.experiments import analysis
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.reproduce import RESULTS_DIR
+from gclab.experiments.reproduce import RESULTS_DIR
 
 # %% [markdown]
 # ## 1. The experiment
 #
-# `gclab reproduce` trains one small ResNet (`gclab.models.SmallResNet`: a stem and four
+# `gclab reproduce` trains one small ResNet (`gclab.experiments.models.SmallResNet`: a stem and four
 # stages of one BasicBlock each, 8-16-64-32 channels) on two tasks where the label needs two
 # objects 42+ columns apart, farther than the plain backbone's 41-pixel receptive field (lesson
-# 3 and `gclab.data`):
+# 3 and `gclab.experiments.data`):
 #
 # * `longrange`: are the two end glyphs (plus or ring) the same? Clutter in between.
 # * `digits`: are the two end handwritten digits (4 or 7, from scikit-learn) the same?
@@ -112,7 +112,7 @@ for name, m, s in zip(names, means, stds):
     print(f"{name:<17} {m:.3f} ± {s:.3f}")
 
 # %% [markdown]
-# The whole table, per task, with `gclab.analysis.summarize` (the same computation). Chance is
+# The whole table, per task, with `gclab.experiments.analysis.summarize` (the same computation). Chance is
 # 0.5 on both tasks (the test sets are balanced).
 
 # %%
@@ -307,6 +307,6 @@ for (task, model), r in first.items():
 # Each run is bit-reproducible on the same machine and torch build (fixed seeds, deterministic
 # algorithms, one thread per run); other CPUs or torch versions may change the last digits of
 # the losses and, rarely, flip a test image. Things to try: move the blocks to `layer2` or
-# `layer4` (`gclab.reproduce.STAGES`), give the baseline a bigger receptive field
+# `layer4` (`gclab.experiments.reproduce.STAGES`), give the baseline a bigger receptive field
 # (`SmallResNet(strides=...)`) and watch it stop failing, or train longer and see whether the
 # weaker models catch up.

@@ -40,7 +40,7 @@ import torch
 
 from gclab.exercises import check, hint  # noqa: F401  (hint: for when you are stuck)
 from gclab.exercises.nb08_your_project import mmdet_style_small_resnet
-from gclab.models import SmallResNet
+from gclab.experiments.models import SmallResNet
 from gclab.nn import insert_blocks, load_mmdet_gcnet
 
 _ = torch.manual_seed(0)  # fixed seed; "_ =" keeps the generator object out of the output
@@ -106,7 +106,7 @@ check("use.unit_output", unit_output)
 #
 # `insert_blocks(model, block, stages, position='after_conv3', units=None, **block_kwargs)`
 # works on any ResNet whose stages are `layer1` … `layer4` (torchvision, timm, mmdet, and
-# `gclab.models.SmallResNet`). `stages` uses torchvision's numbers: the paper's c3–c5 is
+# `gclab.experiments.models.SmallResNet`). `stages` uses torchvision's numbers: the paper's c3–c5 is
 # `(2, 3, 4)`. It modifies the model in place and returns it with a summary.
 
 # %%

@@ -26,7 +26,7 @@ Usage::
 
     gclab bench                 # full run (several minutes on 2 cores), writes data/bench/
     gclab bench --quick         # a small subset, < 1 minute
-    python -m gclab.bench --out /tmp/bench --repeats 5
+    python -m gclab.experiments.bench --out /tmp/bench --repeats 5
 
 Writes ``results.csv``, ``machine.json``, ``report.md`` (the printed tables) and
 ``scaling.png`` (time and memory against N, log-log) into ``--out``.
@@ -633,7 +633,7 @@ def main(argv: List[str] | None = None) -> int:
     print("mmcv " + (f"{machine['mmcv']}" if mmcv else "not installed: no mmcv columns"))
     if timm is None:
         print("timm not installed: SE is compared with 'timm-style', the SE of timm's SEModule "
-              "reimplemented in gclab.bench (avg pool -> conv -> ReLU -> conv -> sigmoid -> "
+              "reimplemented in gclab.experiments.bench (avg pool -> conv -> ReLU -> conv -> sigmoid -> "
               "x * gate)")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)

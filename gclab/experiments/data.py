@@ -15,7 +15,7 @@ Both tasks draw on a wide 16 x 64 canvas (one channel, uint8). Two objects sit a
     the same class. Train and test canvases use disjoint digit images.
 
 Why a wide strip: any feature that sees a pixel of both end objects must span at least 42
-columns, while the backbone of :mod:`gclab.models` has a theoretical receptive field of 41
+columns, while the backbone of :mod:`gclab.experiments.models` has a theoretical receptive field of 41
 pixels, so **no feature of the plain CNN sees both objects**. Its head is global average
 pooling + a linear layer, so its logit is a sum of per-position terms, each a function of one
 object at most: :math:`F(a) + G(b) + \text{clutter terms}`. "Same or not" is an XNOR of the two
@@ -29,8 +29,8 @@ The 16 x 64 strip costs what a 32 x 32 image costs.
 Every split is a pure function of ``(task, split, seed)``. The copies under ``data/`` are
 regenerated, and their checksums checked, by::
 
-    python -m gclab.data --write      # data/<task>/{train,test}_{x,y}.npy.gz + SHA256SUMS
-    python -m gclab.data --check      # regenerates in memory, compares with data/SHA256SUMS
+    python -m gclab.experiments.data --write      # data/<task>/{train,test}_{x,y}.npy.gz + SHA256SUMS
+    python -m gclab.experiments.data --check      # regenerates in memory, compares with data/SHA256SUMS
 
 Example::
 
@@ -58,7 +58,7 @@ HEIGHT, WIDTH = 16, 64
 SIZES = {"train": 12800, "test": 1024}
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2}
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SUMS_FILE = "SHA256SUMS"
 #: digit classes used by the digits task (two classes keep one run within the CPU budget)
 DIGIT_CLASSES = (4, 7)
@@ -262,7 +262,7 @@ def check(data_dir: Path = DATA_DIR, splits: Sequence[str] = SPLITS) -> List[str
     problems (empty when everything matches)."""
     sums = Path(data_dir) / SUMS_FILE
     if not sums.exists():
-        return [f"{sums} is missing; run `python -m gclab.data --write`"]
+        return [f"{sums} is missing; run `python -m gclab.experiments.data --write`"]
     listed = {}
     for line in sums.read_text().splitlines():
         digest, rel = line.split("  ", 1)
@@ -305,7 +305,7 @@ def to_tensors(images: np.ndarray, labels: np.ndarray):
 
 
 def main(argv: List[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gclab.data", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gclab.experiments.data", description=__doc__.split("\n")[0])
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", action="store_true", help="regenerate data/ and its checksums")
     g.add_argument("--check", action="store_true", help="check data/ against regenerated data")

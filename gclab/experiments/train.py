@@ -7,8 +7,8 @@ same weights bit for bit. Progress bars use ``tqdm.auto`` (plain text outside Ju
 
 Example::
 
-    >>> from gclab.data import make_split, to_tensors
-    >>> from gclab.models import SmallResNet
+    >>> from gclab.experiments.data import make_split, to_tensors
+    >>> from gclab.experiments.models import SmallResNet
     >>> x, y = to_tensors(*make_split("longrange", "train", n=64))
     >>> cfg = TrainConfig(epochs=1, progress=False)
     >>> model = build(lambda: SmallResNet(block="gc"), seed=0)

@@ -33,10 +33,10 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from gclab import analysis
-from gclab.data import DATA_DIR, load, to_tensors
-from gclab.models import SmallResNet
-from gclab.train import TrainConfig, accuracy, build, train
+from gclab.experiments import analysis
+from gclab.experiments.data import DATA_DIR, load, to_tensors
+from gclab.experiments.models import SmallResNet
+from gclab.experiments.train import TrainConfig, accuracy, build, train
 
 RESULTS_DIR = DATA_DIR / "results"
 #: every block sits in the single unit of layer3 (4 x 16 positions, 32 channels)

@@ -16,7 +16,7 @@ over 2 numbers leaves one bit: GC r16 then never learned the task in our trials)
 Each ``BasicBlock`` has ``conv1, bn1, conv2, bn2`` and ``downsample`` (1x1 conv + BN) when the
 shape changes, as in torchvision. Its receptive field is 41 pixels (:func:`receptive_field`),
 narrower than the 42 columns a feature must span to see both end objects of
-:mod:`gclab.data`'s tasks.
+:mod:`gclab.experiments.data`'s tasks.
 
 ``SmallResNet(block="gc", stages=(3,), position="after_conv3", block_kwargs={"ratio": 1/16})``
 inserts a block in every unit of the chosen stages:

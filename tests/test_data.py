@@ -65,7 +65,9 @@ def test_stored_files_match_checksums_and_regenerated_data():
     """data/SHA256SUMS == checksums of freshly generated arrays == the stored .npy.gz files."""
     sums = data.DATA_DIR / data.SUMS_FILE
     if not sums.exists():
-        pytest.skip("data/SHA256SUMS not generated yet: run `python -m gclab.experiments.data --write`")
+        pytest.skip(
+            "data/SHA256SUMS not generated yet: run `python -m gclab.experiments.data --write`"
+        )
     assert data.check(splits=("test",)) == []  # the train splits: test_full_checksums
     total = sum(p.stat().st_size for p in data.DATA_DIR.rglob("*") if p.is_file())
     assert total <= 20 * 2**20, f"data/ holds {total / 2**20:.1f} MB > 20 MB"
@@ -89,5 +91,7 @@ def test_write_and_check_round_trip(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_full_checksums_including_train_splits():
     if not (data.DATA_DIR / data.SUMS_FILE).exists():
-        pytest.skip("data/SHA256SUMS not generated yet: run `python -m gclab.experiments.data --write`")
+        pytest.skip(
+            "data/SHA256SUMS not generated yet: run `python -m gclab.experiments.data --write`"
+        )
     assert data.check() == []

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from gclab.experiments import reproduce
 from gclab.cli import main as cli_main
+from gclab.experiments import reproduce
 
 
 @pytest.mark.slow

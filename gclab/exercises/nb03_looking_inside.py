@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gclab.experiments import analysis
 from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.experiments import analysis
 
 NOTEBOOK = "03_looking_inside_nl"
 

@@ -27,7 +27,7 @@ from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
 from gclab.nn.insert import _select_units
 
 NOTEBOOK = "08_gclab_in_your_project"
-GC_STAGES = (2, 3, 4)  # the lesson's model: gclab.experiments.models.SmallResNet() with GC r4 at c3-c5
+GC_STAGES = (2, 3, 4)  # the lesson's model: SmallResNet() with GC r4 at c3-c5
 
 
 # ------------------------------------------------------------------------ use.unit_output
@@ -362,9 +362,9 @@ class MMDetStyleBasicBlock(torch.nn.Module):
 
 
 def mmdet_style_small_resnet(ratio: float = 1 / 4, seed: int = 0) -> torch.nn.Module:
-    """``gclab.experiments.models.SmallResNet`` whose units in stages 2-4 carry mmcv's ``ContextBlock`` as
-    ``unit.context_block`` (mmdet's name and placement), every weight random: what a GCNet
-    checkpoint from mmdet holds, in small. Needs mmcv (mmcv-lite)."""
+    """``gclab.experiments.models.SmallResNet`` whose units in stages 2-4 carry mmcv's
+    ``ContextBlock`` as ``unit.context_block`` (mmdet's name and placement), every weight
+    random: what a GCNet checkpoint from mmdet holds, in small. Needs mmcv (mmcv-lite)."""
     from mmcv.cnn import ContextBlock
 
     from gclab.experiments.models import SmallResNet

@@ -633,8 +633,8 @@ def main(argv: List[str] | None = None) -> int:
     print("mmcv " + (f"{machine['mmcv']}" if mmcv else "not installed: no mmcv columns"))
     if timm is None:
         print("timm not installed: SE is compared with 'timm-style', the SE of timm's SEModule "
-              "reimplemented in gclab.experiments.bench (avg pool -> conv -> ReLU -> conv -> sigmoid -> "
-              "x * gate)")
+              "reimplemented in gclab.experiments.bench (avg pool -> conv -> ReLU -> conv -> "
+              "sigmoid -> x * gate)")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rows: List[Row] = []

@@ -15,8 +15,8 @@ Both tasks draw on a wide 16 x 64 canvas (one channel, uint8). Two objects sit a
     the same class. Train and test canvases use disjoint digit images.
 
 Why a wide strip: any feature that sees a pixel of both end objects must span at least 42
-columns, while the backbone of :mod:`gclab.experiments.models` has a theoretical receptive field of 41
-pixels, so **no feature of the plain CNN sees both objects**. Its head is global average
+columns, while the backbone of :mod:`gclab.experiments.models` has a theoretical receptive field
+of 41 pixels, so **no feature of the plain CNN sees both objects**. Its head is global average
 pooling + a linear layer, so its logit is a sum of per-position terms, each a function of one
 object at most: :math:`F(a) + G(b) + \text{clutter terms}`. "Same or not" is an XNOR of the two
 objects. No such sum decides it (at best it is right on 3 of the 4 combinations, e.g. "same
@@ -29,8 +29,8 @@ The 16 x 64 strip costs what a 32 x 32 image costs.
 Every split is a pure function of ``(task, split, seed)``. The copies under ``data/`` are
 regenerated, and their checksums checked, by::
 
-    python -m gclab.experiments.data --write      # data/<task>/{train,test}_{x,y}.npy.gz + SHA256SUMS
-    python -m gclab.experiments.data --check      # regenerates in memory, compares with data/SHA256SUMS
+    python -m gclab.experiments.data --write   # data/<task>/{train,test}_{x,y}.npy.gz + SHA256SUMS
+    python -m gclab.experiments.data --check   # regenerates in memory, compares with SHA256SUMS
 
 Example::
 
@@ -305,7 +305,9 @@ def to_tensors(images: np.ndarray, labels: np.ndarray):
 
 
 def main(argv: List[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gclab.experiments.data", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m gclab.experiments.data", description=__doc__.split("\n")[0]
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--write", action="store_true", help="regenerate data/ and its checksums")
     g.add_argument("--check", action="store_true", help="check data/ against regenerated data")

@@ -1,0 +1,149 @@
+"""Running learner code under limits: a time limit, a cap on what it prints, and a readable
+description of what it raised."""
+
+
+import io
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List
+
+#: Printing more than this many characters during one check fails it.
+MAX_PRINTED_CHARS = 100_000
+#: How much of the captured output a verdict shows.
+SHOWN_PRINTED_CHARS = 300
+
+# --------------------------------------------------------------------------------------------
+# Running learner code safely
+# --------------------------------------------------------------------------------------------
+class _TimeLimit(BaseException):
+    """Raised inside learner code when its time is up (a BaseException, so ``except Exception``
+    in learner code cannot swallow it)."""
+
+
+class _CappedStream(io.TextIOBase):
+    """A text stream that counts everything written and keeps only the first ``cap`` chars."""
+
+    def __init__(self, cap: int = SHOWN_PRINTED_CHARS) -> None:
+        self.cap = cap
+        self.count = 0
+        self._kept: List[str] = []
+        self._kept_len = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        s = str(s)
+        self.count += len(s)
+        if self._kept_len < self.cap:
+            piece = s[: self.cap - self._kept_len]
+            self._kept.append(piece)
+            self._kept_len += len(piece)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self._kept)
+
+
+@dataclass
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+    timed_out: bool = False
+    tb: str = ""
+
+
+def _can_use_alarm() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _run_with_alarm(fn: Callable[[], Any], limit: float) -> _Outcome:
+    state = {"active": True}
+
+    def on_alarm(signum, frame):  # noqa: ARG001
+        if state["active"]:
+            raise _TimeLimit()
+
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    old_delay, old_interval = signal.getitimer(signal.ITIMER_REAL)
+    start = time.monotonic()
+    # re-fire every 50 ms until cancelled: learner code that swallows one alarm gets another
+    signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
+    try:
+        try:
+            return _Outcome(value=fn())
+        finally:
+            state["active"] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+            if old_delay > 0:  # someone else's timer (e.g. pytest-timeout): re-arm what is left
+                left = max(1e-3, old_delay - (time.monotonic() - start))
+                signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+    except _TimeLimit:
+        return _Outcome(timed_out=True)
+    except (Exception, SystemExit) as exc:  # the learner's error, reported in the verdict
+        return _Outcome(error=exc, tb=_learner_frame(exc))
+
+
+def _run_in_thread(fn: Callable[[], Any], limit: float) -> _Outcome:
+    box: Dict[str, _Outcome] = {}
+
+    def target():
+        try:
+            box["out"] = _Outcome(value=fn())
+        except BaseException as exc:  # noqa: BLE001 - reported in the verdict
+            box["out"] = _Outcome(error=exc, tb=_learner_frame(exc))
+
+    worker = threading.Thread(target=target, daemon=True, name="gclab-check")
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        return _Outcome(timed_out=True)
+    return box["out"]
+
+
+def _learner_frame(exc: BaseException) -> str:
+    """``line N in func`` of the innermost frame outside gclab's engine, or ''."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "gclab/exercises/core" not in f.filename
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    where = f" ({f.line.strip()})" if f.line else ""
+    return f"line {f.lineno} in {f.name}{where}"
+
+
+def _guarded(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcome:
+    """Run ``fn()`` with a time limit and stdout/stderr captured into ``out``."""
+    import contextlib
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        if _can_use_alarm():
+            return _run_with_alarm(fn, limit)
+        return _run_in_thread(fn, limit)
+
+
+def _describe_error(outcome: _Outcome, limit: float) -> str:
+    if outcome.timed_out:
+        return (
+            f"did not finish within the time limit of {limit:g} s "
+            "(an endless loop? a very slow loop over elements?)"
+        )
+    exc = outcome.error
+    if isinstance(exc, SystemExit):
+        return "called sys.exit() / exit(); return a value instead"
+    msg = str(exc)
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    where = f" at {outcome.tb}" if outcome.tb else ""
+    return f"raised {type(exc).__name__}: {msg}{where}"

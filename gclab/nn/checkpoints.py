@@ -24,6 +24,8 @@ keys are then reported missing).
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
@@ -31,8 +33,8 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS
 from .insert import InsertedBlock
-from .mmcv_compat import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS
 
 # mmdet's name for a block inserted after the last conv of a unit, by gclab block class
 _MMDET_PLUGIN_NAMES = {
@@ -88,11 +90,57 @@ def _group(keys: List[str], limit: int = 8) -> str:
     return ", ".join(parts[:limit]) + more
 
 
+_EXPECTED = (
+    "a torch checkpoint saved with torch.save: a state_dict (a dict of names to tensors) or "
+    "an mmdet checkpoint {'state_dict': ...}"
+)
+
+
+def _load_file(path: Union[str, os.PathLike], weights_only: bool) -> object:
+    """``torch.load`` of ``path`` with errors that name the path and what was expected."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"no checkpoint file at {name!r}; expected {_EXPECTED}")
+    if os.path.isdir(name):
+        raise IsADirectoryError(
+            f"checkpoint path {name!r} is a directory; expected a file: {_EXPECTED}"
+        )
+    if os.path.getsize(name) == 0:
+        raise ValueError(f"checkpoint file {name!r} is empty (0 bytes); expected {_EXPECTED}")
+    with open(name, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (the legacy format: a pickle, which starts with 0x80)
+    if not (zipfile.is_zipfile(name) or head[:1] == b"\x80"):
+        raise ValueError(
+            f"checkpoint file {name!r} is not a torch checkpoint (it starts with {head!r}, "
+            f"neither a zip archive nor a pickle); expected {_EXPECTED}"
+        )
+    try:
+        return torch.load(name, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as err:
+        if weights_only and "weights only" in str(err).lower():
+            raise pickle.UnpicklingError(
+                f"checkpoint file {name!r} holds Python objects other than tensors and plain "
+                "containers, and torch.load(weights_only=True) refuses them on purpose: "
+                "unpickling them would run code from the file. If you trust the file, load it "
+                f"yourself, sd = torch.load({name!r}, weights_only=False), and pass the "
+                "state_dict (or the whole dict): load_mmdet_gcnet(model, sd); or call "
+                "load_mmdet_gcnet(model, path, weights_only=False).\n"
+                f"torch said: {str(err).splitlines()[0]}"
+            ) from None
+        raise ValueError(
+            f"checkpoint file {name!r} is not a torch checkpoint ({err}); expected {_EXPECTED}"
+        ) from None
+    except Exception as err:  # torch.load on text, a truncated file, another format ...
+        raise ValueError(
+            f"checkpoint file {name!r} could not be read by torch.load "
+            f"({type(err).__name__}: {err}); expected {_EXPECTED}"
+        ) from None
+
+
 def _read(checkpoint: Union[Mapping[str, Tensor], str, os.PathLike], weights_only: bool) -> dict:
     if isinstance(checkpoint, (str, os.PathLike)):
-        if not os.path.exists(checkpoint):
-            raise FileNotFoundError(f"no checkpoint file at {os.fspath(checkpoint)!r}")
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=weights_only)
+        checkpoint = _load_file(checkpoint, weights_only)
     if not isinstance(checkpoint, Mapping):
         raise TypeError(
             "checkpoint must be a state_dict (a mapping of names to tensors), an mmdet "
@@ -105,7 +153,9 @@ def _read(checkpoint: Union[Mapping[str, Tensor], str, os.PathLike], weights_onl
             break
     bad = [k for k, v in checkpoint.items() if not isinstance(v, Tensor)]
     if bad:
-        raise TypeError(f"checkpoint entries must be tensors; these are not: {bad[:5]}")
+        raise TypeError(
+            f"checkpoint entries must be tensors; these are not: {bad[:5]} (expected {_EXPECTED})"
+        )
     return dict(checkpoint)
 
 
@@ -242,7 +292,8 @@ def load_mmdet_gcnet(
     Args:
         model: the gclab model, e.g. ``insert_blocks(resnet50(), 'gc', (2, 3, 4),
             ratio=1/16)[0]`` for GCNet's r16 c3-c5 checkpoints (``ratio=1/4`` for r4).
-        checkpoint: a state_dict, an mmdet checkpoint dict, or a path to a ``.pth`` file.
+        checkpoint: a state_dict, an mmdet checkpoint dict (``{'state_dict': ...}``, e.g. what
+            you loaded yourself with ``torch.load``), or a path to a ``.pth`` file.
         strict: raise if any model key is missing or any backbone key is unexpected
             (non-backbone keys of a detector never count).
         weights_only: passed to ``torch.load`` for paths; set False only for files you trust
@@ -253,7 +304,13 @@ def load_mmdet_gcnet(
 
     Raises:
         RuntimeError: ``strict=True`` and keys are missing or unexpected (the message lists them).
-        ValueError: a tensor's shape does not match (e.g. an r4 checkpoint into an r16 model).
+        ValueError: a tensor's shape does not match (e.g. an r4 checkpoint into an r16 model);
+            two checkpoint keys load into one parameter; the file is empty or not a torch
+            checkpoint.
+        FileNotFoundError, IsADirectoryError: the path is missing or a directory.
+        pickle.UnpicklingError: ``weights_only=True`` refused the file's Python objects (on
+            purpose: unpickling them runs code); load it yourself with
+            ``torch.load(path, weights_only=False)`` if you trust it and pass the dict.
 
     Example::
 
@@ -267,10 +324,17 @@ def load_mmdet_gcnet(
     new_sd: OrderedDict[str, Tensor] = OrderedDict()
     renamed: Dict[str, str] = {}
     ignored: List[str] = []
+    source: Dict[str, str] = {}  # model key -> the checkpoint key loaded into it
     for key, new in map_checkpoint_keys(model, sd).items():
         if new is None:
             ignored.append(key)
             continue
+        if new in source:  # e.g. gclab's and mmcv's name for one tensor, both present
+            raise ValueError(
+                f"the checkpoint holds two keys for one model parameter: {source[new]!r} and "
+                f"{key!r} both load into {new!r}; keep one of them"
+            )
+        source[new] = key
         if new != key:
             renamed[key] = new
         new_sd[new] = sd[key]

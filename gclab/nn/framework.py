@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_input, check_int
-from .mmcv_compat import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
+from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
 
 FUSIONS = ("mul", "add")  # the order in which fusion applies them
 

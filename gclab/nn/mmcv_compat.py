@@ -29,39 +29,12 @@ mmcv ``NonLocal2d``                gclab ``NonLocal2d``
 
 from __future__ import annotations
 
-from typing import Dict, MutableMapping, Sequence, Tuple
+from typing import Dict
 
 from torch import nn
 
-CONTEXT_BLOCK_KEYS: Sequence[Tuple[str, str]] = (
-    ("conv_mask.", "context_modeling.conv_mask."),
-    ("channel_add_conv.", "transform.add."),
-    ("channel_mul_conv.", "transform.mul."),
-)
-NON_LOCAL_KEYS: Sequence[Tuple[str, str]] = (
-    ("g.0.conv.", "g."),
-    ("g.conv.", "g."),
-    ("theta.conv.", "theta."),
-    ("phi.0.conv.", "phi."),
-    ("phi.conv.", "phi."),
-    ("conv_out.conv.", "conv_out."),
-    ("conv_out.bn.", "norm."),
-    ("concat_project.conv.", "concat_project."),
-)
-
-
-def remap_state_dict_keys(
-    state_dict: MutableMapping, prefix: str, table: Sequence[Tuple[str, str]]
-) -> None:
-    """Rename, in place, keys ``prefix + old...`` to ``prefix + new...`` (first match wins)."""
-    for key in list(state_dict.keys()):
-        if not key.startswith(prefix):
-            continue
-        rest = key[len(prefix):]
-        for old, new in table:
-            if rest.startswith(old):
-                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
-                break
+# the key tables live in ._keys (imported by the blocks too); re-exported here for old imports
+from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, remap_state_dict_keys  # noqa: F401
 
 
 def mmcv_to_gclab_state_dict(state_dict: Dict, kind: str) -> Dict:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_bool, check_choice, check_input, check_int
-from .mmcv_compat import NON_LOCAL_KEYS, remap_state_dict_keys
+from ._keys import NON_LOCAL_KEYS, remap_state_dict_keys
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 # which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")

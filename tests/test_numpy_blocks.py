@@ -296,7 +296,7 @@ def test_params_and_config_from_torch():
                                      "sub_sample": True, "norm": "bn"}
     gc = gnn.GCBlock(16, pooling="avg", fusions=("mul", "add"), layer_norm=False)
     assert config_from_torch(gc) == {"pooling": "avg", "fusions": ("mul", "add"),
-                                     "layer_norm": False}
+                                     "layer_norm": False, "eps": 1e-5}
     assert config_from_torch(gnn.SEBlock(16)) == {} == config_from_torch(
         gnn.SimplifiedNonLocal2d(4))
     assert block_from_torch(gc) is gc_block and block_from_torch(gnn.SEBlock(16)) is se_block

@@ -23,9 +23,10 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_input, check_int
+from ._checks import check_bool, check_eps, check_input, check_int
 from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
 
+DeviceLike = Union[torch.device, str, int, None]  # what torch.nn modules take as device=
 FUSIONS = ("mul", "add")  # the order in which fusion applies them
 
 
@@ -41,6 +42,7 @@ class AttentionPooling(nn.Module):
     The weights :math:`\alpha` do not depend on any query position.
 
     Shapes: x (B, C, H, W) -> context (B, C, 1, 1); attention (B, N) with N = H*W.
+    ``device``/``dtype`` are passed to the conv, as torch.nn's own modules take them.
 
     Example::
 
@@ -50,10 +52,15 @@ class AttentionPooling(nn.Module):
         (torch.Size([2, 64, 1, 1]), torch.Size([2, 49]))
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
-        self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1)
+        self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -63,10 +70,11 @@ class AttentionPooling(nn.Module):
     def attention(self, x: Tensor) -> Tensor:
         """The attention weights alpha, (B, C, H, W) -> (B, N); each row sums to 1."""
         # W_k x as one batched (1, C) @ (C, N) product: the 1x1 conv C -> 1 without a conv
-        # kernel or a copy (x.reshape is a view in NCHW and channels_last layouts alike)
+        # kernel or a copy (x.flatten(2) is a view in NCHW and channels_last layouts alike;
+        # flatten, not reshape(b, c, -1), so that an empty batch B = 0 works)
         b, c = x.shape[0], x.shape[1]
         w = self.conv_mask.weight.reshape(1, 1, c).expand(b, 1, c)
-        logits = torch.bmm(w, x.reshape(b, c, -1)).reshape(b, -1)  # (B, N)
+        logits = torch.bmm(w, x.flatten(2)).flatten(1)  # (B, N)
         bias = self.conv_mask.bias
         if bias is not None:
             logits = logits + bias
@@ -78,7 +86,7 @@ class AttentionPooling(nn.Module):
         alpha = self.attention(x)  # (B, N)
         # context_c = sum_j alpha_j x_cj : one batched (1, N) @ (N, C) product (x^T is a view);
         # this orientation keeps both its gradients row-times-matrix products (fast BLAS)
-        x_t = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
+        x_t = x.flatten(2).transpose(1, 2)  # (B, N, C)
         context = torch.bmm(alpha.unsqueeze(1), x_t).reshape(b, c, 1, 1)
         return context, alpha
 
@@ -123,6 +131,9 @@ class Bottleneck(nn.Sequential):
     With ``zero_init=True`` (GC) the last conv starts at zero, weight and bias, so an ``add``
     fusion starts as the identity; ``zero_init=False`` (SE) keeps PyTorch's default init.
 
+    ``eps`` is the LayerNorm's epsilon (1e-5 as torch and mmcv; timm's GlobalContext uses
+    1e-6). ``device``/``dtype`` are passed to every layer, as torch.nn's modules take them.
+
     Shapes: (B, C, 1, 1) -> (B, C, 1, 1).
 
     Example::
@@ -133,17 +144,38 @@ class Bottleneck(nn.Sequential):
     """
 
     def __init__(
-        self, in_channels: int, planes: int, layer_norm: bool = True, zero_init: bool = True
+        self,
+        in_channels: int,
+        planes: int,
+        layer_norm: bool = True,
+        zero_init: bool = True,
+        eps: float = 1e-5,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         check_int("in_channels", in_channels)
         check_int("planes", planes)
+        check_bool("layer_norm", layer_norm)
+        check_bool("zero_init", zero_init)
+        check_eps("eps", eps)
+        kw = {"device": device, "dtype": dtype}
         super().__init__(
-            nn.Conv2d(in_channels, planes, kernel_size=1),
-            nn.LayerNorm([planes, 1, 1]) if layer_norm else nn.Identity(),
+            nn.Conv2d(in_channels, planes, kernel_size=1, **kw),
+            nn.LayerNorm([planes, 1, 1], eps=eps, **kw) if layer_norm else nn.Identity(),
             nn.ReLU(),
-            nn.Conv2d(planes, in_channels, kernel_size=1),
+            nn.Conv2d(planes, in_channels, kernel_size=1, **kw),
         )
+        self.zero_init = zero_init
         if zero_init:
+            self.zero_init_last()
+
+    def reset_parameters(self) -> None:
+        """Initialise again as at construction (torch's default conv init, LayerNorm 1 and 0,
+        the last conv zero with ``zero_init``); e.g. after ``to_empty`` from the meta device."""
+        for m in self:
+            if isinstance(m, (nn.Conv2d, nn.LayerNorm)):
+                m.reset_parameters()
+        if self.zero_init:
             self.zero_init_last()
 
     def zero_init_last(self) -> None:
@@ -239,11 +271,20 @@ class GlobalContextFramework(nn.Module):
     def fusions(self) -> Tuple[str, ...]:
         return tuple(self.transform.keys())
 
+    def reset_parameters(self) -> None:
+        """Initialise every piece again as at construction (``reset_parameters`` of the context
+        modelling and of each transform); e.g. after ``to_empty`` from the meta device."""
+        for m in [self.context_modeling] + list(self.transform.values()):
+            reset = getattr(m, "reset_parameters", None)
+            if reset is not None:
+                reset()
+
     def forward(
         self, x: Tensor, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if not torch.jit.is_scripting():
-            check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
+            check_input(x, self.in_channels, self.spatial_dims, type(self).__name__, self)
+            check_bool("return_attention", return_attention)
         # 1. context modelling: (B, C, H, W) -> (B, C, 1, 1), weights alpha (B, N)
         if return_attention:
             context, alpha = self.context_modeling.forward_with_attention(x)

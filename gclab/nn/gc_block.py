@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import Iterable, Union
 
-from ._checks import bottleneck_width, check_bool, check_choice, check_int
-from .framework import FUSIONS, AttentionPooling, AveragePooling, Bottleneck, GlobalContextFramework
+import torch
+from torch import nn
+
+from ._checks import bottleneck_width, check_bool, check_choice, check_eps, check_int
+from .framework import (
+    FUSIONS,
+    AttentionPooling,
+    AveragePooling,
+    Bottleneck,
+    DeviceLike,
+    GlobalContextFramework,
+)
 
 POOLINGS = ("att", "avg")
 _FUSION_ALIASES = {"channel_add": "add", "channel_mul": "mul"}  # mmcv's names
@@ -44,13 +54,23 @@ class GCBlock(GlobalContextFramework):
 
     Args:
         in_channels: C.
-        ratio: bottleneck width as a fraction, ``planes = int(C * ratio)``; the paper's r16 is
-            ``1/16``, r4 is ``1/4``.
+        ratio: bottleneck width as a fraction in (0, 1], ``planes = int(C * ratio)``; the
+            paper's r16 is ``1/16`` (the default), r4 is ``1/4``.
+        planes: the bottleneck width P itself, instead of ``ratio`` (``int`` truncates, so
+            ``ratio=P/C`` can give P - 1, e.g. ``int(100 * 0.29) = 28``). Passing both is an
+            error unless they agree.
         pooling: ``'att'`` (attention pooling, :math:`W_k` = ``conv_mask``) or ``'avg'``.
         fusions: non-empty subset of ``('add', 'mul')`` (mmcv's ``'channel_add'`` and
             ``'channel_mul'`` are accepted too).
         layer_norm: keep the LayerNorm in the bottleneck (``False`` for the ablation).
+        eps: the LayerNorm's epsilon, 1e-5 as torch and mmcv (timm's ``GlobalContext``: 1e-6).
+        device, dtype: where and in which float type to create the parameters, as torch.nn's
+            own modules (``device='meta'`` builds without storage; then ``to_empty(device=...)``
+            and :meth:`reset_parameters`).
 
+    Parameters, for P = ``planes`` and F fusion branches: :math:`(C + 1)` for ``conv_mask``
+    (``'att'`` only) plus, per branch, :math:`(CP + P) + 2P + (PC + C) = 2CP + 3P + C` (the
+    :math:`2P` of the LayerNorm only with ``layer_norm``).
     Init as mmcv's ``ContextBlock``: ``conv_mask`` kaiming-normal (fan_in), the last conv of
     every branch zero, so the block is the identity with ``add`` (and ``0.5 x`` with ``mul``).
     A state_dict saved by mmcv's ``ContextBlock`` loads with ``load_state_dict(strict=True)``.
@@ -64,33 +84,51 @@ class GCBlock(GlobalContextFramework):
         >>> x = torch.randn(2, 256, 14, 14)
         >>> torch.equal(gc(x), x)  # identity at init
         True
+        >>> ln = GCBlock(64, planes=5, eps=1e-6).transform["add"][1]  # explicit width, timm's eps
+        >>> ln.normalized_shape, ln.eps
+        ((5, 1, 1), 1e-06)
     """
 
     def __init__(
         self,
         in_channels: int,
-        ratio: float = 1 / 16,
+        ratio: float | None = None,
         pooling: str = "att",
         fusions: Union[str, Iterable[str]] = ("add",),
         layer_norm: bool = True,
+        planes: int | None = None,
+        eps: float = 1e-5,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         check_int("in_channels", in_channels)
         check_choice("pooling", pooling, POOLINGS)
         check_bool("layer_norm", layer_norm)
+        eps = check_eps("eps", eps)
         fusions = parse_fusions(fusions)
-        planes = bottleneck_width(in_channels, ratio)
-        context_modeling = AttentionPooling(in_channels) if pooling == "att" else AveragePooling()
-        transform = {f: Bottleneck(in_channels, planes, layer_norm=layer_norm) for f in fusions}
+        width = bottleneck_width(in_channels, ratio, planes)
+        kw = {"device": device, "dtype": dtype}
+        if pooling == "att":
+            context_modeling: nn.Module = AttentionPooling(in_channels, **kw)
+        else:
+            context_modeling = AveragePooling()
+        transform = {
+            f: Bottleneck(in_channels, width, layer_norm=layer_norm, eps=eps, **kw)
+            for f in fusions
+        }
         super().__init__(in_channels, context_modeling, transform)
+        if ratio is None:  # what mmcv's ContextBlock would be given for this width
+            ratio = 1 / 16 if planes is None else planes / in_channels
         self.ratio = ratio
-        self.planes = planes
+        self.planes = width
         self.pooling = pooling
         self.layer_norm = layer_norm
+        self.eps = eps
 
     def extra_repr(self) -> str:
         return (
-            f"in_channels={self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
-            f"fusions={self.fusions}, layer_norm={self.layer_norm}"
+            f"in_channels={self.in_channels}, planes={self.planes}, pooling={self.pooling!r}, "
+            f"fusions={self.fusions}, layer_norm={self.layer_norm}, eps={self.eps:g}"
         )
 
 

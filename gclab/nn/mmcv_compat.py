@@ -81,7 +81,7 @@ def from_mmcv(module: nn.Module) -> nn.Module:
     if name == "ContextBlock":
         block: nn.Module = GCBlock(
             module.in_channels,
-            ratio=module.ratio,
+            planes=module.planes,  # = int(C * ratio), whatever the ratio
             pooling=module.pooling_type,
             fusions=tuple(module.fusion_types),
         )

@@ -55,6 +55,9 @@ class _NonLocalNd(nn.Module):
         norm: ``None`` or ``'bn'`` (BatchNorm after ``conv_out``, which then has no bias).
         impl: ``'auto'`` (default), ``'explicit'`` or ``'fast'``: how :meth:`forward`
             computes :math:`y` (the plain attribute ``self.impl`` may be changed at any time).
+        device, dtype: where and in which float type to create the parameters, as torch.nn's
+            own modules (``device='meta'`` builds without storage; then
+            ``to_empty(device=...)`` and :meth:`reset_parameters`).
 
     **Fast paths.** The explicit path (:meth:`context_modeling`) builds the (B, N, N')
     attention matrix, which needs O(N N') memory: 2 GiB per sample at 128x128 in float32.
@@ -89,6 +92,8 @@ class _NonLocalNd(nn.Module):
         sub_sample: bool = False,
         norm: str | None = None,
         impl: str = "auto",
+        device: Union[torch.device, str, int, None] = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
@@ -101,24 +106,25 @@ class _NonLocalNd(nn.Module):
         self.sub_sample = check_bool("sub_sample", sub_sample)
         self.norm_type = norm
         self.inter_channels = max(in_channels // reduction, 1)
+        kw = {"device": device, "dtype": dtype}
         conv = _CONV[self.spatial_dims]
         ci = self.inter_channels
 
-        self.g = conv(in_channels, ci, kernel_size=1)
+        self.g = conv(in_channels, ci, kernel_size=1, **kw)
         # unused parts are None (not missing), so torch.jit.script prunes their branches
         self.theta = None
         self.phi = None
         self.concat_project = None
         self.norm = None
         if mode != "gaussian":
-            self.theta = conv(in_channels, ci, kernel_size=1)
-            self.phi = conv(in_channels, ci, kernel_size=1)
+            self.theta = conv(in_channels, ci, kernel_size=1, **kw)
+            self.phi = conv(in_channels, ci, kernel_size=1, **kw)
         if mode == "concatenation":
             # mmcv projects the concatenation with a 2-D conv whatever the block's dims
-            self.concat_project = nn.Conv2d(2 * ci, 1, kernel_size=1, bias=False)
-        self.conv_out = conv(ci, in_channels, kernel_size=1, bias=norm is None)
+            self.concat_project = nn.Conv2d(2 * ci, 1, kernel_size=1, bias=False, **kw)
+        self.conv_out = conv(ci, in_channels, kernel_size=1, bias=norm is None, **kw)
         if norm == "bn":
-            self.norm = _BN[self.spatial_dims](in_channels)
+            self.norm = _BN[self.spatial_dims](in_channels, **kw)
         self.reset_parameters()
         self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
 
@@ -140,6 +146,7 @@ class _NonLocalNd(nn.Module):
             nn.init.kaiming_normal_(self.conv_out.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(self.norm.weight)
             nn.init.zeros_(self.norm.bias)
+            self.norm.reset_running_stats()  # mean 0, var 1 (after to_empty they are garbage)
 
     # ------------------------------------------------------- pairwise functions
     # theta_x: (B, N, Ci) [or (B, N, C) for gaussian]; phi_x: (B, Ci, N')  ->  (B, N, N')
@@ -193,18 +200,18 @@ class _NonLocalNd(nn.Module):
 
     def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's)."""
-        b = x.shape[0]
         g_x = self.g(x)
         if self.theta is not None and self.phi is not None:
-            theta_x = self.theta(x).reshape(b, self.inter_channels, -1).transpose(1, 2)
+            theta_x = self.theta(x).flatten(2).transpose(1, 2)
             phi_x = self.phi(x)
         else:  # gaussian: theta = phi = identity
-            theta_x = x.reshape(b, self.in_channels, -1).transpose(1, 2)
+            theta_x = x.flatten(2).transpose(1, 2)
             phi_x = x
         if self.sub_sample:
             g_x, phi_x = self._pool(g_x), self._pool(phi_x)
-        g_x = g_x.reshape(b, self.inter_channels, -1).transpose(1, 2)
-        phi_x = phi_x.reshape(b, phi_x.shape[1], -1)
+        # flatten(2), not reshape(b, k, -1): -1 is ambiguous for an empty batch (B = 0)
+        g_x = g_x.flatten(2).transpose(1, 2)
+        phi_x = phi_x.flatten(2)
         return theta_x, phi_x, g_x
 
     def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -226,7 +233,7 @@ class _NonLocalNd(nn.Module):
         to_grid = [0, nd - 1] + list(range(1, nd - 1))
         to_tokens = [0] + list(range(2, nd)) + [1]
         grid = t.reshape([b] + list(x.shape[2:]) + [k]).permute(to_grid)
-        return self._pool(grid).permute(to_tokens).reshape(b, -1, k).contiguous()
+        return self._pool(grid).permute(to_tokens).flatten(1, -2).contiguous()
 
     def embed_tokens(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The fast paths' embeddings as tokens with a unit stride on the last dim.
@@ -235,8 +242,8 @@ class _NonLocalNd(nn.Module):
         (q = k = x) and Ci otherwise. theta, phi and g are applied as one matrix product, so x
         is read once (in NCHW or channels_last layout alike).
         """
-        b, c, ci = x.shape[0], self.in_channels, self.inter_channels
-        tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C): a view for both layouts
+        c, ci = self.in_channels, self.inter_channels
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C): a view for both layouts
         if self.theta is None or self.phi is None:  # gaussian: q = k = x
             q = tokens.contiguous()
             v = F.linear(tokens, self.g.weight.reshape(ci, c), self.g.bias)
@@ -328,7 +335,7 @@ class _NonLocalNd(nn.Module):
         """z = x + W_z y (step 3, fusion by addition); y from the fast path unless the
         attention is requested or ``impl='explicit'``. Shapes: (B, C, *S) -> (B, C, *S)."""
         if not torch.jit.is_scripting():
-            self._check(x)
+            self._check(x, return_attention)
             check_choice("impl", self.impl, IMPLS)  # a plain attribute: catch typos set later
         if return_attention:
             if self.impl == "fast":
@@ -345,9 +352,10 @@ class _NonLocalNd(nn.Module):
         return x + self.transform(y)
 
     @torch.jit.unused
-    def _check(self, x: Tensor) -> None:
+    def _check(self, x: Tensor, return_attention: bool) -> None:
         who = type(self).__name__
-        check_input(x, self.in_channels, self.spatial_dims, who)
+        check_input(x, self.in_channels, self.spatial_dims, who, self)
+        check_bool("return_attention", return_attention)
         if self.sub_sample:
             pooled = [s for s, k in zip(x.shape[2:], _POOL_KERNEL[self.spatial_dims]) if k == 2]
             if any(s < 2 for s in pooled):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ._checks import bottleneck_width, check_int
-from .framework import AveragePooling, Bottleneck, GlobalContextFramework
+from .framework import AveragePooling, Bottleneck, DeviceLike, GlobalContextFramework
 
 
 class SEBlock(GlobalContextFramework):
@@ -25,6 +25,15 @@ class SEBlock(GlobalContextFramework):
 
     Both convs keep PyTorch's default init (as the original SE), so it is not the identity.
 
+    Args:
+        in_channels: C.
+        ratio: the width as a fraction in (0, 1], ``planes = int(C * ratio)`` (default 1/16).
+        planes: the width P itself, instead of ``ratio`` (e.g. timm's rounded ``rd_channels``);
+            passing both is an error unless they agree.
+        device, dtype: where and in which float type to create the parameters (torch.nn's
+            convention; ``device='meta'``, then ``to_empty`` and :meth:`reset_parameters`).
+
+    Parameters: :math:`(CP + P) + (PC + C) = 2CP + P + C`.
     Shapes: x (B, C, H, W) -> (B, C, H, W).
 
     Example::
@@ -32,19 +41,32 @@ class SEBlock(GlobalContextFramework):
         >>> se = SEBlock(64, ratio=1/16)
         >>> se(torch.randn(2, 64, 8, 8)).shape
         torch.Size([2, 64, 8, 8])
+        >>> SEBlock(64, planes=8).planes  # timm's SEModule(64): rd_channels = 8
+        8
     """
 
-    def __init__(self, in_channels: int, ratio: float = 1 / 16) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        ratio: float | None = None,
+        planes: int | None = None,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         check_int("in_channels", in_channels)
-        planes = bottleneck_width(in_channels, ratio)
-        excitation = Bottleneck(in_channels, planes, layer_norm=False, zero_init=False)
+        width = bottleneck_width(in_channels, ratio, planes)
+        excitation = Bottleneck(
+            in_channels, width, layer_norm=False, zero_init=False, device=device, dtype=dtype
+        )
         super().__init__(in_channels, AveragePooling(), {"mul": excitation})
+        if ratio is None:  # what mmcv's ContextBlock would be given for this width
+            ratio = 1 / 16 if planes is None else planes / in_channels
         self.ratio = ratio
-        self.planes = planes
+        self.planes = width
 
     def gate(self, x: Tensor) -> Tensor:
         r"""The excitation gates :math:`\sigma(\cdot)` in (0, 1): (B, C, H, W) -> (B, C, 1, 1)."""
         return torch.sigmoid(self.transform["mul"](self.context_modeling(x)))
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, ratio={self.ratio:g}"
+        return f"in_channels={self.in_channels}, planes={self.planes}"

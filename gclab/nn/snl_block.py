@@ -2,10 +2,11 @@ r"""The Simplified Non-local (SNL) block of the GCNet paper."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ._checks import check_int
-from .framework import AttentionPooling, GlobalContextFramework
+from .framework import AttentionPooling, DeviceLike, GlobalContextFramework
 
 
 class SimplifiedNonLocal2d(GlobalContextFramework):
@@ -19,6 +20,8 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
     transform = ``W_v``, one 1x1 conv C -> C with bias (``transform.add``), fusion = ``add``.
     ``W_v`` starts at zero, so the block is the identity at init.
     Parameters: :math:`(C + 1) + (C^2 + C) = C^2 + 2C + 1` (1,050,625 at C = 1024).
+    ``device``/``dtype``: where and in which float type to create them (torch.nn's convention;
+    ``device='meta'``, then ``to_empty`` and :meth:`reset_parameters`).
 
     Shapes: x (B, C, H, W) -> (B, C, H, W); with ``return_attention=True`` also (B, N, N).
 
@@ -30,12 +33,24 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
         torch.Size([2, 64, 64])
     """
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        device: DeviceLike = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         check_int("in_channels", in_channels)
-        w_v = nn.Conv2d(in_channels, in_channels, kernel_size=1)
+        kw = {"device": device, "dtype": dtype}
+        w_v = nn.Conv2d(in_channels, in_channels, kernel_size=1, **kw)
         nn.init.zeros_(w_v.weight)
         nn.init.zeros_(w_v.bias)
-        super().__init__(in_channels, AttentionPooling(in_channels), {"add": w_v})
+        super().__init__(in_channels, AttentionPooling(in_channels, **kw), {"add": w_v})
+
+    def reset_parameters(self) -> None:
+        """Initialise again as at construction: ``conv_mask`` kaiming-normal, ``W_v`` zero."""
+        self.context_modeling.reset_parameters()
+        nn.init.zeros_(self.transform["add"].weight)
+        nn.init.zeros_(self.transform["add"].bias)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}"

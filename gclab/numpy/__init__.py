@@ -74,14 +74,15 @@ def _torch_kind(module: Any) -> str:
 def config_from_torch(module: Any) -> Dict[str, Any]:
     """The keyword arguments of the matching NumPy ``forward`` for a gclab.nn block.
 
-    GCBlock -> ``pooling, fusions, layer_norm``; NonLocal -> ``mode, use_scale, sub_sample,
-    norm``; SEBlock and SimplifiedNonLocal2d -> ``{}``. For a BatchNorm, the NumPy block
-    computes eval mode (running statistics): call ``module.eval()`` before comparing.
+    GCBlock -> ``pooling, fusions, layer_norm, eps`` (the LayerNorm's epsilon); NonLocal ->
+    ``mode, use_scale, sub_sample, norm``; SEBlock and SimplifiedNonLocal2d -> ``{}``. For a
+    BatchNorm, the NumPy block computes eval mode (running statistics): call ``module.eval()``
+    before comparing.
     """
     kind = _torch_kind(module)
     if kind == "gc":
         return {"pooling": module.pooling, "fusions": tuple(module.fusions),
-                "layer_norm": module.layer_norm}
+                "layer_norm": module.layer_norm, "eps": module.eps}
     if kind == "nl":
         return {"mode": module.mode, "use_scale": module.use_scale,
                 "sub_sample": module.sub_sample, "norm": module.norm_type}

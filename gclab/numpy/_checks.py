@@ -34,9 +34,57 @@ def check_input(
             f"{who}: the params are for {channels} input channels, got an input with "
             f"{x.shape[1]} channels (shape {x.shape})"
         )
-    if x.size == 0:
-        raise ValueError(f"{who} got an empty input of shape {x.shape}")
+    if any(s == 0 for s in x.shape[2:]):
+        raise ValueError(
+            f"{who} got an empty input of shape {x.shape}: every spatial size must be >= 1 "
+            f"(an empty batch, B = 0, is fine; an empty map is not)"
+        )
     return x
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool: a string such as ``'no'`` would be truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return bool(value)
+
+
+def check_eps(name: str, value: object) -> float:
+    """Return ``value`` if it is a finite number > 0 (a LayerNorm/BatchNorm epsilon)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name} must be a float such as 1e-5, got {type(value).__name__}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 such as 1e-5, got {value}")
+    return float(value)
+
+
+def check_dout(dout: object, cache: object, who: str, keys: Sequence[str]) -> np.ndarray:
+    """Check a backward's ``dout`` against the ``cache`` its forward returned.
+
+    ``cache`` must be that forward's cache (a dict with ``keys`` and the output's shape);
+    ``dout`` a floating-point ndarray of exactly the output's shape (dL/d out, no broadcasting).
+    """
+    if not isinstance(cache, Mapping) or any(k not in cache for k in keys) or (
+        "out_shape" not in cache
+    ):
+        got = sorted(cache) if isinstance(cache, Mapping) else type(cache).__name__
+        raise ValueError(
+            f"{who} backward: cache must be the cache returned by this block's forward (a dict "
+            f"with keys {sorted(list(keys) + ['out_shape'])}), got {got}"
+        )
+    shape = tuple(cache["out_shape"])
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(
+            f"{who} backward: dout must be a numpy.ndarray of the output's shape {shape}, "
+            f"got {type(dout).__name__}"
+        )
+    check_array(f"{who} backward: dout", dout)
+    if dout.shape != shape:
+        raise ValueError(
+            f"{who} backward: dout must have the output's shape {shape} (dL/d out, one value "
+            f"per output element), got {dout.shape}"
+        )
+    return dout
 
 
 def get_param(

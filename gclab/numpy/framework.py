@@ -21,7 +21,7 @@ from typing import Dict, Iterable, Tuple, Union
 import numpy as np
 
 from . import ops
-from ._checks import check_choice, get_param
+from ._checks import check_bool, check_choice, check_eps, get_param
 
 POOLINGS = ("att", "avg")
 FUSIONS = ("mul", "add")  # the order in which fusion applies them
@@ -94,15 +94,18 @@ def context_modeling(
 
 # ------------------------------------------------------------------- 2. transform
 def bottleneck_forward(
-    c: np.ndarray, params: Params, prefix: str, layer_norm: bool = True
+    c: np.ndarray, params: Params, prefix: str, layer_norm: bool = True, eps: float = 1e-5
 ) -> Tuple[np.ndarray, dict]:
     r"""One transform branch.
 
     .. math::  \delta(c) = W_2\,\mathrm{ReLU}(\mathrm{LN}(W_1 c + b_1)) + b_2
 
     Keys ``{prefix}0.*`` (W_1: (P, C, 1, 1)), ``{prefix}1.*`` (LayerNorm over (P, 1, 1), only
-    with ``layer_norm``), ``{prefix}3.*`` (W_2: (C, P, 1, 1)). Shapes: (B, C, 1, 1) -> same.
+    with ``layer_norm``; epsilon ``eps``), ``{prefix}3.*`` (W_2: (C, P, 1, 1)).
+    Shapes: (B, C, 1, 1) -> same.
     """
+    check_bool("layer_norm", layer_norm)
+    eps = check_eps("eps", eps)
     who = f"transform {prefix!r}"
     h, c0 = ops.conv1x1_forward(
         c, get_param(params, prefix + "0.weight", who, 4), get_param(params, prefix + "0.bias", who)
@@ -111,7 +114,7 @@ def bottleneck_forward(
     if layer_norm:  # LN over (P, 1, 1), affine (P, 1, 1)
         gamma = get_param(params, prefix + "1.weight", who)
         beta = get_param(params, prefix + "1.bias", who)
-        h, c1 = ops.layer_norm_forward(h, gamma, beta, axes=(1, 2, 3))
+        h, c1 = ops.layer_norm_forward(h, gamma, beta, axes=(1, 2, 3), eps=eps)
     h, c2 = ops.relu_forward(h)
     t, c3 = ops.conv1x1_forward(
         h, get_param(params, prefix + "3.weight", who, 4), get_param(params, prefix + "3.bias", who)

@@ -25,7 +25,15 @@ from typing import Dict, Iterable, List, Tuple, Union
 
 import numpy as np
 
-from ._checks import check_choice, check_input, check_keys, get_param
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_dout,
+    check_eps,
+    check_input,
+    check_keys,
+    get_param,
+)
 from .framework import (
     MASK,
     POOLINGS,
@@ -48,14 +56,18 @@ def transform_forward(
     params: Params,
     fusions: Union[str, Iterable[str]] = ("add",),
     layer_norm: bool = True,
+    eps: float = 1e-5,
 ) -> Tuple[Dict[str, np.ndarray], dict]:
     r"""Step 2: one bottleneck per fusion branch, :math:`\delta_f(c)` for f in ``fusions``.
 
-    Keys ``transform.{f}.{0,1,3}.*``. Returns ``({"add": (B, C, 1, 1), ...}, cache)``.
+    Keys ``transform.{f}.{0,1,3}.*``; ``eps`` is the LayerNorm's epsilon.
+    Returns ``({"add": (B, C, 1, 1), ...}, cache)``.
     """
     terms, caches = {}, {}
     for f in parse_fusions(fusions):
-        terms[f], caches[f] = bottleneck_forward(context, params, f"transform.{f}.", layer_norm)
+        terms[f], caches[f] = bottleneck_forward(
+            context, params, f"transform.{f}.", layer_norm, eps
+        )
     return terms, caches
 
 
@@ -75,9 +87,10 @@ def transform(
     params: Params,
     fusions: Union[str, Iterable[str]] = ("add",),
     layer_norm: bool = True,
+    eps: float = 1e-5,
 ) -> Dict[str, np.ndarray]:
     """Output only of :func:`transform_forward`: ``{fusion name: term (B, C, 1, 1)}``."""
-    return transform_forward(context, params, fusions, layer_norm)[0]
+    return transform_forward(context, params, fusions, layer_norm, eps)[0]
 
 
 def param_keys(
@@ -98,22 +111,28 @@ def forward(
     fusions: Union[str, Iterable[str]] = ("add",),
     layer_norm: bool = True,
     return_attention: bool = False,
+    eps: float = 1e-5,
 ) -> Tuple[Union[np.ndarray, Tuple[np.ndarray, np.ndarray]], dict]:
     r"""GC block forward: context modelling -> transform -> fusion.
 
-    Args mirror ``gclab.nn.GCBlock`` (the width P comes from the params' shapes).
+    Args mirror ``gclab.nn.GCBlock`` (the width P comes from the params' shapes; ``eps`` is
+    the LayerNorm's epsilon, ``GCBlock.eps``, carried by ``config_from_torch``).
     Returns ``(out, cache)``, or ``((out, attention), cache)`` with ``return_attention``;
     attention (B, N, N), N = H*W, repeats the weights alpha (B, N) for every query.
+    An empty batch (B = 0) gives an empty output (and zero gradients in :func:`backward`).
     """
     check_choice("pooling", pooling, POOLINGS)
+    check_bool("layer_norm", layer_norm)
+    check_bool("return_attention", return_attention)
+    eps = check_eps("eps", eps)
     fusions = parse_fusions(fusions)
     check_keys(params, param_keys(pooling, fusions, layer_norm), "GC block")
     first = MASK + "weight" if pooling == "att" else f"transform.{fusions[0]}.0.weight"
     check_input(x, get_param(params, first, "GC block", ndim=4).shape[1], (2,), "GC block")
     (context, alpha), c_cm = context_modeling_forward(x, params, pooling)  # 1. c (B, C, 1, 1)
-    terms, c_tr = transform_forward(context, params, fusions, layer_norm)  # 2. delta_f(c)
+    terms, c_tr = transform_forward(context, params, fusions, layer_norm, eps)  # 2. delta_f(c)
     out, c_fu = fusion_forward(x, terms.get("add"), terms.get("mul"))  # 3. x*sig(mul) + add
-    cache = {"context_modeling": c_cm, "transform": c_tr, "fusion": c_fu}
+    cache = {"context_modeling": c_cm, "transform": c_tr, "fusion": c_fu, "out_shape": out.shape}
     if return_attention:
         return (out, expand_attention(alpha)), cache
     return out, cache
@@ -124,6 +143,7 @@ def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
 
     ``dout`` is dL/d out (B, C, H, W) (the attention map, if returned, is not differentiated).
     """
+    check_dout(dout, cache, "GC block", ("context_modeling", "transform", "fusion"))
     dx, dadd, dmul = fusion_backward(dout, cache["fusion"])  # 3.
     dcontext, grads = transform_backward({"add": dadd, "mul": dmul}, cache["transform"])  # 2.
     dx_cm, grads_cm = context_modeling_backward(dcontext, cache["context_modeling"])  # 1.

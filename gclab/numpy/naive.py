@@ -25,6 +25,7 @@ from typing import Dict, Tuple, Union
 import numpy as np
 
 from . import non_local
+from ._checks import check_bool
 
 
 def non_local_naive(
@@ -39,6 +40,8 @@ def non_local_naive(
     """Non-local forward with Python loops over (batch, query i, key j). Same args and result
     as :func:`gclab.numpy.non_local.forward` (output only, or ``(out, attention)``)."""
     non_local.check_config(x, params, mode, sub_sample, norm)
+    check_bool("use_scale", use_scale)
+    check_bool("return_attention", return_attention)
     (theta_x, phi_x, g_x), _ = non_local.embed_forward(x, params, mode, sub_sample)
     batch, n, ci = theta_x.shape
     n_keys = phi_x.shape[2]

@@ -39,7 +39,7 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 
 from . import ops
-from ._checks import check_choice, check_input, check_keys, get_param
+from ._checks import check_bool, check_choice, check_dout, check_input, check_keys, get_param
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 Params = Dict[str, np.ndarray]
@@ -59,7 +59,7 @@ def embed_forward(
 
     In ``gaussian`` mode :math:`\theta = \phi = x` (C channels instead of C_i).
     """
-    b = x.shape[0]
+    check_bool("sub_sample", sub_sample)
     g, c_g = _conv(x, params, "g")  # g(x): (B, Ci, *S)
     if mode == "gaussian":
         theta, phi, c_th, c_ph = x, x, None, None
@@ -70,9 +70,9 @@ def embed_forward(
     if sub_sample:  # keys only: 2x max-pool after the convs
         g, c_gp = ops.max_pool_forward(g)
         phi, c_pp = ops.max_pool_forward(phi)
-    theta_x = theta.reshape(b, theta.shape[1], -1).transpose(0, 2, 1)  # (B, N, Ci)
-    phi_x = phi.reshape(b, phi.shape[1], -1)  # (B, Ci, N')
-    g_x = g.reshape(b, g.shape[1], -1).transpose(0, 2, 1)  # (B, N', Ci)
+    theta_x = ops.flatten_spatial(theta).transpose(0, 2, 1)  # (B, N, Ci)
+    phi_x = ops.flatten_spatial(phi)  # (B, Ci, N')
+    g_x = ops.flatten_spatial(g).transpose(0, 2, 1)  # (B, N', Ci)
     shapes = (theta.shape, phi.shape, g.shape)
     return (theta_x, phi_x, g_x), {"convs": (c_th, c_ph, c_g), "pools": (c_gp, c_pp),
                                    "shapes": shapes, "mode": mode}
@@ -111,6 +111,7 @@ def pairwise_forward(
     ``w_concat`` is ``concat_project.weight`` (1, 2 Ci, 1, 1), for ``concatenation`` only.
     """
     check_choice("mode", mode, MODES)
+    check_bool("use_scale", use_scale)
     n_keys = phi_x.shape[-1]
     if mode == "concatenation":
         ci = theta_x.shape[-1]
@@ -196,7 +197,7 @@ def context_modeling_forward(
 def context_modeling_backward(dy: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
     """(dx, dparams) of :func:`context_modeling_forward`."""
     attn, g_x = cache["attn"], cache["g_x"]
-    dy = dy.reshape(dy.shape[0], dy.shape[1], -1).transpose(0, 2, 1)  # (B, N, Ci)
+    dy = ops.flatten_spatial(dy).transpose(0, 2, 1)  # (B, N, Ci)
     dattn = dy @ g_x.transpose(0, 2, 1)  # (B, N, N')
     dg_x = attn.transpose(0, 2, 1) @ dy  # (B, N', Ci)
     dtheta_x, dphi_x, dw = pairwise_backward(dattn, cache["pairwise"])
@@ -273,6 +274,7 @@ def check_config(
 ) -> np.ndarray:
     """Validate the input and the configuration of a Non-local forward (clear errors)."""
     check_choice("mode", mode, MODES)
+    check_bool("sub_sample", sub_sample)
     if norm is not None:
         check_choice("norm", norm, ("bn",))
     check_keys(params, param_keys(mode, norm), "NonLocal", ["norm.num_batches_tracked"])
@@ -307,15 +309,19 @@ def forward(
     dims from x). Returns ``(out, cache)``, or ``((out, attention (B, N, N')), cache)``.
     """
     check_config(x, params, mode, sub_sample, norm)
+    check_bool("use_scale", use_scale)
+    check_bool("return_attention", return_attention)
     (y, attn), c_cm = context_modeling_forward(x, params, mode, use_scale, sub_sample)  # 1.
     wy, c_tr = transform_forward(y, params, norm)  # 2. W_z y
     out = fusion(x, wy)  # 3. z = x + W_z y
-    cache = {"context_modeling": c_cm, "transform": c_tr}
+    cache = {"context_modeling": c_cm, "transform": c_tr, "out_shape": out.shape}
     return ((out, attn) if return_attention else out), cache
 
 
 def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
-    """(dx, dparams) of :func:`forward`: one gradient per trainable parameter key."""
+    """(dx, dparams) of :func:`forward`: one gradient per trainable parameter key; ``dout`` is
+    dL/d out, of the output's shape (B, C, *S)."""
+    check_dout(dout, cache, "NonLocal", ("context_modeling", "transform"))
     dy, grads = transform_backward(dout, cache["transform"])  # 2. (fusion passes dout to both)
     dx, grads_cm = context_modeling_backward(dy, cache["context_modeling"])  # 1.
     return dout + dx, {**grads_cm, **grads}

@@ -35,6 +35,15 @@ from ._checks import check_array
 Cache = tuple
 
 
+def flatten_spatial(x: np.ndarray) -> np.ndarray:
+    """(B, C, *S) -> (B, C, N) with N = prod(S), written out rather than ``reshape(b, c, -1)``
+    so that an empty batch (B = 0) works (-1 is ambiguous for an array with no elements).
+
+    Example: ``flatten_spatial(np.zeros((0, 3, 4, 5))).shape == (0, 3, 20)``.
+    """
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
+
+
 # ----------------------------------------------------------------------------- 1x1 conv
 def conv1x1_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
@@ -66,7 +75,7 @@ def conv1x1_forward(
     if b is not None and (check_array("conv1x1 bias b", b).shape != (w.shape[0],)):
         raise ValueError(f"conv1x1: bias should have shape ({w.shape[0]},), got {b.shape}")
     w2 = w.reshape(w.shape[0], w.shape[1])  # (Co, Ci)
-    xf = x.reshape(x.shape[0], x.shape[1], -1)  # (B, Ci, N)
+    xf = flatten_spatial(x)  # (B, Ci, N)
     y = w2 @ xf  # (B, Co, N): W x at every position p
     if b is not None:
         y = y + b[:, None]  # + b_o
@@ -83,7 +92,7 @@ def conv1x1_backward(
     """
     xf, w, has_bias, x_shape = cache
     w2 = w.reshape(w.shape[0], w.shape[1])
-    df = dout.reshape(dout.shape[0], dout.shape[1], -1)  # (B, Co, N)
+    df = flatten_spatial(dout)  # (B, Co, N)
     dx = (w2.T @ df).reshape(x_shape)  # W^T dy
     dw = np.einsum("bon,bcn->oc", df, xf).reshape(w.shape)  # sum_{b,p} dy x^T
     db = df.sum(axis=(0, 2)) if has_bias else None  # sum_{b,p} dy
@@ -323,13 +332,13 @@ def attention_pool_forward(x: np.ndarray, logits: np.ndarray) -> Tuple[np.ndarra
     check_array("attention_pool input x", x)
     check_array("attention_pool logits", logits)
     b, c = x.shape[0], x.shape[1]
-    xf = x.reshape(b, c, -1)  # (B, C, N)
+    xf = flatten_spatial(x)  # (B, C, N)
     if logits.size != b * xf.shape[2] or logits.shape[0] != b:
         raise ValueError(
             f"attention_pool: logits should be (B, N) = ({b}, {xf.shape[2]}) or (B, 1, *S), "
             f"got {logits.shape} for x {x.shape}"
         )
-    alpha, sm_cache = softmax_forward(logits.reshape(b, -1), axis=1)  # alpha (B, N)
+    alpha, sm_cache = softmax_forward(logits.reshape(b, xf.shape[2]), axis=1)  # alpha (B, N)
     context = (xf @ alpha[:, :, None]).reshape((b, c) + (1,) * (x.ndim - 2))  # x alpha
     return context, (xf, alpha, sm_cache, x.shape, logits.shape)
 
@@ -391,7 +400,8 @@ def max_pool_forward(
     crop = x[(slice(None), slice(None)) + tuple(slice(0, o * k) for o, k in zip(out_sp, kernel))]
     split = crop.reshape(x.shape[:2] + sum(((o, k) for o, k in zip(out_sp, kernel)), ()))
     order = (0, 1) + tuple(2 + 2 * i for i in range(d)) + tuple(3 + 2 * i for i in range(d))
-    windows = split.transpose(order).reshape(x.shape[:2] + out_sp + (-1,))  # (B, C, *So, K)
+    n_win = int(np.prod(kernel))  # (not -1: an empty batch B = 0 must work)
+    windows = split.transpose(order).reshape(x.shape[:2] + out_sp + (n_win,))  # (B, C, *So, K)
     arg = windows.argmax(axis=-1)  # first max in row-major window order
     y = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
     return y, (arg, x.shape, kernel, out_sp, order, split.shape)

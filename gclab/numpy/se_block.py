@@ -25,6 +25,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from . import gc_block
+from ._checks import check_dout
 from .framework import Params, fusion, fusion_backward, fusion_forward
 
 SE_CONFIG = {"pooling": "avg", "fusions": ("mul",), "layer_norm": False}
@@ -63,7 +64,9 @@ def forward(
 
 
 def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
-    """(dx, dparams) of :func:`forward` (keys ``transform.mul.{0,3}.{weight,bias}``)."""
+    """(dx, dparams) of :func:`forward` (keys ``transform.mul.{0,3}.{weight,bias}``);
+    ``dout`` is dL/d out, of the output's shape (B, C, H, W)."""
+    check_dout(dout, cache, "SE block", ("context_modeling", "transform", "fusion"))
     return gc_block.backward(dout, cache)
 
 

@@ -26,7 +26,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from . import ops
-from ._checks import check_input, check_keys, get_param
+from ._checks import check_bool, check_dout, check_input, check_keys, get_param
 from .framework import (
     MASK,
     Params,
@@ -67,18 +67,20 @@ def forward(
     x: np.ndarray, params: Params, return_attention: bool = False
 ) -> Tuple[Union[np.ndarray, Tuple[np.ndarray, np.ndarray]], dict]:
     """SNL forward. Returns ``(out, cache)``, or ``((out, attention (B, N, N)), cache)``."""
+    check_bool("return_attention", return_attention)
     keys = [MASK + "weight", MASK + "bias", W_V + "weight", W_V + "bias"]
     check_keys(params, keys, "SNL block")
     check_input(x, get_param(params, MASK + "weight", "SNL block", 4).shape[1], (2,), "SNL block")
     (context, alpha), c_cm = context_modeling_forward(x, params, "att")  # 1. c
     t, c_tr = transform_forward(context, params)  # 2. W_v c + b_v
     out, c_fu = fusion_forward(x, add=t)  # 3. x + W_v c + b_v
-    cache = {"context_modeling": c_cm, "transform": c_tr, "fusion": c_fu}
+    cache = {"context_modeling": c_cm, "transform": c_tr, "fusion": c_fu, "out_shape": out.shape}
     return ((out, expand_attention(alpha)) if return_attention else out), cache
 
 
 def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
-    """(dx, dparams) of :func:`forward`."""
+    """(dx, dparams) of :func:`forward`; ``dout`` is dL/d out, the output's shape (B, C, H, W)."""
+    check_dout(dout, cache, "SNL block", ("context_modeling", "transform", "fusion"))
     dx, dt, _ = fusion_backward(dout, cache["fusion"])  # 3.
     dcontext, dw, db = ops.conv1x1_backward(dt, cache["transform"])  # 2.
     dx_cm, grads = context_modeling_backward(dcontext, cache["context_modeling"])  # 1.

@@ -115,6 +115,18 @@ def test_text_file(tmp_path, text, weights_only):
         load_mmdet_gcnet(gc_model(), path, weights_only=weights_only)
 
 
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_a_corrupt_pickle_is_not_called_a_pickle_of_objects(tmp_path, weights_only):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"\x80\x02garbage that is no pickle")
+    with raises_not_checkpoint("corrupt.pth"):
+        load_mmdet_gcnet(gc_model(), path, weights_only=weights_only)
+
+
+def raises_not_checkpoint(name):
+    return pytest.raises(ValueError, match=rf"{name}.*not a torch checkpoint.*state_dict")
+
+
 class _Meta:  # an arbitrary Python object inside a checkpoint (as old mmcv saved configs)
     pass
 
@@ -125,6 +137,8 @@ def test_weights_only_refusal_says_why_and_what_to_do(tmp_path):
     torch.save({"meta": _Meta(), "state_dict": model.state_dict()}, path)
     with pytest.raises(pickle.UnpicklingError, match=r"(?s)with_objects\.pth.*on purpose.*run "
                        r"code.*weights_only=False.*state_dict"):
+        load_mmdet_gcnet(model, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"torch said: Unsupported global.*_Meta"):
         load_mmdet_gcnet(model, path)
     # the way out the message names works: load it yourself, pass the dict
     ckpt = torch.load(path, weights_only=False)

@@ -118,7 +118,12 @@ def _load_file(path: Union[str, os.PathLike], weights_only: bool) -> object:
     try:
         return torch.load(name, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as err:
-        if weights_only and "weights only" in str(err).lower():
+        text = str(err)
+        # torch's own reason follows "WeightsUnpickler error:" (a refused global, or an
+        # opcode it does not know: then the file is no checkpoint at all)
+        detail = text.partition("WeightsUnpickler error:")[2].split("Check the documentation")[0]
+        detail = " ".join(detail.split()) or text.splitlines()[0]
+        if weights_only and "weights only" in text.lower() and "global" in detail.lower():
             raise pickle.UnpicklingError(
                 f"checkpoint file {name!r} holds Python objects other than tensors and plain "
                 "containers, and torch.load(weights_only=True) refuses them on purpose: "
@@ -126,10 +131,11 @@ def _load_file(path: Union[str, os.PathLike], weights_only: bool) -> object:
                 f"yourself, sd = torch.load({name!r}, weights_only=False), and pass the "
                 "state_dict (or the whole dict): load_mmdet_gcnet(model, sd); or call "
                 "load_mmdet_gcnet(model, path, weights_only=False).\n"
-                f"torch said: {str(err).splitlines()[0]}"
+                f"torch said: {detail}"
             ) from None
         raise ValueError(
-            f"checkpoint file {name!r} is not a torch checkpoint ({err}); expected {_EXPECTED}"
+            f"checkpoint file {name!r} is not a torch checkpoint ({detail}); "
+            f"expected {_EXPECTED}"
         ) from None
     except Exception as err:  # torch.load on text, a truncated file, another format ...
         raise ValueError(

@@ -126,9 +126,13 @@ class GCBlock(GlobalContextFramework):
         self.eps = eps
 
     def extra_repr(self) -> str:
+        # the historical repr, plus planes/eps where they say more than ratio does
+        exact = self.planes == int(self.in_channels * self.ratio)
+        extra = "" if exact else f", planes={self.planes}"
+        extra += "" if self.eps == 1e-5 else f", eps={self.eps:g}"
         return (
-            f"in_channels={self.in_channels}, planes={self.planes}, pooling={self.pooling!r}, "
-            f"fusions={self.fusions}, layer_norm={self.layer_norm}, eps={self.eps:g}"
+            f"in_channels={self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
+            f"fusions={self.fusions}, layer_norm={self.layer_norm}{extra}"
         )
 
 

@@ -69,4 +69,6 @@ class SEBlock(GlobalContextFramework):
         return torch.sigmoid(self.transform["mul"](self.context_modeling(x)))
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, planes={self.planes}"
+        exact = self.planes == int(self.in_channels * self.ratio)
+        extra = "" if exact else f", planes={self.planes}"
+        return f"in_channels={self.in_channels}, ratio={self.ratio:g}{extra}"

@@ -33,7 +33,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS
+from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, rename_key
 from .insert import InsertedBlock
 
 # mmdet's name for a block inserted after the last conv of a unit, by gclab block class
@@ -231,10 +231,9 @@ def _mmcv_to_gclab(key: str, tables: List[Tuple[str, Sequence[Tuple[str, str]]]]
     """mmcv's names inside a block (``conv_mask.*``) -> gclab's (``context_modeling...``)."""
     for prefix, table in tables:
         if key.startswith(prefix):
-            rest = key[len(prefix):]
-            for old, new in table:
-                if rest.startswith(old):
-                    return prefix + new + rest[len(old):]
+            new = rename_key(key[len(prefix):], table)
+            if new is not None:
+                return prefix + new
     return key
 
 

@@ -141,7 +141,7 @@ def check_input(
 def check_dtype(x: Tensor, module: object, who: str) -> None:
     """The input's dtype must be the block's parameters' dtype, but under ``torch.autocast``
     (which casts inside each op): otherwise torch fails deep inside a matmul."""
-    param = next(iter(module.parameters()), None)  # type: ignore[attr-defined]
+    param = _first_parameter(module)
     if param is None or param.dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
         return
     short = {torch.float32: "x.float()", torch.float64: "x.double()",
@@ -151,3 +151,17 @@ def check_dtype(x: Tensor, module: object, who: str) -> None:
         f"block.to({x.dtype}) to run in {x.dtype}, or {short or f'x.to({param.dtype})'} to "
         f"convert the input (or run under torch.autocast for mixed precision)"
     )
+
+
+def _first_parameter(module: object) -> Tensor | None:
+    """The first parameter of ``module`` in ``parameters()`` order, found without building the
+    generator of all of them (that costs ~10 us per forward; this, ~1 us)."""
+    for p in module._parameters.values():  # type: ignore[attr-defined]
+        if p is not None:
+            return p
+    for child in module._modules.values():  # type: ignore[attr-defined]
+        if child is not None:
+            found = _first_parameter(child)
+            if found is not None:
+                return found
+    return None

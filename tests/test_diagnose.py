@@ -1,0 +1,174 @@
+"""The generic detectors of gclab.exercises.diagnose: each names one way a wrong output differs
+from the reference's, from (learner output, expected output, inputs, case quantities) alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gclab.exercises.diagnose import (
+    Observation,
+    case_quantities,
+    describe_structure,
+    explain,
+)
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 4, 3, 5))
+
+
+def _softmax(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def one(actual, expected, inputs=(), **q):
+    return explain([Observation(actual, expected, inputs, q or case_quantities(inputs))])
+
+
+@pytest.mark.parametrize("name,k", [("sqrt(C_i)", np.sqrt(6.0)), ("N", 15.0), ("C", 4.0),
+                                    ("2", 2.0), ("sqrt(C)", 2.0 ** 1)])
+def test_named_factor_too_large(name, k):
+    e = RNG.standard_normal((2, 15, 7))
+    q = {"C_i": 6, "N": 15, "C": 4}
+    msg = one(e * k, e, **q)
+    assert msg is not None and "too large" in msg
+    if name != "sqrt(C)":  # sqrt(C) = 2: named as 2 (the first that fits)
+        assert name in msg
+
+
+def test_named_factor_too_small_and_inferred_from_shapes():
+    e = RNG.standard_normal(X.shape)
+    msg = one(e / 15.0, e, (X,))  # N = H * W = 15 from the 4-d input
+    assert "1/N" in msg and "divided by N" in msg
+
+
+def test_unnamed_constant_factor():
+    e = RNG.standard_normal((3, 5))
+    assert "constant factor" in one(e * 1.37, e)
+
+
+def test_sign_flip():
+    e = RNG.standard_normal((3, 5))
+    assert "sign is flipped" in one(-e, e)
+
+
+def test_constant_offset():
+    e = RNG.standard_normal((3, 5))
+    assert "constant offset" in one(e + 0.3, e)
+
+
+def test_one_minus():
+    e = RNG.random((3, 5))
+    assert "1 minus" in one(1.0 - e, e)
+
+
+def test_transposed_axes():
+    e = RNG.standard_normal((2, 3, 5))
+    assert "axes permuted" in one(e.transpose(0, 2, 1), e)
+
+
+def test_reshape_instead_of_transpose():
+    e = RNG.standard_normal((2, 3, 5))
+    wrong = e.transpose(0, 2, 1).reshape(2, 3, 5)
+    assert "wrong places" in one(wrong, e)
+
+
+def test_missing_residual_and_double_residual():
+    e = RNG.standard_normal(X.shape)
+    assert "residual is missing" in one(e - X, e, (X,))
+    assert "added twice" in one(e + X, e, (X,))
+
+
+def test_logits_instead_of_weights():
+    z = RNG.standard_normal((2, 4, 6))
+    assert "logits" in one(z, _softmax(z))
+
+
+def test_softmax_over_the_wrong_axis():
+    z = RNG.standard_normal((2, 4, 6))
+    assert "wrong axis" in one(_softmax(z, axis=1), _softmax(z))
+
+
+def test_rows_that_no_longer_sum_to_one():
+    z = RNG.standard_normal((2, 4, 6))
+    w = _softmax(z) + 0.01 * RNG.random((2, 4, 6))
+    assert "no longer sum to 1" in one(w, _softmax(z))
+
+
+def test_missing_bias_per_channel():
+    e = RNG.standard_normal((2, 4, 3, 5))
+    b = RNG.standard_normal((1, 4, 1, 1))
+    assert "bias" in one(e - b, e)
+
+
+def test_float32_precision():
+    e = RNG.standard_normal((4, 6))
+    assert "float32" in one(e.astype(np.float32).astype(np.float64) * (1 + 1e-7), e)
+
+
+def test_overflow():
+    z = RNG.standard_normal((2, 6)) * 1000
+    with np.errstate(all="ignore"):
+        naive = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    assert "overflow" in one(naive, _softmax(z), (z,))
+
+
+def test_right_on_some_batch_items_only():
+    e = RNG.standard_normal((3, 4, 5))
+    a = e.copy()
+    a[1:] = RNG.standard_normal((2, 4, 5))
+    assert "batch item(s) 0 only" in one(a, e)
+
+
+def _obs(passed, **q):
+    e = RNG.standard_normal((2, 3))
+    return Observation(e if passed else e * 1.1 + RNG.standard_normal((2, 3)), e, (),
+                       q, passed=passed, label="c")
+
+
+def test_right_only_on_square_maps():
+    obs = [_obs(True, H=4, W=4, B=2), _obs(False, H=3, W=5, B=2), _obs(True, H=5, W=5, B=1),
+           _obs(False, H=4, W=6, B=1)]
+    assert "square maps" in explain(obs)
+
+
+def test_right_only_on_odd_sizes():
+    obs = [_obs(True, H=5, W=3, B=2), _obs(False, H=4, W=6, B=2), _obs(False, H=4, W=5, B=1)]
+    assert "odd H and W" in explain(obs)
+
+
+def test_right_only_for_b_1():
+    obs = [_obs(True, H=5, W=3, B=1), _obs(False, H=4, W=6, B=2)]
+    assert "B = 1" in explain(obs)
+
+
+def test_nothing_to_say_about_noise():
+    e = RNG.standard_normal((3, 5))
+    assert one(RNG.standard_normal((3, 5)), e) is None
+
+
+def test_structure_extra_missing_and_reordered_layers():
+    def ref():
+        return nn.Sequential(nn.Conv2d(4, 2, 1), nn.LayerNorm([2, 1, 1]), nn.ReLU(),
+                             nn.Conv2d(2, 4, 1))
+
+    extra = nn.Sequential(nn.Conv2d(4, 2, 1), nn.LayerNorm([2, 1, 1]), nn.LayerNorm([2, 1, 1]),
+                          nn.ReLU(), nn.Conv2d(2, 4, 1))
+    assert "an extra LayerNorm" in describe_structure(extra, ref())
+    missing = nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU(), nn.Conv2d(2, 4, 1))
+    assert "no LayerNorm" in describe_structure(missing, ref())
+    swapped = nn.Sequential(nn.Conv2d(4, 2, 1), nn.ReLU(), nn.LayerNorm([2, 1, 1]),
+                            nn.Conv2d(2, 4, 1))
+    assert "different order" in describe_structure(swapped, ref())
+    narrow = nn.Sequential(nn.Conv2d(4, 3, 1), nn.LayerNorm([3, 1, 1]), nn.ReLU(),
+                           nn.Conv2d(3, 4, 1))
+    assert "shape" in describe_structure(narrow, ref())
+    assert describe_structure(ref(), ref()) is None
+
+
+def test_torch_outputs_are_read_too():
+    e = torch.randn(2, 5, dtype=torch.float64)
+    assert "sign is flipped" in one(-e, e)

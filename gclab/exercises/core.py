@@ -259,8 +259,9 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
     outputs: List[Any] = []
     cmps: List[Any] = []
     failures = 0
-    # the checks after the output ones: the mutation check and the properties
-    after = (0 if ex.kind == "value" else 1) + len(ex.properties)
+    # the checks after the output ones: structure, the mutation check and the properties
+    after = (0 if ex.kind == "value" else 1) + len(ex.properties) + len(ex.structure)
+    structure = _check_structure(ex, obj, trials[0].case, out) if ex.structure else []
 
     def left(k: int) -> int:
         return len(trials) - k - 1 + after
@@ -274,7 +275,10 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
             build_error, build_diagnosis = build_error
         if build_error:
             checks.append(CheckItem(trial.label, False, build_error))
-            return finish("failed", build_error, diagnosis=build_diagnosis, not_run=left(k))
+            checks.extend(structure)  # what is wrong with the build says more than the keys
+            wrong_build = next((c.message for c in structure if not c.passed), None)
+            return finish("failed", build_error, diagnosis=wrong_build or build_diagnosis,
+                          not_run=left(k) - len(structure))
         if outcome.error is not None or outcome.timed_out:
             if isinstance(outcome.error, NotImplementedError):
                 checks.append(CheckItem(trial.label, False, "not yet implemented"))
@@ -307,6 +311,7 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
                 where = trial.label.replace("output on ", "", 1)
                 prop_fail[prop.name] = f"fails on {where}" + (f": {why}" if why else "")
 
+    checks.extend(structure)
     if ex.kind != "value":
         checks.append(
             CheckItem(
@@ -349,10 +354,34 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
         if diagnosis is None:
             with np.errstate(all="ignore"):
                 diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+    if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)
+        diagnosis = next((c.message for c in structure if not c.passed), None)
     worst = _worst(checks, cmps)
     msg = f"{n_bad} of {len(checks)} public checks failed; worst: {worst.name}: "
     msg += worst.message
     return finish("failed", msg, diagnosis)
+
+
+def _check_structure(ex: Exercise, obj: Any, case: Case, out: _CappedStream) -> List[CheckItem]:
+    """``ex.structure`` on the learner's freshly built module (before any weights are loaded):
+    what the exercise asks for (its type, its parts, its initialisation). A module that cannot
+    be built gives no items here; the output checks report that."""
+    built = _guarded(lambda: obj(*_clone(case.args), **_clone(case.kwargs)), ex.time_limit, out)
+    t = _torch()
+    if built.error is not None or built.timed_out or not isinstance(built.value, t.nn.Module):
+        return []
+    items = []
+    for prop in ex.structure:
+        try:
+            ok = prop.fn(built.value, *_clone(case.args), **_clone(case.kwargs))
+        except Exception as exc:  # noqa: BLE001
+            ok = (False, f"could not be checked ({type(exc).__name__}: {exc})")
+        if isinstance(ok, tuple):
+            ok, why = bool(ok[0]), str(ok[1]) if len(ok) > 1 else ""
+        else:
+            ok, why = bool(ok), ""
+        items.append(CheckItem(prop.name, ok, "as asked" if ok else why or "not so"))
+    return items
 
 
 def _worst(checks: List[CheckItem], cmps: List[Any]) -> CheckItem:
@@ -410,16 +439,6 @@ def _run_learner(ex: Exercise, obj: Any, trial: _Trial, out: _CappedStream):
     module = built.value
     if t is None or not isinstance(module, t.nn.Module):
         return _Outcome(), None, None, f"building it gave a {_typename(module)}, not an nn.Module"
-    for prop in ex.structure:  # what the exercise asks for, checked before weights are loaded
-        try:
-            ok = prop.fn(module, *_clone(case.args), **_clone(case.kwargs))
-        except Exception as exc:  # noqa: BLE001
-            ok = (False, f"could not be checked ({type(exc).__name__}: {exc})")
-        ok, why = (bool(ok[0]), str(ok[1]) if len(ok) > 1 else "") if isinstance(ok, tuple) \
-            else (bool(ok), "")
-        if not ok:
-            msg = f"{prop.name}: " + (why or "not so in your module")
-            return _Outcome(), None, None, (msg, why or prop.name)
     try:
         _load_into(module, ref)
     except Exception as exc:  # noqa: BLE001 - reported in the verdict

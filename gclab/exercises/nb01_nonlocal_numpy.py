@@ -199,7 +199,7 @@ def _fwd(**knobs):
 
 # ----------------------------------------------------------------------------- cases
 def _map_cases(rng: np.random.Generator) -> List[Case]:
-    shapes = [(2, 3, 4, 5), (1, 5, 3, 7), (3, 2, 6, 4)]
+    shapes = [(2, 3, 4, 5), (1, 5, 3, 7), (3, 2, 6, 4), (2, 1, 5, 6)]
     return [Case(args=(rng.standard_normal(s),), label=str(s)) for s in shapes]
 
 
@@ -212,7 +212,8 @@ def _to_map_cases(rng: np.random.Generator) -> List[Case]:
 
 def _conv_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((1, 6, 3, 7), 2), ((3, 4, 5, 3), 4)]:
+    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((1, 6, 3, 7), 2), ((3, 4, 5, 3), 4),
+                             ((2, 1, 4, 6), 3)]:
         x = rng.standard_normal((b, c, h, w))
         wt = rng.standard_normal((co, c, 1, 1))
         out.append(Case(args=(x, wt, rng.standard_normal(co)), label=f"x {(b, c, h, w)}, Co={co}"))
@@ -235,17 +236,20 @@ def _pair_cases(rng: np.random.Generator, big: bool = True) -> List[Case]:
     out = []
     for b, n, ci, nk in [(2, 6, 4, 5), (1, 12, 3, 3), (3, 4, 8, 7), (2, 5, 2, 5)]:
         th, ph = rng.standard_normal((b, n, ci)), rng.standard_normal((b, ci, nk))
-        out.append(Case(args=(th, ph), label=f"N={n}, N'={nk}, Ci={ci}"))
+        out.append(Case(args=(th, ph), label=f"N={n}, N'={nk}, Ci={ci}",
+                        meta={"C_i": ci, "N": n, "N'": nk}))
     if big:
         th, ph = rng.standard_normal((2, 5, 4)) * 30, rng.standard_normal((2, 4, 6)) * 30
-        out.append(Case(args=(th, ph), label="N=5, N'=6, logits ~1e3"))
+        out.append(Case(args=(th, ph), label="N=5, N'=6, logits ~1e3",
+                        meta={"C_i": 4, "N": 5, "N'": 6}))
     return out
 
 
 def _embedded_cases(rng: np.random.Generator) -> List[Case]:
     cases = _pair_cases(rng)
     th, ph = rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 4, 3))
-    cases.append(Case(args=(th, ph), kwargs={"use_scale": False}, label="use_scale=False"))
+    cases.append(Case(args=(th, ph), kwargs={"use_scale": False}, label="use_scale=False",
+                      meta={"C_i": 4, "N": 6, "N'": 3}))
     return cases
 
 
@@ -254,12 +258,13 @@ def _concat_cases(rng: np.random.Generator) -> List[Case]:
     out = []
     for cse in cases:
         ci = cse.args[0].shape[-1]
-        out.append(Case(args=cse.args + (rng.standard_normal(2 * ci),), label=cse.label))
+        out.append(Case(args=cse.args + (rng.standard_normal(2 * ci),), label=cse.label,
+                        meta=cse.meta))
     return out
 
 
 def _pool_cases(rng: np.random.Generator) -> List[Case]:
-    shapes = [(2, 3, 4, 6), (1, 2, 5, 7), (2, 4, 7, 4)]
+    shapes = [(2, 3, 4, 6), (1, 2, 5, 7), (2, 4, 7, 4), (2, 1, 6, 8)]
     return [Case(args=(rng.standard_normal(s),), label=f"{s}") for s in shapes]
 
 
@@ -272,13 +277,19 @@ def _block_cases(rng: np.random.Generator) -> List[Case]:
         ((1, 4, 4, 5), "dot_product", True, True),
         ((2, 6, 3, 4), "concatenation", True, False),
         ((1, 4, 6, 4), "embedded_gaussian", False, False),
+        # large logits (~1e3): an exp without max-subtraction overflows here
+        ((2, 4, 4, 6), "embedded_gaussian", True, True, 30.0),
+        ((1, 4, 3, 4), "gaussian", True, False, 20.0),
     ]
-    for shape, mode, use_scale, sub in specs:
-        x = rng.standard_normal(shape)
+    for shape, mode, use_scale, sub, *scale in specs:
+        x = rng.standard_normal(shape) * (scale[0] if scale else 1.0)
         p = random_params(rng, shape[1], mode)
         kw = {"mode": mode, "use_scale": use_scale, "sub_sample": sub}
-        label = f"{shape} {mode} scale={use_scale} sub={sub}"
-        out.append(Case(args=(x, p), kwargs=kw, label=label))
+        label = f"{shape} {mode} scale={use_scale} sub={sub}" + (", logits ~1e3" if scale else "")
+        b, c, h, w = shape
+        n = h * w
+        meta = {"C_i": c // 2, "N": n, "N'": (h // 2) * (w // 2) if sub else n}
+        out.append(Case(args=(x, p), kwargs=kw, label=label, meta=meta))
     return out
 
 

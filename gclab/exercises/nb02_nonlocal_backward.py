@@ -294,7 +294,8 @@ def _conv_variant(kind: str):
 
 def _conv_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((3, 5, 3, 6), 2), ((2, 4, 5, 3), 4)]:
+    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((3, 5, 3, 6), 2), ((2, 4, 5, 3), 4),
+                             ((1, 2, 6, 4), 3)]:
         x = rng.standard_normal((b, c, h, w))
         out.append(Case(args=(rng.standard_normal((b, co, h, w)), x,
                               rng.standard_normal((co, c, 1, 1))),
@@ -448,11 +449,15 @@ def _block_variant(kind: str):
 
 def _block_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for shape, use_scale in [((2, 4, 3, 5), True), ((1, 6, 4, 3), True), ((2, 4, 5, 2), False)]:
-        x = rng.standard_normal(shape)
+    # the last case has logits ~1e3: a forward softmax without max-subtraction overflows
+    for shape, use_scale, s in [((2, 4, 3, 5), True, 1.0), ((1, 6, 4, 3), True, 1.0),
+                                ((2, 4, 5, 2), False, 1.0), ((2, 4, 4, 3), True, 30.0)]:
+        x = rng.standard_normal(shape) * s
         p = random_params(rng, shape[1], "embedded_gaussian")
         out.append(Case(args=(x, p, rng.standard_normal(shape)), kwargs={"use_scale": use_scale},
-                        label=f"x {shape}, use_scale={use_scale}"))
+                        label=f"x {shape}, use_scale={use_scale}"
+                        + (", logits ~1e3" if s > 1 else ""),
+                        meta={"C_i": shape[1] // 2, "N": shape[2] * shape[3]}))
     return out
 
 

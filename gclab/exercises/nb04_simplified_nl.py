@@ -195,18 +195,26 @@ def _params(rng: np.random.Generator, c: int):
     return w_k, b_k, w_v, b_v
 
 
+# one channel, and logits ~1e3 (x scaled), where an exp without max-subtraction overflows
+EXTRA = [((2, 1, 4, 6), 1.0), ((2, 4, 4, 5), 400.0)]
+
+
+def _label(shape, s):
+    return f"x{shape}" + (", logits ~1e3" if s > 1 else "")
+
+
 def cases_attention(rng):
     out = []
-    for shape in SHAPES:
-        x = rng.standard_normal(shape)
+    for shape, s in [(sh, 1.0) for sh in SHAPES] + EXTRA:
+        x = rng.standard_normal(shape) * s
         w_k, b_k, _, _ = _params(rng, shape[1])
-        out.append(Case(args=(x, w_k, b_k), label=f"x{shape}"))
+        out.append(Case(args=(x, w_k, b_k), label=_label(shape, s)))
     return out
 
 
 def cases_pool(rng):
     out = []
-    for shape in SHAPES:
+    for shape in SHAPES + [(2, 1, 4, 6)]:
         b, c, h, w = shape
         x = rng.standard_normal(shape)
         alpha = _softmax(2.0 * rng.standard_normal((b, h * w)), axis=1)
@@ -216,9 +224,9 @@ def cases_pool(rng):
 
 def cases_forward(rng):
     out = []
-    for shape in SHAPES:
-        x = rng.standard_normal(shape)
-        out.append(Case(args=(x, *_params(rng, shape[1])), label=f"x{shape}"))
+    for shape, s in [(sh, 1.0) for sh in SHAPES] + EXTRA[1:]:
+        x = rng.standard_normal(shape) * s
+        out.append(Case(args=(x, *_params(rng, shape[1])), label=_label(shape, s)))
     return out
 
 

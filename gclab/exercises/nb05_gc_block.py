@@ -289,7 +289,7 @@ def _ln_params(rng, p):
 
 def cases_layer_norm(rng):
     out = []
-    for b, p in ((2, 4), (3, 8), (4, 3)):
+    for b, p in ((2, 4), (3, 8), (4, 3), (1, 5)):
         t = 2.0 * rng.standard_normal((b, p, 1, 1)) + 1.0
         out.append(Case(args=(t, *_ln_params(rng, p)), label=f"t({b},{p},1,1)"))
     return out
@@ -309,9 +309,10 @@ def bottleneck_params(rng, c: int, p: int, prefix: str = "") -> Dict[str, np.nda
 
 def cases_transform(rng):
     out = []
-    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4)):
+    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4), (1, 8, 2)):
         ctx = rng.standard_normal((b, c, 1, 1))
-        out.append(Case(args=(ctx, bottleneck_params(rng, c, p)), label=f"C={c}, P={p}, B={b}"))
+        out.append(Case(args=(ctx, bottleneck_params(rng, c, p)), label=f"C={c}, P={p}, B={b}",
+                        meta={"P": p}))
     return out
 
 
@@ -322,6 +323,7 @@ def cases_fusion(rng):
         ((2, 6, 4, 2), ("add",)),
         ((3, 5, 2, 3), ("mul",)),
         ((1, 3, 5, 4), ("add", "mul")),
+        ((2, 1, 4, 6), ("add", "mul")),
     ):
         x = rng.standard_normal((b, c, h, w))
         kw = {f: rng.standard_normal((b, c, 1, 1)) for f in which}
@@ -343,15 +345,19 @@ def gc_params(rng, c: int, p: int, fusions=("add",)) -> Dict[str, np.ndarray]:
 
 def cases_forward(rng):
     out = []
-    for (b, c, h, w), p, fusions in (
+    for (b, c, h, w), p, fusions, *scale in (
         ((2, 8, 3, 5), 2, ("add",)),
         ((3, 12, 5, 2), 3, ("add",)),
         ((2, 8, 4, 6), 4, ("add", "mul")),
         ((2, 16, 2, 3), 4, ("mul",)),
+        ((1, 8, 6, 4), 4, ("add",)),
+        ((2, 8, 4, 5), 4, ("add", "mul"), 300.0),  # logits ~1e3: exp must not overflow
     ):
-        x = rng.standard_normal((b, c, h, w))
-        label = f"x{(b, c, h, w)}, P={p}, {'+'.join(fusions)}"
-        out.append(Case(args=(x, gc_params(rng, c, p, fusions)), label=label))
+        s = scale[0] if scale else 1.0
+        x = rng.standard_normal((b, c, h, w)) * s
+        label = f"x{(b, c, h, w)}, P={p}, {'+'.join(fusions)}" + (", logits ~1e3" if scale else "")
+        out.append(Case(args=(x, gc_params(rng, c, p, fusions)), label=label,
+                        meta={"P": p}))
     return out
 
 

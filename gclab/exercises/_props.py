@@ -25,6 +25,23 @@ def is_int(value):
     return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 
+def count_is_int(out, *args, **kw):
+    """A function's count is an int (property ``fn(out, *args)``); the tip says use //."""
+    return is_int(out)
+
+
+def counts_are_ints(out, *args, **kw):
+    """Every item of a list of counts (indices) is an int."""
+    for v in out:
+        ok, why = is_int(v)
+        if not ok:
+            return False, why
+    return True, ""
+
+
+COUNT = "a count is an int"
+
+
 def module_cases(rng):
     """Cases for "build the block as an nn.Module" exercises: (C, ratio) and an input x."""
     out = []

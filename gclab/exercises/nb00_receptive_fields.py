@@ -30,6 +30,8 @@ from torch import nn
 
 from gclab.exercises.core import Case, Exercise, Property, register
 
+from ._props import COUNT, count_is_int
+
 NOTEBOOK = "00_receptive_fields"
 
 __all__ = [
@@ -290,6 +292,7 @@ register(
                 _rf_own_stride
             ),
         },
+        properties=[Property(COUNT, count_is_int)],
         hints=(
             "Each layer widens the field by (k - 1) steps, and one step of layer l is as wide as "
             "the product of the strides of the layers BEFORE it (the 'jump').",
@@ -317,6 +320,7 @@ register(
                 lambda size, kernel=3: (size - 1) // (kernel - 1)
             ),
         },
+        properties=[Property(COUNT, count_is_int)],
         hints=(
             "Invert the TRF of a stride-1 stack: find the smallest L with 1 + L (k - 1) >= size.",
             "Input: size (int) and kernel (int, default 3). Output: an int L >= 0. size 7 -> 3.",

@@ -152,6 +152,7 @@ def _nl(
     to_map: Callable = _to_map,
     residual: bool = True,
     normalise: Callable = None,
+    scale_by_c: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A NumPy NL with knobs for the mistakes: returns (z, y, attention)."""
     b, c, h, w = x.shape
@@ -168,7 +169,7 @@ def _nl(
     n_keys = phi_x.shape[-1]
     if mode in ("gaussian", "embedded_gaussian"):
         if mode == "embedded_gaussian" and use_scale:
-            logits = logits * theta_x.shape[-1] ** scale_power
+            logits = logits * (c if scale_by_c else theta_x.shape[-1]) ** scale_power
         attention = (normalise or (lambda s: ops.softmax(s, axis=softmax_axis)))(logits)
     elif mode == "dot_product":
         attention = logits / n_keys
@@ -589,6 +590,8 @@ register(Exercise(
             _ctx(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _ctx(scale_power=0.0),
         "sigmoid where softmax belongs (rows do not sum to 1)": _ctx(normalise=ops.sigmoid),
+        "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
+            _ctx(scale_by_c=True),
     },
     properties=[
         Property("shapes y (B, Ci, H, W), attention (B, N, N')", _ctx_shapes),
@@ -627,6 +630,8 @@ register(Exercise(
         "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
             _fwd(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _fwd(scale_power=0.0),
+        "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
+            _fwd(scale_by_c=True),
     },
     properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],
     hints=(

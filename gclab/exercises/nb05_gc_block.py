@@ -125,10 +125,25 @@ def ref_gc_module(in_channels: int, ratio: float) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- wrong variants
-def _ln_np(t: np.ndarray, gamma, beta, axes=(1, 2, 3), ddof=0) -> np.ndarray:
+def _ln_np(t: np.ndarray, gamma, beta, axes=(1, 2, 3), ddof=0, eps=EPS, eps_inside=True
+           ) -> np.ndarray:
     mu = t.mean(axis=axes, keepdims=True)
     var = t.var(axis=axes, keepdims=True, ddof=ddof)
-    return (t - mu) / np.sqrt(var + EPS) * gamma + beta
+    if not eps_inside:
+        return (t - mu) / (np.sqrt(var) + eps) * gamma + beta
+    return (t - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def wrong_ln_no_eps(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps=0.0)
+
+
+def wrong_ln_eps_outside(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps_inside=False)
+
+
+def wrong_ln_eps_1e6(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps=1e-6)
 
 
 def wrong_ln_batch(t, gamma, beta):
@@ -292,6 +307,9 @@ def cases_layer_norm(rng):
     for b, p in ((2, 4), (3, 8), (4, 3), (1, 5)):
         t = 2.0 * rng.standard_normal((b, p, 1, 1)) + 1.0
         out.append(Case(args=(t, *_ln_params(rng, p)), label=f"t({b},{p},1,1)"))
+    # nearly constant vectors (variance ~1e-4): eps matters, so where it goes shows
+    t = 1.0 + 0.01 * rng.standard_normal((2, 6, 1, 1))
+    out.append(Case(args=(t, *_ln_params(rng, 6)), label="t(2,6,1,1), variance ~1e-4"))
     return out
 
 
@@ -366,7 +384,9 @@ def _normalised_per_sample(out, t, gamma, beta) -> bool:
     u = (np.asarray(out) - beta) / gamma  # undo the affine: mean 0, variance 1 per sample
     return bool(
         np.allclose(u.mean(axis=(1, 2, 3)), 0.0, atol=1e-6)
-        and np.allclose(u.var(axis=(1, 2, 3)), 1.0, atol=1e-3)
+        # variance 1 up to eps: var / (var + eps)
+        and np.allclose(u.var(axis=(1, 2, 3)), (v := np.var(t, axis=(1, 2, 3))) / (v + EPS),
+                        atol=1e-3)
     )
 
 
@@ -385,6 +405,10 @@ register(Exercise(
         "LayerNorm over the wrong axes (the trailing 1x1 axes only: every value becomes beta)":
             wrong_ln_spatial,
         "unbiased variance (divide by P-1; LayerNorm divides by P)": wrong_ln_unbiased,
+        "LayerNorm without eps (nn.LayerNorm adds eps = 1e-5 to the variance)": wrong_ln_no_eps,
+        "eps added outside the square root (sqrt(var) + eps, not sqrt(var + eps))":
+            wrong_ln_eps_outside,
+        "eps = 1e-6 (nn.LayerNorm's default is 1e-5)": wrong_ln_eps_1e6,
     },
     properties=[
         Property("output has the input's shape (B, P, 1, 1)", _same_shape),

@@ -102,6 +102,54 @@ def test_missing_bias_per_channel():
     e = RNG.standard_normal((2, 4, 3, 5))
     b = RNG.standard_normal((1, 4, 1, 1))
     assert "bias" in one(e - b, e)
+    # a difference that also varies per image: the global (context) term, not a bias
+    g = RNG.standard_normal((2, 4, 1, 1))
+    assert "global term" in one(e - g, e)
+
+
+def test_off_by_one_and_small_count_differences():
+    assert "off by one" in one(np.int64(8), np.int64(7))
+    assert "13 too low" in one(1000 - 13, 1000)
+
+
+def test_findings_with_other_numbers_count_as_the_same():
+    e1, e2 = RNG.standard_normal((3, 5)), RNG.standard_normal((4, 2))
+    obs = [Observation(e1 + 0.3, e1, error=1.0), Observation(e2 - 0.7, e2, error=2.0)]
+    assert "constant offset (-0.7" in explain(obs)  # the worst case's number
+
+
+def test_several_names_for_one_factor_are_resolved_across_cases():
+    """N = N' on one case: the factor is named N' because that is the name every case fits."""
+    e1, e2 = RNG.standard_normal((2, 5, 5)), RNG.standard_normal((2, 4, 6))
+    obs = [Observation(e1 * 5, e1, quantities={"N": 5, "N'": 5}),
+           Observation(e2 * 6, e2, quantities={"N": 4, "N'": 6})]
+    assert "factor N' too large" in explain(obs)
+
+
+def test_logits_scaled_by_a_named_factor():
+    z = RNG.standard_normal((2, 4, 6))
+    msg = one(_softmax(z / 4.0), _softmax(z / 2.0), C_i=4)
+    assert "logits" in msg and "1/sqrt(C_i)" in msg
+
+
+def test_outputs_in_the_wrong_order_and_a_missing_dict_entry():
+    a, b = RNG.standard_normal((2, 3)), RNG.standard_normal((3, 4))
+    assert "wrong order" in one((b, a), (a, b))
+    assert "no entry for db" in one({"dw": a}, {"dw": a, "db": b})
+
+
+def test_strings_and_none():
+    assert "where the reference returns None" in one("neck.x", None)
+    assert "an extra '0' after 'layer1.0.bn2'" in one("layer1.0.bn2.0.weight",
+                                                      "layer1.0.bn2.weight")
+    assert "'0' where '1' belongs" in one("a.bn2.0.w", "a.bn2.1.w")
+
+
+def test_a_setting_that_alone_fails():
+    obs = [Observation(1.0, 1.0, passed=True, settings={"position": "a"}),
+           Observation(2.0, 1.5, passed=False, settings={"position": "b"}),
+           Observation(3.0, 3.0, passed=True, settings={"position": "a"})]
+    assert "wrong only where position = 'b'" in explain(obs)
 
 
 def test_float32_precision():
@@ -120,7 +168,7 @@ def test_right_on_some_batch_items_only():
     e = RNG.standard_normal((3, 4, 5))
     a = e.copy()
     a[1:] = RNG.standard_normal((2, 4, 5))
-    assert "batch item(s) 0 only" in one(a, e)
+    assert "first image only" in one(a, e)
 
 
 def _obs(passed, **q):

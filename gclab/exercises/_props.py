@@ -22,6 +22,8 @@ def is_int(value):
     """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return True, ""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iu":
+        return True, ""  # a 0-d integer array is an integer too
     return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
 
 

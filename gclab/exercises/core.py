@@ -356,6 +356,12 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
                 diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
     if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)
         diagnosis = next((c.message for c in structure if not c.passed), None)
+    if diagnosis is None and mutated:  # the values may be right; what the code did is the cause
+        diagnosis = f"your code {mutated[0][1]}"
+    if diagnosis is None and not failures:  # right values, a property says why (a float count)
+        why = [prop_fail[p.name].split(": ", 1)[1] for p in ex.properties
+               if p.name in prop_fail and ": " in prop_fail[p.name]]
+        diagnosis = why[0] if why and "could not be evaluated" not in why[0] else None
     worst = _worst(checks, cmps)
     msg = f"{n_bad} of {len(checks)} public checks failed; worst: {worst.name}: "
     msg += worst.message
@@ -400,9 +406,14 @@ def _worst(checks: List[CheckItem], cmps: List[Any]) -> CheckItem:
 def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: List[Any]):
     """What the generic detectors see of each case (see ``gclab.exercises.diagnose``)."""
     obs = []
+    names = _arg_names(ex)
     for trial, actual, cmp in zip(trials, outputs, cmps):
         case = trial.case
         inputs = case.inputs if ex.kind == "module" else (*case.args, *case.kwargs.values())
+        settings = {}
+        if ex.kind == "function":
+            named = {**dict(zip(names, case.args)), **case.kwargs}
+            settings = {k: v for k, v in named.items() if isinstance(v, (str, bool))}
         obs.append(
             _detect.Observation(
                 actual=actual,
@@ -412,9 +423,20 @@ def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: 
                 passed=cmp.ok,
                 label=trial.label.replace("output on ", "", 1),
                 error=cmp.error if cmp.value_only else float("inf"),
+                settings=settings,
             )
         )
     return obs
+
+
+def _arg_names(ex: Exercise) -> List[str]:
+    """The reference's parameter names (for naming a case's settings: ``position``)."""
+    import inspect
+
+    try:
+        return list(inspect.signature(ex.reference).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
 def _run_learner(ex: Exercise, obj: Any, trial: _Trial, out: _CappedStream):

@@ -376,7 +376,8 @@ def _eg_cases(rng: np.random.Generator) -> List[Case]:
         attn = non_local.embedded_gaussian(th, ph, use_scale)
         out.append(Case(args=(rng.standard_normal((bsz, n, nk)), th, ph, attn),
                         kwargs={"use_scale": use_scale},
-                        label=f"N={n}, N'={nk}, Ci={ci}, use_scale={use_scale}"))
+                        label=f"N={n}, N'={nk}, Ci={ci}, use_scale={use_scale}",
+                        meta={"C_i": ci, "N": n, "N'": nk}))
     return out
 
 

@@ -93,3 +93,84 @@ def test_se_assemble_refuses_the_named_blocks_and_gc_init():
     ref.load_state_dict(named.state_dict(), strict=True)
     x = torch.randn(2, 16, 3, 5)
     assert torch.equal(ref(x), named(x))
+
+
+# --------------------------------------------------------------------------- softmax
+# every exercise whose computation contains a softmax (the learner writes one somewhere inside)
+SOFTMAX_EXERCISES = ["nl.softmax", "nl.embedded_gaussian", "nl.context_modeling", "nl.forward",
+                     "nlgrad.block_backward", "snl.attention", "snl.forward", "gc.forward",
+                     "gc.module"]
+
+
+def test_every_softmax_exercise_fails_a_softmax_without_max_subtraction():
+    """The learner simulation holds, for each of these exercises, code whose softmax skips the
+    max-subtraction; each must fail (the cases' logits reach ~1e3, where exp overflows)."""
+    import warnings
+
+    from learner_sim import WRONG, load
+
+    from gclab.exercises import check
+
+    load()
+    for eid in SOFTMAX_EXERCISES:
+        naive = [i for i in WRONG if i.exercise == eid
+                 and ("naive" in i.what or "max subtraction" in i.what)]
+        assert naive, f"no naive-softmax implementation of {eid} in tests/learner_sim"
+        for impl in naive:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                result = check(eid, impl.obj)
+            assert not result.passed, f"{eid}: {impl.what} passes"
+            assert "overflow" in (result.diagnosis or "") or "NaN" in result.message, (
+                eid, str(result))
+
+
+# --------------------------------------------------------------------------- verdict texts
+def test_gc_forward_headline_is_the_worst_case():
+    """Average pooling in gc.forward: the first case (P = 2, the LayerNorm nearly removes the
+    context) is off by ~1e-4 only; the headline quotes the worst case instead."""
+    import gclab.numpy as gnp
+    from gclab.exercises import check
+
+    def avg_gc(x, params):
+        fusions = tuple(f for f in ("add", "mul") if f"transform.{f}.0.weight" in params)
+        rest = {k: v for k, v in params.items() if not k.startswith("context_modeling.")}
+        return gnp.gc_block.forward(x, rest, pooling="avg", fusions=fusions)[0]
+
+    result = check("gc.forward", avg_gc)
+    assert not result.passed
+    worst = result.message.split("worst: ", 1)[1]
+    errors = [float(c.message.split("relative error ")[1].split(" ")[0])
+              for c in result.checks if not c.passed and "relative error" in c.message]
+    assert f"relative error {max(errors):.2g}" in worst
+
+
+def test_module_structure_is_explained_not_the_state_dict_keys():
+    from torch import nn
+
+    from gclab.exercises import check
+    from gclab.nn import AttentionPooling
+
+    class ExtraNorm(nn.Module):
+        def __init__(self, c, ratio=1 / 16):
+            super().__init__()
+            p = int(c * ratio)
+            self.context_modeling = AttentionPooling(c)
+            self.transform = nn.ModuleDict({"add": nn.Sequential(
+                nn.Conv2d(c, p, 1), nn.LayerNorm([p, 1, 1]), nn.ReLU(), nn.Conv2d(p, c, 1),
+                nn.LayerNorm([c, 1, 1]))})
+
+        def forward(self, x):
+            return x + self.transform["add"](self.context_modeling(x))
+
+    class ReluFirst(ExtraNorm):
+        def __init__(self, c, ratio=1 / 16):
+            super().__init__(c, ratio)
+            p = int(c * ratio)
+            self.transform["add"] = nn.Sequential(nn.Conv2d(c, p, 1), nn.ReLU(),
+                                                  nn.LayerNorm([p, 1, 1]), nn.Conv2d(p, c, 1))
+
+    r = check("gc.module", ExtraNorm)
+    assert not r.passed and "an extra LayerNorm" in r.message and "Missing key" not in r.message
+    r = check("gc.module", ReluFirst)
+    assert not r.passed and "different order" in r.diagnosis

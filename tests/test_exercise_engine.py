@@ -510,3 +510,31 @@ def test_headline_reports_the_worst_case():
 
     result = check("engine.softmax", f)
     assert "worst: output on large logits" in result.message
+
+
+def test_two_mistakes_with_the_same_output_are_both_named():
+    ex = Exercise(id="engine.twins", notebook="engine_tests", title="x + 1",
+                  reference=lambda x: x + 1.0,
+                  cases=lambda rng: [Case(args=(rng.standard_normal(4),))],
+                  mistakes={"the 1 left out": lambda x: x * 1.0,
+                            "both biases forgotten": lambda x: x + 0.0,
+                            "doubled": lambda x: 2 * x + 1})
+    core.register(ex)
+    try:
+        result = check("engine.twins", lambda x: x.copy())
+    finally:
+        core._REGISTRY.pop("engine.twins")
+    assert result.diagnosis == "the 1 left out, or both biases forgotten"
+
+
+def test_a_float_count_is_named_by_its_property():
+    ex = Exercise(id="engine.count", notebook="engine_tests", title="count", kind="value",
+                  reference=lambda: 12, mistakes={"a": lambda: 11, "b": lambda: 13},
+                  properties=[Property("a count is an int",
+                                       lambda v: (isinstance(v, int), "use // for a count"))])
+    core.register(ex)
+    try:
+        result = check("engine.count", 12.0)
+    finally:
+        core._REGISTRY.pop("engine.count")
+    assert not result.passed and result.diagnosis == "use // for a count"

@@ -174,3 +174,17 @@ def test_module_structure_is_explained_not_the_state_dict_keys():
     assert not r.passed and "an extra LayerNorm" in r.message and "Missing key" not in r.message
     r = check("gc.module", ReluFirst)
     assert not r.passed and "different order" in r.diagnosis
+
+
+def test_batched_3d_cases_cover_b_1_and_b_above_1():
+    """(B, N, D) inputs (attention matrices, position lists): B = 1 and B > 1 both occur."""
+    for e in catalog():
+        ex = get(e.id)
+        if ex.kind != "function" or ex.cases is None or e.id in MAP_EXERCISES:
+            continue
+        firsts = [next((a for a in c.args if hasattr(a, "shape")), None)
+                  for c in ex.cases(np.random.default_rng(0))]
+        if not firsts or any(a is None or len(a.shape) != 3 for a in firsts):
+            continue
+        sizes = {a.shape[0] for a in firsts}
+        assert 1 in sizes and any(b > 1 for b in sizes), f"{e.id}: batch sizes {sizes}"

@@ -136,7 +136,7 @@ def _named_factor(k: float, quantities: Mapping[str, float]) -> str | None:
 def _factor_names(k: float, quantities: Mapping[str, float]) -> List[str]:
     """Every name that fits ``k`` (two quantities may be equal on one case: N = N')."""
     found: List[str] = []
-    cands: List[Tuple[str, float]] = [("2", 2.0), ("ln(10)", math.log(10.0))]
+    cands: List[Tuple[str, float]] = []
     # B sizes the batch, not a formula: never a factor; N - 1 is (the pairs i != j)
     usable = [(n, float(v)) for n, v in quantities.items() if n != "B" and v and v > 0
               and v != 1]
@@ -149,12 +149,14 @@ def _factor_names(k: float, quantities: Mapping[str, float]) -> List[str]:
         if v1 != v2:
             cands.append((f"{n1}/{n2}", v1 / v2))
             cands.append((f"sqrt({n1}/{n2})", math.sqrt(v1 / v2)))
+    cands += [("2", 2.0), ("ln(10)", math.log(10.0))]  # the case's own quantities first
     for name, v in cands:
         inv = f"1/({name})" if "/" in name and not name.startswith("sqrt") else f"1/{name}"
         for val, label in ((v, f"{name}"), (1.0 / v, inv)):
             if abs(k - val) <= 1e-6 * abs(val) and label not in found:
                 found.append(label)
-    return found
+    plain = [f for f in found if not f.startswith("1/(")]  # N'/C_i, not 1/(C_i/N')
+    return plain or found
 
 
 # --------------------------------------------------------------------------- per-case detectors
@@ -328,8 +330,9 @@ def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]
                 return [f"a factor {name} too small: your output is the reference divided by "
                         f"{name[2:]} (an extra division by {name[2:]}, or a missing "
                         "multiplication)" if name.startswith("1/") else
-                        f"a factor {name} too large: your output is the reference times {name} "
-                        f"(a missing division by {name}, or an extra multiplication)"
+                        f"a factor {name} too {'large' if k > 1 else 'small'}: your output is "
+                        f"the reference times {name} (a division or multiplication by {name} "
+                        "too many, or one missing)"
                         for name in names]
             if e.size >= 4:
                 out.append(f"off by a constant factor (your output is {_fmt(k)} x the "
@@ -342,7 +345,7 @@ def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]
         return [f"off by a constant offset ({_fmt(c)} everywhere): a term added or left out"]
     if e.size > 1 and _close(a, 1.0 - e) or (e.size == 1 and abs(a.item() - 1 + e.item()) < 1e-9):
         return ["your output is 1 minus the reference (a similarity where a distance belongs, "
-                "or the other way round)"]
+                "sigmoid(-s) where sigmoid(s) belongs, or the other way round)"]
     if e.size > 2 and np.ptp(a + e) <= 1e-7 * scale_e:
         c = float((a + e).flat[0])
         return [f"your output is {_fmt(c)} minus the reference (a sign flipped, and an offset)"]

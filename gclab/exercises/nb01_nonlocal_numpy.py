@@ -153,6 +153,7 @@ def _nl(
     residual: bool = True,
     normalise: Callable = None,
     scale_by_c: bool = False,
+    keys_as_queries: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A NumPy NL with knobs for the mistakes: returns (z, y, attention)."""
     b, c, h, w = x.shape
@@ -166,7 +167,7 @@ def _nl(
     phi_x = phi.reshape(b, phi.shape[1], -1)
     g_x = _positions(g)
     logits = theta_x @ phi_x
-    n_keys = phi_x.shape[-1]
+    n_keys = theta_x.shape[1] if keys_as_queries else phi_x.shape[-1]
     if mode in ("gaussian", "embedded_gaussian"):
         if mode == "embedded_gaussian" and use_scale:
             logits = logits * (c if scale_by_c else theta_x.shape[-1]) ** scale_power
@@ -592,6 +593,8 @@ register(Exercise(
         "sigmoid where softmax belongs (rows do not sum to 1)": _ctx(normalise=ops.sigmoid),
         "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
             _ctx(scale_by_c=True),
+        "divided by N (the queries) instead of N' (the sub-sampled keys)":
+            _ctx(keys_as_queries=True),
     },
     properties=[
         Property("shapes y (B, Ci, H, W), attention (B, N, N')", _ctx_shapes),
@@ -632,6 +635,8 @@ register(Exercise(
         "missing 1/sqrt(d) scale in the embedded gaussian": _fwd(scale_power=0.0),
         "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
             _fwd(scale_by_c=True),
+        "divided by N (the queries) instead of N' (the sub-sampled keys)":
+            _fwd(keys_as_queries=True),
     },
     properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],
     hints=(

@@ -220,3 +220,17 @@ def test_structure_extra_missing_and_reordered_layers():
 def test_torch_outputs_are_read_too():
     e = torch.randn(2, 5, dtype=torch.float64)
     assert "sign is flipped" in one(-e, e)
+
+
+def test_odd_outputs_never_crash_the_detectors():
+    odd = [object(), {"a": object()}, (1, "x"), [None, 2.0], np.array(["a", "b"]),
+           np.zeros((0, 3)), torch.zeros(2, 3, dtype=torch.complex64), float("nan")]
+    for a in odd:
+        for e in (np.zeros((2, 3)), 1.0, "s", None, (np.ones(2), np.ones(3)), {"a": 1.0}):
+            explain([Observation(a, e)])  # returns a string or None, never raises
+
+
+def test_squared_and_square_root():
+    e = RNG.random((3, 4)) + 0.1
+    assert "squared" in one(e**2, e)
+    assert "square root of the reference" in one(np.sqrt(e), e)

@@ -352,8 +352,11 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
     if failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
         diagnosis = _diagnose(ex, trials, outputs)
         if diagnosis is None:
-            with np.errstate(all="ignore"):
-                diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+            try:  # the detectors only read arrays, but a verdict must never crash on them
+                with np.errstate(all="ignore"):
+                    diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+            except Exception:  # noqa: BLE001
+                diagnosis = None
     if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)
         diagnosis = next((c.message for c in structure if not c.passed), None)
     if diagnosis is None and mutated:  # the values may be right; what the code did is the cause

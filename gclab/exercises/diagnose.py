@@ -349,6 +349,13 @@ def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]
     if e.size > 2 and np.ptp(a + e) <= 1e-7 * scale_e:
         c = float((a + e).flat[0])
         return [f"your output is {_fmt(c)} minus the reference (a sign flipped, and an offset)"]
+    if np.all(e >= 0) and np.any(np.abs(e - 1) > 1e-6) and np.any(e > 0):
+        if _close(a, e ** 2):
+            return ["your output is the reference squared (a variance where a standard "
+                    "deviation belongs, or a square root forgotten)"]
+        if _close(a, np.sqrt(e)):
+            return ["your output is the square root of the reference (a square root too many, "
+                    "e.g. a norm where its square belongs)"]
     if e.size > 2 and np.any(e < 0) and _close(a, np.maximum(e, 0)):
         return ["an extra ReLU (or a clip at 0): your output is max(reference, 0)"]
     if e.size > 2 and np.any(a < 0) and _close(np.maximum(a, 0), e):

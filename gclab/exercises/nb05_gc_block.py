@@ -247,6 +247,15 @@ def wrong_gc_sigmoid(x, params):
     return _gc_np(x, params, gate="sigmoid")
 
 
+def wrong_gc_avg_pool(x, params):
+    """Average pooling where the attention pooling belongs (conv_mask ignored): SE's squeeze."""
+    from gclab.numpy import gc_block
+
+    fusions = tuple(f for f in ("add", "mul") if f"transform.{f}.0.weight" in params)
+    rest = {k: v for k, v in params.items() if not k.startswith("context_modeling.")}
+    return gc_block.forward(x, rest, pooling="avg", fusions=fusions)[0]
+
+
 def wrong_gc_mul_after_add(x, params):
     return _gc_np(x, params, mul_after_add=True)
 
@@ -494,6 +503,8 @@ register(Exercise(
         "LayerNorm over the wrong axes (over the batch, per channel)": wrong_gc_ln_batch,
         "sigmoid where softmax belongs (attention weights do not sum to 1)": wrong_gc_sigmoid,
         "mul applied after add (the order is multiply first, then add)": wrong_gc_mul_after_add,
+        "average pooling where the attention pooling belongs (conv_mask unused)":
+            wrong_gc_avg_pool,
     },
     properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
     hints=(

@@ -503,7 +503,8 @@ register(Exercise(
         "LayerNorm over the wrong axes (over the batch, per channel)": wrong_gc_ln_batch,
         "sigmoid where softmax belongs (attention weights do not sum to 1)": wrong_gc_sigmoid,
         "mul applied after add (the order is multiply first, then add)": wrong_gc_mul_after_add,
-        "average pooling where the attention pooling belongs (conv_mask unused)":
+        "average pooling where the attention pooling belongs, or W_k left out (both give "
+        "uniform weights 1/N)":
             wrong_gc_avg_pool,
     },
     properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],

@@ -209,11 +209,14 @@ def test_diagnosis_names_the_mistake_by_output_not_by_code():
 
 
 def test_no_diagnosis_for_an_unrelated_wrong_answer():
-    result = check("engine.softmax", lambda x: ref_softmax(x) * 0.5)
-    assert result.status == "failed" and result.diagnosis is None
+    # other logits: still rows of weights along the right axis, no pattern to name
+    def other(x):
+        return ref_softmax(np.abs(x) ** 1.5) * 0.5 + 0.5 / x.shape[-1]
+
+    result = check("engine.softmax", other)
+    assert result.status == "failed" and result.diagnosis is None, result.diagnosis
     failed = [c for c in result.checks if not c.passed]
     assert any("relative error" in c.message for c in failed)
-    assert any(c.name == "rows sum to 1" for c in failed)
 
 
 # --------------------------------------------------------------------------- robustness
@@ -431,3 +434,107 @@ def test_bad_exercise_definitions_are_rejected():
         Exercise(id="x.y", notebook="n", title="t", reference=None, cases=_softmax_cases)
     with pytest.raises(TypeError, match="Exercise"):
         core.register({"id": "x.y"})
+
+
+# --------------------------------------------------------------------------- issue 10, section 1-2
+@pytest.mark.parametrize(
+    "form",
+    [float, np.float64, np.asarray, lambda v: np.array(v)[()]],
+    ids=["float", "numpy scalar", "0-d array", "indexed 0-d"],
+)
+@pytest.mark.parametrize("expected", [np.asarray(0.25), np.float64(0.25), 0.25],
+                         ids=["exp 0-d", "exp np scalar", "exp float"])
+def test_a_number_passes_in_every_correct_form(form, expected):
+    assert core._compare(expected, form(0.25), 1e-9, 0.0).ok
+    assert not core._compare(expected, form(0.5), 1e-9, 0.0).ok
+
+
+def test_a_number_is_not_a_one_element_array():
+    r = core._compare(np.asarray(0.25), np.asarray([0.25]), 1e-9, 0.0)
+    assert not r.ok and "shape (1,)" in r.message
+
+
+def test_mutation_check_sees_requires_grad_dtype_and_shape():
+    t = torch.zeros(3, dtype=torch.float64)
+    assert "requires_grad" in core._mutation(t, t.clone().requires_grad_())
+    assert "dtype" in core._mutation(t, t.float())
+    assert "shape" in core._mutation(t, t.reshape(1, 3))
+    assert "dtype" in core._mutation(np.zeros(3), np.zeros(3, np.float32))
+    assert core._mutation(t, t.clone()) is None
+
+
+def test_restoring_by_arithmetic_is_explained():
+    x = np.random.default_rng(0).standard_normal(5)
+    y = x.copy()
+    h = 1e-5
+    for k in range(5):  # the numerical gradient's x[k] += h; x[k] -= 2h; x[k] += h
+        y[k] += h
+        y[k] -= 2 * h
+        y[k] += h
+    msg = core._mutation(x, y)
+    assert msg is not None and "rounding" in msg and "old = x[i]" in msg
+
+
+def test_function_that_turns_on_requires_grad_fails():
+    def f(x):
+        x.requires_grad_(True)
+        return x.detach() * 2
+
+    ex = Exercise(id="engine.flags", notebook="engine_tests", title="double",
+                  reference=lambda x: x * 2,
+                  cases=lambda rng: [Case(args=(torch.ones(3, dtype=torch.float64),))],
+                  mistakes={"a": lambda x: x, "b": lambda x: x * 3})
+    core.register(ex)
+    try:
+        result = check("engine.flags", f)
+    finally:
+        core._REGISTRY.pop("engine.flags")
+    assert not result.passed
+    assert "requires_grad" in result.message
+
+
+def test_not_run_counts_every_check_that_did_not_run():
+    def stub(x):
+        raise NotImplementedError
+
+    result = check("engine.softmax", stub)
+    total = len(result.checks) + result.not_run
+    # 2 cases x 2 seeds, the mutation check and the property
+    assert total == 2 * 2 + 1 + 1
+
+
+def test_headline_reports_the_worst_case():
+    def f(x):  # right on the small case, badly wrong on the large one
+        out = ref_softmax(x)
+        return out if np.abs(x).max() < 50 else out[..., ::-1].copy()
+
+    result = check("engine.softmax", f)
+    assert "worst: output on large logits" in result.message
+
+
+def test_two_mistakes_with_the_same_output_are_both_named():
+    ex = Exercise(id="engine.twins", notebook="engine_tests", title="x + 1",
+                  reference=lambda x: x + 1.0,
+                  cases=lambda rng: [Case(args=(rng.standard_normal(4),))],
+                  mistakes={"the 1 left out": lambda x: x * 1.0,
+                            "both biases forgotten": lambda x: x + 0.0,
+                            "doubled": lambda x: 2 * x + 1})
+    core.register(ex)
+    try:
+        result = check("engine.twins", lambda x: x.copy())
+    finally:
+        core._REGISTRY.pop("engine.twins")
+    assert result.diagnosis == "the 1 left out, or both biases forgotten"
+
+
+def test_a_float_count_is_named_by_its_property():
+    ex = Exercise(id="engine.count", notebook="engine_tests", title="count", kind="value",
+                  reference=lambda: 12, mistakes={"a": lambda: 11, "b": lambda: 13},
+                  properties=[Property("a count is an int",
+                                       lambda v: (isinstance(v, int), "use // for a count"))])
+    core.register(ex)
+    try:
+        result = check("engine.count", 12.0)
+    finally:
+        core._REGISTRY.pop("engine.count")
+    assert not result.passed and result.diagnosis == "use // for a count"

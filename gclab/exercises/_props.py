@@ -22,14 +22,37 @@ def is_int(value):
     """(ok, why): a count is an int; a float such as 2 * C**2 / r is refused with a tip."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return True, ""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iu":
+        return True, ""  # a 0-d integer array is an integer too
     return False, f"got {value!r} ({type(value).__name__}); use // or int(...) for a count"
+
+
+def count_is_int(out, *args, **kw):
+    """A function's count is an int (property ``fn(out, *args)``); the tip says use //."""
+    return is_int(out)
+
+
+def counts_are_ints(out, *args, **kw):
+    """Every item of a list of counts (indices) is an int."""
+    for v in out:
+        ok, why = is_int(v)
+        if not ok:
+            return False, why
+    return True, ""
+
+
+COUNT = "a count is an int"
 
 
 def module_cases(rng):
     """Cases for "build the block as an nn.Module" exercises: (C, ratio) and an input x."""
     out = []
-    for shape, ratio in (((2, 16, 3, 5), 1 / 4), ((3, 32, 5, 4), 1 / 16), ((2, 8, 6, 2), 1 / 2)):
-        x = torch.as_tensor(rng.standard_normal(shape), dtype=torch.float32)
-        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}"
+    # B = 1 too, and a case with large inputs (attention logits ~1e2: a float32 exp without
+    # max-subtraction overflows there)
+    for shape, ratio, s in (((2, 16, 3, 5), 1 / 4, 1.0), ((3, 32, 5, 4), 1 / 16, 1.0),
+                            ((2, 8, 6, 2), 1 / 2, 1.0), ((1, 16, 4, 6), 1 / 4, 1.0),
+                            ((2, 16, 5, 4), 1 / 4, 100.0)):
+        x = torch.as_tensor(rng.standard_normal(shape) * s, dtype=torch.float32)
+        label = f"C={shape[1]}, ratio={ratio:g}, x{shape}" + (", large x" if s > 1 else "")
         out.append(Case(args=(shape[1], ratio), inputs=(x,), label=label))
     return out

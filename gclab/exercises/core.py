@@ -52,9 +52,20 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from . import diagnose as _detect
+
 # The four parts of the engine; core only orchestrates them. Re-exported so that
 # ``gclab.exercises.core`` keeps its public names.
-from .compare import _clone, _compare, _compare_values, _identical, _rel_error, _torch, _typename  # noqa: F401
+from .compare import (  # noqa: F401
+    _clone,
+    _compare,
+    _compare_values,
+    _identical,
+    _mutation,
+    _rel_error,
+    _torch,
+    _typename,
+)
 from .registry import (  # noqa: F401
     _REGISTRY,
     KINDS,
@@ -246,22 +257,35 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
         return finish("failed", f"expected an nn.Module class, got a {_typename(obj)}")
 
     outputs: List[Any] = []
+    cmps: List[Any] = []
     failures = 0
+    # the checks after the output ones: structure, the mutation check and the properties
+    after = (0 if ex.kind == "value" else 1) + len(ex.properties) + len(ex.structure)
+    structure = _check_structure(ex, obj, trials[0].case, out) if ex.structure else []
+
+    def left(k: int) -> int:
+        return len(trials) - k - 1 + after
     mutated: List[str] = []
     prop_fail: Dict[str, str] = {}
 
     for k, trial in enumerate(trials):
         outcome, kept_inputs, passed_inputs, build_error = _run_learner(ex, obj, trial, out)
+        build_diagnosis = None
+        if isinstance(build_error, tuple):
+            build_error, build_diagnosis = build_error
         if build_error:
             checks.append(CheckItem(trial.label, False, build_error))
-            return finish("failed", build_error, not_run=len(trials) - k - 1)
+            checks.extend(structure)  # what is wrong with the build says more than the keys
+            wrong_build = next((c.message for c in structure if not c.passed), None)
+            return finish("failed", build_error, diagnosis=wrong_build or build_diagnosis,
+                          not_run=left(k) - len(structure))
         if outcome.error is not None or outcome.timed_out:
             if isinstance(outcome.error, NotImplementedError):
                 checks.append(CheckItem(trial.label, False, "not yet implemented"))
-                return finish("not implemented", "not yet implemented", not_run=len(trials) - k - 1)
+                return finish("not implemented", "not yet implemented", not_run=left(k))
             msg = _describe_error(outcome, ex.time_limit)
             checks.append(CheckItem(trial.label, False, msg))
-            return finish("failed", msg, not_run=len(trials) - k - 1)
+            return finish("failed", msg, not_run=left(k))
         actual = outcome.value
         if ex.kind == "value" and callable(actual) and not callable(trial.expected):
             msg = f"got a {_typename(actual)}; pass the value itself (or call your function)"
@@ -269,13 +293,16 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
             return finish("failed", msg)
         outputs.append(actual)
         cmp = _compare(trial.expected, actual, ex.rtol, ex.atol)
+        cmps.append(cmp)
         if cmp.ok:
             checks.append(CheckItem(trial.label, True, f"matches the reference ({cmp.message})"))
         else:
             failures += 1
             checks.append(CheckItem(trial.label, False, cmp.message))
-        if ex.kind != "value" and not _identical(kept_inputs, passed_inputs):
-            mutated.append(trial.label.replace("output on ", "", 1))
+        if ex.kind != "value" and not mutated:
+            change = _mutation(kept_inputs, passed_inputs)
+            if change:
+                mutated.append((trial.label.replace("output on ", "", 1), change))
         for prop in ex.properties:
             if prop.name in prop_fail:
                 continue
@@ -284,6 +311,7 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
                 where = trial.label.replace("output on ", "", 1)
                 prop_fail[prop.name] = f"fails on {where}" + (f": {why}" if why else "")
 
+    checks.extend(structure)
     if ex.kind != "value":
         checks.append(
             CheckItem(
@@ -291,8 +319,9 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
                 not mutated,
                 "your code left its inputs unchanged"
                 if not mutated
-                else f"your code modified its input arrays in place (on {mutated[0]}); "
-                "work on a copy or use out-of-place operations",
+                else f"your code {mutated[0][1]} (on {mutated[0][0]})"
+                + ("" if "instead" in mutated[0][1] else
+                   "; work on a copy or use out-of-place operations"),
             )
         )
     for prop in ex.properties:
@@ -322,10 +351,95 @@ def _check(ex: Exercise, obj: Any) -> CheckResult:
     diagnosis = None
     if failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
         diagnosis = _diagnose(ex, trials, outputs)
-    first_bad = next(c for c in checks if not c.passed)
-    msg = f"{n_bad} of {len(checks)} public checks failed; first: {first_bad.name}: "
-    msg += first_bad.message
+        if diagnosis is None:
+            try:  # the detectors only read arrays, but a verdict must never crash on them
+                with np.errstate(all="ignore"):
+                    diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+            except Exception:  # noqa: BLE001
+                diagnosis = None
+    if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)
+        diagnosis = next((c.message for c in structure if not c.passed), None)
+    if diagnosis is None and mutated:  # the values may be right; what the code did is the cause
+        diagnosis = f"your code {mutated[0][1]}"
+    if diagnosis is None and not failures:  # right values, a property says why (a float count)
+        why = [prop_fail[p.name].split(": ", 1)[1] for p in ex.properties
+               if p.name in prop_fail and ": " in prop_fail[p.name]]
+        diagnosis = why[0] if why and "could not be evaluated" not in why[0] else None
+    worst = _worst(checks, cmps)
+    msg = f"{n_bad} of {len(checks)} public checks failed; worst: {worst.name}: "
+    msg += worst.message
     return finish("failed", msg, diagnosis)
+
+
+def _check_structure(ex: Exercise, obj: Any, case: Case, out: _CappedStream) -> List[CheckItem]:
+    """``ex.structure`` on the learner's freshly built module (before any weights are loaded):
+    what the exercise asks for (its type, its parts, its initialisation). A module that cannot
+    be built gives no items here; the output checks report that."""
+    built = _guarded(lambda: obj(*_clone(case.args), **_clone(case.kwargs)), ex.time_limit, out)
+    t = _torch()
+    if built.error is not None or built.timed_out or not isinstance(built.value, t.nn.Module):
+        return []
+    items = []
+    for prop in ex.structure:
+        try:
+            ok = prop.fn(built.value, *_clone(case.args), **_clone(case.kwargs))
+        except Exception as exc:  # noqa: BLE001
+            ok = (False, f"could not be checked ({type(exc).__name__}: {exc})")
+        if isinstance(ok, tuple):
+            ok, why = bool(ok[0]), str(ok[1]) if len(ok) > 1 else ""
+        else:
+            ok, why = bool(ok), ""
+        items.append(CheckItem(prop.name, ok, "as asked" if ok else why or "not so"))
+    return items
+
+
+def _worst(checks: List[CheckItem], cmps: List[Any]) -> CheckItem:
+    """The failed check to headline: a wrong structure (type, shape, dtype, NaN) before a wrong
+    value, and among wrong values the largest relative error; then the other checks."""
+    bad = [(i, c) for i, c in enumerate(checks[: len(cmps)]) if not c.passed]
+    if bad:
+        def rank(item):
+            r = cmps[item[0]]
+            return (0 if not r.value_only else 1, -r.error)
+
+        return min(bad, key=rank)[1]
+    return next(c for c in checks if not c.passed)
+
+
+def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: List[Any]):
+    """What the generic detectors see of each case (see ``gclab.exercises.diagnose``)."""
+    obs = []
+    names = _arg_names(ex)
+    for trial, actual, cmp in zip(trials, outputs, cmps):
+        case = trial.case
+        inputs = case.inputs if ex.kind == "module" else (*case.args, *case.kwargs.values())
+        settings = {}
+        if ex.kind == "function":
+            named = {**dict(zip(names, case.args)), **case.kwargs}
+            settings = {k: v for k, v in named.items() if isinstance(v, (str, bool))}
+        obs.append(
+            _detect.Observation(
+                actual=actual,
+                expected=trial.expected,
+                inputs=inputs,
+                quantities=_detect.case_quantities(inputs, case.meta),
+                passed=cmp.ok,
+                label=trial.label.replace("output on ", "", 1),
+                error=cmp.error if cmp.value_only else float("inf"),
+                settings=settings,
+            )
+        )
+    return obs
+
+
+def _arg_names(ex: Exercise) -> List[str]:
+    """The reference's parameter names (for naming a case's settings: ``position``)."""
+    import inspect
+
+    try:
+        return list(inspect.signature(ex.reference).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
 def _run_learner(ex: Exercise, obj: Any, trial: _Trial, out: _CappedStream):
@@ -353,6 +467,15 @@ def _run_learner(ex: Exercise, obj: Any, trial: _Trial, out: _CappedStream):
     try:
         _load_into(module, ref)
     except Exception as exc:  # noqa: BLE001 - reported in the verdict
+        try:
+            layers = _detect.describe_structure(module, ref)
+        except Exception:  # noqa: BLE001
+            layers = None
+        if layers:
+            return _Outcome(), None, None, (
+                "its parameters do not load into the reference's state_dict: " + layers,
+                layers,
+            )
         text = str(exc).replace("\n\t", " ").replace("\n", " ")
         return (
             _Outcome(),
@@ -389,9 +512,18 @@ def _check_property(ex: Exercise, prop: Property, actual: Any, case: Case) -> Tu
 
 
 def _diagnose(ex: Exercise, trials: List[_Trial], outputs: List[Any]) -> str | None:
-    """The name of the first mistake whose output the learner's output matches on every case."""
-    if len(outputs) != len(trials):
+    """The names of the mistakes whose outputs the learner's output matches on every case
+    (several that give the same output are all named: "A, or B"), or None."""
+    with np.errstate(all="ignore"):
+        names = list(_matching_mistakes(ex, trials, outputs))
+    if not names:
         return None
+    return ", or ".join(names)
+
+
+def _matching_mistakes(ex: Exercise, trials: List[_Trial], outputs: List[Any]):
+    if len(outputs) != len(trials):
+        return
     for name, variant in ex.mistakes.items():
         try:
             for trial, actual in zip(trials, outputs):
@@ -402,10 +534,9 @@ def _diagnose(ex: Exercise, trials: List[_Trial], outputs: List[Any]) -> str | N
                 if not _compare(wrong, actual, ex.rtol, ex.atol, equal_nan=True).ok:
                     break
             else:
-                return name
+                yield name
         except Exception:  # noqa: BLE001 - a variant that crashes on these inputs matches nothing
             continue
-    return None
 
 
 def _log(ex: Exercise, result: CheckResult) -> None:

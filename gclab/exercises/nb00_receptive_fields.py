@@ -30,6 +30,8 @@ from torch import nn
 
 from gclab.exercises.core import Case, Exercise, Property, register
 
+from ._props import COUNT, count_is_int
+
 NOTEBOOK = "00_receptive_fields"
 
 __all__ = [
@@ -234,7 +236,9 @@ def _erf_1d_cases(rng: np.random.Generator) -> List[Case]:
 
 def _erf_cases(rng: np.random.Generator) -> List[Case]:
     cases = []
-    for depth, c, h, w, relu in ((2, 2, 13, 9, False), (3, 3, 11, 16, True)):
+    # odd and even sizes, H != W, one channel: a centre half a pixel off fails on even maps
+    for depth, c, h, w, relu in ((2, 2, 13, 9, False), (3, 3, 11, 16, True),
+                                 (2, 1, 12, 10, False)):
         net = conv_stack(depth, c, relu=relu, seed=int(rng.integers(2**31)))
         x = torch.as_tensor(rng.standard_normal((1, c, h, w)))
         cases.append(
@@ -246,6 +250,8 @@ def _erf_cases(rng: np.random.Generator) -> List[Case]:
 def _std_cases(rng: np.random.Generator) -> List[Case]:
     return [
         Case(args=(rng.random((9, 13)) * 5.0,), label="random 9x13 map"),
+        Case(args=(rng.random((8, 12)) * 5.0,), label="random 8x12 map (even sizes)"),
+        Case(args=(rng.random((10, 7)) * 5.0,), label="random 10x7 map"),
         Case(args=(np.outer(erf_1d(3), erf_1d(4)) * 3.0,), label="binomial 7x9 map"),
     ]
 
@@ -286,6 +292,7 @@ register(
                 _rf_own_stride
             ),
         },
+        properties=[Property(COUNT, count_is_int)],
         hints=(
             "Each layer widens the field by (k - 1) steps, and one step of layer l is as wide as "
             "the product of the strides of the layers BEFORE it (the 'jump').",
@@ -313,6 +320,7 @@ register(
                 lambda size, kernel=3: (size - 1) // (kernel - 1)
             ),
         },
+        properties=[Property(COUNT, count_is_int)],
         hints=(
             "Invert the TRF of a stride-1 stack: find the smallest L with 1 + L (k - 1) >= size.",
             "Input: size (int) and kernel (int, default 3). Output: an int L >= 0. size 7 -> 3.",

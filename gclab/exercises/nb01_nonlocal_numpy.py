@@ -152,6 +152,8 @@ def _nl(
     to_map: Callable = _to_map,
     residual: bool = True,
     normalise: Callable = None,
+    scale_by_c: bool = False,
+    keys_as_queries: bool = False,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A NumPy NL with knobs for the mistakes: returns (z, y, attention)."""
     b, c, h, w = x.shape
@@ -165,10 +167,10 @@ def _nl(
     phi_x = phi.reshape(b, phi.shape[1], -1)
     g_x = _positions(g)
     logits = theta_x @ phi_x
-    n_keys = phi_x.shape[-1]
+    n_keys = theta_x.shape[1] if keys_as_queries else phi_x.shape[-1]
     if mode in ("gaussian", "embedded_gaussian"):
         if mode == "embedded_gaussian" and use_scale:
-            logits = logits * theta_x.shape[-1] ** scale_power
+            logits = logits * (c if scale_by_c else theta_x.shape[-1]) ** scale_power
         attention = (normalise or (lambda s: ops.softmax(s, axis=softmax_axis)))(logits)
     elif mode == "dot_product":
         attention = logits / n_keys
@@ -199,7 +201,7 @@ def _fwd(**knobs):
 
 # ----------------------------------------------------------------------------- cases
 def _map_cases(rng: np.random.Generator) -> List[Case]:
-    shapes = [(2, 3, 4, 5), (1, 5, 3, 7), (3, 2, 6, 4)]
+    shapes = [(2, 3, 4, 5), (1, 5, 3, 7), (3, 2, 6, 4), (2, 1, 5, 6)]
     return [Case(args=(rng.standard_normal(s),), label=str(s)) for s in shapes]
 
 
@@ -212,7 +214,8 @@ def _to_map_cases(rng: np.random.Generator) -> List[Case]:
 
 def _conv_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((1, 6, 3, 7), 2), ((3, 4, 5, 3), 4)]:
+    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((1, 6, 3, 7), 2), ((3, 4, 5, 3), 4),
+                             ((2, 1, 4, 6), 3)]:
         x = rng.standard_normal((b, c, h, w))
         wt = rng.standard_normal((co, c, 1, 1))
         out.append(Case(args=(x, wt, rng.standard_normal(co)), label=f"x {(b, c, h, w)}, Co={co}"))
@@ -235,17 +238,20 @@ def _pair_cases(rng: np.random.Generator, big: bool = True) -> List[Case]:
     out = []
     for b, n, ci, nk in [(2, 6, 4, 5), (1, 12, 3, 3), (3, 4, 8, 7), (2, 5, 2, 5)]:
         th, ph = rng.standard_normal((b, n, ci)), rng.standard_normal((b, ci, nk))
-        out.append(Case(args=(th, ph), label=f"N={n}, N'={nk}, Ci={ci}"))
+        out.append(Case(args=(th, ph), label=f"N={n}, N'={nk}, Ci={ci}",
+                        meta={"C_i": ci, "N": n, "N'": nk}))
     if big:
         th, ph = rng.standard_normal((2, 5, 4)) * 30, rng.standard_normal((2, 4, 6)) * 30
-        out.append(Case(args=(th, ph), label="N=5, N'=6, logits ~1e3"))
+        out.append(Case(args=(th, ph), label="N=5, N'=6, logits ~1e3",
+                        meta={"C_i": 4, "N": 5, "N'": 6}))
     return out
 
 
 def _embedded_cases(rng: np.random.Generator) -> List[Case]:
     cases = _pair_cases(rng)
     th, ph = rng.standard_normal((2, 6, 4)), rng.standard_normal((2, 4, 3))
-    cases.append(Case(args=(th, ph), kwargs={"use_scale": False}, label="use_scale=False"))
+    cases.append(Case(args=(th, ph), kwargs={"use_scale": False}, label="use_scale=False",
+                      meta={"C_i": 4, "N": 6, "N'": 3}))
     return cases
 
 
@@ -254,12 +260,13 @@ def _concat_cases(rng: np.random.Generator) -> List[Case]:
     out = []
     for cse in cases:
         ci = cse.args[0].shape[-1]
-        out.append(Case(args=cse.args + (rng.standard_normal(2 * ci),), label=cse.label))
+        out.append(Case(args=cse.args + (rng.standard_normal(2 * ci),), label=cse.label,
+                        meta=cse.meta))
     return out
 
 
 def _pool_cases(rng: np.random.Generator) -> List[Case]:
-    shapes = [(2, 3, 4, 6), (1, 2, 5, 7), (2, 4, 7, 4)]
+    shapes = [(2, 3, 4, 6), (1, 2, 5, 7), (2, 4, 7, 4), (2, 1, 6, 8)]
     return [Case(args=(rng.standard_normal(s),), label=f"{s}") for s in shapes]
 
 
@@ -272,13 +279,19 @@ def _block_cases(rng: np.random.Generator) -> List[Case]:
         ((1, 4, 4, 5), "dot_product", True, True),
         ((2, 6, 3, 4), "concatenation", True, False),
         ((1, 4, 6, 4), "embedded_gaussian", False, False),
+        # large logits (~1e3): an exp without max-subtraction overflows here
+        ((2, 4, 4, 6), "embedded_gaussian", True, True, 30.0),
+        ((1, 4, 3, 4), "gaussian", True, False, 20.0),
     ]
-    for shape, mode, use_scale, sub in specs:
-        x = rng.standard_normal(shape)
+    for shape, mode, use_scale, sub, *scale in specs:
+        x = rng.standard_normal(shape) * (scale[0] if scale else 1.0)
         p = random_params(rng, shape[1], mode)
         kw = {"mode": mode, "use_scale": use_scale, "sub_sample": sub}
-        label = f"{shape} {mode} scale={use_scale} sub={sub}"
-        out.append(Case(args=(x, p), kwargs=kw, label=label))
+        label = f"{shape} {mode} scale={use_scale} sub={sub}" + (", logits ~1e3" if scale else "")
+        b, c, h, w = shape
+        n = h * w
+        meta = {"C_i": c // 2, "N": n, "N'": (h // 2) * (w // 2) if sub else n}
+        out.append(Case(args=(x, p), kwargs=kw, label=label, meta=meta))
     return out
 
 
@@ -578,6 +591,10 @@ register(Exercise(
             _ctx(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _ctx(scale_power=0.0),
         "sigmoid where softmax belongs (rows do not sum to 1)": _ctx(normalise=ops.sigmoid),
+        "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
+            _ctx(scale_by_c=True),
+        "divided by N (the queries) instead of N' (the sub-sampled keys)":
+            _ctx(keys_as_queries=True),
     },
     properties=[
         Property("shapes y (B, Ci, H, W), attention (B, N, N')", _ctx_shapes),
@@ -616,6 +633,10 @@ register(Exercise(
         "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
             _fwd(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _fwd(scale_power=0.0),
+        "scaled by 1/sqrt(C), the block's channels, instead of 1/sqrt(C_i), theta's":
+            _fwd(scale_by_c=True),
+        "divided by N (the queries) instead of N' (the sub-sampled keys)":
+            _fwd(keys_as_queries=True),
     },
     properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],
     hints=(

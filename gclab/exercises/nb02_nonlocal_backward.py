@@ -69,6 +69,9 @@ def _rel_error_cases(rng: np.random.Generator) -> List[Case]:
         Case(args=(rng.standard_normal(7) * 1e3, rng.standard_normal(7) * 1e3), label="large"),
         Case(args=(np.concatenate([z, [1.0, 2.0]]), np.concatenate([z2, [1.0, 2.001]])),
              label="zeros and small values"),
+        # |a| + |b| near the 1e-8 floor: max(1e-8, .) and "+ 1e-8" differ here
+        Case(args=(np.array([3e-9, 1e-8, 0.0]), np.array([6e-9, 2e-8, 0.0])),
+             label="values ~1e-8"),
     ]
 
 
@@ -88,6 +91,8 @@ register(Exercise(
         "divided by the largest |a| + |b| (not element by element)": lambda a, b: float(
             np.max(np.abs(a - b)) / max(1e-8, float(np.max(np.abs(a) + np.abs(b))))
         ),
+        "added 1e-8 to the denominator instead of taking max(1e-8, |a| + |b|)":
+            lambda a, b: float(np.max(np.abs(a - b) / (np.abs(a) + np.abs(b) + 1e-8))),
     },
     properties=[Property("a number >= 0", lambda out, *a: float(out) >= 0)],
     hints=(
@@ -203,6 +208,8 @@ register(Exercise(
             lambda dout, p: p * (dout - (dout * p).sum(axis=-2, keepdims=True)),
         "upstream gradient left out of the sum (p (dout - sum p))":
             lambda dout, p: p * (dout - p.sum(axis=-1, keepdims=True)),
+        "the softmax Jacobian skipped (dout passed through as the logits' gradient)":
+            lambda dout, p: dout.copy(),
     },
     properties=[
         Property("shape of p", _shape_is(lambda dout, p: p.shape)),
@@ -294,7 +301,8 @@ def _conv_variant(kind: str):
 
 def _conv_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((3, 5, 3, 6), 2), ((2, 4, 5, 3), 4)]:
+    for (b, c, h, w), co in [((2, 3, 4, 5), 4), ((3, 5, 3, 6), 2), ((2, 4, 5, 3), 4),
+                             ((1, 2, 6, 4), 3)]:
         x = rng.standard_normal((b, c, h, w))
         out.append(Case(args=(rng.standard_normal((b, co, h, w)), x,
                               rng.standard_normal((co, c, 1, 1))),
@@ -347,6 +355,8 @@ def _eg_variant(kind: str):
         scale = math.sqrt(theta_x.shape[-1]) if use_scale else 1.0
         axis = -2 if kind == "axis" else -1
         dlogits = attention * (dattn - (dattn * attention).sum(axis=axis, keepdims=True))
+        if kind == "nojac":
+            dlogits = dattn
         if kind != "scale":
             dlogits = dlogits / scale
         if kind == "reshape":
@@ -366,7 +376,8 @@ def _eg_cases(rng: np.random.Generator) -> List[Case]:
         attn = non_local.embedded_gaussian(th, ph, use_scale)
         out.append(Case(args=(rng.standard_normal((bsz, n, nk)), th, ph, attn),
                         kwargs={"use_scale": use_scale},
-                        label=f"N={n}, N'={nk}, Ci={ci}, use_scale={use_scale}"))
+                        label=f"N={n}, N'={nk}, Ci={ci}, use_scale={use_scale}",
+                        meta={"C_i": ci, "N": n, "N'": nk}))
     return out
 
 
@@ -382,6 +393,8 @@ register(Exercise(
         "softmax backward summed over the wrong axis (-2, not the keys)": _eg_variant("axis"),
         "reshape where a transpose belongs (phi_x / theta_x reshaped, not transposed)":
             _eg_variant("reshape"),
+        "the softmax Jacobian skipped (dattn used as the logits' gradient)":
+            _eg_variant("nojac"),
     },
     properties=[Property(
         "shapes (dtheta_x like theta_x, dphi_x like phi_x)",
@@ -448,11 +461,15 @@ def _block_variant(kind: str):
 
 def _block_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for shape, use_scale in [((2, 4, 3, 5), True), ((1, 6, 4, 3), True), ((2, 4, 5, 2), False)]:
-        x = rng.standard_normal(shape)
+    # the last case has logits ~1e3: a forward softmax without max-subtraction overflows
+    for shape, use_scale, s in [((2, 4, 3, 5), True, 1.0), ((1, 6, 4, 3), True, 1.0),
+                                ((2, 4, 5, 2), False, 1.0), ((3, 4, 4, 3), True, 30.0)]:
+        x = rng.standard_normal(shape) * s
         p = random_params(rng, shape[1], "embedded_gaussian")
         out.append(Case(args=(x, p, rng.standard_normal(shape)), kwargs={"use_scale": use_scale},
-                        label=f"x {shape}, use_scale={use_scale}"))
+                        label=f"x {shape}, use_scale={use_scale}"
+                        + (", logits ~1e3" if s > 1 else ""),
+                        meta={"C_i": shape[1] // 2, "N": shape[2] * shape[3]}))
     return out
 
 

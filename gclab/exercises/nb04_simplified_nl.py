@@ -144,12 +144,13 @@ def wrong_pool_max(x, alpha):
     return (x.reshape(b, c, -1) * alpha[:, None, :]).max(axis=2).reshape(b, c, 1, 1)
 
 
-def _snl_np(x, w_k, b_k, w_v, b_v, gate=None, residual=True, bias=True) -> np.ndarray:
+def _snl_np(x, w_k, b_k, w_v, b_v, gate=None, residual=True, bias=True, w_v_t=True
+            ) -> np.ndarray:
     b, c = x.shape[:2]
     logits = _logits(x, w_k, b_k)
     alpha = _softmax(logits, axis=1) if gate is None else gate(logits)
     ctx = np.einsum("bcn,bn->bc", x.reshape(b, c, -1), alpha)
-    term = ctx @ w_v.T + (b_v if bias else 0.0)
+    term = (ctx @ w_v.T if w_v_t else ctx @ w_v) + (b_v if bias else 0.0)
     out = term[:, :, None, None] + (x if residual else 0.0)
     return np.broadcast_to(out, x.shape).copy()
 
@@ -164,6 +165,10 @@ def wrong_forward_sigmoid(x, w_k, b_k, w_v, b_v):
 
 def wrong_forward_no_bias(x, w_k, b_k, w_v, b_v):
     return _snl_np(x, w_k, b_k, w_v, b_v, bias=False)
+
+
+def wrong_forward_w_v_untransposed(x, w_k, b_k, w_v, b_v):
+    return _snl_np(x, w_k, b_k, w_v, b_v, w_v_t=False)
 
 
 def wrong_convert_no_scale(nl):
@@ -195,18 +200,26 @@ def _params(rng: np.random.Generator, c: int):
     return w_k, b_k, w_v, b_v
 
 
+# one channel, and logits ~1e3 (x scaled), where an exp without max-subtraction overflows
+EXTRA = [((2, 1, 4, 6), 1.0), ((2, 4, 4, 5), 400.0)]
+
+
+def _label(shape, s):
+    return f"x{shape}" + (", logits ~1e3" if s > 1 else "")
+
+
 def cases_attention(rng):
     out = []
-    for shape in SHAPES:
-        x = rng.standard_normal(shape)
+    for shape, s in [(sh, 1.0) for sh in SHAPES] + EXTRA:
+        x = rng.standard_normal(shape) * s
         w_k, b_k, _, _ = _params(rng, shape[1])
-        out.append(Case(args=(x, w_k, b_k), label=f"x{shape}"))
+        out.append(Case(args=(x, w_k, b_k), label=_label(shape, s)))
     return out
 
 
 def cases_pool(rng):
     out = []
-    for shape in SHAPES:
+    for shape in SHAPES + [(2, 1, 4, 6)]:
         b, c, h, w = shape
         x = rng.standard_normal(shape)
         alpha = _softmax(2.0 * rng.standard_normal((b, h * w)), axis=1)
@@ -216,9 +229,9 @@ def cases_pool(rng):
 
 def cases_forward(rng):
     out = []
-    for shape in SHAPES:
-        x = rng.standard_normal(shape)
-        out.append(Case(args=(x, *_params(rng, shape[1])), label=f"x{shape}"))
+    for shape, s in [(sh, 1.0) for sh in SHAPES] + EXTRA[1:]:
+        x = rng.standard_normal(shape) * s
+        out.append(Case(args=(x, *_params(rng, shape[1])), label=_label(shape, s)))
     return out
 
 
@@ -348,6 +361,8 @@ register(Exercise(
         "a missing residual (the block must return x + ...)": wrong_forward_no_residual,
         "sigmoid where softmax belongs (weights do not sum to 1)": wrong_forward_sigmoid,
         "W_v's bias b_v forgotten": wrong_forward_no_bias,
+        "W_v not transposed (context @ W_v; the conv computes W_v @ context, i.e. "
+        "context @ W_v.T)": wrong_forward_w_v_untransposed,
     },
     properties=[
         Property("output has the input's shape (B, C, H, W)", _shape_like_x),

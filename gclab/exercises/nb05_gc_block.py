@@ -125,10 +125,25 @@ def ref_gc_module(in_channels: int, ratio: float) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- wrong variants
-def _ln_np(t: np.ndarray, gamma, beta, axes=(1, 2, 3), ddof=0) -> np.ndarray:
+def _ln_np(t: np.ndarray, gamma, beta, axes=(1, 2, 3), ddof=0, eps=EPS, eps_inside=True
+           ) -> np.ndarray:
     mu = t.mean(axis=axes, keepdims=True)
     var = t.var(axis=axes, keepdims=True, ddof=ddof)
-    return (t - mu) / np.sqrt(var + EPS) * gamma + beta
+    if not eps_inside:
+        return (t - mu) / (np.sqrt(var) + eps) * gamma + beta
+    return (t - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def wrong_ln_no_eps(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps=0.0)
+
+
+def wrong_ln_eps_outside(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps_inside=False)
+
+
+def wrong_ln_eps_1e6(t, gamma, beta):
+    return _ln_np(t, gamma, beta, eps=1e-6)
 
 
 def wrong_ln_batch(t, gamma, beta):
@@ -232,6 +247,15 @@ def wrong_gc_sigmoid(x, params):
     return _gc_np(x, params, gate="sigmoid")
 
 
+def wrong_gc_avg_pool(x, params):
+    """Average pooling where the attention pooling belongs (conv_mask ignored): SE's squeeze."""
+    from gclab.numpy import gc_block
+
+    fusions = tuple(f for f in ("add", "mul") if f"transform.{f}.0.weight" in params)
+    rest = {k: v for k, v in params.items() if not k.startswith("context_modeling.")}
+    return gc_block.forward(x, rest, pooling="avg", fusions=fusions)[0]
+
+
 def wrong_gc_mul_after_add(x, params):
     return _gc_np(x, params, mul_after_add=True)
 
@@ -289,9 +313,12 @@ def _ln_params(rng, p):
 
 def cases_layer_norm(rng):
     out = []
-    for b, p in ((2, 4), (3, 8), (4, 3)):
+    for b, p in ((2, 4), (3, 8), (4, 3), (1, 5)):
         t = 2.0 * rng.standard_normal((b, p, 1, 1)) + 1.0
         out.append(Case(args=(t, *_ln_params(rng, p)), label=f"t({b},{p},1,1)"))
+    # nearly constant vectors (variance ~1e-4): eps matters, so where it goes shows
+    t = 1.0 + 0.01 * rng.standard_normal((2, 6, 1, 1))
+    out.append(Case(args=(t, *_ln_params(rng, 6)), label="t(2,6,1,1), variance ~1e-4"))
     return out
 
 
@@ -309,9 +336,10 @@ def bottleneck_params(rng, c: int, p: int, prefix: str = "") -> Dict[str, np.nda
 
 def cases_transform(rng):
     out = []
-    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4)):
+    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4), (1, 8, 2)):
         ctx = rng.standard_normal((b, c, 1, 1))
-        out.append(Case(args=(ctx, bottleneck_params(rng, c, p)), label=f"C={c}, P={p}, B={b}"))
+        out.append(Case(args=(ctx, bottleneck_params(rng, c, p)), label=f"C={c}, P={p}, B={b}",
+                        meta={"P": p}))
     return out
 
 
@@ -322,6 +350,7 @@ def cases_fusion(rng):
         ((2, 6, 4, 2), ("add",)),
         ((3, 5, 2, 3), ("mul",)),
         ((1, 3, 5, 4), ("add", "mul")),
+        ((2, 1, 4, 6), ("add", "mul")),
     ):
         x = rng.standard_normal((b, c, h, w))
         kw = {f: rng.standard_normal((b, c, 1, 1)) for f in which}
@@ -343,15 +372,19 @@ def gc_params(rng, c: int, p: int, fusions=("add",)) -> Dict[str, np.ndarray]:
 
 def cases_forward(rng):
     out = []
-    for (b, c, h, w), p, fusions in (
+    for (b, c, h, w), p, fusions, *scale in (
         ((2, 8, 3, 5), 2, ("add",)),
         ((3, 12, 5, 2), 3, ("add",)),
         ((2, 8, 4, 6), 4, ("add", "mul")),
         ((2, 16, 2, 3), 4, ("mul",)),
+        ((1, 8, 6, 4), 4, ("add",)),
+        ((2, 8, 4, 5), 4, ("add", "mul"), 300.0),  # logits ~1e3: exp must not overflow
     ):
-        x = rng.standard_normal((b, c, h, w))
-        label = f"x{(b, c, h, w)}, P={p}, {'+'.join(fusions)}"
-        out.append(Case(args=(x, gc_params(rng, c, p, fusions)), label=label))
+        s = scale[0] if scale else 1.0
+        x = rng.standard_normal((b, c, h, w)) * s
+        label = f"x{(b, c, h, w)}, P={p}, {'+'.join(fusions)}" + (", logits ~1e3" if scale else "")
+        out.append(Case(args=(x, gc_params(rng, c, p, fusions)), label=label,
+                        meta={"P": p}))
     return out
 
 
@@ -360,7 +393,9 @@ def _normalised_per_sample(out, t, gamma, beta) -> bool:
     u = (np.asarray(out) - beta) / gamma  # undo the affine: mean 0, variance 1 per sample
     return bool(
         np.allclose(u.mean(axis=(1, 2, 3)), 0.0, atol=1e-6)
-        and np.allclose(u.var(axis=(1, 2, 3)), 1.0, atol=1e-3)
+        # variance 1 up to eps: var / (var + eps)
+        and np.allclose(u.var(axis=(1, 2, 3)), (v := np.var(t, axis=(1, 2, 3))) / (v + EPS),
+                        atol=1e-3)
     )
 
 
@@ -379,6 +414,10 @@ register(Exercise(
         "LayerNorm over the wrong axes (the trailing 1x1 axes only: every value becomes beta)":
             wrong_ln_spatial,
         "unbiased variance (divide by P-1; LayerNorm divides by P)": wrong_ln_unbiased,
+        "LayerNorm without eps (nn.LayerNorm adds eps = 1e-5 to the variance)": wrong_ln_no_eps,
+        "eps added outside the square root (sqrt(var) + eps, not sqrt(var + eps))":
+            wrong_ln_eps_outside,
+        "eps = 1e-6 (nn.LayerNorm's default is 1e-5)": wrong_ln_eps_1e6,
     },
     properties=[
         Property("output has the input's shape (B, P, 1, 1)", _same_shape),
@@ -464,6 +503,9 @@ register(Exercise(
         "LayerNorm over the wrong axes (over the batch, per channel)": wrong_gc_ln_batch,
         "sigmoid where softmax belongs (attention weights do not sum to 1)": wrong_gc_sigmoid,
         "mul applied after add (the order is multiply first, then add)": wrong_gc_mul_after_add,
+        "average pooling where the attention pooling belongs, or W_k left out (both give "
+        "uniform weights 1/N)":
+            wrong_gc_avg_pool,
     },
     properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
     hints=(

@@ -26,7 +26,7 @@ from ._props import module_same_shape as _module_same_shape
 from ._props import same_shape as _same_shape
 
 NOTEBOOK = "06_se_framework"
-SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7)]
+SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7), (1, 1, 4, 6)]
 # ResNet-50's bottlenecks: (output channels, how many) per stage c2..c5
 RESNET50_STAGES = ((256, 3), (512, 4), (1024, 6), (2048, 3))
 
@@ -67,8 +67,11 @@ def ref_se_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
 
 
 def ref_se_module(in_channels: int, ratio: float) -> nn.Module:
-    """The reference of ``se.assemble``: ``gclab.nn.SEBlock``."""
-    return SEBlock(in_channels, ratio=ratio)
+    """The reference of ``se.assemble``: SE assembled from the parts, as the exercise asks; its
+    state_dict has ``gclab.nn.SEBlock``'s keys and its forward is SEBlock's (tested)."""
+    planes = int(in_channels * ratio)
+    excite = Bottleneck(in_channels, planes, layer_norm=False, zero_init=False)
+    return GlobalContextFramework(in_channels, AveragePooling(), {"mul": excite})
 
 
 def se_resnet50_params(stages=RESNET50_STAGES, ratio: float = 1 / 16) -> int:
@@ -163,6 +166,53 @@ def wrong_module_no_relu(in_channels: int, ratio: float) -> nn.Module:
     return GlobalContextFramework(in_channels, AveragePooling(), {"mul": excitation})
 
 
+# ------------------------------------------------------------- what se.assemble asks for
+def _from_parts(module, in_channels, ratio):
+    """Built from the framework's parts: a GlobalContextFramework itself, not a named block."""
+    if type(module) is GlobalContextFramework:
+        return True, ""
+    name = type(module).__name__
+    if isinstance(module, GlobalContextFramework):
+        return False, (f"you returned a {name}, a named block; assemble SE from the parts: "
+                       "GlobalContextFramework(C, <context modelling>, {<fusion>: <transform>})")
+    return False, f"you returned a {name}; the exercise asks for a GlobalContextFramework"
+
+
+def _se_parts(module, in_channels, ratio):
+    """SE's parts: average pooling, one 'mul' transform, a Bottleneck without LayerNorm."""
+    cm = module.context_modeling
+    if not isinstance(cm, AveragePooling):
+        return False, (f"its context modelling is a {type(cm).__name__}; SE squeezes by "
+                       "average pooling (AveragePooling)")
+    keys = list(module.transform.keys())
+    if keys != ["mul"]:
+        return False, (f"its transform has the fusion(s) {keys}; SE rescales the channels: "
+                       "one 'mul' term")
+    t = module.transform["mul"]
+    if not isinstance(t, Bottleneck):
+        return False, f"its transform is a {type(t).__name__}; use a Bottleneck"
+    if any(isinstance(m, torch.nn.LayerNorm) for m in t.modules()):
+        return False, "its Bottleneck has a LayerNorm; SE's excitation has none (layer_norm=False)"
+    return True, ""
+
+
+def _se_init(module, in_channels, ratio):
+    """SE keeps PyTorch's default init: a zero last conv would make every gate sigmoid(0)."""
+    t = module.transform["mul"]
+    last = [m for m in t.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    if not torch.any(last.weight != 0):
+        return False, ("its last conv starts at zero (zero_init=True, GC's init): every gate "
+                       "starts at sigmoid(0) = 0.5; SE keeps the default init (zero_init=False)")
+    return True, ""
+
+
+SE_STRUCTURE = [
+    Property("assembled from the framework's parts", _from_parts),
+    Property("SE's parts (average pooling, a 'mul' Bottleneck without LayerNorm)", _se_parts),
+    Property("SE's initialisation (zero_init=False)", _se_init),
+]
+
+
 # --------------------------------------------------------------------------- cases
 def se_params(rng, c: int, p: int, prefix: str = "transform.mul.") -> Dict[str, np.ndarray]:
     """Random SE parameters (float64) with ``gclab.nn`` keys (no LayerNorm: no '1.*')."""
@@ -180,7 +230,7 @@ def cases_squeeze(rng):
 
 def cases_excitation(rng):
     out = []
-    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4)):
+    for b, c, p in ((2, 8, 2), (3, 12, 3), (2, 16, 4), (1, 8, 4)):
         ctx = rng.standard_normal((b, c, 1, 1))
         out.append(Case(args=(ctx, se_params(rng, c, p, prefix="")), label=f"C={c}, P={p}"))
     return out
@@ -188,7 +238,8 @@ def cases_excitation(rng):
 
 def cases_forward(rng):
     out = []
-    for (b, c, h, w), p in (((2, 8, 3, 5), 2), ((3, 12, 5, 2), 3), ((2, 16, 4, 6), 4)):
+    for (b, c, h, w), p in (((2, 8, 3, 5), 2), ((3, 12, 5, 2), 3), ((2, 16, 4, 6), 4),
+                            ((1, 8, 6, 4), 2)):
         x = rng.standard_normal((b, c, h, w))
         out.append(Case(args=(x, se_params(rng, c, p)), label=f"x{(b, c, h, w)}, P={p}"))
     return out
@@ -300,6 +351,7 @@ register(Exercise(
     kind="module",
     reference=ref_se_module,
     cases=cases_module,
+    structure=SE_STRUCTURE,
     rtol=1e-5,
     atol=1e-6,
     mistakes={

@@ -17,6 +17,8 @@ import torch
 from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import GCBlock, NonLocal2d
 
+from ._props import count_is_int
+
 NOTEBOOK = "07_experiments"
 
 
@@ -155,7 +157,7 @@ def _std_nonneg(out, *args, **kw):
 
 
 def _is_int(out, *args, **kw):
-    return isinstance(out, (int, np.integer)) and not isinstance(out, bool)
+    return count_is_int(out)
 
 
 # --------------------------------------------------------------------------- registry

@@ -26,6 +26,8 @@ from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
 from gclab.nn.insert import _select_units
 
+from ._props import COUNT, count_is_int, counts_are_ints
+
 NOTEBOOK = "08_gclab_in_your_project"
 GC_STAGES = (2, 3, 4)  # the lesson's model: SmallResNet() with GC r4 at c3-c5
 
@@ -158,7 +160,8 @@ register(Exercise(
             wrong_every_kth_from_zero,
         "1-based unit numbers (Python indexes the units from 0)": wrong_every_kth_one_based,
     },
-    properties=[Property("a list of indices in 0..n_units-1",
+    properties=[Property("unit indices are ints (use // for any division)", counts_are_ints),
+                Property("a list of indices in 0..n_units-1",
                          lambda out, n, k: all(0 <= i < n for i in out))],
     hints=(
         "Every k-th unit, counted 1, 2, ..., k: the k-th unit is the first to get a block. In "
@@ -228,7 +231,7 @@ register(Exercise(
         "the conv biases (1 + P + C per block) are missing": wrong_gc_no_biases,
         "one block per stage instead of one per residual unit": wrong_gc_one_per_stage,
     },
-    properties=[Property("an int", lambda out, *a: isinstance(out, (int, np.integer)))],
+    properties=[Property(COUNT, count_is_int)],
     hints=(
         "A GC block is W_k (1x1 conv C -> 1, with bias) and a bottleneck 1x1 conv C -> P, "
         "LayerNorm over P (weight and bias), ReLU, 1x1 conv P -> C; P = int(C * ratio). Every "

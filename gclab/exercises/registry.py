@@ -20,13 +20,16 @@ class Case:
 
     ``kind="function"``: ``args``/``kwargs`` are passed to the learner's function and the
     reference. ``kind="module"``: ``args``/``kwargs`` go to the constructor and ``inputs`` to
-    ``forward``. ``label`` names the case in the verdict (e.g. ``"(2,5,7)"``).
+    ``forward``. ``label`` names the case in the verdict (e.g. ``"(2,5,7)"``). ``meta`` names
+    numbers of the case a wrong factor may be (``{"C_i": 4, "N'": 6}``); the diagnosis names a
+    learner's output that is off by one of them (``gclab.exercises.diagnose``).
     """
 
     args: Tuple[Any, ...] = ()
     kwargs: Dict[str, Any] = field(default_factory=dict)
     inputs: Tuple[Any, ...] = ()
     label: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,7 +52,9 @@ class Exercise:
     which two elements count as equal; ``seeds`` the seeds each ``cases(rng)`` is drawn with;
     ``time_limit`` the seconds allowed per learner call; ``randomize`` (modules only) gives the
     reference module random parameters (normal, std 0.3) before they are copied into the
-    learner's, so a zero-initialised block cannot hide a mistake.
+    learner's, so a zero-initialised block cannot hide a mistake. ``structure`` (modules only):
+    checks ``fn(module, *constructor_args) -> bool | (bool, why)`` on the learner's freshly
+    built module, before any weights are loaded (its type, its parts, its initialisation).
     """
 
     id: str
@@ -66,6 +71,7 @@ class Exercise:
     time_limit: float = 5.0
     seeds: Sequence[int] = (0, 1)
     randomize: bool = True
+    structure: Sequence[Property] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or "." not in self.id:
@@ -89,6 +95,7 @@ class Exercise:
                 f"rtol={self.rtol!r}, atol={self.atol!r}, time_limit={self.time_limit!r}"
             )
         self.properties = tuple(self.properties)
+        self.structure = tuple(self.structure)
         self.hints = tuple(self.hints)
         self.seeds = tuple(self.seeds)
         if not self.seeds:

@@ -129,7 +129,7 @@ check("nl.to_map", to_map)
 
 # %%
 def conv1x1(x, weight, bias):
-    """1x1 convolution: out[b, o, h, w] = sum_c weight[o, c] x[b, c, h, w] + bias[o]."""
+    """1x1 convolution: x (B, C, H, W), weight (Co, C, 1, 1), bias (Co,) -> (B, Co, H, W)."""
     # exercise nl.conv1x1: W x + b at every position, one einsum or matmul
     ### BEGIN SOLUTION
     w = weight.reshape(weight.shape[0], weight.shape[1])
@@ -227,7 +227,7 @@ check("nl.embedded_gaussian", embedded_gaussian)
 # %%
 def dot_product(theta_x, phi_x):
     """theta_i . phi_j / N': theta_x (B,N,Ci), phi_x (B,Ci,N') -> (B,N,N')."""
-    # exercise nl.dot_product: theta_x @ phi_x divided by the number of keys N'
+    # exercise nl.dot_product: every query-key dot product, normalised by the number of keys
     ### BEGIN SOLUTION
     return theta_x @ phi_x / phi_x.shape[-1]
     ### END SOLUTION
@@ -248,7 +248,7 @@ check("nl.dot_product", dot_product)
 
 # %%
 def concatenation(theta_x, phi_x, w):
-    """ReLU(w_theta . theta_i + w_phi . phi_j) / N' -> (B, N, N'); w = [w_theta; w_phi] (2Ci,)."""
+    """Concatenation pairwise function: theta_x (B, N, Ci), phi_x (B, Ci, N'), w (2Ci,) -> (B, N, N')."""
     # exercise nl.concatenation: ReLU(w_theta . theta_i + w_phi . phi_j) / N', broadcast
     ### BEGIN SOLUTION
     ci = theta_x.shape[-1]
@@ -322,18 +322,19 @@ check("nl.max_pool2x2", max_pool2x2)
 # mode), `concat_project.weight (1, 2C_i, 1, 1)` (concatenation only), `conv_out.weight
 # (C, C_i, 1, 1)`, `conv_out.bias`.
 #
-# 1. embed: `theta_x = to_positions(conv1x1(x, θ))` `(B, N, C_i)`; `phi = conv1x1(x, φ)` and
-#    `g = conv1x1(x, g)`, both max-pooled when `sub_sample`; flatten `phi` to `(B, C_i, N')` and
-#    `g` to `(B, N', C_i)`. In gaussian mode $\theta$ and $\phi$ are the input itself.
-# 2. `attention = pairwise(theta_x, phi_x)`, `(B, N, N')`;
-# 3. `y = attention @ g_x`, `(B, N, C_i)`, back to a `(B, C_i, H, W)` map.
+# 1. embed: the three 1×1 convs $\theta$, $\phi$, $g$ of `x`; $\phi$ and $g$ max-pooled when
+#    `sub_sample`; $\theta$ as positions `(B, N, C_i)`, $\phi$ as `(B, C_i, N')`, $g$ as
+#    `(B, N', C_i)`. In gaussian mode $\theta$ and $\phi$ are the input itself.
+# 2. compare: the pairwise function of the mode gives the attention, `(B, N, N')`;
+# 3. aggregate: every query's weighted sum of the $g$ vectors, `(B, N, C_i)`, back to a
+#    `(B, C_i, H, W)` map.
 #
 # **Exercise `nl.context_modeling`.** Return `(y, attention)`.
 
 # %%
 def context_modeling(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
-    """NL step 1: y_i = sum_j f(x_i, x_j) g(x_j) / C(x) -> y (B,Ci,H,W), attention (B,N,N')."""
-    # exercise nl.context_modeling: embed, pairwise function, y = attention @ g_x
+    """NL step 1 (context modelling): x (B, C, H, W) -> y (B, Ci, H, W), attention (B, N, N')."""
+    # exercise nl.context_modeling: embed, pairwise function, aggregate the g vectors
     ### BEGIN SOLUTION
     B, C, H, W = x.shape
     pool = max_pool2x2 if sub_sample else (lambda t: t)
@@ -373,7 +374,7 @@ check("nl.context_modeling", context_modeling)
 
 # %%
 def nonlocal_forward(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
-    """The NL block: z = x + W_z y, y from context_modeling. (B, C, H, W) -> (B, C, H, W)."""
+    """The NL block: context modelling, transform W_z, fusion. (B, C, H, W) -> (B, C, H, W)."""
     # exercise nl.forward: context modelling, transform (conv_out), fusion (+ x)
     ### BEGIN SOLUTION
     y, _ = context_modeling(x, params, mode, use_scale, sub_sample)

@@ -190,7 +190,7 @@ print("softmax backward vs centred differences: rel. error < 1e-7:", err < 1e-7)
 
 # %%
 def matmul_backward(dout, a, b):
-    """Backward of c = a @ b, batched: a (B, N, K), b (B, K, M), dout (B, N, M)."""
+    """Backward of the batched product c of a (B, N, K) and b (B, K, M); dout (B, N, M)."""
     # exercise nlgrad.matmul_backward: return (da, db); transpose the last two axes
     ### BEGIN SOLUTION
     return dout @ b.transpose(0, 2, 1), a.transpose(0, 2, 1) @ dout
@@ -261,7 +261,7 @@ check("nlgrad.conv1x1_backward", conv1x1_backward)
 
 # %%
 def embedded_gaussian_backward(dattn, theta_x, phi_x, attention, use_scale=True):
-    """(dtheta_x, dphi_x) of attention = softmax(theta_x @ phi_x / sqrt(Ci))."""
+    """(dtheta_x, dphi_x) of the embedded-gaussian attention (forward in the markdown above)."""
     # exercise nlgrad.embedded_gaussian_backward: softmax backward, / sqrt(Ci), matmul backward
     ### BEGIN SOLUTION
     dlogits = softmax_backward(dattn, attention)

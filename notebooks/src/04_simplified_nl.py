@@ -207,7 +207,7 @@ print("equal up to rounding:", np.allclose(inside, outside, rtol=1e-12, atol=1e-
 
 # %%
 def simplified_nonlocal(x, w_k, b_k, w_v, b_v):
-    """SNL block: z_i = x_i + W_v sum_j alpha_j x_j + b_v, x (B, C, H, W) -> (B, C, H, W)."""
+    """SNL block (context modelling, transform, fusion): x (B, C, H, W) -> (B, C, H, W)."""
     # exercise snl.forward: context modelling -> transform -> fusion
     ### BEGIN SOLUTION
     context = attention_pool(x, attention_weights(x, w_k, b_k))[:, :, 0, 0]  # (B, C)
@@ -299,7 +299,7 @@ print(f"theta.weight = 0: every row the same (to 1e-12): {spread(a_zero) < 1e-12
 # %%
 def nonlocal_to_snl(nl_params):
     """SNL state_dict computing what an NL block with theta.weight == 0 computes."""
-    # exercise snl.from_nonlocal: w_k = W_phi^T b_theta / sqrt(Ci), W_v = W_z W_g, ...
+    # exercise snl.from_nonlocal: read the SNL weights off the NL forward with theta's weight at 0
     ### BEGIN SOLUTION
     sq = lambda k: nl_params[k][:, :, 0, 0]  # noqa: E731 - (C_out, C_in)
     w_phi, w_g, w_z = sq("phi.weight"), sq("g.weight"), sq("conv_out.weight")

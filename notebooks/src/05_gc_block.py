@@ -207,7 +207,7 @@ with torch.no_grad():
 # **Exercise `gc.forward`.** `gc_block(x, params)` where `params` is a `GCBlock`'s `state_dict`
 # as float64 arrays: `context_modeling.conv_mask.weight (1, C, 1, 1)` and `.bias (1,)`, and one
 # bottleneck per fusion present, under `transform.add.` and/or `transform.mul.`. For the
-# context modelling use `gnp.ops.attention_pool(x, logits)` (lesson 4's attention pooling;
+# context modelling use `gnp.ops.attention_pool` (lesson 4's attention pooling;
 # `logits` of shape `(B, 1, H, W)` are fine); then your `bottleneck` and `fuse`.
 
 # %%
@@ -252,7 +252,7 @@ print("NumPy == gclab.nn:", np.allclose(gc_block(x, gnp.params_from_torch(gc)), 
 #
 # **Exercise `gc.module`.** Write `GCAdd(in_channels, ratio)`, the GC block with *add* fusion,
 # whose `state_dict` has exactly `GCBlock`'s keys: `context_modeling.conv_mask.*` and
-# `transform.add.{0,1,3}.*`, with `planes = int(in_channels * ratio)`. Use `AttentionPooling`
+# `transform.add.{0,1,3}.*`, with `planes` = `in_channels` times `ratio`, rounded down. Use `AttentionPooling`
 # (lesson 4's context modelling, in `gclab.nn`) and `nn.ModuleDict` / `nn.Sequential`. The check
 # builds your module, loads random weights from a `GCBlock` into it (strictly: the names and
 # shapes must match) and compares the outputs. Initialisation does not matter for the check.
@@ -263,7 +263,7 @@ class GCAdd(nn.Module):
 
     def __init__(self, in_channels, ratio=1 / 16):
         super().__init__()
-        # exercise gc.module: context_modeling and transform (an nn.ModuleDict with key "add")
+        # exercise gc.module: context_modeling and transform (a ModuleDict with key "add")
         ### BEGIN SOLUTION
         planes = int(in_channels * ratio)
         self.context_modeling = AttentionPooling(in_channels)

@@ -234,7 +234,7 @@ for k in named:
 # %% [markdown]
 # **Exercise `se.assemble`.** Write `make_se(in_channels, ratio)` that returns an SE block
 # **assembled from the framework's parts** (not `SEBlock` itself): pick SE's context modelling,
-# its transform (with `planes = int(in_channels * ratio)`; think about the LayerNorm and the
+# its transform (with `planes` = `in_channels` times `ratio`, rounded down; think about the LayerNorm and the
 # initialisation) and its fusion. The check loads a random `SEBlock`'s `state_dict` into your
 # module with `strict=True` and compares outputs.
 

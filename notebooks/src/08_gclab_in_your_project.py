@@ -87,7 +87,7 @@ plt.tight_layout()
 # %%
 def unit_output(identity, branch, mul, add, position):
     """The unit's output y (B, C, H, W) with the block at ``position``."""
-    # exercise use.unit_output: relu(identity + block(branch)) or block(relu(identity + branch))
+    # exercise use.unit_output: where the block sits decides what it sees and what follows it
     ### BEGIN SOLUTION
     def block(t):
         return t / (1.0 + np.exp(-mul)) + add

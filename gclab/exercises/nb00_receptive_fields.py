@@ -455,3 +455,51 @@ register(
         ),
     )
 )
+
+
+# ----------------------------------------------------------------------------- derivations
+def erf_variance(depth: int, kernel: int = 3) -> float:
+    """Variance (in pixels squared) of the 1-D ERF of ``depth`` all-ones convs of width
+    ``kernel``: the sum of ``depth`` independent discrete uniforms on ``kernel`` points."""
+    return depth * (kernel**2 - 1) / 12
+
+
+def _variance_cases(rng: np.random.Generator) -> List[Case]:
+    pairs = [(1, 3), (4, 3), (3, 5), (10, 7), (2, 2), (5, 4)]
+    extra = (int(rng.integers(2, 30)), int(rng.integers(2, 9)))
+    return [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+
+
+register(
+    Exercise(
+        id="rf.erf_variance",
+        notebook=NOTEBOOK,
+        title="Derive the variance of the 1-D ERF",
+        reference=erf_variance,
+        cases=_variance_cases,
+        rtol=1e-12,
+        mistakes={
+            "variance of a continuous box of width k (k^2 / 12), not of k discrete points": (
+                lambda depth, kernel=3: depth * kernel**2 / 12
+            ),
+            "one layer's variance: the depth left out": (
+                lambda depth, kernel=3: (kernel**2 - 1) / 12
+            ),
+            "the width (standard deviation) grows linearly: depth squared": (
+                lambda depth, kernel=3: depth**2 * (kernel**2 - 1) / 12
+            ),
+        },
+        properties=[Property("a number", lambda out, *a, **k: np.ndim(out) == 0)],
+        hints=(
+            "Each all-ones layer spreads a gradient uniformly over k neighbouring pixels: one "
+            "layer is a discrete uniform distribution of offsets. Convolving distributions adds "
+            "independent random offsets, and variances of independent offsets add.",
+            "One layer: the offsets are k equally likely integers centred on 0 (for k 3: -1, 0, "
+            "1). Find the variance of that distribution as a function of k (the mean of the "
+            "squared offsets, since the mean is 0), then account for depth layers. One float.",
+            "variance of one box: the average of the squared offsets from the centre (the sum of "
+            "consecutive squares has a closed form)\nthe depth layers are independent: multiply "
+            "by the depth\ncheck your formula against the variance of your erf_1d array",
+        ),
+    )
+)

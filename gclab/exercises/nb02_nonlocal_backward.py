@@ -496,3 +496,204 @@ register(Exercise(
         "dbias under the parameter's name\nreturn dx and the dict",
     ),
 ))
+
+
+# ----------------------------------------------------------------------------- derivations
+def ref_softmax_jacobian(p: np.ndarray) -> np.ndarray:
+    """J[..., j, k] = dp_j / ds_k for p = softmax(s) over the last axis."""
+    eye = np.eye(p.shape[-1])
+    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+
+
+def _jac_cases(rng: np.random.Generator) -> List[Case]:
+    shapes = [(5,), (2, 4), (3, 7), (1, 6)]
+    out = [Case(args=(ops.softmax(rng.standard_normal(s)),), label=str(s)) for s in shapes]
+    big = ops.softmax(40 * rng.standard_normal((2, 5)))
+    out.append(Case(args=(big,), label="(2, 5), large logits (a nearly one-hot p)"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.softmax_jacobian",
+    notebook=NOTEBOOK,
+    title="Derive the softmax Jacobian",
+    reference=ref_softmax_jacobian,
+    cases=_jac_cases,
+    rtol=1e-10,
+    mistakes={
+        "only the diagonal term diag(p): the dependence on the other logits left out": (
+            lambda p: p[..., :, None] * np.eye(p.shape[-1])
+        ),
+        "the outer-product term added instead of subtracted": (
+            lambda p: p[..., :, None] * np.eye(p.shape[-1]) + p[..., :, None] * p[..., None, :]
+        ),
+        "only the diagonal, with p(1 - p) on it: the off-diagonal terms left out": (
+            lambda p: (p * (1 - p))[..., :, None] * np.eye(p.shape[-1])
+        ),
+    },
+    properties=[
+        Property("shape (..., N, N)", lambda out, p: np.shape(out) == p.shape + p.shape[-1:]),
+        Property("every row sums to 0 (a shift of the logits changes nothing)",
+                 lambda out, p: np.allclose(np.sum(out, axis=-1), 0, atol=1e-10)),
+    ],
+    hints=(
+        "Write p_j as exp(s_j) over the row's sum of exponentials and differentiate with the "
+        "quotient rule, once for k = j (s_k is in the numerator and in the sum) and once for "
+        "k != j (only in the sum). Both answers can be written with p alone.",
+        "p (..., N) -> J (..., N, N), its entry (j, k) the derivative of p_j with respect to s_k. "
+        "The result is a diagonal matrix built from p minus an outer product of p with itself; "
+        "broadcast with a size-1 axis and an identity matrix.",
+        "the diagonal part: p on the diagonal (an identity matrix scaled by p, row by row)\n"
+        "the outer-product part: p as a column times p as a row\n"
+        "the Jacobian is the first minus the second",
+    ),
+))
+
+
+def ref_scale_backward(dout: np.ndarray, u: np.ndarray, s: float):
+    """(du, ds) for out = u / s with a scalar s."""
+    return dout / s, float(-np.sum(dout * u) / s**2)
+
+
+def _scale_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape, s in [((2, 3, 5), math.sqrt(4)), ((1, 4, 4), math.sqrt(3)), ((3, 7, 6), 1.5),
+                     ((2, 5, 5), 1.0)]:
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape), s),
+                        label=f"{shape}, s = {s:.3g}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.scale_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the division by the scale",
+    reference=ref_scale_backward,
+    cases=_scale_cases,
+    rtol=1e-10,
+    mistakes={
+        "ds with the wrong sign (dividing by a larger s makes the output smaller)": (
+            lambda dout, u, s: (dout / s, float(np.sum(dout * u) / s**2))
+        ),
+        "ds divided by s, not by s squared": (
+            lambda dout, u, s: (dout / s, float(-np.sum(dout * u) / s))
+        ),
+        "du not divided by s (the scale forgotten on the way back)": (
+            lambda dout, u, s: (dout, float(-np.sum(dout * u) / s**2))
+        ),
+    },
+    hints=(
+        "out = u / s acts on every element; u's gradient is element-wise, but s is ONE number "
+        "used by every element, so its gradient collects a contribution from each of them.",
+        "dout and u have the same shape; du has that shape; ds is one float. Differentiate one "
+        "element, u_k / s, with respect to u_k and with respect to s.",
+        "du: dout scaled by the derivative of u_k over s with respect to u_k\n"
+        "ds: for every element, dout times the derivative of u_k over s with respect to s "
+        "(mind its sign and its power of s), summed over all elements",
+    ),
+))
+
+
+def ref_maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dx of the 2x2 stride-2 max pool (floor for odd sizes): dout goes to each window's max."""
+    b, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    win = x[:, :, : 2 * h2, : 2 * w2].reshape(b, c, h2, 2, w2, 2)
+    mask = win == win.max(axis=(3, 5), keepdims=True)
+    dx = np.zeros_like(x)
+    dx[:, :, : 2 * h2, : 2 * w2] = (mask * dout[:, :, :, None, :, None]).reshape(
+        b, c, 2 * h2, 2 * w2)
+    return dx
+
+
+def _pool_back_all(dout, x, scale=1.0):
+    b, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    dx = np.zeros_like(x)
+    spread = np.broadcast_to(dout[:, :, :, None, :, None] * scale, (b, c, h2, 2, w2, 2))
+    dx[:, :, : 2 * h2, : 2 * w2] = spread.reshape(b, c, 2 * h2, 2 * w2)
+    return dx
+
+
+def _maxpool_back_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape in [(2, 3, 4, 6), (1, 2, 5, 7), (3, 1, 6, 3), (1, 4, 2, 2)]:
+        x = rng.standard_normal(shape)
+        dout = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+        out.append(Case(args=(dout, x), label=f"x {shape}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.maxpool_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the sub-sampling max pool",
+    reference=ref_maxpool_backward,
+    cases=_maxpool_back_cases,
+    rtol=1e-12,
+    mistakes={
+        "gradient copied to all four pixels of the window (no argmax mask)": _pool_back_all,
+        "gradient spread evenly over the window (the backward of AVERAGE pooling)": (
+            lambda dout, x: _pool_back_all(dout, x, 0.25)
+        ),
+    },
+    properties=[Property("shape of x", lambda out, dout, x: np.shape(out) == x.shape)],
+    hints=(
+        "Inside a window the max is a switch: it passes exactly one input through, unchanged. "
+        "A small change of the winning input changes the output one for one; a small change of "
+        "any other input changes nothing.",
+        "x (B, C, H, W), dout (B, C, H//2, W//2), dx shaped like x. View the even crop of x as "
+        "windows (B, C, H//2, 2, W//2, 2); a boolean mask of the same shape marks each window's "
+        "maximum; the odd last row or column (never in a window) gets gradient 0.",
+        "dx starts as zeros shaped like x\n"
+        "view the even crop as 2 by 2 windows and mark where each window reaches its max\n"
+        "put each window's upstream gradient where the mark is, 0 elsewhere\n"
+        "write the result back into the cropped part of dx",
+    ),
+))
+
+
+def ref_dot_product_backward(dattn: np.ndarray, theta_x: np.ndarray, phi_x: np.ndarray):
+    """(dtheta_x, dphi_x) of attention = theta_x @ phi_x / N' (N' = phi_x.shape[-1])."""
+    n_keys = phi_x.shape[-1]
+    return (dattn @ phi_x.transpose(0, 2, 1) / n_keys,
+            theta_x.transpose(0, 2, 1) @ dattn / n_keys)
+
+
+def _dp_back_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for b, n, nk, ci in [(2, 12, 6, 3), (1, 15, 4, 2), (3, 8, 8, 5), (1, 20, 5, 1)]:
+        out.append(Case(args=(rng.standard_normal((b, n, nk)), rng.standard_normal((b, n, ci)),
+                              rng.standard_normal((b, ci, nk))),
+                        label=f"B {b}, N {n}, N' {nk}, Ci {ci}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.dot_product_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the dot-product pairwise function",
+    reference=ref_dot_product_backward,
+    cases=_dp_back_cases,
+    rtol=1e-10,
+    mistakes={
+        "the normalisation 1/N' left out of the backward": (
+            lambda dattn, theta_x, phi_x: (dattn @ phi_x.transpose(0, 2, 1),
+                                           theta_x.transpose(0, 2, 1) @ dattn)
+        ),
+        "divided by N (the queries) instead of N' (the keys)": (
+            lambda dattn, theta_x, phi_x: (
+                dattn @ phi_x.transpose(0, 2, 1) / theta_x.shape[1],
+                theta_x.transpose(0, 2, 1) @ dattn / theta_x.shape[1])
+        ),
+    },
+    hints=(
+        "The dot-product attention is a batched matrix product followed by a division by a "
+        "constant. Chain the two backward rules you already have; the constant comes back.",
+        "dattn (B, N, N'), theta_x (B, N, Ci), phi_x (B, Ci, N'); dtheta_x has theta_x's shape "
+        "and dphi_x phi_x's. N' (the keys) differs from N when the keys are sub-sampled.",
+        "divide the upstream gradient by the number of keys\n"
+        "pass it through your matmul backward with theta_x and phi_x\n"
+        "return the two gradients",
+    ),
+))

@@ -424,3 +424,45 @@ register(Exercise(
         "weight per pair of channels, one bias per output channel\nadd the two counts",
     ),
 ))
+
+
+# ----------------------------------------------------------------------------- derivations
+def snl_param_count(channels: int) -> int:
+    """Parameters of one SNL block at C channels: W_k (C -> 1) and W_v (C -> C), with biases."""
+    return (channels + 1) + (channels * channels + channels)
+
+
+def cases_param_count(rng):
+    cs = [1, 3, 64, 256, 1024, int(rng.integers(5, 500))]
+    return [Case(args=(c,), label=f"C = {c}") for c in cs]
+
+
+register(Exercise(
+    id="snl.param_count",
+    notebook=NOTEBOOK,
+    title="Derive the parameter count of an SNL block as a function of C",
+    reference=snl_param_count,
+    cases=cases_param_count,
+    rtol=0,
+    mistakes={
+        "biases left out (W_k's and W_v's)": lambda channels: channels + channels * channels,
+        "W_k counted as a C -> C conv (like W_v)": (
+            lambda channels: 2 * (channels * channels + channels)
+        ),
+        "W_v counted as a bottleneck C -> C/2 -> C (like NL's W_g and W_z)": (
+            lambda channels: (channels + 1) + 2 * (channels * (channels // 2)) + channels // 2
+            + channels
+        ),
+    },
+    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    hints=(
+        "Write the count as a formula in C: a 1x1 conv from a channels to b channels has a "
+        "weight for every (input, output) pair and a bias for every output.",
+        "Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
+        "(C -> C), both with a bias; nothing else (the softmax has no parameters). Its count is "
+        "a polynomial of degree 2 in C (it even factors nicely).",
+        "W_k: weights for C inputs and one output, plus one bias\n"
+        "W_v: weights for every pair of channels, plus one bias per output\n"
+        "return the sum as an int",
+    ),
+))

@@ -561,3 +561,92 @@ register(Exercise(
         "Sequential\nin forward: the context of x, passed through the 'add' entry, added to x",
     ),
 ))
+
+
+# ----------------------------------------------------------------------------- derivations
+def ref_mul_fusion_backward(dout: np.ndarray, x: np.ndarray, m: np.ndarray):
+    """(dx, dm) of out = x * sigmoid(m), x (B, C, H, W), m (B, C, 1, 1)."""
+    g = _sigmoid(m)
+    return dout * g, (dout * x).sum(axis=(2, 3), keepdims=True) * g * (1 - g)
+
+
+def _fusion_back_cases(rng, large=True):
+    out = []
+    for shape in [(2, 3, 4, 6), (1, 4, 5, 3), (3, 2, 7, 7), (1, 1, 2, 5)]:
+        b, c = shape[:2]
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape),
+                              rng.standard_normal((b, c, 1, 1))), label=f"x {shape}"))
+    if large:
+        shape = (2, 3, 3, 4)
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape),
+                              8 * rng.standard_normal((2, 3, 1, 1))),
+                        label=f"x {shape}, large gate logits"))
+    return out
+
+
+register(Exercise(
+    id="gc.mul_fusion_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the mul fusion",
+    reference=ref_mul_fusion_backward,
+    cases=_fusion_back_cases,
+    rtol=1e-10,
+    mistakes={
+        "the sigmoid's derivative left out of dm": lambda dout, x, m: (
+            dout * _sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)),
+        "x left out of dm (the gate multiplies x, so x comes back)": lambda dout, x, m: (
+            dout * _sigmoid(m),
+            dout.sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+        "dm averaged over the positions instead of summed": lambda dout, x, m: (
+            dout * _sigmoid(m),
+            (dout * x).mean(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+    },
+    properties=[Property("shapes of x and m", lambda out, dout, x, m: (
+        isinstance(out, tuple) and np.shape(out[0]) == x.shape and np.shape(out[1]) == m.shape))],
+    hints=(
+        "The gate sigmoid(m) is one number per image and channel, used at every position. The "
+        "gradient reaching x is element-wise; the gradient reaching m collects a contribution "
+        "from every position it scaled, and then passes through the sigmoid.",
+        "dout, x (B, C, H, W); m (B, C, 1, 1); dx like x, dm like m. The derivative of the "
+        "sigmoid can be written with the sigmoid itself.",
+        "the gate: the sigmoid of m\n"
+        "dx: dout times the gate\n"
+        "dm: dout times x, summed over H and W (keep the axes), times the sigmoid's derivative "
+        "at m",
+    ),
+))
+
+
+def ref_add_fusion_backward(dout: np.ndarray):
+    """(dx, dadd) of out = x + add, add (B, C, 1, 1) broadcast over H and W."""
+    return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)
+
+
+register(Exercise(
+    id="gc.add_fusion_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the add fusion (a broadcast)",
+    reference=ref_add_fusion_backward,
+    cases=lambda rng: [Case(args=(c.args[0],), label=c.label)
+                       for c in _fusion_back_cases(rng, large=False)],
+    rtol=1e-12,
+    mistakes={
+        "dadd averaged over the positions instead of summed": (
+            lambda dout: (dout.copy(), dout.mean(axis=(2, 3), keepdims=True))),
+        "dadd also summed over the batch (one term per image, not per batch)": (
+            lambda dout: (dout.copy(),
+                          np.broadcast_to(dout.sum(axis=(0, 2, 3), keepdims=True),
+                                          dout.shape[:2] + (1, 1)).copy())),
+    },
+    properties=[Property("dadd is (B, C, 1, 1)", lambda out, dout: (
+        isinstance(out, tuple) and np.shape(out[1]) == dout.shape[:2] + (1, 1)))],
+    hints=(
+        "Broadcasting copies one value to many places in the forward; in the backward the "
+        "copies' gradients meet again at the one value.",
+        "dout (B, C, H, W) -> dx (B, C, H, W) and dadd (B, C, 1, 1): one value per image and "
+        "channel.",
+        "dx: the upstream gradient itself (a copy)\n"
+        "dadd: the upstream gradient collected over every position of its image and channel, "
+        "keeping the two spatial axes of size 1",
+    ),
+))

@@ -342,3 +342,44 @@ register(Exercise(
         "stage: the number of blocks times one SE at its width\nadd the four stages",
     ),
 ))
+
+
+# ----------------------------------------------------------------------------- derivations
+def se_param_count(channels: int, reduction: int = 16) -> int:
+    """Parameters of one SE block at C channels with P = C // reduction: two convs with biases."""
+    p = channels // reduction
+    return (channels * p + p) + (p * channels + channels)
+
+
+def cases_param_count(rng):
+    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8)]
+    return [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
+
+
+register(Exercise(
+    id="se.param_count",
+    notebook=NOTEBOOK,
+    title="Derive the parameter count of an SE block",
+    reference=se_param_count,
+    cases=cases_param_count,
+    rtol=0,
+    mistakes={
+        "biases left out": lambda channels, reduction=16: 2 * channels * (channels // reduction),
+        "a LayerNorm counted in the bottleneck (as in GC)": (
+            lambda channels, reduction=16: se_param_count(channels, reduction)
+            + 2 * (channels // reduction)),
+        "W_k counted (as in GC): SE's average pooling has no parameters": (
+            lambda channels, reduction=16: se_param_count(channels, reduction) + channels + 1),
+    },
+    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    hints=(
+        "Go through the three steps and ask which of them has parameters: average pooling has "
+        "none; the transform is a bottleneck of two 1x1 convs; the fusion (a product) has none.",
+        "Inputs: C and the reduction r (P is C // r); output: one int. The two convs map C -> P "
+        "and P -> C, each with a bias; no LayerNorm, no W_k.",
+        "P: C divided by r, rounded down\n"
+        "the first conv: a weight per (input, output) pair and a bias per output\n"
+        "the second conv: the same, in the other direction\n"
+        "return the sum as an int",
+    ),
+))

@@ -56,14 +56,16 @@ catalog(notebook="00_receptive_fields")
 # ## 1. The theoretical receptive field
 #
 # The receptive field of an output unit is the set of input pixels that *can* influence it. Take
-# $L$ layers; layer $l$ has kernel size $k_l$ and stride $s_l$. One step at the input of layer $l$
-# spans $j_{l} = \prod_{i<l} s_i$ input pixels (the *jump*), and the layer adds $k_l - 1$ such
-# steps to the field:
+# $L$ layers; layer $l$ has kernel size $k_l$ and stride $s_l$. Two facts to build on:
 #
-# $$ r_L \;=\; 1 + \sum_{l=1}^{L} (k_l - 1)\, \prod_{i=1}^{l-1} s_i . $$
+# * a layer with kernel $k$ widens the field by $k - 1$ *steps* of its input;
+# * one step at the input of layer $l$ is as wide, in input pixels, as the *jump* $j_l$: how far
+#   apart two neighbouring units of that layer's input are. Before the first layer it is 1 pixel;
+#   every stride multiplies it.
 #
-# The $1$ is the centre pixel itself. For $L$ stride-1 $3\times3$ convs, $r_L = 2L + 1$: linear
-# in depth.
+# **Exercise `rf.theoretical`** (derive first). Start from one pixel ($r_0 = 1$) and write how
+# $r$ and $j$ change through layer $l$; turn that into a loop. Test your rule by hand: three
+# stride-1 $3\times3$ convs see 7 pixels; with stride 2 everywhere, 15.
 
 # %%
 # exercise rf.theoretical: return r_L for lists of kernel sizes and strides (one int)
@@ -80,6 +82,16 @@ def theoretical_rf(kernels, strides):
 check("rf.theoretical", theoretical_rf)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# Layer $l$ adds $k_l - 1$ steps of width $j_l = \prod_{i<l} s_i$, so
+#
+# $$ r_L \;=\; 1 + \sum_{l=1}^{L} (k_l - 1)\, \prod_{i=1}^{l-1} s_i . $$
+#
+# The $1$ is the centre pixel itself. For $L$ stride-1 $3\times3$ convs, $r_L = 2L + 1$: linear
+# in depth.
+# </details>
+#
 # A quick table (this cell's output is compared in CI, so it must stay exactly the same):
 # three $3\times3$ convs, then the first stage of a ResNet (a $7\times7$ stride-2 conv and a
 # $3\times3$ stride-2 max-pool) followed by $3\times3$ convs.
@@ -95,8 +107,9 @@ for depth in (1, 2, 3, 5, 10):
 # Strides multiply the growth: after the stem every $3\times3$ conv adds $2 \times 4 = 8$ pixels.
 # How deep must a plain stride-1 stack be to cover a whole image?
 #
-# $$ L^\star = \min\{L : 1 + L(k-1) \ge \text{size}\} = \left\lceil \frac{\text{size} - 1}{k - 1}
-# \right\rceil $$
+# **Exercise `rf.layers_to_cover`.** Write the field of $L$ stride-1 layers of kernel $k$ (your
+# rule above, with every stride 1), and solve for the smallest $L$ whose field reaches `size`
+# pixels. Mind sizes that no whole number of layers hits exactly.
 
 # %%
 # exercise rf.layers_to_cover: smallest depth L whose TRF covers `size` pixels (one int)
@@ -109,21 +122,28 @@ def layers_to_cover(size, kernel=3):
 check("rf.layers_to_cover", layers_to_cover)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $$ L^\star = \min\{L : 1 + L(k-1) \ge \text{size}\} = \left\lceil \frac{\text{size} - 1}{k - 1}
+# \right\rceil $$
+# </details>
+#
 # For a $224\times224$ image that is 112 stride-1 $3\times3$ layers. On paper, a deep enough
 # network sees everything. The next sections ask how much of that field is *used*.
 #
 # ## 2. The effective receptive field, in 1-D, by hand
 #
-# Luo et al. (2016) define the **effective receptive field** (ERF) of an output unit $y_c$ as the
+# Luo et al. (2016) define the **effective receptive field** (ERF) of an output unit $y_\star$ as the
 # magnitude of its gradient with respect to each input pixel,
 #
-# $$ \mathrm{ERF}(i) \;\propto\; \left| \frac{\partial y_c}{\partial x_i} \right| . $$
+# $$ \mathrm{ERF}(i) \;\propto\; \left| \frac{\partial y_\star}{\partial x_i} \right| . $$
 #
 # Take a 1-D stack of convolutions whose weights are all ones. Back-propagating through one layer
 # spreads each gradient uniformly over $k$ inputs, so the gradient after $L$ layers is the
 # $L$-fold convolution of a box of width $k$ with itself — a discrete bell curve. By the central
-# limit theorem it approaches a Gaussian with variance $L\,\sigma_k^2$, where
-# $\sigma_k^2 = (k^2-1)/12$ is the variance of the box: its **width grows like $\sqrt{L}$**.
+# limit theorem it approaches a Gaussian whose variance is $L$ times the variance of one box:
+# its **width grows like $\sqrt{L}$**. (You will derive that variance right after building the
+# curve.)
 
 # %%
 # exercise rf.erf_1d: the normalised ERF of `depth` all-ones 1-D convs of width `kernel`
@@ -137,6 +157,33 @@ def erf_1d(depth, kernel=3):
 
 
 check("rf.erf_1d", erf_1d)
+
+# %% [markdown]
+# **Exercise `rf.erf_variance`** (derive it). One all-ones layer of width $k$ spreads a gradient
+# evenly over $k$ neighbouring offsets centred on 0 ($-1, 0, 1$ for $k = 3$). What is the
+# variance of that distribution, as a function of $k$? What is it after `depth` layers?
+# Return it as a float, then compare it with the variance of your `erf_1d` array.
+
+# %%
+# exercise rf.erf_variance: the variance (in pixels squared) of the 1-D ERF, in closed form
+def erf_variance(depth, kernel=3):
+    ### BEGIN SOLUTION
+    return depth * (kernel**2 - 1) / 12
+    ### END SOLUTION
+
+
+check("rf.erf_variance", erf_variance)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# One box puts probability $1/k$ on the offsets $-m, \dots, m$ with $k = 2m + 1$ (for even
+# $k$ the offsets are half-integers; the result is the same). Its mean is 0 and its variance
+# $\sigma_k^2 = \frac{1}{k}\sum_i i^2 = \frac{k^2 - 1}{12}$ (the discrete uniform; a
+# continuous box of width $k$ would give $k^2/12$). Convolving distributions adds independent
+# offsets, and variances of independent offsets add: after $L$ layers the variance is
+# $L\,\sigma_k^2 = L (k^2 - 1)/12$, so the width grows like $\sqrt{L}$.
+# </details>
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -153,10 +200,11 @@ plt.show()
 # ## 3. The effective receptive field of a real network, with autograd
 #
 # For a 2-D network $y = f(x)$ with $x \in \mathbb{R}^{1\times C\times H\times W}$, pick the
-# centre output $y_c = \sum_{c'} y_{c', \lfloor H/2\rfloor, \lfloor W/2\rfloor}$ and compute
+# centre output $y_\star = \sum_{c} y_{c, \lfloor H/2\rfloor, \lfloor W/2\rfloor}$ (summed over the
+# output channels $c$) and compute
 #
-# $$ \mathrm{ERF}(i, j) \;=\; \frac{\sum_{c} |\partial y_c / \partial x_{c,i,j}|}
-# {\sum_{c,i',j'} |\partial y_c / \partial x_{c,i',j'}|} . $$
+# $$ \mathrm{ERF}(i, j) \;=\; \frac{\sum_{c} |\partial y_\star / \partial x_{c,i,j}|}
+# {\sum_{c,i',j'} |\partial y_\star / \partial x_{c,i',j'}|} . $$
 #
 # One backward pass gives the whole map. Note the gradient is taken with respect to the
 # **input**, not the weights, and of **one** output, not the sum of all outputs.

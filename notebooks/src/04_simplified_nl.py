@@ -257,16 +257,9 @@ print("attention", tuple(attn.shape), "- every query row identical:",
 #
 # SNL is NL with the query taken out of the attention. So an NL block is *exactly* an SNL block
 # whenever its logits $\theta(x_i)^\top \phi(x_j)$ do not depend on $i$. The simplest way: set
-# $\theta$'s **weight** to zero. Then $\theta(x_i) = b_\theta$ for every query, and
-#
-# $$
-# \frac{\theta(x_i)^\top \phi(x_j)}{\sqrt{C_i}}
-# = \underbrace{\frac{b_\theta^\top W_\phi}{\sqrt{C_i}}}_{w_k^\top} x_j
-# + \underbrace{\frac{b_\theta^\top b_\phi}{\sqrt{C_i}}}_{b_k} .
-# $$
-#
-# (The $1/\sqrt{C_i}$ is the embedded Gaussian's scale, lesson 1.) Let us see it with
-# `gclab.nn.NonLocal2d`:
+# $\theta$'s **weight** to zero. Then $\theta(x_i) = b_\theta$ for every query, and the logit
+# $\theta(x_i)^\top \phi(x_j) / \sqrt{C_i}$ (the $1/\sqrt{C_i}$ is the embedded Gaussian's
+# scale, lesson 1) depends on the key $j$ only. Let us see it with `gclab.nn.NonLocal2d`:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -284,17 +277,19 @@ print(f"theta on:         rows differ by up to {spread(a_full):.3f}")
 print(f"theta.weight = 0: every row the same (to 1e-12): {spread(a_zero) < 1e-12}")
 
 # %% [markdown]
-# The values follow from the weights summing to one, as in section 3:
-# $W_z(\sum_j \alpha_j (W_g x_j + b_g)) + b_z = (W_z W_g)\,c + (W_z b_g + b_z)$. So
-# $W_v = W_z W_g$ and $b_v = W_z b_g + b_z$.
+# **Exercise `snl.from_nonlocal`** (derive it first). Expand the NL logit with
+# $\theta(x_i) = b_\theta$ and $\phi(x_j) = W_\phi x_j + b_\phi$ and read off SNL's $w_k$ and
+# $b_k$. Then expand NL's output term $W_z\big(\sum_j \alpha_j\, g(x_j)\big) + b_z$ with
+# $g(x_j) = W_g x_j + b_g$, use that the weights sum to one (section 3), and read off $W_v$ and
+# $b_v$.
 #
-# **Exercise `snl.from_nonlocal`.** `nonlocal_to_snl(nl_params)` takes the `state_dict` of an
+# Then implement it. `nonlocal_to_snl(nl_params)` takes the `state_dict` of an
 # embedded-Gaussian `NonLocal2d` with `theta.weight == 0` (float64 arrays; conv weights
 # `(C_out, C_in, 1, 1)`) and returns the `state_dict` of the `SimplifiedNonLocal2d` that computes
 # the same output, with keys `context_modeling.conv_mask.weight (1, C, 1, 1)`,
 # `context_modeling.conv_mask.bias (1,)`, `transform.add.weight (C, C, 1, 1)`,
-# `transform.add.bias (C,)`. Make the logits equal too: $b_k = b_\theta^\top b_\phi/\sqrt{C_i}$
-# (the softmax would forgive any other constant, the check does not).
+# `transform.add.bias (C,)`. Make the logits equal too, constant included (the softmax would
+# forgive any other constant $b_k$, the check does not).
 
 # %%
 def nonlocal_to_snl(nl_params):
@@ -318,6 +313,19 @@ def nonlocal_to_snl(nl_params):
 check("snl.from_nonlocal", nonlocal_to_snl)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $$
+# \frac{\theta(x_i)^\top \phi(x_j)}{\sqrt{C_i}}
+# = \underbrace{\frac{b_\theta^\top W_\phi}{\sqrt{C_i}}}_{w_k^\top} x_j
+# + \underbrace{\frac{b_\theta^\top b_\phi}{\sqrt{C_i}}}_{b_k} ,
+# \qquad
+# W_z\Big(\sum_j \alpha_j (W_g x_j + b_g)\Big) + b_z = (W_z W_g)\,c + (W_z b_g + b_z) ,
+# $$
+#
+# so $W_v = W_z W_g$ and $b_v = W_z b_g + b_z$.
+# </details>
+#
 # The check also loads your parameters into `SimplifiedNonLocal2d` and compares its output with
 # the NL block's. A second special case is worth one sentence: if **all** of $\theta$ is zero
 # (weight and bias), every logit is $0$, the weights are uniform, $\alpha_j = 1/N$, and the
@@ -329,13 +337,35 @@ check("snl.from_nonlocal", nonlocal_to_snl)
 # NL (reduction 2, $C_i = C/2$) has four 1×1 convs: $\theta, \phi, g$ ($C \to C/2$) and $W_z$
 # ($C/2 \to C$), each with a bias. SNL has $W_k$ ($C \to 1$) and $W_v$ ($C \to C$), with biases.
 #
-# **Exercise `snl.params`.** How many parameters does one SNL block have at $C = 1024$? Compute
-# the number from the shapes (do not count a module), then compare with PyTorch below.
+# **Exercise `snl.param_count`** (derive it). Write the number of parameters of one SNL block
+# as a formula in $C$, from the shapes of $W_k$ and $W_v$ (do not count a module), and
+# implement it. Does your polynomial factor?
 
 # %%
-# exercise snl.params: an int, from the shapes of W_k and W_v
+# exercise snl.param_count: the parameters of one SNL block at C channels (an int)
+def snl_param_count(channels):
+    ### BEGIN SOLUTION
+    return (channels + 1) + (channels * channels + channels)
+    ### END SOLUTION
+
+
+check("snl.param_count", snl_param_count)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $W_k$: $C$ weights and 1 bias; $W_v$: $C^2$ weights and $C$ biases. In all
+# $C^2 + 2C + 1 = (C + 1)^2$: one more input (the bias acts as a constant input) for each of
+# the $C + 1$ outputs.
+# </details>
+#
+# **Exercise `snl.params`.** How many parameters does one SNL block have at $C = 1024$? Then
+# compare with PyTorch below.
+
+# %%
+# exercise snl.params: an int
 ### BEGIN SOLUTION
-snl_params = (1024 + 1) + (1024 * 1024 + 1024)
+snl_params = snl_param_count(1024)
 ### END SOLUTION
 check("snl.params", snl_params)
 

@@ -189,6 +189,62 @@ def fuse(x, add=None, mul=None):
 check("gc.fusion", fuse)
 
 # %% [markdown]
+# ### The fusion's backward
+#
+# Both terms are one vector per image, broadcast over all $H \times W$ positions. What does a
+# broadcast do to gradients?
+#
+# **Exercise `gc.add_fusion_backward`** (derive it). For $z = x + \text{add}$ with `add`
+# `(B, C, 1, 1)`, return `(dx, dadd)` from `dout (B, C, H, W)`.
+
+# %%
+def add_fusion_backward(dout):
+    """(dx, dadd) of z = x + add, add (B, C, 1, 1) broadcast over H and W."""
+    # exercise gc.add_fusion_backward: what does a broadcast become in the backward?
+    ### BEGIN SOLUTION
+    return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)
+    ### END SOLUTION
+
+
+# %%
+check("gc.add_fusion_backward", add_fusion_backward)
+
+# %% [markdown]
+# **Exercise `gc.mul_fusion_backward`** (derive it). For $z = x \odot \sigma(m)$ with `m`
+# `(B, C, 1, 1)`, return `(dx, dm)` from `dout`, `x` and `m`. You will need the derivative of
+# the sigmoid; write it with $\sigma$ itself.
+
+# %%
+def mul_fusion_backward(dout, x, m):
+    """(dx, dm) of z = x * sigmoid(m), m (B, C, 1, 1) broadcast over H and W."""
+    # exercise gc.mul_fusion_backward: element-wise for x; collected over positions for m
+    ### BEGIN SOLUTION
+    g = 1.0 / (1.0 + np.exp(-m))
+    return dout * g, (dout * x).sum(axis=(2, 3), keepdims=True) * g * (1 - g)
+    ### END SOLUTION
+
+
+# %%
+check("gc.mul_fusion_backward", mul_fusion_backward)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# A broadcast copies one value to $HW$ places, so in the backward the $HW$ gradients are
+# **summed** back into it: $\partial x = \partial z$ and
+# $\partial\,\text{add}_{b,c} = \sum_{h,w} \partial z_{b,c,h,w}$. For the product,
+# $\partial x = \partial z \odot \sigma(m)$ and, with $\sigma'(m) = \sigma(m)(1 - \sigma(m))$,
+#
+# $$
+# \partial m_{b,c} = \sigma(m_{b,c})\big(1 - \sigma(m_{b,c})\big)
+# \sum_{h,w} \partial z_{b,c,h,w}\, x_{b,c,h,w} .
+# $$
+#
+# At initialisation ($m = 0$) the gate's gradient is $\tfrac14 \sum \partial z \odot x$: a
+# zero-initialised *mul* branch still learns. So does an *add* branch: only its last conv is
+# zero, and $\partial\,\text{add}$ does not depend on it.
+# </details>
+#
 # The initialisation follows from the fusion. `GCBlock` zeroes the last conv of every branch
 # (weight *and* bias), so $\delta(c) = 0$ at the start of training: an *add* block is exactly the
 # identity (a GC block can be dropped into a pre-trained network without changing it), a *mul*

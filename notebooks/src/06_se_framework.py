@@ -283,17 +283,38 @@ print(list(se.state_dict()))
 #
 # ## 7. What each choice costs
 #
-# SE's cost is one bottleneck per block, $2C^2/r + C/r + C$ parameters; GC adds $W_k$ ($C + 1$)
-# and the LayerNorm ($2C/r$). SE sits after the last BN of **every** ResNet-50 bottleneck: 3, 4,
-# 6 and 3 bottlenecks in the four stages, with 256, 512, 1024 and 2048 output channels.
+# **Exercise `se.param_count`** (derive it). Go through SE's three steps and count the
+# parameters of one SE block at $C$ channels with reduction $r$ ($P = C // r$) as a formula;
+# then implement it.
+
+# %%
+# exercise se.param_count: the parameters of one SE block (an int)
+def se_param_count(channels, reduction=16):
+    ### BEGIN SOLUTION
+    p = channels // reduction
+    return (channels * p + p) + (p * channels + channels)
+    ### END SOLUTION
+
+
+check("se.param_count", se_param_count)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
 #
-# **Exercise `se.params`.** How many parameters does SE r16 add to a ResNet-50 (an `int`;
-# compute it from the formula)?
+# Average pooling and the product have no parameters; the bottleneck has a conv $C \to C/r$
+# ($C^2/r$ weights, $C/r$ biases) and a conv $C/r \to C$ ($C^2/r$ weights, $C$ biases): in all
+# $2C^2/r + C/r + C$. GC adds $W_k$ ($C + 1$) and the LayerNorm ($2C/r$).
+# </details>
+#
+# SE sits after the last BN of **every** ResNet-50 bottleneck: 3, 4, 6 and 3 bottlenecks in the
+# four stages, with 256, 512, 1024 and 2048 output channels.
+#
+# **Exercise `se.params`.** How many parameters does SE r16 add to a ResNet-50 (an `int`)?
 
 # %%
 # exercise se.params: an int, the sum over the 16 bottlenecks
 ### BEGIN SOLUTION
-se_resnet50 = sum(n * (2 * c * c // 16 + c // 16 + c) for c, n in
+se_resnet50 = sum(n * se_param_count(c, 16) for c, n in
                   ((256, 3), (512, 4), (1024, 6), (2048, 3)))
 ### END SOLUTION
 check("se.params", se_resnet50)

@@ -51,12 +51,9 @@ _ = torch.manual_seed(0)  # fixed seed; "_ =" keeps the generator object out of 
 # A residual unit computes $y = \mathrm{ReLU}\big(x + F(x)\big)$, where $F$ is the residual
 # branch (conv–BN–ReLU–conv–BN in a BasicBlock; three convs in a Bottleneck) and $x$ the
 # shortcut. A block $B$ — GC, SE, SNL, NL, all map $(B, C, H, W) \to (B, C, H, W)$ — can go
-#
-# $$
-# \underbrace{y = \mathrm{ReLU}\big(x + B(F(x))\big)}_{\texttt{'after\_conv3'}:\ \text{GCNet, SE}}
-# \qquad\text{or}\qquad
-# \underbrace{y = B\big(\mathrm{ReLU}(x + F(x))\big)}_{\texttt{'after\_block'}:\ \text{Non-local}} .
-# $$
+# inside the residual branch, before the shortcut is added (`'after_conv3'`: GCNet, SE), or
+# after the whole unit, on its output (`'after_block'`: Non-local). Write $y$ for both
+# placements yourself before the exercise below; the worked answer follows its check.
 #
 # After the last conv (and its norm), the block only rescales or shifts the *residual* branch; a
 # GC block initialised to zero then leaves $y$ untouched, so a pretrained network starts out
@@ -100,6 +97,16 @@ def unit_output(identity, branch, mul, add, position):
 
 # %%
 check("use.unit_output", unit_output)
+
+# %% [markdown]
+# <details><summary>Worked answer (open after your check passes)</summary>
+#
+# $$
+# \underbrace{y = \mathrm{ReLU}\big(x + B(F(x))\big)}_{\texttt{'after\_conv3'}:\ \text{GCNet, SE}}
+# \qquad\text{or}\qquad
+# \underbrace{y = B\big(\mathrm{ReLU}(x + F(x))\big)}_{\texttt{'after\_block'}:\ \text{Non-local}} .
+# $$
+# </details>
 
 # %% [markdown]
 # ## 2. `insert_blocks`: the blocks into a model you already have
@@ -199,15 +206,15 @@ plt.tight_layout()
 # ### Non-local's placement: every second unit
 #
 # The Non-local paper put its blocks *after* every second residual unit of a stage (res4 of
-# ResNet-50: 3 of 6 units). `units=k` does that: the units $k-1, 2k-1, \dots$ (0-based).
+# ResNet-50: 3 of 6 units). `units=k` does that: every $k$-th unit of each chosen stage.
 #
 # **Exercise `use.every_kth`.** `every_kth(n_units, k)`: the 0-based indices of the units that
 # get a block.
 
 # %%
 def every_kth(n_units, k):
-    """Indices of the units 'every k-th unit' selects, first block after unit k-1."""
-    # exercise use.every_kth: the units i whose number i + 1 is a multiple of k
+    """0-based indices of the units that 'every k-th unit' selects."""
+    # exercise use.every_kth: count the units from one, as the paper does
     ### BEGIN SOLUTION
     return [i for i in range(n_units) if (i + 1) % k == 0]
     ### END SOLUTION
@@ -215,6 +222,13 @@ def every_kth(n_units, k):
 
 # %%
 check("use.every_kth", every_kth)
+
+# %% [markdown]
+# <details><summary>Worked answer (open after your check passes)</summary>
+#
+# Counting units from one, unit number $i + 1$ gets a block when it is a multiple of $k$: the
+# 0-based indices $k-1, 2k-1, \dots$ (for 6 units and $k = 2$: 1, 3, 5).
+# </details>
 
 # %%
 deeper = SmallResNet(layers=(1, 4, 4, 1))

@@ -41,10 +41,19 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
+from gclab import diagrams
 from gclab.exercises import catalog, check, hint
 from gclab.nn import NonLocal2d
 
 catalog(notebook="01_nonlocal_numpy")
+
+# %% [markdown]
+# **At a glance:** the Non-local block, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl");
 
 # %% [markdown]
 # ## 1. Every position looks at every other
@@ -81,7 +90,15 @@ catalog(notebook="01_nonlocal_numpy")
 # The attention is a matrix over positions, so we first flatten the map. Position
 # $i = h\,W + w$ (row-major, the way `reshape` reads memory). The trap: `x.reshape(B, N, C)` has
 # the right shape but mixes channels and positions. Flatten the spatial dims first, *then* swap
-# axes.
+# axes. Every cell below is labelled with the channel `c` and the position `p` it holds, for a
+# $3 \times 2 \times 3$ map:
+
+# %%
+diagrams.flattening_trap(channels=3, height=2, width=3);
+
+# %% [markdown]
+# On the right, each row mixes the channels of *different* positions: the shape is `(N, C)`,
+# the content is not a list of positions.
 #
 # **Exercise `nl.to_positions`.** `(B, C, H, W) → (B, N, C)` with `N = H*W`.
 

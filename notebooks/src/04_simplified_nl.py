@@ -39,10 +39,19 @@ import torch
 from sklearn.datasets import load_sample_image
 
 import gclab.numpy as gnp
+from gclab import diagrams
 from gclab.exercises import check, hint
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
 torch.set_default_dtype(torch.float64)  # this lesson compares NumPy and PyTorch in float64
+
+# %% [markdown]
+# **At a glance:** NL, and the Simplified NL block this lesson derives from it, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl", "snl");
 
 # %% [markdown]
 # ## 1. From NL to SNL in three lines of algebra

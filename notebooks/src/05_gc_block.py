@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import gclab.numpy as gnp
+from gclab import diagrams
 from gclab.exercises import check, hint
 from gclab.nn import (
     AttentionPooling,
@@ -50,6 +51,14 @@ from gclab.nn import (
     SEBlock,
     SimplifiedNonLocal2d,
 )
+
+# %% [markdown]
+# **At a glance:** SNL (lesson 4) and the Global Context block this lesson builds, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("snl", "gc");
 
 # %% [markdown]
 # ## 1. Where SNL spends its parameters
@@ -94,8 +103,12 @@ from gclab.nn import (
 # hidden vector is a `(B, P, 1, 1)` map, so the layer is `nn.LayerNorm([P, 1, 1])`: normalise over
 # the last three axes, never over the batch. Why not BatchNorm? It would normalise each channel
 # *across the images of the batch*: the output of one image would depend on the others, and
-# detection trains with 2 images per GPU.
-#
+# detection trains with 2 images per GPU. The two, on the bottleneck's `(B, P, 1, 1)` tensor:
+
+# %%
+diagrams.norm_axes(batch=4, planes=8);
+
+# %% [markdown]
 # What the normalisation buys, on one bottleneck: the hidden vector that reaches the ReLU and the
 # second conv has the same scale whatever the context's scale.
 

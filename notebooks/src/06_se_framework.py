@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 import gclab.numpy as gnp
+from gclab import diagrams
 from gclab.exercises import check, hint
 from gclab.nn import (
     AttentionPooling,
@@ -48,6 +49,14 @@ from gclab.nn import (
     SEBlock,
     SimplifiedNonLocal2d,
 )
+
+# %% [markdown]
+# **At a glance:** all four blocks of the course, SE last, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl", "snl", "gc", "se");
 
 # %% [markdown]
 # ## 1. SE in one equation

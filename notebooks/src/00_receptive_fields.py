@@ -37,6 +37,12 @@
 # seeds, compares them by relative error, and tells you which checks ran and, when it can, which
 # mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go from concept to
 # shapes to pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import math
@@ -46,7 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gclab import course_figures
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb00_receptive_fields as ref  # gclab's answers, for the figures
+from gclab.exercises.fallback import use_or_fallback
 from gclab.exercises.nb00_receptive_fields import conv_stack
 
 torch.manual_seed(0)
@@ -98,9 +107,10 @@ check("rf.theoretical", theoretical_rf)
 
 # %%
 # NBVAL_CHECK_OUTPUT
+trf = use_or_fallback(theoretical_rf, ref.theoretical_rf, "theoretical_rf")  # yours once done
 for depth in (1, 2, 3, 5, 10):
-    plain = theoretical_rf([3] * depth, [1] * depth)
-    stem = theoretical_rf([7, 3] + [3] * depth, [2, 2] + [1] * depth)
+    plain = trf([3] * depth, [1] * depth)
+    stem = trf([7, 3] + [3] * depth, [2, 2] + [1] * depth)
     print(f"{depth:2d} 3x3 convs: TRF {plain:3d} pixels; after a ResNet stem: {stem:3d} pixels")
 
 # %% [markdown]
@@ -186,9 +196,10 @@ check("rf.erf_variance", erf_variance)
 # </details>
 
 # %%
+box_erf = use_or_fallback(erf_1d, ref.erf_1d, "erf_1d")  # yours once done
 fig, ax = plt.subplots(figsize=(7, 3))
 for depth in (1, 2, 4, 8, 16):
-    g = erf_1d(depth)
+    g = box_erf(depth)
     offsets = np.arange(len(g)) - len(g) // 2
     ax.plot(offsets, g, marker=".", label=f"L = {depth}")
 ax.set(xlabel="input offset from the centre pixel", ylabel="ERF weight",
@@ -231,6 +242,7 @@ check("rf.erf", effective_rf)
 
 # %%
 SIZE = 61  # input is SIZE x SIZE, large enough for the TRF of 24 layers (49 pixels)
+erf_of = use_or_fallback(effective_rf, ref.effective_rf, "effective_rf")  # yours once done
 
 
 def mean_erf(depth, n_nets=4, channels=8):
@@ -238,22 +250,16 @@ def mean_erf(depth, n_nets=4, channels=8):
     for seed in range(n_nets):
         net = conv_stack(depth, channels, relu=True, seed=seed)
         x = torch.randn(1, channels, SIZE, SIZE, dtype=torch.float64)
-        maps.append(effective_rf(net, x))
+        maps.append(erf_of(net, x))
     return np.mean(maps, axis=0)
 
 
 DEPTHS = [1, 2, 4, 8, 16, 24]
 erfs = {depth: mean_erf(depth) for depth in DEPTHS}
 
-fig, axes = plt.subplots(1, len(DEPTHS), figsize=(15, 2.9))
-for ax, depth in zip(axes, DEPTHS):
-    ax.imshow(erfs[depth], cmap="magma")
-    r = theoretical_rf([3] * depth, [1] * depth)
-    c = SIZE // 2
-    ax.add_patch(plt.Rectangle((c - r / 2, c - r / 2), r, r, fill=False, ls="--", color="cyan"))
-    ax.set(title=f"L = {depth}, TRF {r}", xticks=[], yticks=[])
-fig.suptitle("ERF of L random 3x3 convs + ReLU (bright = large gradient); dashed: TRF")
-plt.show()
+
+# %%
+course_figures.erf_grid(erfs, SIZE, trf)
 
 # %% [markdown]
 # The bright region grows, but far more slowly than the dashed square. To put a number on it,
@@ -295,23 +301,14 @@ check("rf.growth_exponent", growth_exponent)
 
 # %%
 depths = np.array(DEPTHS, dtype=float)
-trf = np.array([theoretical_rf([3] * d, [1] * d) for d in DEPTHS], dtype=float)
-trf_radius = (trf - 1) / 2  # pixels from the centre to the edge of the TRF: L
-erf_radius = np.array([erf_std(erfs[d]) for d in DEPTHS])
-print(f"growth exponent: TRF {growth_exponent(depths, trf_radius):.2f}, "
-      f"ERF {growth_exponent(depths, erf_radius):.2f}")
-
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
-ax1.loglog(depths, trf_radius, "o-", label="TRF radius $L$ (slope 1)")
-ax1.loglog(depths, erf_radius, "s-", label="ERF radius $\\sigma$ (measured)")
-ax1.loglog(depths, erf_radius[0] * np.sqrt(depths), "k:", label="$\\propto\\sqrt{L}$")
-ax1.set(xlabel="depth L (3x3 convs)", ylabel="pixels", title="How far does the stack see?")
-ax1.legend(fontsize=8)
-ax2.plot(depths, erf_radius / trf_radius, "s-")
-ax2.set(xlabel="depth L", ylabel="ERF radius / TRF radius",
-        title="The used fraction of the TRF shrinks")
-plt.tight_layout()
-plt.show()
+radius = use_or_fallback(erf_std, ref.erf_std, "erf_std")
+slope = use_or_fallback(growth_exponent, ref.growth_exponent, "growth_exponent")
+trf_sizes = np.array([trf([3] * d, [1] * d) for d in DEPTHS], dtype=float)
+trf_radius = (trf_sizes - 1) / 2  # pixels from the centre to the edge of the TRF: L
+erf_radius = np.array([radius(erfs[d]) for d in DEPTHS])
+print(f"growth exponent: TRF {slope(depths, trf_radius):.2f}, "
+      f"ERF {slope(depths, erf_radius):.2f}")
+course_figures.erf_growth(depths, trf_radius, erf_radius)
 
 # %% [markdown]
 # The TRF has slope 1 (linear growth); the measured ERF has a slope well below 1, close to
@@ -340,15 +337,10 @@ class GlobalContextAdd(nn.Module):
         return self.conv(x) + x.mean(dim=(2, 3), keepdim=True)
 
 
+# %%
 x = torch.randn(1, 2, SIZE, SIZE, dtype=torch.float64)
-global_erf = effective_rf(GlobalContextAdd(2), x)
-fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
-for ax, erf_map, title in ((axes[0], erfs[24], "24 convs + ReLU"),
-                           (axes[1], global_erf, "1 conv + global context")):
-    im = ax.imshow(np.log10(erf_map + 1e-12), cmap="magma", vmin=-8, vmax=0)
-    ax.set(title=title, xticks=[], yticks=[])
-fig.colorbar(im, ax=axes, label="log10 ERF")
-plt.show()
+global_erf = erf_of(GlobalContextAdd(2), x)
+course_figures.erf_compare(erfs[24], global_erf)
 print(f"pixels with a non-zero gradient: 24 convs {np.mean(erfs[24] > 0):.0%}, "
       f"one global-context layer {np.mean(global_erf > 0):.0%}")
 

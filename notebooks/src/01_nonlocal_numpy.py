@@ -34,6 +34,12 @@
 # random shapes and seeds, compares them by relative error, says which checks ran and, when it
 # can, which common mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go
 # from concept to shapes to pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
@@ -41,8 +47,10 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
-from gclab import diagrams
+from gclab import course_figures, diagrams
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb01_nonlocal_numpy as ref  # gclab's answers, for demonstrations
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
 catalog(notebook="01_nonlocal_numpy")
@@ -198,7 +206,7 @@ check("nl.softmax", softmax)
 # | pairwise function | $f(x_i, x_j)$ | $\mathcal{C}(x)$ |
 # |---|---|---|
 # | gaussian | $e^{x_i^\top x_j}$ | $\sum_j f(x_i, x_j)$ |
-# | embedded gaussian | $e^{\theta(x_i)^\top \phi(x_j) / \sqrt{C_i}}$ | $\sum_j f(x_i, x_j)$ |
+# | embedded gaussian | $e^{\theta(x_i)^\top \phi(x_j)}$ (here $/\sqrt{C_i}$, see below) | $\sum_j f(x_i, x_j)$ |
 # | dot product | $\theta(x_i)^\top \phi(x_j)$ | $N'$ |
 # | concatenation | $\mathrm{ReLU}\big(w_f^\top [\theta(x_i); \phi(x_j)]\big)$ | $N'$ |
 #
@@ -212,10 +220,12 @@ def gaussian(theta_x, phi_x):
 
 
 # %% [markdown]
-# The **embedded gaussian** embeds first, then divides the logits by $\sqrt{C_i}$ (as in
-# scaled dot-product attention: a dot product of $C_i$ unit-variance terms has standard deviation
-# $\sqrt{C_i}$, and large logits saturate the softmax). An old mmdetection release *multiplied* by
-# $\sqrt{C_i}$ instead — the checks know that one too.
+# The **embedded gaussian** embeds first. Wang et al. (2018) define it as
+# $e^{\theta(x_i)^\top \phi(x_j)}$, with no scale; the $1/\sqrt{C_i}$ is an *option* of the
+# official code and of mmcv's `NonLocal2d` (`use_scale=True`, the default there and in `gclab`),
+# borrowed from scaled dot-product attention: a dot product of $C_i$ unit-variance terms has
+# standard deviation $\sqrt{C_i}$, and large logits saturate the softmax. An old mmdetection
+# release *multiplied* by $\sqrt{C_i}$ instead — the checks know that one too.
 #
 # **Exercise `nl.embedded_gaussian`.** With `use_scale=False`, no division.
 
@@ -290,11 +300,13 @@ check("nl.concatenation", concatenation)
 rng = np.random.default_rng(0)
 th, ph = rng.standard_normal((1, 6, 4)), rng.standard_normal((1, 4, 6))
 w_f = rng.standard_normal(8)
-for name, f in [("gaussian", lambda: gaussian(th, ph)),
-                ("embedded_gaussian", lambda: embedded_gaussian(th, ph)),
-                ("dot_product", lambda: dot_product(th, ph)),
-                ("concatenation", lambda: concatenation(th, ph, w_f))]:
-    a = f()
+pairs = {"gaussian": (gaussian, gnp.non_local.gaussian),  # yours, and gclab's until yours runs
+         "embedded_gaussian": (embedded_gaussian, ref.ref_embedded_gaussian),
+         "dot_product": (dot_product, ref.ref_dot_product),
+         "concatenation": (concatenation, ref.ref_concatenation)}
+for name, (mine, gclabs) in pairs.items():
+    f = use_or_fallback(mine, gclabs, name)
+    a = f(th, ph, w_f) if name == "concatenation" else f(th, ph)
     print(f"{name:18s} row sums {np.round(a.sum(-1)[0], 3)}  min weight {a.min():+.3f}")
 
 # %% [markdown]
@@ -428,12 +440,13 @@ def rel_error(a, b):
 
 # %%
 # NBVAL_CHECK_OUTPUT
+forward = use_or_fallback(nonlocal_forward, ref.ref_forward, "nonlocal_forward")
 x = np.random.default_rng(1).standard_normal((2, 6, 5, 7))  # H != W on purpose
 for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
     for sub in (False, True):
         block = random_block(mode, sub)
         z_torch = block(torch.from_numpy(x)).detach().numpy()
-        z_np = nonlocal_forward(x, gnp.params_from_torch(block), mode, True, sub)
+        z_np = forward(x, gnp.params_from_torch(block), mode, True, sub)
         ok = rel_error(z_np, z_torch) < 1e-10
         print(f"{mode:18s} sub_sample={sub!s:5s}  rel. error < 1e-10: {ok}")
 
@@ -446,31 +459,7 @@ for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
 # the attention matrix drawn over the image.
 
 # %%
-H, W = 12, 16
-img = np.zeros((3, H, W)) + 0.05
-img[0, 1:4, 1:4] = 1.0     # red, top left
-img[0, 8:11, 12:15] = 1.0  # red, bottom right: far away, same colour
-img[1, 7:11, 2:6] = 1.0    # green
-img[2, 2:5, 9:13] = 1.0    # blue
-feats = 4 * img[None]                                  # (1, 3, H, W)
-# gclab's gaussian (equal to yours), so this figure draws in the learner copy too
-keys = feats.reshape(1, 3, -1)  # (1, C, N)
-attn = gnp.non_local.gaussian(keys.transpose(0, 2, 1), keys)[0]  # (N, N)
-
-queries = [(2, 2), (9, 3), (6, 8)]  # (row, col): a red blob, the green blob, the background
-fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
-axes[0].imshow(img.transpose(1, 2, 0))
-axes[0].set_title("image and queries")
-for ax, (r, c) in zip(axes[1:], queries):
-    axes[0].plot(c, r, "w+", ms=12, mew=2)
-    ax.imshow(img.transpose(1, 2, 0))
-    ax.imshow(attn[r * W + c].reshape(H, W), cmap="magma", alpha=0.75)
-    ax.plot(c, r, "w+", ms=12, mew=2)
-    ax.set_title(f"query ({r}, {c})")
-for ax in axes:
-    ax.axis("off")
-plt.tight_layout()
-plt.show()
+course_figures.gaussian_attention_demo(height=12, width=16)  # gclab's gaussian: runs before yours
 
 # %% [markdown]
 # The query on the top-left red blob attends just as much to the red blob in the far corner as

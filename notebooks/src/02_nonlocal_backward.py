@@ -39,20 +39,26 @@
 # Notation: for a scalar loss $L$ and any array $a$, $\partial a$ stands for
 # $\partial L / \partial a$, an array shaped like $a$. A layer's backward receives
 # $\partial\,\text{out}$ (`dout`) and returns $\partial\,\text{in}$.
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import math
 import os
 import platform
-import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import gclab.numpy as gnp
+from gclab import course_figures
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb02_nonlocal_backward as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
 catalog(notebook="02_nonlocal_backward")
@@ -445,6 +451,7 @@ def to_map(t, H, W):  # (B, N, C) -> (B, C, H, W)
     return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], H, W)
 
 
+# %%
 def nonlocal_forward(x, params, use_scale=True):
     """Embedded-gaussian NL block: returns z = x + W_z y and the cache for the backward."""
     B, C, H, W = x.shape
@@ -524,7 +531,9 @@ params = gnp.params_from_torch(block)  # state_dict -> float64 arrays, same keys
 x = rng.standard_normal((2, C, 3, 5))
 dout = rng.standard_normal(x.shape)
 
-dx, grads = nonlocal_grads(x, params, dout)  # yours
+# %%
+grads_of = use_or_fallback(nonlocal_grads, ref.ref_block_grads, "nonlocal_backward")
+dx, grads = grads_of(x, params, dout)  # yours once done
 numeric = {"x": gnp.numerical_gradient(lambda v: nonlocal_forward(v, params)[0], x.copy(), dout)}
 numeric.update(gnp.numerical_gradient_params(lambda p: nonlocal_forward(x, p)[0], params, dout))
 analytic = {"x": dx, **grads}
@@ -551,7 +560,7 @@ assert np.abs(analytic["phi.bias"]).max() < 1e-9 and np.abs(numeric["phi.bias"])
 
 # %%
 x32, p32 = x.astype(np.float32), {k: v.astype(np.float32) for k, v in params.items()}
-dx32, _ = nonlocal_grads(x32, p32, dout.astype(np.float32))
+dx32, _ = grads_of(x32, p32, dout.astype(np.float32))
 num32 = gnp.numerical_gradient(lambda v: nonlocal_forward(v, p32)[0], x32.copy(),
                                dout.astype(np.float32), h=1e-3)
 print(f"float32, h=1e-3: rel. error of dx {gnp.rel_error(dx32, num32):.0e}")
@@ -565,7 +574,7 @@ print(f"float32, h=1e-3: rel. error of dx {gnp.rel_error(dx32, num32):.0e}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-dx, grads = nonlocal_grads(x, params, dout)  # yours, as above
+dx, grads = grads_of(x, params, dout)  # yours, as above
 xt = torch.from_numpy(x).requires_grad_(True)
 zt = block(xt)
 zt.backward(torch.from_numpy(dout))
@@ -587,30 +596,8 @@ for name, prm in block.named_parameters():
 # loop would take minutes on a real 56×56 feature map) and check they agree.
 
 # %%
-def best_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-C_t, sides = 8, (4, 6, 8, 12)
-torch.manual_seed(1)
-blk = NonLocal2d(C_t).double()
-with torch.no_grad():
-    for prm in blk.parameters():
-        prm.normal_(0, 0.5)
-p_t = gnp.params_from_torch(blk)
-timings = {}
-for side in tqdm(sides, desc="timing"):
-    xs = np.random.default_rng(side).standard_normal((1, C_t, side, side))
-    loop = gnp.non_local_naive(xs, p_t)
-    vec, _ = gnp.non_local.forward(xs, p_t)
-    assert gnp.rel_error(loop, vec) < 1e-10, "the two versions disagree"
-    timings[side] = (best_time(lambda: gnp.non_local_naive(xs, p_t), 2),
-                     best_time(lambda: gnp.non_local.forward(xs, p_t), 20))
+C_t = 8
+timings = course_figures.time_loop_vs_vectorised(sides=(4, 6, 8, 12), channels=C_t)
 
 # %%
 print(f"machine: {platform.machine()}, {os.cpu_count()} CPU core(s) visible, "
@@ -619,21 +606,7 @@ for side, (t_loop, t_vec) in timings.items():
     print(f"{side:2d}x{side:<2d} (N = {side * side:3d}): loop {1e3 * t_loop:8.2f} ms, "
           f"vectorised {1e3 * t_vec:6.3f} ms, ratio {t_loop / t_vec:6.0f}x")
 
-labels = [f"{s}x{s}" for s in timings]
-pos = np.arange(len(labels))
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.bar(pos - 0.2, [1e3 * t for t, _ in timings.values()], 0.4, label="double loop (naive)")
-ax.bar(pos + 0.2, [1e3 * t for _, t in timings.values()], 0.4, label="vectorised")
-for i, (t_loop, t_vec) in enumerate(timings.values()):
-    ax.text(i, 1e3 * t_loop * 1.3, f"{t_loop / t_vec:.0f}x", ha="center")
-ax.set_yscale("log")
-ax.set_ylim(top=1e3 * max(t for t, _ in timings.values()) * 8)
-ax.set_xticks(pos, labels)
-ax.set_ylabel("forward time (ms, log scale)")
-ax.set_title(f"NL forward, C = {C_t}, batch 1, float64")
-ax.legend(loc="upper left")
-plt.tight_layout()
-plt.show()
+course_figures.plot_timings(timings, C_t)
 
 # %% [markdown]
 # The loop loses by a factor that grows with $N$: when this notebook was built (x86_64, 2 CPU

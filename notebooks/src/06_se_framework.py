@@ -30,6 +30,12 @@
 #
 # Exercises are checked by `check("se.<name>", ...)`; `hint("se.<name>", level)` gives a hint at
 # level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,17 +44,12 @@ import torch
 from torch import nn
 
 import gclab.numpy as gnp
-from gclab import diagrams
+from gclab import course_figures, diagrams
 from gclab.exercises import check, hint
-from gclab.nn import (
-    AttentionPooling,
-    AveragePooling,
-    Bottleneck,
-    GCBlock,
-    GlobalContextFramework,
-    SEBlock,
-    SimplifiedNonLocal2d,
-)
+from gclab.exercises import nb06_se_framework as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
+from gclab.nn import AttentionPooling, AveragePooling, Bottleneck, GCBlock
+from gclab.nn import GlobalContextFramework, SEBlock, SimplifiedNonLocal2d
 
 # %% [markdown]
 # **At a glance:** all four blocks of the course, SE last, drawn by `gclab.diagrams` in one visual language: the
@@ -83,31 +84,7 @@ diagrams.blocks("nl", "snl", "gc", "se");
 # $$
 
 # %%
-rows = {  # block: (context modelling, transform, fusion)
-    "SNL": ("attention pooling\nsoftmax(W_k x)", "1x1 conv C->C\n(W_v)", "add\nx + t"),
-    "GC": ("attention pooling\nsoftmax(W_k x)", "bottleneck C->C/r->C\nwith LayerNorm", "add\nx + t"),
-    "SE": ("average pooling\n1/N sum x_j", "bottleneck C->C/r->C\nno LayerNorm", "mul\nx * sigmoid(t)"),
-}
-steps = ["context modelling", "transform", "fusion"]
-shapes = ["(B,C,H,W) -> (B,C,1,1)", "(B,C,1,1) -> (B,C,1,1)", "x, t -> (B,C,H,W)"]
-fig, ax = plt.subplots(figsize=(12, 4.2))
-for r, (name, parts) in enumerate(rows.items()):
-    y = 2 - r
-    ax.text(-0.35, y, name, ha="right", va="center", fontsize=13, weight="bold")
-    for k, text in enumerate(parts):
-        ax.text(1.5 * k + 0.5, y, text, ha="center", va="center", fontsize=10,
-                bbox=dict(boxstyle="round,pad=0.4", fc=["#e6f0ff", "#fff4e0", "#e8f8ec"][k]))
-        if k < 2:
-            ax.annotate("", (1.5 * k + 1.25, y), (1.5 * k + 1.0, y),
-                        arrowprops=dict(arrowstyle="->", lw=1.5))
-for k, step in enumerate(steps):
-    ax.text(1.5 * k + 0.5, 2.75, step, ha="center", fontsize=12, style="italic")
-    ax.text(1.5 * k + 0.5, 2.5, shapes[k], ha="center", fontsize=9, color="gray")
-ax.text(-0.2, 2.75, "x  ->", fontsize=12)
-ax.text(4.0, 2.75, "->  z", fontsize=12)
-ax.set(xlim=(-1.0, 4.5), ylim=(-0.6, 3.0))
-ax.axis("off")
-plt.tight_layout()
+course_figures.framework_table()
 
 # %% [markdown]
 # The columns are interchangeable parts. `gclab.nn.framework` holds one class per part —
@@ -205,7 +182,8 @@ se = SEBlock(32, ratio=1 / 8).double()
 x = np.random.default_rng(0).standard_normal((2, 32, 6, 9))
 with torch.no_grad():
     theirs = se(torch.from_numpy(x)).numpy()
-print("NumPy == gclab.nn:", np.allclose(se_block(x, gnp.params_from_torch(se)), theirs, rtol=1e-10))
+ours = use_or_fallback(se_block, ref.ref_se_forward, "se_block")(x, gnp.params_from_torch(se))
+print("NumPy == gclab.nn:", np.allclose(ours, theirs, rtol=1e-10))
 
 # %% [markdown]
 # ## 5. One framework, three blocks
@@ -343,6 +321,9 @@ table = {  # block: (context modelling, transform, fusion, module)
     "GC r16": ("attention", "bottleneck + LN", "add", GCBlock(1024, 1 / 16)),
     "SE r16": ("average", "bottleneck", "mul", SEBlock(1024, 1 / 16)),
 }
+
+# %%
+# NBVAL_CHECK_OUTPUT
 print(f"{'block':8s}{'context modelling':>19s}{'transform':>17s}{'fusion':>8s}"
       f"{'params':>11s}{'FLOPs':>12s}")
 for name, (cm, tr, fu, m) in table.items():

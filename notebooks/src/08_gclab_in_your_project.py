@@ -29,6 +29,12 @@
 #
 # Exercises are checked by `check("use.<name>", ...)`; `hint("use.<name>", level)` gives a hint
 # at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import tempfile
@@ -39,6 +45,8 @@ import numpy as np
 import torch
 
 from gclab.exercises import check, hint  # noqa: F401  (hint: for when you are stuck)
+from gclab.exercises import nb08_your_project as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
 from gclab.exercises.nb08_your_project import mmdet_style_small_resnet
 from gclab.experiments.models import SmallResNet
 from gclab.nn import insert_blocks, load_mmdet_gcnet
@@ -152,13 +160,10 @@ with torch.no_grad():
 #
 # ## 3. What the blocks cost
 #
-# One add-fusion GC block on $C$ channels with $P = \lfloor C r \rfloor$:
-# $W_k$ ($C + 1$), the first conv ($CP + P$), LayerNorm ($2P$), the last conv ($PC + C$):
-#
-# $$ \#\theta_{GC}(C) = 2CP + 2C + 3P + 1 , $$
-#
-# which for $r = 1/16$ is the paper's $2C^2/r + 2C + 3C/r + 1$. At c3–c5 of a ResNet-50
-# (4, 6 and 3 bottlenecks with 512, 1024 and 2048 channels) that is 2,521,741 parameters.
+# One add-fusion GC block on $C$ channels has $P = \lfloor C \cdot \text{ratio} \rfloor$ hidden
+# channels (`gclab`'s `ratio` is a fraction, 1/16; the paper writes the reduction $r = 16$ and
+# $P = C/r$). Its parameters sit in $W_k$, the first conv, the LayerNorm and the last conv, each
+# with a bias (lesson 5); write one block's count in $C$ and $P$ before the exercise.
 #
 # **Exercise `use.gc_params`.** `gc_params(stages, ratio)`: `stages` is a list of
 # `(channels, units)`, one GC block per unit; return the parameters added as an `int`.
@@ -179,12 +184,25 @@ def gc_params(stages, ratio):
 # %%
 check("use.gc_params", gc_params)
 
+# %% [markdown]
+# <details><summary>Worked count (open after your check passes)</summary>
+#
+# $W_k$ ($C + 1$), the first conv ($CP + P$), LayerNorm ($2P$), the last conv ($PC + C$):
+#
+# $$ \#\theta_{GC}(C) = 2CP + 2C + 3P + 1 , $$
+#
+# which with $P = C/r$, $r = 16$, is the paper's $2C^2/r + 2C + 3C/r + 1$. At c3–c5 of a
+# ResNet-50 (4, 6 and 3 bottlenecks with 512, 1024 and 2048 channels) that is 2,521,741
+# parameters.
+# </details>
+
 # %%
 # NBVAL_CHECK_OUTPUT
+count = use_or_fallback(gc_params, ref.ref_gc_params, "gc_params")  # yours once done
 small_stages = [(e.channels, 1) for e in summary]  # one unit per stage in SmallResNet
 print("GC r4 in SmallResNet:", summary.params_added, "added; by the formula:",
-      gc_params(small_stages, 1 / 4))
-print("GC r16 at c3-c5 of ResNet-50:", gc_params([(512, 4), (1024, 6), (2048, 3)], 1 / 16))
+      count(small_stages, 1 / 4))
+print("GC r16 at c3-c5 of ResNet-50:", count([(512, 4), (1024, 6), (2048, 3)], 1 / 16))
 
 # %% [markdown]
 # The same call inserts the other blocks. Their cost in the small network, next to the

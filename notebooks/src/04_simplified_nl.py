@@ -366,7 +366,6 @@ check("snl.params", snl_params)
 # multiply-add; lesson 5 draws the curves):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 

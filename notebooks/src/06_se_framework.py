@@ -313,7 +313,6 @@ check("se.params", se_resnet50)
 # `FlopCounterMode`'s FLOPs as in lesson 5):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 table = {  # block: (context modelling, transform, fusion, module)

@@ -538,14 +538,15 @@ register(Exercise(
     ],
     hints=(
         "Write p_j as exp(s_j) over the row's sum of exponentials and differentiate with the "
-        "quotient rule, once for k = j (s_k is in the numerator and in the sum) and once for "
-        "k != j (only in the sum). Both answers can be written with p alone.",
+        "quotient rule, once for k = j (s_k is in the numerator and in the sum) and once for k != "
+        "j (only in the sum). Both answers can be written with p alone.",
         "p (..., N) -> J (..., N, N), its entry (j, k) the derivative of p_j with respect to s_k. "
-        "The result is a diagonal matrix built from p minus an outer product of p with itself; "
-        "broadcast with a size-1 axis and an identity matrix.",
-        "the diagonal part: p on the diagonal (an identity matrix scaled by p, row by row)\n"
-        "the outer-product part: p as a column times p as a row\n"
-        "the Jacobian is the first minus the second",
+        "Your k != j formula, applied on the diagonal too, is an outer product of p with itself; "
+        "the k = j case then needs one extra diagonal term. Broadcasting with size-1 axes and an "
+        "identity matrix builds both.",
+        "build the outer-product term from p (p as a column, p as a row)\nbuild the extra "
+        "diagonal term from p and an identity matrix\ncombine them with the signs your derivation "
+        "gives, and check that every row sums to 0",
     ),
 ))
 
@@ -639,16 +640,15 @@ register(Exercise(
     },
     properties=[Property("shape of x", lambda out, dout, x: np.shape(out) == x.shape)],
     hints=(
-        "Inside a window the max is a switch: it passes exactly one input through, unchanged. "
-        "A small change of the winning input changes the output one for one; a small change of "
-        "any other input changes nothing.",
+        "Ask how max(a, b, c, d) changes when you nudge one of its inputs a little: the input "
+        "that won the window and the three that lost behave differently. The gradient follows "
+        "that.",
         "x (B, C, H, W), dout (B, C, H//2, W//2), dx shaped like x. View the even crop of x as "
         "windows (B, C, H//2, 2, W//2, 2); a boolean mask of the same shape marks each window's "
         "maximum; the odd last row or column (never in a window) gets gradient 0.",
-        "dx starts as zeros shaped like x\n"
-        "view the even crop as 2 by 2 windows and mark where each window reaches its max\n"
-        "put each window's upstream gradient where the mark is, 0 elsewhere\n"
-        "write the result back into the cropped part of dx",
+        "dx starts as zeros shaped like x\nview the even crop as 2 by 2 windows and mark where "
+        "each window reaches its max\nput each window's upstream gradient where the mark is, 0 "
+        "elsewhere\nwrite the result back into the cropped part of dx",
     ),
 ))
 

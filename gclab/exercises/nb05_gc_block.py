@@ -609,10 +609,10 @@ register(Exercise(
         "from every position it scaled, and then passes through the sigmoid.",
         "dout, x (B, C, H, W); m (B, C, 1, 1); dx like x, dm like m. The derivative of the "
         "sigmoid can be written with the sigmoid itself.",
-        "the gate: the sigmoid of m\n"
-        "dx: dout times the gate\n"
-        "dm: dout times x, summed over H and W (keep the axes), times the sigmoid's derivative "
-        "at m",
+        "the gate: the sigmoid of m\ndx: the chain rule through the product, element by "
+        "element\ndm: first the gradient reaching the gate, collected over H and W (mind which "
+        "factor multiplies the gate, and keep the axes); then through the sigmoid's derivative at "
+        "m",
     ),
 ))
 

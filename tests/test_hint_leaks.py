@@ -68,14 +68,19 @@ TEXT_EXEMPT = {"07_experiments"}
 
 # expressions shorter than this (after removing whitespace) are too generic to count
 MIN_EXPR = 7
+# ... except short arithmetic in level-3 hints and stubs (`(i + 1) is a multiple of k`)
+MIN_SHORT = 3
 
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def _key_expressions(code: str) -> List[str]:
-    """The non-trivial expressions of a solution region, normalised (no whitespace)."""
+def _key_expressions(code: str, short: bool = False) -> List[str]:
+    """The non-trivial expressions of a solution region, normalised (no whitespace).
+
+    ``short=True`` also keeps short arithmetic and comparisons (``i+1``, ``k-1``): level-3
+    hints and stubs must not spell out even those; levels 1-2 may name them as ideas."""
     tree = ast.parse(textwrap.dedent(code))
     found = set()
     for node in ast.walk(tree):
@@ -87,7 +92,8 @@ def _key_expressions(code: str) -> List[str]:
         )
         if keep:
             text = _norm(ast.unparse(node))
-            if len(text) >= MIN_EXPR:
+            arithmetic = isinstance(node, (ast.BinOp, ast.Compare, ast.BoolOp))
+            if len(text) >= MIN_EXPR or (short and arithmetic and len(text) >= MIN_SHORT):
                 found.add(text)
     return sorted(found)
 
@@ -162,12 +168,14 @@ def _leaks(ex_id: str) -> List[str]:
     hints = list(get(ex_id).hints)
     if entry is not None:
         exprs = [x for code in entry["regions"] for x in _key_expressions(code)]
+        strict = [x for code in entry["regions"] for x in _key_expressions(code, short=True)]
         places = {f"hint {i + 1}": h for i, h in enumerate(hints)}
         places["the stub's comments/docstring"] = entry["stub"]
         places["the markdown above the exercise"] = entry["markdown"]
         for where, text in places.items():
             flat = _norm(text)
-            for expr in exprs:
+            short = where in ("hint 3", "the stub's comments/docstring")
+            for expr in strict if short else exprs:
                 if expr in flat:
                     problems.append(f"{where} contains the solution's expression {expr!r}")
     for i, h in enumerate(hints):
@@ -207,3 +215,23 @@ def test_the_detector_catches_a_pasted_solution():
     assert not _code_assignment("mu = the mean of each sample over the last three axes")
     assert not any(rx.search("the mean over the last axis, divided by its length")
                    for _, rx in CODE_PATTERNS)
+
+
+OLD_LEAKS = [  # (solution region, a hint or stub text the course had before issue 10)
+    ("    return [i for i in range(n_units) if (i + 1) % k == 0]",
+     "keep index i when (i + 1) is a multiple of k\nfor i in 0 .. n_units - 1"),
+    ("    return math.ceil((size - 1) / (kernel - 1))",
+     "L = ceil((size - 1) / (kernel - 1))   (math.ceil)"),
+    ("    return p * (dout - (dout * p).sum(axis=-1, keepdims=True))",
+     "inner = sum of dout * p over the last axis, keepdims\nreturn p * (dout - inner)"),
+    ("    return dout @ b.transpose(0, 2, 1), a.transpose(0, 2, 1) @ dout",
+     "da = dout @ (b with its last two axes swapped)"),
+]
+
+
+@pytest.mark.parametrize("code,text", OLD_LEAKS)
+def test_the_detector_flags_the_old_leaks(code, text):
+    exprs = _key_expressions(code, short=True)
+    pasted = any(e in _norm(text) for e in exprs)
+    looks_like_code = _code_assignment(text) or any(rx.search(text) for _, rx in CODE_PATTERNS)
+    assert pasted or looks_like_code

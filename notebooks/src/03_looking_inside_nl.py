@@ -100,9 +100,9 @@ print(f"test accuracy of the trained model: {acc:.3f}")
 #
 # Inside the block, row $i$ of the attention matrix holds the weights
 # $f(x_i, x_j) / \mathcal{C}(x)$ that query position $i$ gives to every key position $j$.
-# The $N = h w$ positions were flattened row by row from the $(h, w)$ map, so query
-# $(r, c)$ is row $i = r\,w + c$, and that row reshaped to $(h, w)$ is a picture of *where this
-# query looks*.
+# The $N = h w$ positions were flattened row by row from the $(h, w)$ map (lesson 1), so each
+# query pixel $(r, c)$ owns one row of the matrix (which one? count the positions before it),
+# and that row reshaped to $(h, w)$ is a picture of *where this query looks*.
 #
 # **Exercise `inside.query_map`.** `query_map(attention, row, col, height, width)`:
 # `attention (B, N, N)` with `N = height * width` → `(B, height, width)`.

@@ -327,7 +327,7 @@ for side in (14, 28, 56):
 # %% [markdown]
 # **Exercise `nl.max_pool2x2`.** `(B, C, H, W) → (B, C, H//2, W//2)`, the maximum of each 2×2
 # window; an odd last row or column is dropped (as `torch.nn.functional.max_pool2d(x, 2)`).
-# Hint for no loops: crop, then reshape to `(B, C, H//2, 2, W//2, 2)`.
+# No loops: which reshape of the (cropped) map gives every window two axes of its own?
 
 # %%
 def max_pool2x2(x):

@@ -5,8 +5,9 @@ One source per lesson, ``notebooks/src/NN_slug.py`` (jupytext ``py:percent``), g
 * ``notebooks/NN_slug.ipynb`` -- the learner copy: every region between ``### BEGIN SOLUTION``
   and ``### END SOLUTION`` becomes a stub ``raise NotImplementedError("exercise <id>: <task>")``
   at the indentation of the ``BEGIN`` marker; no outputs.
-* ``notebooks/solutions/NN_slug.ipynb`` -- the solution copy: markers removed, code kept;
-  ``--execute`` runs it with nbclient and stores its outputs (committed).
+* ``notebooks/solutions/NN_slug.ipynb`` -- the solution copy: markers removed, code kept,
+  ``<details>`` blocks (worked derivations) open; ``--execute`` runs it with nbclient and
+  stores its outputs (committed).
 
 Which exercise a region belongs to (see ``docs/course.md``): an ``# exercise <id>: <task>``
 comment in the same cell before the region (the comment stays in both copies, so it doubles as
@@ -223,8 +224,16 @@ def solution_notebook(text: str, lesson: str) -> nbformat.NotebookNode:
         source = cell.source
         if cell.cell_type == "code":
             source = strip_markers(source, where=f"{lesson} cell {i + 1}")
+        elif cell.cell_type == "markdown":
+            source = open_details(source)
         out.cells.append(_new_cell(cell, source, i))
     return out
+
+
+def open_details(markdown: str) -> str:
+    """The markdown with every collapsed ``<details>`` block opened (``<details open>``): the
+    solution copy shows the worked derivations that the learner copy keeps folded."""
+    return re.sub(r"<details>", "<details open>", markdown)
 
 
 def dumps(nb: nbformat.NotebookNode) -> str:

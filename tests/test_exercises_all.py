@@ -28,7 +28,7 @@ TOPICS = {
     "07": "exp",
     "08": "use",
 }
-MIN_EXERCISES = 40
+MIN_EXERCISES = 60
 
 IDS = [e.id for e in catalog()]
 MISTAKES = [(e.id, name) for e in catalog() for name in get(e.id).mistakes]

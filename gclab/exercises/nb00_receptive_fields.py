@@ -296,9 +296,11 @@ register(
         hints=(
             "Each layer widens the field by (k - 1) steps, and one step of layer l is as wide as "
             "the product of the strides of the layers BEFORE it (the 'jump').",
-            "Inputs: two lists of ints of the same length L. Output: one int. For [3, 3, 3] "
-            "with strides [1, 1, 1] the answer is 7.",
-            "r = 1; jump = 1\nfor each (k, s): r += (k - 1) * jump; then jump *= s\nreturn r",
+            "Inputs: two lists of ints of the same length L. Output: one int. For kernels [3, 3, "
+            "3] with strides [1, 1, 1] the answer is 7; with strides [2, 2, 2] it is 15.",
+            "start with a field of 1 pixel and a jump of 1\nwalk the layers in order: widen the "
+            "field by (its kernel minus one) jumps,\nthen multiply the jump by its stride\nthe "
+            "field after the last layer is the answer",
         ),
     )
 )
@@ -322,9 +324,14 @@ register(
         },
         properties=[Property(COUNT, count_is_int)],
         hints=(
-            "Invert the TRF of a stride-1 stack: find the smallest L with 1 + L (k - 1) >= size.",
-            "Input: size (int) and kernel (int, default 3). Output: an int L >= 0. size 7 -> 3.",
-            "L = ceil((size - 1) / (kernel - 1))   (math.ceil)",
+            "Invert the field of a stride-1 stack: each layer adds the same number of pixels, so "
+            "ask how many such additions it takes to reach the target size.",
+            "Input: size (int) and kernel (int, default 3). Output: an int L >= 0; size 1 needs "
+            "no layer, and a size that is not reached exactly needs one more layer (round up, not "
+            "down).",
+            "the pixels still missing are the size minus the one pixel of no layer at all\neach "
+            "layer adds (kernel minus one) pixels\ndivide the one by the other and round UP to a "
+            "whole number of layers",
         ),
     )
 )
@@ -354,10 +361,11 @@ register(
         hints=(
             "Back-propagating through a conv with an all-ones kernel spreads each gradient "
             "uniformly over k inputs; L layers convolve that box with itself L times.",
-            "Start from g = [1.0] (length 1); each convolution with np.ones(k) adds k - 1 "
-            "entries: depth 2, k 3 gives length 5. Return a float array summing to 1.",
-            "g = np.ones(1)\nrepeat depth times: g = np.convolve(g, np.ones(kernel))\n"
-            "return g / g.sum()",
+            "Start from a length-1 array holding 1.0; each full convolution with a length-k box "
+            "of ones adds k - 1 entries (depth 2, k 3 gives length 5). Return a float array that "
+            "sums to 1.",
+            "start from the one-entry array [1]\nrepeat depth times: replace it by its full "
+            "convolution with a box of kernel ones\ndivide by its total so that it sums to 1",
         ),
     )
 )
@@ -386,12 +394,14 @@ register(
         hints=(
             "The ERF is how much each input pixel influences ONE output: the gradient of the "
             "centre output with respect to the input (not the weights), in absolute value.",
-            "x is (1, C, H, W); y = net(x) is (1, C, H, W); take y[0, :, H//2, W//2].sum() "
-            "(a scalar); its gradient w.r.t. x is (1, C, H, W); sum |.| over batch and channels "
-            "-> (H, W), then divide by the total. Return a float64 NumPy array.",
-            "x = x.detach().clone().requires_grad_(True)\ny = net(x)\n"
-            "grad = torch.autograd.grad(y[0, :, H//2, W//2].sum(), x)[0]\n"
-            "erf = grad.abs().sum(dim=(0, 1)); return (erf / erf.sum()).numpy()",
+            "x is (1, C, H, W) and so is the net's output; the centre output summed over its "
+            "channels is one scalar; its gradient with respect to x is (1, C, H, W); sum the "
+            "absolute values over batch and channels to get (H, W), then divide by the total. "
+            "Return a float64 NumPy array.",
+            "make a fresh copy of x that records gradients\nrun the net; pick the output at the "
+            "centre row and column, summed over channels\nask autograd for the gradient of that "
+            "scalar with respect to the input copy\nabsolute value, sum over batch and channels, "
+            "normalise to total 1, convert to NumPy",
         ),
         time_limit=10.0,
     )
@@ -416,10 +426,12 @@ register(
         hints=(
             "Treat the normalised map as a probability distribution over pixels; its radius is "
             "the root-mean-square distance of that distribution from the centre pixel.",
-            "g is (H, W); the centre is (H//2, W//2); np.meshgrid(..., indexing='ij') gives two "
-            "(H, W) arrays of row and column offsets. The answer is one float.",
-            "p = g / g.sum()\ni, j = offsets of every pixel from (H//2, W//2)\n"
-            "return sqrt(sum(p * (i**2 + j**2)))",
+            "g is (H, W); the centre is pixel (H//2, W//2); build two (H, W) arrays holding every "
+            "pixel's row offset and column offset from the centre (a mesh grid in matrix "
+            "indexing). One float.",
+            "normalise g so that it sums to 1\nfor every pixel: its squared distance from the "
+            "centre (row offset squared plus column offset squared), weighted by its "
+            "probability\nadd these up and take the square root",
         ),
     )
 )
@@ -442,9 +454,60 @@ register(
             ),
         },
         hints=(
-            "A power law size = c * depth^a is a straight line of slope a in log-log axes.",
-            "depths and sizes are 1-D arrays of the same length; return one float (the slope).",
-            "return np.polyfit(np.log(depths), np.log(sizes), 1)[0]",
+            "A power law (size proportional to depth to the power a) is a straight line of slope "
+            "a when both axes are logarithmic.",
+            "depths and sizes are 1-D arrays of the same length; return one float, the slope, not "
+            "the intercept.",
+            "take the logarithm of both arrays\nfit a straight line (a degree-1 polynomial) of "
+            "log size against log depth\nreturn its slope as a float",
+        ),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- derivations
+def erf_variance(depth: int, kernel: int = 3) -> float:
+    """Variance (in pixels squared) of the 1-D ERF of ``depth`` all-ones convs of width
+    ``kernel``: the sum of ``depth`` independent discrete uniforms on ``kernel`` points."""
+    return depth * (kernel**2 - 1) / 12
+
+
+def _variance_cases(rng: np.random.Generator) -> List[Case]:
+    pairs = [(1, 3), (4, 3), (3, 5), (10, 7), (2, 2), (5, 4)]
+    extra = (int(rng.integers(2, 30)), int(rng.integers(2, 9)))
+    return [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+
+
+register(
+    Exercise(
+        id="rf.erf_variance",
+        notebook=NOTEBOOK,
+        title="Derive the variance of the 1-D ERF",
+        reference=erf_variance,
+        cases=_variance_cases,
+        rtol=1e-12,
+        mistakes={
+            "variance of a continuous box of width k (k^2 / 12), not of k discrete points": (
+                lambda depth, kernel=3: depth * kernel**2 / 12
+            ),
+            "one layer's variance: the depth left out": (
+                lambda depth, kernel=3: (kernel**2 - 1) / 12
+            ),
+            "the width (standard deviation) grows linearly: depth squared": (
+                lambda depth, kernel=3: depth**2 * (kernel**2 - 1) / 12
+            ),
+        },
+        properties=[Property("a number", lambda out, *a, **k: np.ndim(out) == 0)],
+        hints=(
+            "Each all-ones layer spreads a gradient uniformly over k neighbouring pixels: one "
+            "layer is a discrete uniform distribution of offsets. Convolving distributions adds "
+            "independent random offsets, and variances of independent offsets add.",
+            "One layer: the offsets are k equally likely integers centred on 0 (for k 3: -1, 0, "
+            "1). Find the variance of that distribution as a function of k (the mean of the "
+            "squared offsets, since the mean is 0), then account for depth layers. One float.",
+            "variance of one box: the average of the squared offsets from the centre (the sum of "
+            "consecutive squares has a closed form)\nthe depth layers are independent: multiply "
+            "by the depth\ncheck your formula against the variance of your erf_1d array",
         ),
     )
 )

@@ -349,13 +349,12 @@ register(Exercise(
         _shape_is(lambda x: (x.shape[0], x.shape[2] * x.shape[3], x.shape[1])),
     )],
     hints=(
-        "Position i = h*W + w is what a row-major reshape of the two spatial axes gives. "
-        "Merge H and W first, keeping the channel axis where it is; only then move channels last.",
-        "(B, C, H, W) -> reshape -> (B, C, N) -> swap the last two axes -> (B, N, C). "
-        "A direct reshape to (B, N, C) has the right shape but the wrong numbers.",
-        "b, c = shape of the first two axes\n"
-        "flat = reshape x to (b, c, -1)\n"
-        "return flat with axes 1 and 2 swapped",
+        "Position i = h*W + w is what a row-major flattening of the two spatial axes gives. Merge "
+        "H and W first, keeping the channel axis where it is; only then move channels last.",
+        "(B, C, H, W) -> merge the last two axes -> (B, C, N) -> swap the last two axes -> (B, N, "
+        "C). A direct reshape to (B, N, C) has the right shape but the wrong numbers.",
+        "read B and C from the shape\nflatten the spatial axes into one of length N, keeping B "
+        "and C in place\nswap the channel and position axes",
     ),
 ))
 
@@ -377,10 +376,11 @@ register(Exercise(
         _shape_is(lambda t, H, W: (t.shape[0], t.shape[2], H, W)),
     )],
     hints=(
-        "This undoes to_positions: undo its steps in reverse order. Position i = h*W + w, so "
-        "the N axis splits as (H, W), H first.",
-        "(B, N, C) -> swap the last two axes -> (B, C, N) -> reshape -> (B, C, H, W).",
-        "b, n, c = t.shape\nswap axes 1 and 2 of t\nreshape to (b, c, H, W)",
+        "This undoes to_positions: undo its steps in reverse order. Position i = h*W + w, so the "
+        "N axis splits as (H, W), H first.",
+        "(B, N, C) -> swap the last two axes -> (B, C, N) -> split N -> (B, C, H, W).",
+        "read B, N and C from the shape\nswap the position and channel axes\nsplit the position "
+        "axis into H rows of W",
     ),
 ))
 
@@ -403,14 +403,13 @@ register(Exercise(
         _shape_is(lambda x, weight, bias: (x.shape[0], weight.shape[0]) + x.shape[2:]),
     )],
     hints=(
-        "At every position (h, w) the same matrix W (Co x C) multiplies the C-vector "
-        "x[b, :, h, w], then the bias is added. No neighbourhood is involved.",
-        "weight (Co, C, 1, 1) -> a (Co, C) matrix; x (B, C, H, W). The sum runs over C; B, H "
-        "and W are carried along. bias (Co,) must broadcast along the channel axis: "
-        "(1, Co, 1, 1).",
-        "w2 = weight as a (Co, C) matrix\n"
-        "out = einsum over c of w2[o, c] * x[b, c, h, w]  ->  (B, Co, H, W)\n"
-        "add bias reshaped to (1, Co, 1, 1)",
+        "At every position (h, w) the same matrix W (Co x C) multiplies the C-vector of x at that "
+        "position, then the bias is added. No neighbourhood is involved.",
+        "weight (Co, C, 1, 1) -> a (Co, C) matrix; x (B, C, H, W). The sum runs over C; B, H and "
+        "W are carried along. bias (Co,) must broadcast along the channel axis, as (1, Co, 1, 1).",
+        "drop the two size-1 axes of the weight to get a (Co, C) matrix\ncontract it with x over "
+        "the channel axis (an einsum names every axis), giving (B, Co, H, W)\nadd the bias, "
+        "shaped so it lines up with the channel axis",
     ),
 ))
 
@@ -434,13 +433,12 @@ register(Exercise(
         Property("finite for logits of 1e4", _finite),
     ],
     hints=(
-        "softmax(z)_j = exp(z_j) / sum_k exp(z_k), per row. Subtracting the row's maximum "
-        "first does not change the result and keeps exp from overflowing.",
-        "z (..., N'): the max and the sum both run over the last axis; keep that axis "
-        "(keepdims=True) so that (..., 1) broadcasts against (..., N').",
-        "m = max of z over the last axis, keepdims\n"
-        "e = exp(z - m)\n"
-        "return e / (sum of e over the last axis, keepdims)",
+        "softmax(z)_j is exp(z_j) divided by the row's sum of exponentials. Subtracting the row's "
+        "maximum first does not change the result and keeps exp from overflowing.",
+        "z (..., N'): the max and the sum both run over the last axis; keep that axis (with size "
+        "1) so that (..., 1) broadcasts against (..., N').",
+        "find each row's maximum, keeping its axis\nexponentiate the shifted logits (logits minus "
+        "that maximum)\ndivide each row by its own sum",
     ),
 ))
 
@@ -474,14 +472,14 @@ register(Exercise(
         Property("finite for large logits", _finite),
     ],
     hints=(
-        "Similarity of query i and key j is the dot product theta_i . phi_j; divide it by "
-        "sqrt(Ci) (when use_scale) so its size does not grow with the width; then a softmax "
-        "over the keys j turns each query's row into weights that sum to 1.",
-        "theta_x (B, N, Ci) @ phi_x (B, Ci, N') -> logits (B, N, N'). Ci = theta_x.shape[-1]. "
-        "The softmax runs over the last axis (N', the keys).",
-        "logits = batched matrix product of theta_x and phi_x\n"
-        "if use_scale: logits = logits / sqrt(Ci)\n"
-        "return your stable softmax of logits over the last axis",
+        "Similarity of query i and key j is the dot product of theta_i and phi_j; divide it by "
+        "sqrt(Ci) (when use_scale) so its size does not grow with the width; then a softmax over "
+        "the keys j turns each query's row into weights that sum to 1.",
+        "theta_x (B, N, Ci) times phi_x (B, Ci, N') as a batched matrix product gives the logits "
+        "(B, N, N'). Ci is the last axis of theta_x. The softmax runs over the last axis (the "
+        "keys).",
+        "the logits are the batched matrix product of theta_x and phi_x\nif use_scale: shrink "
+        "them by the square root of Ci\nreturn your stable softmax of them over the last axis",
     ),
 ))
 
@@ -502,11 +500,13 @@ register(Exercise(
     properties=[Property("shape (B, N, N')", _shape_is(
         lambda th, ph: (th.shape[0], th.shape[1], ph.shape[2])))],
     hints=(
-        "f(x_i, x_j) = theta_i . phi_j, and C(x) = N', the number of keys (positions j). No "
+        "f(x_i, x_j) is the dot product theta_i . phi_j, and C(x) is N', the number of keys. No "
         "softmax: the weights may be negative and rows need not sum to 1.",
-        "theta_x (B, N, Ci) @ phi_x (B, Ci, N') -> (B, N, N'); N' is phi_x.shape[-1], which "
-        "differs from N when the keys are sub-sampled.",
-        "return (batched product of theta_x and phi_x) / (size of phi_x's last axis)",
+        "theta_x (B, N, Ci) times phi_x (B, Ci, N') as a batched matrix product gives (B, N, N'); "
+        "N' is the length of phi_x's last axis, which differs from N when the keys are "
+        "sub-sampled.",
+        "compute every query-key dot product in one batched matrix product\ndivide by the number "
+        "of keys (not of queries)",
     ),
 ))
 
@@ -537,13 +537,15 @@ register(Exercise(
         Property("weights >= 0 (after the ReLU)", lambda out, *a: bool(np.all(out >= 0))),
     ],
     hints=(
-        "w^T [theta_i; phi_j] = w_theta^T theta_i + w_phi^T phi_j: one score per query plus one "
-        "score per key. Add them for every pair (broadcasting), apply ReLU, divide by N'.",
-        "w (2Ci,): w[:Ci] goes with theta_x (B, N, Ci) -> (B, N); w[Ci:] goes with phi_x "
-        "(B, Ci, N') -> (B, N'). Broadcast (B, N, 1) + (B, 1, N') -> (B, N, N').",
-        "a = theta_x @ first half of w            # (B, N)\n"
-        "b = sum over Ci of phi_x * second half    # (B, N')\n"
-        "return relu(a[:, :, None] + b[:, None, :]) / N'",
+        "The projection of [theta_i; phi_j] on w splits into two dot products: one score per "
+        "query (with the first half of w) plus one score per key (with the second half). Add them "
+        "for every pair by broadcasting, apply ReLU, divide by N'.",
+        "w (2Ci,): its first Ci entries go with theta_x (B, N, Ci), giving (B, N); the last Ci "
+        "with phi_x (B, Ci, N'), giving (B, N'). Broadcast (B, N, 1) plus (B, 1, N') to (B, N, "
+        "N').",
+        "score every query with the first half of w (a product over Ci)\nscore every key with the "
+        "second half of w (a sum over Ci)\nadd the query scores as a column and the key scores as "
+        "a row, for every pair\nkeep the positive part and divide by the number of keys",
     ),
 ))
 
@@ -566,13 +568,12 @@ register(Exercise(
         _shape_is(lambda x: x.shape[:2] + (x.shape[2] // 2, x.shape[3] // 2)),
     )],
     hints=(
-        "Each output pixel is the maximum of a non-overlapping 2x2 window. With an odd size "
-        "the last row or column fits no window and is dropped (floor), as in torch.",
-        "Crop x to (B, C, 2*(H//2), 2*(W//2)), then reshape to (B, C, H//2, 2, W//2, 2): axes 3 "
-        "and 5 index the position inside a window.",
-        "h2, w2 = H // 2, W // 2\n"
-        "crop = x[:, :, :2*h2, :2*w2]\n"
-        "return max of crop reshaped to (B, C, h2, 2, w2, 2) over axes (3, 5)",
+        "Each output pixel is the maximum of a non-overlapping 2x2 window. With an odd size the "
+        "last row or column fits no window and is dropped (floor), as in torch.",
+        "Crop x to an even size (2 * (H // 2), 2 * (W // 2)), then view it as (B, C, H//2, 2, "
+        "W//2, 2): axes 3 and 5 index the position inside a window.",
+        "halve H and W, rounding down\ncrop away the last row and column if they are odd\nview "
+        "the crop as windows of 2 by 2 and take the maximum over the two in-window axes",
     ),
 ))
 
@@ -601,20 +602,18 @@ register(Exercise(
         Property("attention rows sum to 1 (softmax modes)", _attention_rows),
     ],
     hints=(
-        "Three moves: embed (1x1 convs theta, phi, g; pool phi and g when sub_sample), "
-        "compare (a pairwise function of theta_x and phi_x gives the attention), and "
-        "aggregate (y = attention @ g_x, put back on the H x W grid).",
+        "Three moves: embed (1x1 convs theta, phi, g; pool phi and g when sub_sample), compare (a "
+        "pairwise function of theta_x and phi_x gives the attention), and aggregate (the "
+        "attention weighs the g vectors; put the result back on the H x W grid).",
         "theta_x (B, N, Ci) from to_positions; phi_x (B, Ci, N') from a plain reshape of the "
-        "(pooled) phi map; g_x (B, N', Ci) from to_positions of the (pooled) g map; "
-        "attention (B, N, N'); attention @ g_x (B, N, Ci); y = to_map(..., H, W) (B, Ci, H, W). "
-        "In gaussian mode theta and phi are x itself (C channels). concat_project.weight is "
-        "(1, 2Ci, 1, 1): flatten it to w.",
-        "g = conv1x1(x, g.weight, g.bias); pool it if sub_sample\n"
-        "theta, phi = x, x in gaussian mode, else their conv1x1s; pool phi if sub_sample\n"
-        "theta_x = to_positions(theta); phi_x = phi reshaped to (B, Ci, -1); g_x = "
-        "to_positions(g)\n"
-        "attention = the pairwise function of mode (theta_x, phi_x[, w])\n"
-        "return to_map(attention @ g_x, H, W), attention",
+        "(pooled) phi map; g_x (B, N', Ci) from to_positions of the (pooled) g map; attention (B, "
+        "N, N'); attention times g_x (B, N, Ci); back to a map (B, Ci, H, W). In gaussian mode "
+        "theta and phi are x itself (C channels). concat_project.weight is (1, 2Ci, 1, 1): "
+        "flatten it to w.",
+        "embed g with its 1x1 conv and pool it if sub_sample\ntheta and phi: x itself in gaussian "
+        "mode, else their own 1x1 convs; pool phi if sub_sample\nflatten: theta and g to "
+        "positions, phi to (B, Ci, N')\nattention: the pairwise function named by mode\naggregate "
+        "the g vectors with the attention, put them back on the grid; return y and the attention",
     ),
 ))
 
@@ -640,11 +639,11 @@ register(Exercise(
     },
     properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],
     hints=(
-        "Context modelling gives y (Ci channels); the transform W_z is the 1x1 conv conv_out "
-        "back to C channels; fusion adds the input: z = x + W_z y.",
+        "Context modelling gives y (Ci channels); the transform W_z is the 1x1 conv conv_out back "
+        "to C channels; fusion adds the input (a residual connection).",
         "y (B, Ci, H, W) -> conv_out.weight (C, Ci, 1, 1), conv_out.bias (C,) -> (B, C, H, W), "
         "the shape of x.",
-        "y, _ = context_modeling(x, params, mode, use_scale, sub_sample)\n"
-        "return x + conv1x1(y, conv_out.weight, conv_out.bias)",
+        "run your context modelling with the same options and keep its first output\napply the "
+        "conv_out 1x1 convolution to it\nadd the input x",
     ),
 ))

@@ -96,11 +96,12 @@ register(Exercise(
     },
     properties=[Property("a number >= 0", lambda out, *a: float(out) >= 0)],
     hints=(
-        "For each element, the difference relative to the size of the two values; then the "
-        "worst element. The 1e-8 floor keeps 0/0 away when both values are zero.",
-        "a and b have the same shape; |a - b| and |a| + |b| are arrays of that shape; their "
-        "ratio too; the result is one float.",
-        "num = abs(a - b)\nden = maximum(1e-8, abs(a) + abs(b))\nreturn float(max(num / den))",
+        "For each element, the difference relative to the size of the two values; then the worst "
+        "element. The 1e-8 floor keeps 0/0 away when both values are zero.",
+        "a and b have the same shape; the absolute difference and the sum of absolute values are "
+        "arrays of that shape, and so is their ratio; the result is one Python float.",
+        "element by element: the absolute difference of a and b\ndivided by the larger of 1e-8 "
+        "and (the absolute value of a plus that of b)\nthe largest of these ratios, as a float",
     ),
 ))
 
@@ -167,20 +168,15 @@ register(Exercise(
     properties=[Property("shape of x", lambda out, f, x, df, h=1e-5: (
         getattr(out, "shape", None) == x.shape, f"shape {getattr(out, 'shape', None)}"))],
     hints=(
-        "Nudge one entry x_k by +h and by -h, evaluate f both times, and take the slope "
-        "(f+ - f-) / 2h. The loss is L = sum(f(x) * df), so weight the change of f by df "
-        "before summing. Put x_k back before moving on.",
-        "grad has x's shape; f(x) and df have the same shape (any, maybe a scalar); "
-        "each entry of grad is one number: sum((f+ - f-) * df) / (2h). np.nditer(x, "
-        "flags=['multi_index']) walks every index of an array of any shape.",
-        "grad = zeros like x\n"
-        "for every index k of x:\n"
-        "    old = x[k]\n"
-        "    x[k] = old + h; fp = copy of f(x)\n"
-        "    x[k] = old - h; fm = copy of f(x)\n"
-        "    x[k] = old\n"
-        "    grad[k] = sum((fp - fm) * df) / (2 * h)\n"
-        "return grad",
+        "Nudge one entry x_k by +h and by -h, evaluate f both times, and take the slope of the "
+        "loss. The loss weights f by df before summing. Put x_k back before moving on.",
+        "grad has x's shape; f(x) and df have the same shape (any, maybe a scalar); each entry of "
+        "grad is one number. NumPy's nditer with the multi_index flag walks every index of an "
+        "array of any shape.",
+        "grad starts as zeros shaped like x\nfor every index k of x: remember the old value\nset "
+        "it to old plus h, evaluate f and keep a copy; set it to old minus h, evaluate "
+        "again\nrestore the old value\ngrad at k is the loss difference (the change of f weighted "
+        "by df, summed) over 2h",
     ),
 ))
 
@@ -217,12 +213,15 @@ register(Exercise(
                  lambda out, dout, p: bool(np.allclose(np.asarray(out).sum(-1), 0, atol=1e-9))),
     ],
     hints=(
-        "p_j = e^{s_j} / sum_k e^{s_k} depends on every s_k of its row: dp_j/ds_k = "
-        "p_j (delta_jk - p_k). Multiply dout by this Jacobian: the diagonal part gives p * dout, "
-        "the outer-product part subtracts p times the row's <dout, p>.",
-        "dout and p have the same shape (..., N'); <dout, p> is one number per row: a sum over "
-        "the last axis with keepdims, shape (..., 1); the result has p's shape.",
-        "inner = sum of dout * p over the last axis, keepdims\nreturn p * (dout - inner)",
+        "Each p_j depends on every logit s_k of its row. Write the Jacobian of the softmax (what "
+        "is dp_j/ds_k when j = k, and when j != k?), then multiply the upstream gradient by it "
+        "without ever building the N' x N' matrix.",
+        "dout and p have the same shape (..., N'); the Jacobian splits into a diagonal part and "
+        "an outer-product part; the outer-product part needs one number per row (a sum over the "
+        "last axis, kept as (..., 1)); the result has p's shape and each of its rows sums to 0.",
+        "per row: the inner product of dout with p (one number, axis kept)\nthe diagonal part "
+        "gives p times dout; the outer-product part takes away p times that number\ncombine the "
+        "two",
     ),
 ))
 
@@ -267,14 +266,13 @@ register(Exercise(
     properties=[Property("shapes (dA like A, dB like B)",
                          _shape_is(lambda dout, a, b: (a.shape, b.shape)))],
     hints=(
-        "C_ij = sum_k A_ik B_kj, so dL/dA_ik = sum_j dC_ij B_kj and dL/dB_kj = sum_i A_ik dC_ij. "
-        "Each is again a matrix product, one batch item at a time.",
-        "dout (B, N, M), A (B, N, K), B (B, K, M). dA must be (B, N, K) = (B, N, M) @ (B, M, K); "
-        "dB must be (B, K, M) = (B, K, N) @ (B, N, M). Transpose only the last two axes "
-        "(x.transpose(0, 2, 1)); .T would also move the batch axis.",
-        "da = dout @ (b with its last two axes swapped)\n"
-        "db = (a with its last two axes swapped) @ dout\n"
-        "return da, db",
+        "Write one entry of the product as a sum over k, differentiate it with respect to one "
+        "entry of A and of B, and recognise each result as a matrix product again.",
+        "dout (B, N, M), A (B, N, K), B (B, K, M). dA must be (B, N, K) and dB (B, K, M): there "
+        "is only one way to multiply dout with the other factor (transposed in its last two axes) "
+        "that gives each shape. Transposing all axes would also move the batch axis.",
+        "dA: dout times the other factor with its last two axes swapped\ndB: the first factor "
+        "with its last two axes swapped, times dout\nreturn both, in that order",
     ),
 ))
 
@@ -327,17 +325,16 @@ register(Exercise(
         _shape_is(lambda dout, x, weight: (x.shape, weight.shape, (weight.shape[0],))),
     )],
     hints=(
-        "The forward is out = W x + b at every position p and batch item. The same W and b "
-        "serve every (batch, position), so their gradients add up over all of them; x at each "
-        "position gets W^T times dout at that position.",
-        "Flatten: dout (B, Co, N), x (B, C, N), W (Co, C). dx = W^T dout -> (B, C, N) -> x's "
-        "shape; dW = sum over b and n of dout[b, :, n] x[b, :, n]^T -> (Co, C) -> (Co, C, 1, 1); "
-        "db = sum of dout over b and n -> (Co,).",
-        "w2 = weight as (Co, C); df = dout as (B, Co, N); xf = x as (B, C, N)\n"
-        "dx = (w2^T @ df) reshaped like x\n"
-        "dw = einsum('bon,bcn->oc', df, xf) reshaped like weight\n"
-        "db = df summed over axes 0 and 2\n"
-        "return dx, dw, db",
+        "The forward applies the same W and bias at every position and batch item. Parameters "
+        "that are shared collect their gradients from every place they were used; the input at "
+        "each position gets the transposed map of the upstream gradient at that position.",
+        "Flatten: dout (B, Co, N), x (B, C, N), W (Co, C). dx: (C, Co) by (B, Co, N) -> (B, C, N) "
+        "-> x's shape; dW: outer products of dout and x at each (b, n), summed -> (Co, C) -> (Co, "
+        "C, 1, 1); dbias: dout summed over b and n -> (Co,).",
+        "squeeze the weight to a matrix; flatten dout and x over the positions\ndx: the "
+        "transposed weight applied to dout at every position, back to x's shape\ndW: sum over "
+        "batch and positions of dout times x transposed (an einsum), back to the weight's "
+        "shape\ndbias: dout summed over everything but its channel axis",
     ),
 ))
 
@@ -401,14 +398,14 @@ register(Exercise(
         _shape_is(lambda dattn, th, ph, attention, use_scale=True: (th.shape, ph.shape)),
     )],
     hints=(
-        "Run the forward backwards: attention = softmax(logits / s), logits = theta_x @ phi_x, "
-        "s = sqrt(Ci) (or 1). Chain the three backward rules: softmax backward, the division "
-        "by s, then the matrix-product backward.",
-        "dattn, attention (B, N, N'); dlogits (B, N, N'); dtheta_x (B, N, Ci) = dlogits @ "
-        "phi_x^T; dphi_x (B, Ci, N') = theta_x^T @ dlogits (transposes of the last two axes).",
-        "ds = your softmax_backward(dattn, attention)\n"
-        "dlogits = ds / sqrt(Ci) if use_scale else ds\n"
-        "return your matmul_backward(dlogits, theta_x, phi_x)",
+        "Run the forward backwards: the attention is a softmax of the logits divided by s "
+        "(sqrt(Ci), or 1), and the logits are a matrix product. Chain three backward rules: "
+        "softmax, the division, the product.",
+        "dattn and attention (B, N, N'); the logits' gradient (B, N, N'); dtheta_x (B, N, Ci); "
+        "dphi_x (B, Ci, N'). The division by s in the forward shows up in the backward too.",
+        "pass dattn through your softmax backward (with the attention from the cache)\nif "
+        "use_scale: divide that by the square root of Ci\npass the result through your matmul "
+        "backward with theta_x and phi_x",
     ),
 ))
 
@@ -499,20 +496,221 @@ register(Exercise(
         lambda out, *a, **k: bool(np.abs(out[1]["phi.bias"]).max() < 1e-10),
     )],
     hints=(
-        "Walk the forward backwards, step by step: fusion (z = x + W_z y sends dout both to x "
-        "and to W_z y), transform (conv_out backward), context modelling (y = attention @ g_x: "
-        "matmul backward; attention: embedded gaussian backward), then the three embedding "
-        "convs. x feeds theta, phi, g and the residual: its gradient is the sum of all four.",
-        "dout (B, C, H, W) -> conv_out backward -> dy (B, Ci, H, W) -> to_positions -> "
-        "(B, N, Ci); dattention (B, N, N), dg_x (B, N, Ci); dtheta_x (B, N, Ci), dphi_x "
-        "(B, Ci, N); back to maps (B, Ci, H, W) with to_map (theta, g) and a reshape (phi); "
-        "each conv1x1_backward(dmap, x, weight) returns (dx part, dW, db).",
-        "dy, d[conv_out.weight], d[conv_out.bias] = conv1x1_backward(dout, y, W_out)\n"
-        "dattn, dg_x = matmul_backward(to_positions(dy), attention, g_x)\n"
-        "dtheta_x, dphi_x = embedded_gaussian_backward(dattn, theta_x, phi_x, attention, s)\n"
-        "dx = dout (the residual)\n"
-        "for each of theta, phi, g: dx += conv1x1_backward(its map gradient, x, weight)[0], "
-        "and store its dW, db\n"
-        "return dx, grads",
+        "Walk the forward backwards, step by step: fusion (the residual sends dout both to x and "
+        "to the transform), transform (conv_out backward), context modelling (the aggregation is "
+        "a matmul; the attention is the embedded gaussian), then the three embedding convs. x "
+        "feeds theta, phi, g and the residual: its gradient is the sum of all four.",
+        "dout (B, C, H, W) -> conv_out backward -> dy (B, Ci, H, W) -> to positions (B, N, Ci); "
+        "dattention (B, N, N), dg_x (B, N, Ci); dtheta_x (B, N, Ci), dphi_x (B, Ci, N); back to "
+        "maps (B, Ci, H, W) with to_map (theta, g) and a reshape (phi); each conv1x1 backward "
+        "returns (part of dx, dW, dbias). The cache holds the use_scale flag, not the scale.",
+        "conv_out backward of dout with the cached y: dy and conv_out's two gradients\nmatmul "
+        "backward of dy (as positions) through the attention and g_x: dattention and "
+        "dg_x\nembedded gaussian backward of dattention, with the cached theta_x, phi_x, "
+        "attention and use_scale flag: dtheta_x and dphi_x\nturn the three gradients back into "
+        "maps\ndx starts as a NEW array equal to dout (never change dout itself)\nfor theta, phi "
+        "and g: conv1x1 backward of its map gradient with x; add the dx part to dx, store dW and "
+        "dbias under the parameter's name\nreturn dx and the dict",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- derivations
+def ref_softmax_jacobian(p: np.ndarray) -> np.ndarray:
+    """J[..., j, k] = dp_j / ds_k for p = softmax(s) over the last axis."""
+    eye = np.eye(p.shape[-1])
+    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+
+
+def _jac_cases(rng: np.random.Generator) -> List[Case]:
+    shapes = [(5,), (2, 4), (3, 7), (1, 6)]
+    out = [Case(args=(ops.softmax(rng.standard_normal(s)),), label=str(s)) for s in shapes]
+    big = ops.softmax(40 * rng.standard_normal((2, 5)))
+    out.append(Case(args=(big,), label="(2, 5), large logits (a nearly one-hot p)"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.softmax_jacobian",
+    notebook=NOTEBOOK,
+    title="Derive the softmax Jacobian",
+    reference=ref_softmax_jacobian,
+    cases=_jac_cases,
+    rtol=1e-10,
+    mistakes={
+        "only the diagonal term diag(p): the dependence on the other logits left out": (
+            lambda p: p[..., :, None] * np.eye(p.shape[-1])
+        ),
+        "the outer-product term added instead of subtracted": (
+            lambda p: p[..., :, None] * np.eye(p.shape[-1]) + p[..., :, None] * p[..., None, :]
+        ),
+        "only the diagonal, with p(1 - p) on it: the off-diagonal terms left out": (
+            lambda p: (p * (1 - p))[..., :, None] * np.eye(p.shape[-1])
+        ),
+    },
+    properties=[
+        Property("shape (..., N, N)", lambda out, p: np.shape(out) == p.shape + p.shape[-1:]),
+        Property("every row sums to 0 (a shift of the logits changes nothing)",
+                 lambda out, p: np.allclose(np.sum(out, axis=-1), 0, atol=1e-10)),
+    ],
+    hints=(
+        "Write p_j as exp(s_j) over the row's sum of exponentials and differentiate with the "
+        "quotient rule, once for k = j (s_k is in the numerator and in the sum) and once for k != "
+        "j (only in the sum). Both answers can be written with p alone.",
+        "p (..., N) -> J (..., N, N), its entry (j, k) the derivative of p_j with respect to s_k. "
+        "Your k != j formula, applied on the diagonal too, is an outer product of p with itself; "
+        "the k = j case then needs one extra diagonal term. Broadcasting with size-1 axes and an "
+        "identity matrix builds both.",
+        "build the outer-product term from p (p as a column, p as a row)\nbuild the extra "
+        "diagonal term from p and an identity matrix\ncombine them with the signs your derivation "
+        "gives, and check that every row sums to 0",
+    ),
+))
+
+
+def ref_scale_backward(dout: np.ndarray, u: np.ndarray, s: float):
+    """(du, ds) for out = u / s with a scalar s."""
+    return dout / s, float(-np.sum(dout * u) / s**2)
+
+
+def _scale_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape, s in [((2, 3, 5), math.sqrt(4)), ((1, 4, 4), math.sqrt(3)), ((3, 7, 6), 1.5),
+                     ((2, 5, 5), 1.0)]:
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape), s),
+                        label=f"{shape}, s = {s:.3g}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.scale_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the division by the scale",
+    reference=ref_scale_backward,
+    cases=_scale_cases,
+    rtol=1e-10,
+    mistakes={
+        "ds with the wrong sign (dividing by a larger s makes the output smaller)": (
+            lambda dout, u, s: (dout / s, float(np.sum(dout * u) / s**2))
+        ),
+        "ds divided by s, not by s squared": (
+            lambda dout, u, s: (dout / s, float(-np.sum(dout * u) / s))
+        ),
+        "du not divided by s (the scale forgotten on the way back)": (
+            lambda dout, u, s: (dout, float(-np.sum(dout * u) / s**2))
+        ),
+    },
+    hints=(
+        "out = u / s acts on every element; u's gradient is element-wise, but s is ONE number "
+        "used by every element, so its gradient collects a contribution from each of them.",
+        "dout and u have the same shape; du has that shape; ds is one float. Differentiate one "
+        "element, u_k / s, with respect to u_k and with respect to s.",
+        "du: dout scaled by the derivative of u_k over s with respect to u_k\n"
+        "ds: for every element, dout times the derivative of u_k over s with respect to s "
+        "(mind its sign and its power of s), summed over all elements",
+    ),
+))
+
+
+def ref_maxpool_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """dx of the 2x2 stride-2 max pool (floor for odd sizes): dout goes to each window's max."""
+    b, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    win = x[:, :, : 2 * h2, : 2 * w2].reshape(b, c, h2, 2, w2, 2)
+    mask = win == win.max(axis=(3, 5), keepdims=True)
+    dx = np.zeros_like(x)
+    dx[:, :, : 2 * h2, : 2 * w2] = (mask * dout[:, :, :, None, :, None]).reshape(
+        b, c, 2 * h2, 2 * w2)
+    return dx
+
+
+def _pool_back_all(dout, x, scale=1.0):
+    b, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    dx = np.zeros_like(x)
+    spread = np.broadcast_to(dout[:, :, :, None, :, None] * scale, (b, c, h2, 2, w2, 2))
+    dx[:, :, : 2 * h2, : 2 * w2] = spread.reshape(b, c, 2 * h2, 2 * w2)
+    return dx
+
+
+def _maxpool_back_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for shape in [(2, 3, 4, 6), (1, 2, 5, 7), (3, 1, 6, 3), (1, 4, 2, 2)]:
+        x = rng.standard_normal(shape)
+        dout = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+        out.append(Case(args=(dout, x), label=f"x {shape}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.maxpool_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the sub-sampling max pool",
+    reference=ref_maxpool_backward,
+    cases=_maxpool_back_cases,
+    rtol=1e-12,
+    mistakes={
+        "gradient copied to all four pixels of the window (no argmax mask)": _pool_back_all,
+        "gradient spread evenly over the window (the backward of AVERAGE pooling)": (
+            lambda dout, x: _pool_back_all(dout, x, 0.25)
+        ),
+    },
+    properties=[Property("shape of x", lambda out, dout, x: np.shape(out) == x.shape)],
+    hints=(
+        "Ask how max(a, b, c, d) changes when you nudge one of its inputs a little: the input "
+        "that won the window and the three that lost behave differently. The gradient follows "
+        "that.",
+        "x (B, C, H, W), dout (B, C, H//2, W//2), dx shaped like x. View the even crop of x as "
+        "windows (B, C, H//2, 2, W//2, 2); a boolean mask of the same shape marks each window's "
+        "maximum; the odd last row or column (never in a window) gets gradient 0.",
+        "dx starts as zeros shaped like x\nview the even crop as 2 by 2 windows and mark where "
+        "each window reaches its max\nput each window's upstream gradient where the mark is, 0 "
+        "elsewhere\nwrite the result back into the cropped part of dx",
+    ),
+))
+
+
+def ref_dot_product_backward(dattn: np.ndarray, theta_x: np.ndarray, phi_x: np.ndarray):
+    """(dtheta_x, dphi_x) of attention = theta_x @ phi_x / N' (N' = phi_x.shape[-1])."""
+    n_keys = phi_x.shape[-1]
+    return (dattn @ phi_x.transpose(0, 2, 1) / n_keys,
+            theta_x.transpose(0, 2, 1) @ dattn / n_keys)
+
+
+def _dp_back_cases(rng: np.random.Generator) -> List[Case]:
+    out = []
+    for b, n, nk, ci in [(2, 12, 6, 3), (1, 15, 4, 2), (3, 8, 8, 5), (1, 20, 5, 1)]:
+        out.append(Case(args=(rng.standard_normal((b, n, nk)), rng.standard_normal((b, n, ci)),
+                              rng.standard_normal((b, ci, nk))),
+                        label=f"B {b}, N {n}, N' {nk}, Ci {ci}"))
+    return out
+
+
+register(Exercise(
+    id="nlgrad.dot_product_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the dot-product pairwise function",
+    reference=ref_dot_product_backward,
+    cases=_dp_back_cases,
+    rtol=1e-10,
+    mistakes={
+        "the normalisation 1/N' left out of the backward": (
+            lambda dattn, theta_x, phi_x: (dattn @ phi_x.transpose(0, 2, 1),
+                                           theta_x.transpose(0, 2, 1) @ dattn)
+        ),
+        "divided by N (the queries) instead of N' (the keys)": (
+            lambda dattn, theta_x, phi_x: (
+                dattn @ phi_x.transpose(0, 2, 1) / theta_x.shape[1],
+                theta_x.transpose(0, 2, 1) @ dattn / theta_x.shape[1])
+        ),
+    },
+    hints=(
+        "The dot-product attention is a batched matrix product followed by a division by a "
+        "constant. Chain the two backward rules you already have; the constant comes back.",
+        "dattn (B, N, N'), theta_x (B, N, Ci), phi_x (B, Ci, N'); dtheta_x has theta_x's shape "
+        "and dphi_x phi_x's. N' (the keys) differs from N when the keys are sub-sampled.",
+        "divide the upstream gradient by the number of keys\n"
+        "pass it through your matmul backward with theta_x and phi_x\n"
+        "return the two gradients",
     ),
 ))

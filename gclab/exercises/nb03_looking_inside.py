@@ -178,13 +178,12 @@ register(Exercise(
     },
     properties=[Property("distances lie in [0, 2]", _in_range)],
     hints=(
-        "The cosine of the angle between u and v is their dot product divided by the product "
-        "of their lengths; the distance is 1 minus that.",
-        "u, v (..., D): sum the products over the last axis -> (...); np.linalg.norm(u, "
-        "axis=-1) -> (...).",
-        "dot = sum over the last axis of u * v\n"
-        "cos = dot / (norm of u * norm of v)\n"
-        "return 1 - cos",
+        "The cosine of the angle between u and v is their dot product divided by the product of "
+        "their lengths; the distance is 1 minus that.",
+        "u, v (..., D): the dot product sums over the last axis, giving (...); each length "
+        "(Euclidean norm over the last axis) is (...) too.",
+        "the dot product of u and v over the last axis\ndivided by the length of u times the "
+        "length of v\none minus that",
     ),
 ))
 
@@ -205,14 +204,14 @@ register(Exercise(
     },
     properties=[Property("one distance per image, in [0, 2]", _in_range)],
     hints=(
-        "Normalise every position's vector to length 1; then every cosine is a dot product, "
-        "and all N x N of them come from one matrix product per image.",
-        "vectors (B, N, D) -> unit (B, N, D) -> cos = unit @ unit^T (B, N, N); there are "
-        "N (N - 1) ordered pairs with i != j.",
-        "unit = vectors / their norms over the last axis\n"
-        "cos = batched product of unit with its transpose\n"
-        "off = total of cos minus its diagonal, per image\n"
-        "return 1 - off / (N (N - 1))",
+        "Normalise every position's vector to length 1; then every cosine is a dot product, and "
+        "all N x N of them come from one matrix product per image.",
+        "vectors (B, N, D) -> unit vectors (B, N, D) -> all cosines (B, N, N) from the unit "
+        "vectors times their transpose; there are N (N - 1) ordered pairs with i != j.",
+        "divide every vector by its length (keep the axis so it broadcasts)\nall cosines: a "
+        "batched product of the unit vectors with their own transpose\nper image: the total of "
+        "the cosines minus the diagonal (the self-pairs)\none minus their mean over the N (N - 1) "
+        "pairs",
     ),
 ))
 
@@ -236,11 +235,12 @@ register(Exercise(
     hints=(
         "Row i of the attention holds the weights that query i gives to every key; the N "
         "positions were flattened row by row (C order) from the (height, width) map.",
-        "attention (B, N, N) with N = height * width; query index q = row * width + col; "
-        "attention[:, q, :] is (B, N) -> reshape to (B, height, width).",
-        "q = the flat index of (row, col) in a row-major (height, width) grid\n"
-        "take the q-th row of every image's attention matrix\n"
-        "reshape it to (B, height, width)",
+        "attention (B, N, N) with N the number of pixels; a query's flat index counts whole rows "
+        "above it, then columns; its row of attention is (B, N) and folds back to (B, height, "
+        "width).",
+        "the flat index of (row, col): whole rows before it times the width, plus the "
+        "column\ntake that row of every image's attention matrix\nfold it back into a (height, "
+        "width) grid per image",
     ),
 ))
 
@@ -262,9 +262,9 @@ register(Exercise(
     },
     properties=[Property("the mean map sums to 1", _mean_map_sums_to_one)],
     hints=(
-        "If every query attends the same way, one map is enough: the average of the N rows, "
-        "which is still a probability distribution over the keys.",
+        "If every query attends the same way, one map is enough: the average of the N rows, which "
+        "is still a probability distribution over the keys.",
         "attention (B, N, N') -> average over axis 1 (the queries) -> (B, N').",
-        "return the mean of attention over its query axis",
+        "return the mean of the attention over its query axis",
     ),
 ))

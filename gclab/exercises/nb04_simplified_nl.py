@@ -312,14 +312,15 @@ register(Exercise(
         Property("weights are >= 0", _non_negative),
     ],
     hints=(
-        "One score per position j, W_k x_j + b_k, turned into weights that are positive and sum"
-        " to 1 over all N = H*W positions: a softmax over positions, not over the batch.",
-        "x (B, C, H, W) -> reshape to (B, C, N) in row-major order (position j = h*W + w); "
-        "logits = w_k . x over C -> (B, N); softmax along axis 1 -> (B, N).",
-        "xf = x flattened to (B, C, N)\n"
-        "logits[b, j] = sum over c of w_k[c] * xf[b, c, j], plus b_k\n"
-        "subtract each row's max, exponentiate\n"
-        "divide each row by its sum",
+        "One score per position j (a 1x1 conv C -> 1 of x_j, plus its bias), turned into weights "
+        "that are positive and sum to 1 over all N = H*W positions: a softmax over positions, not "
+        "over the batch.",
+        "x (B, C, H, W) -> flatten to (B, C, N) in row-major order (position j is h*W + w); the "
+        "logits contract w_k with x over C, giving (B, N); the softmax runs along axis 1, giving "
+        "(B, N).",
+        "flatten the spatial axes of x\none logit per image and position: the weighted sum of the "
+        "channels with w_k, plus b_k\nsubtract each image's largest logit, exponentiate\ndivide "
+        "by each image's total",
     ),
 ))
 
@@ -341,11 +342,10 @@ register(Exercise(
     hints=(
         "The context is ONE vector per image: the average of the features x_j weighted by "
         "alpha_j.",
-        "x (B, C, H, W) -> (B, C, N); alpha (B, N); contract over N -> (B, C); reshape to (B, "
-        "C, 1, 1).",
-        "xf = x flattened to (B, C, N)\n"
-        "context[b, c] = sum over j of xf[b, c, j] * alpha[b, j]\n"
-        "return context with two trailing size-1 axes",
+        "x (B, C, H, W) -> (B, C, N); alpha (B, N); contract over N -> (B, C); give it two "
+        "trailing size-1 axes -> (B, C, 1, 1).",
+        "flatten the spatial axes of x\nfor every image and channel: the alpha-weighted sum over "
+        "the positions\nreturn it with two trailing size-1 axes",
     ),
 ))
 
@@ -371,12 +371,11 @@ register(Exercise(
     hints=(
         "Three steps: context modelling (attention pooling, one vector per image), transform "
         "(W_v, a C x C matrix, plus b_v), fusion (add the result to EVERY position of x).",
-        "alpha (B, N) -> context (B, C) -> W_v context + b_v (B, C) -> broadcast as (B, C, 1, "
+        "alpha (B, N) -> context (B, C) -> the transform gives (B, C) -> broadcast as (B, C, 1, "
         "1) and add to x (B, C, H, W).",
-        "alpha = attention_weights(x, w_k, b_k)\n"
-        "context = attention_pool(x, alpha) as a (B, C) matrix\n"
-        "term = W_v applied to each row of context, plus b_v\n"
-        "return x plus term broadcast over H and W",
+        "the weights come from your attention function; the context from your pooling, as a (B, "
+        "C) matrix\napply W_v to every image's context vector, add b_v\nadd that vector to every "
+        "position of x",
     ),
 ))
 
@@ -399,17 +398,19 @@ register(Exercise(
         Property("loaded into SimplifiedNonLocal2d it reproduces the NL output", _reproduces_nl),
     ],
     hints=(
-        "With theta's weight at zero, theta(x_i) = b_theta is the same for every query i, so "
-        "the logit b_theta . phi(x_j) / sqrt(C_i) depends only on j: it is a W_k x_j + b_k. The"
-        " weights sum to 1, so W_z (W_g x_j + b_g) summed with them is W_z W_g ctx + W_z b_g.",
-        "Squeeze the 1x1 convs: W_phi, W_g (C_i, C), W_z (C, C_i). Then w_k = W_phi^T b_theta /"
-        " sqrt(C_i) has shape (C,) -> store as (1, C, 1, 1); b_k (1,); W_v (C, C) -> (C, C, 1, "
-        "1); b_v (C,).",
-        "squeeze the 1x1 conv weights to matrices\n"
-        "s = square root of C_i\n"
-        "conv_mask.weight = W_phi transposed times b_theta, over s (reshape to (1, C, 1, 1))\n"
-        "conv_mask.bias = b_theta . b_phi over s\n"
-        "add.weight = W_z times W_g; add.bias = W_z b_g + b_z",
+        "With theta's weight at zero, theta at every query is its bias b_theta, the same for all "
+        "i, so each logit depends only on the key j: it is a 1x1 conv of x_j. The weights sum to "
+        "1, so the transform of the pooled g vectors folds into one linear map plus a bias.",
+        "Squeeze the 1x1 convs to matrices: W_phi, W_g (C_i, C), W_z (C, C_i). Write the NL logit "
+        "for key j with theta fixed at b_theta and read off a weight vector (C,) and a scalar "
+        "bias; write W_z applied to the weighted sum of the g vectors and read off a (C, C) "
+        "matrix and a (C,) bias. Store them with the shapes (1, C, 1, 1), (1,), (C, C, 1, 1), "
+        "(C,).",
+        "squeeze the four 1x1 conv weights to matrices and take C_i and the scale s from "
+        "them\nconv_mask: the key embedding seen through b_theta (transposed phi weight applied "
+        "to b_theta), divided by s; its bias: b_theta against phi's bias, divided by "
+        "s\ntransform: the composition of the g embedding and W_z; its bias: W_z applied to g's "
+        "bias, plus W_z's own bias\nreshape each to the key's shape and return the dict",
     ),
 ))
 
@@ -430,10 +431,53 @@ register(Exercise(
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "Count every weight and every bias: W_k is a 1x1 conv C -> 1, W_v a 1x1 conv C -> C, "
-        "both with a bias.",
-        "W_k: C weights + 1 bias; W_v: C*C weights + C biases.",
-        "for each 1x1 conv: params = in_channels * out_channels + out_channels (the bias)\n"
-        "n = params(W_k: C -> 1) + params(W_v: C -> C), with C = 1024",
+        "A 1x1 conv from a channels to b channels has one weight per (input, output) pair and one "
+        "bias per output. Count every weight and every bias.",
+        "Two convs, both with a bias: W_k maps C channels to 1 and W_v maps C to C; here C = "
+        "1024. The answer is one int.",
+        "count W_k: its weights (one per input channel) and its single bias\ncount W_v: one "
+        "weight per pair of channels, one bias per output channel\nadd the two counts",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- derivations
+def snl_param_count(channels: int) -> int:
+    """Parameters of one SNL block at C channels: W_k (C -> 1) and W_v (C -> C), with biases."""
+    return (channels + 1) + (channels * channels + channels)
+
+
+def cases_param_count(rng):
+    cs = [1, 3, 64, 256, 1024, int(rng.integers(5, 500))]
+    return [Case(args=(c,), label=f"C = {c}") for c in cs]
+
+
+register(Exercise(
+    id="snl.param_count",
+    notebook=NOTEBOOK,
+    title="Derive the parameter count of an SNL block as a function of C",
+    reference=snl_param_count,
+    cases=cases_param_count,
+    rtol=0,
+    mistakes={
+        "biases left out (W_k's and W_v's)": lambda channels: channels + channels * channels,
+        "W_k counted as a C -> C conv (like W_v)": (
+            lambda channels: 2 * (channels * channels + channels)
+        ),
+        "W_v counted as a bottleneck C -> C/2 -> C (like NL's W_g and W_z)": (
+            lambda channels: (channels + 1) + 2 * (channels * (channels // 2)) + channels // 2
+            + channels
+        ),
+    },
+    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    hints=(
+        "Write the count as a formula in C: a 1x1 conv from a channels to b channels has a "
+        "weight for every (input, output) pair and a bias for every output.",
+        "Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
+        "(C -> C), both with a bias; nothing else (the softmax has no parameters). Its count is "
+        "a polynomial of degree 2 in C (it even factors nicely).",
+        "W_k: weights for C inputs and one output, plus one bias\n"
+        "W_v: weights for every pair of channels, plus one bias per output\n"
+        "return the sum as an int",
     ),
 ))

@@ -425,14 +425,15 @@ register(Exercise(
                  _normalised_per_sample),
     ],
     hints=(
-        "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): mean"
-        " and (biased) variance over everything but the batch axis, then gamma * t_hat + beta.",
-        "t (B, P, 1, 1) -> mean and var over axes (1, 2, 3), keepdims -> (B, 1, 1, 1); gamma "
-        "and beta (P, 1, 1) broadcast against (B, P, 1, 1).",
-        "mu = mean of each sample over axes (1, 2, 3)\n"
-        "var = biased variance of each sample over the same axes\n"
-        "t_hat = centred t over sqrt(var + eps)\n"
-        "return the affine map of t_hat with gamma and beta",
+        "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): mean "
+        "and (biased) variance over everything but the batch axis, then the affine map with gamma "
+        "and beta.",
+        "t (B, P, 1, 1) -> mean and variance over axes (1, 2, 3), keeping them -> (B, 1, 1, 1); "
+        "gamma and beta (P, 1, 1) broadcast against (B, P, 1, 1); eps is 1e-5, inside the square "
+        "root.",
+        "the mean of each sample over its last three axes\nthe biased variance of each sample "
+        "over the same axes\ncentre t and divide by the square root of (variance plus eps)\nscale "
+        "by gamma and shift by beta",
     ),
 ))
 
@@ -452,15 +453,13 @@ register(Exercise(
     },
     properties=[Property("output has the context's shape (B, C, 1, 1)", _same_shape)],
     hints=(
-        "Squeeze C channels into P = C*ratio, normalise that small vector per sample, keep its "
-        "positive part, expand back to C. The keys '0', '1', '3' are the Sequential's indices "
+        "Squeeze C channels into P (C times ratio), normalise that small vector per sample, keep "
+        "its positive part, expand back to C. The keys '0', '1', '3' are the Sequential's indices "
         "(index 2 is the ReLU, which has no parameters).",
-        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> h (B, P, 1, 1); '1.weight'/'1.bias' "
-        "(P, 1, 1); '3.weight' (C, P, 1, 1) -> (B, C, 1, 1).",
-        "h = 1x1 conv of the context with the '0.*' parameters\n"
-        "h = layer_norm of h with the '1.*' parameters\n"
-        "h = ReLU of h\n"
-        "return the 1x1 conv of h with the '3.*' parameters",
+        "context (B, C, 1, 1); the '0' weight (P, C, 1, 1) gives (B, P, 1, 1); the '1' weight and "
+        "bias (P, 1, 1) are the LayerNorm's; the '3' weight (C, P, 1, 1) gives (B, C, 1, 1).",
+        "1x1 conv of the context with the '0' parameters\nyour layer_norm with the '1' "
+        "parameters\nkeep the positive part (ReLU)\n1x1 conv with the '3' parameters",
     ),
 ))
 
@@ -482,11 +481,10 @@ register(Exercise(
     hints=(
         "Both terms are one vector per image that acts on EVERY position: 'mul' rescales each "
         "channel by a gate in (0, 1), 'add' shifts it. Either may be None.",
-        "x (B, C, H, W); add and mul (B, C, 1, 1) broadcast over H and W.",
-        "start from x\n"
-        "if there is a mul term: multiply by its sigmoid\n"
-        "then, if there is an add term: add it\n"
-        "return the result",
+        "x (B, C, H, W); add and mul (B, C, 1, 1) broadcast over H and W. The order matters: "
+        "rescale first, then shift.",
+        "start from x\nif there is a mul term: multiply by its logistic sigmoid\nthen, if there "
+        "is an add term: add it\nreturn the result",
     ),
 ))
 
@@ -509,14 +507,15 @@ register(Exercise(
     },
     properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
     hints=(
-        "Reuse your pieces: context modelling = attention pooling with conv_mask (lesson 04), "
-        "transform = one bottleneck per fusion present in params, fusion = your fuse().",
-        "x (B, C, H, W) -> alpha (B, N) -> context (B, C, 1, 1) -> each branch (B, C, 1, 1) -> "
-        "out (B, C, H, W). Branch f's parameters are the keys starting 'transform.f.'.",
-        "logits = 1x1 conv of x with conv_mask; context = attention pooling of x with them\n"
-        "for each fusion f whose keys 'transform.f.*' are present:\n"
-        "    term[f] = bottleneck of the context with those keys, prefix removed\n"
-        "return fuse(x, the add term, the mul term)",
+        "Reuse your pieces: context modelling is attention pooling with conv_mask (lesson 04), "
+        "the transform is one bottleneck per fusion present in params, the fusion is your fuse().",
+        "x (B, C, H, W) -> one logit per position (B, 1, H, W) -> context (B, C, 1, 1) -> each "
+        "branch (B, C, 1, 1) -> out (B, C, H, W). Branch f's parameters are the keys starting "
+        "'transform.f.'.",
+        "the logits: a 1x1 conv of x with the conv_mask parameters\nthe context: attention "
+        "pooling of x with those logits\nfor each fusion whose 'transform.<fusion>.' keys are "
+        "present: take those keys without the prefix and run your bottleneck on the context\nfuse "
+        "x with the terms you have",
     ),
 ))
 
@@ -539,14 +538,14 @@ register(Exercise(
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "The table above counts one add block. With both fusions the context modelling "
-        "(W_k) is computed once and shared; each fusion has its own bottleneck (two convs "
-        "with biases and a LayerNorm).",
-        "W_k: C + 1; one bottleneck: conv C->P (C*P + P), LayerNorm (2P), conv P->C "
-        "(P*C + C); P = C/16 = 64.",
-        "conv(a -> b) has a*b weights + b biases; LayerNorm(P) has 2P\n"
-        "branch = conv(C -> P) + LayerNorm(P) + conv(P -> C)\n"
-        "n = conv(C -> 1) + (number of branches) * branch, with C = 1024",
+        "The table above counts one add block. With both fusions the context modelling (W_k) is "
+        "computed once and shared; each fusion has its own bottleneck (two convs with biases and "
+        "a LayerNorm).",
+        "C = 1024 and the ratio is 1/16. W_k: a 1x1 conv C -> 1 with bias. One bottleneck: a conv "
+        "C -> P, a LayerNorm over P (a weight and a bias per channel), a conv P -> C. One int.",
+        "a conv from a to b channels: a times b weights plus b biases; a LayerNorm over P: twice "
+        "P\none bottleneck: the conv into P, the LayerNorm, the conv back to C\nthe whole block: "
+        "W_k once, plus one bottleneck for each of the two fusions",
     ),
 ))
 
@@ -565,14 +564,14 @@ register(Exercise(
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per multiply-"
-        "add. Softmax, LayerNorm, ReLU and the final addition count 0.",
-        "N = 14*20 = 280, P = 16. conv_mask: C*N MACs; x (C, N) times alpha (N, 1): C*N MACs; "
-        "the two bottleneck convs on a 1x1 map: C*P MACs each.",
-        "MACs of a 1x1 conv a -> b on an H x W map = a * b * H * W\n"
-        "MACs of a (C, N) by (N, 1) product = C * N\n"
-        "add the MACs of conv_mask, the pooling product and both bottleneck convs (on a 1x1 map)\n"
-        "flops = 2 * total MACs",
+        "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per multiply-add. "
+        "Softmax, LayerNorm, ReLU and the final addition count 0.",
+        "N is 14 times 20 positions and P is 16. conv_mask works at every position; the pooling "
+        "is a (C, N) by (N, 1) product; the two bottleneck convs work on a 1x1 map.",
+        "multiply-adds of a 1x1 conv from a to b channels on an H x W map: a times b times the "
+        "positions\nmultiply-adds of a (C, N) by (N, 1) product: C times N\nadd those of "
+        "conv_mask, the pooling product and both bottleneck convs\nFLOPs are twice the "
+        "multiply-adds",
     ),
 ))
 
@@ -592,15 +591,104 @@ register(Exercise(
     },
     properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
     hints=(
-        "Same maths as gc.forward, in PyTorch: context_modeling = AttentionPooling(C) (you "
-        "built it in lesson 04), transform = nn.ModuleDict({'add': the bottleneck}), fusion = x"
-        " + term.",
-        "planes = int(C * ratio); bottleneck = nn.Sequential(Conv2d(C, P, 1), LayerNorm([P, 1, "
-        "1]), ReLU(), Conv2d(P, C, 1)); forward: x (B, C, H, W) -> context (B, C, 1, 1) -> term"
-        " (B, C, 1, 1) -> (B, C, H, W).",
-        "__init__: planes from C and ratio; context_modeling = the attention pooling module\n"
-        "          transform = a ModuleDict with one entry 'add': conv, LayerNorm, ReLU, conv\n"
-        "forward: context = context modelling of x; term = the add branch of the context\n"
-        "         return x plus term",
+        "Same maths as gc.forward, in PyTorch: context modelling is the AttentionPooling module "
+        "you built in lesson 04; the transform is a ModuleDict with one 'add' entry (the "
+        "bottleneck); the fusion adds the term to x.",
+        "planes: in_channels times ratio, rounded down to an int. The bottleneck is a Sequential "
+        "of four modules: a 1x1 Conv2d C -> P, a LayerNorm over [P, 1, 1], a ReLU, a 1x1 Conv2d P "
+        "-> C (the names of the state_dict follow). forward: x (B, C, H, W) -> context (B, C, 1, "
+        "1) -> term (B, C, 1, 1) -> (B, C, H, W).",
+        "in the constructor: compute planes; the context modelling is an AttentionPooling over "
+        "in_channels\nthe transform: a ModuleDict whose 'add' entry is the four-module "
+        "Sequential\nin forward: the context of x, passed through the 'add' entry, added to x",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- derivations
+def ref_mul_fusion_backward(dout: np.ndarray, x: np.ndarray, m: np.ndarray):
+    """(dx, dm) of out = x * sigmoid(m), x (B, C, H, W), m (B, C, 1, 1)."""
+    g = _sigmoid(m)
+    return dout * g, (dout * x).sum(axis=(2, 3), keepdims=True) * g * (1 - g)
+
+
+def _fusion_back_cases(rng, large=True):
+    out = []
+    for shape in [(2, 3, 4, 6), (1, 4, 5, 3), (3, 2, 7, 7), (1, 1, 2, 5)]:
+        b, c = shape[:2]
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape),
+                              rng.standard_normal((b, c, 1, 1))), label=f"x {shape}"))
+    if large:
+        shape = (2, 3, 3, 4)
+        out.append(Case(args=(rng.standard_normal(shape), rng.standard_normal(shape),
+                              8 * rng.standard_normal((2, 3, 1, 1))),
+                        label=f"x {shape}, large gate logits"))
+    return out
+
+
+register(Exercise(
+    id="gc.mul_fusion_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the mul fusion",
+    reference=ref_mul_fusion_backward,
+    cases=_fusion_back_cases,
+    rtol=1e-10,
+    mistakes={
+        "the sigmoid's derivative left out of dm": lambda dout, x, m: (
+            dout * _sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)),
+        "x left out of dm (the gate multiplies x, so x comes back)": lambda dout, x, m: (
+            dout * _sigmoid(m),
+            dout.sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+        "dm averaged over the positions instead of summed": lambda dout, x, m: (
+            dout * _sigmoid(m),
+            (dout * x).mean(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+    },
+    properties=[Property("shapes of x and m", lambda out, dout, x, m: (
+        isinstance(out, tuple) and np.shape(out[0]) == x.shape and np.shape(out[1]) == m.shape))],
+    hints=(
+        "The gate sigmoid(m) is one number per image and channel, used at every position. The "
+        "gradient reaching x is element-wise; the gradient reaching m collects a contribution "
+        "from every position it scaled, and then passes through the sigmoid.",
+        "dout, x (B, C, H, W); m (B, C, 1, 1); dx like x, dm like m. The derivative of the "
+        "sigmoid can be written with the sigmoid itself.",
+        "the gate: the sigmoid of m\ndx: the chain rule through the product, element by "
+        "element\ndm: first the gradient reaching the gate, collected over H and W (mind which "
+        "factor multiplies the gate, and keep the axes); then through the sigmoid's derivative at "
+        "m",
+    ),
+))
+
+
+def ref_add_fusion_backward(dout: np.ndarray):
+    """(dx, dadd) of out = x + add, add (B, C, 1, 1) broadcast over H and W."""
+    return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)
+
+
+register(Exercise(
+    id="gc.add_fusion_backward",
+    notebook=NOTEBOOK,
+    title="Derive the backward of the add fusion (a broadcast)",
+    reference=ref_add_fusion_backward,
+    cases=lambda rng: [Case(args=(c.args[0],), label=c.label)
+                       for c in _fusion_back_cases(rng, large=False)],
+    rtol=1e-12,
+    mistakes={
+        "dadd averaged over the positions instead of summed": (
+            lambda dout: (dout.copy(), dout.mean(axis=(2, 3), keepdims=True))),
+        "dadd also summed over the batch (one term per image, not per batch)": (
+            lambda dout: (dout.copy(),
+                          np.broadcast_to(dout.sum(axis=(0, 2, 3), keepdims=True),
+                                          dout.shape[:2] + (1, 1)).copy())),
+    },
+    properties=[Property("dadd is (B, C, 1, 1)", lambda out, dout: (
+        isinstance(out, tuple) and np.shape(out[1]) == dout.shape[:2] + (1, 1)))],
+    hints=(
+        "Broadcasting copies one value to many places in the forward; in the backward the "
+        "copies' gradients meet again at the one value.",
+        "dout (B, C, H, W) -> dx (B, C, H, W) and dadd (B, C, 1, 1): one value per image and "
+        "channel.",
+        "dx: the upstream gradient itself (a copy)\n"
+        "dadd: the upstream gradient collected over every position of its image and channel, "
+        "keeping the two spatial axes of size 1",
     ),
 ))

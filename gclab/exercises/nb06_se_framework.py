@@ -278,11 +278,11 @@ register(Exercise(
     },
     properties=[Property("shape (B, C, 1, 1)", _shape_ctx)],
     hints=(
-        "SE's context is the plain average of every position's feature vector: attention "
-        "pooling with the same weight 1/N for every position.",
+        "SE's context is the plain average of every position's feature vector: attention pooling "
+        "with the same weight 1/N for every position.",
         "x (B, C, H, W) -> average over H and W, keeping them as size-1 axes -> (B, C, 1, 1).",
-        "for every image and channel: the mean over all H*W positions\n"
-        "keep H and W as axes of size 1",
+        "for every image and channel: the mean over all H*W positions\nkeep H and W as axes of "
+        "size 1",
     ),
 ))
 
@@ -307,11 +307,10 @@ register(Exercise(
     hints=(
         "The bottleneck of the GC block without its LayerNorm, then a sigmoid so that each "
         "channel gets its own gate between 0 and 1 (independently of the other channels).",
-        "context (B, C, 1, 1); '0.weight' (P, C, 1, 1) -> (B, P, 1, 1); ReLU; '3.weight' (C, P,"
-        " 1, 1) -> (B, C, 1, 1); sigmoid elementwise.",
-        "h = 1x1 conv of the context with the '0.*' parameters, then ReLU\n"
-        "s = 1x1 conv of h with the '3.*' parameters\n"
-        "return the element-wise sigmoid of s",
+        "context (B, C, 1, 1); the '0' weight (P, C, 1, 1) gives (B, P, 1, 1); ReLU; the '3' "
+        "weight (C, P, 1, 1) gives (B, C, 1, 1); the sigmoid acts element-wise.",
+        "1x1 conv of the context with the '0' parameters, then keep the positive part\n1x1 conv "
+        "of that with the '3' parameters\nthe logistic sigmoid of every element",
     ),
 ))
 
@@ -333,14 +332,13 @@ register(Exercise(
         Property("out / x is one factor per channel, in (0, 1)", _scaled_copy),
     ],
     hints=(
-        "The three steps again: context modelling = average pooling, transform = your "
-        "excitation (bottleneck + sigmoid), fusion = multiply every position by the gates.",
-        "x (B, C, H, W) -> context (B, C, 1, 1) -> gates (B, C, 1, 1) -> x * gates (B, C, H, "
-        "W). The parameters are under 'transform.mul.'.",
-        "context = squeeze(x)\n"
-        "sub = params under 'transform.mul.' with the prefix removed\n"
-        "gates = excitation(context, sub)\n"
-        "return x scaled channel by channel by the gates",
+        "The three steps again: context modelling is average pooling, the transform is your "
+        "excitation (bottleneck + sigmoid), the fusion multiplies every position by the gates.",
+        "x (B, C, H, W) -> context (B, C, 1, 1) -> gates (B, C, 1, 1) -> gated x (B, C, H, W). "
+        "The parameters are under 'transform.mul.'.",
+        "the context: your squeeze of x\nthe parameters under 'transform.mul.', with that prefix "
+        "removed\nthe gates: your excitation of the context with them\nscale x channel by channel "
+        "by the gates",
     ),
 ))
 
@@ -361,13 +359,13 @@ register(Exercise(
     properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
     hints=(
         "Pick one piece per step: which context modelling does SE use, which transform, which "
-        "fusion? The framework applies sigmoid to a 'mul' term by itself.",
-        "GlobalContextFramework(C, <context modelling>, {<fusion>: <transform>}); the transform"
-        " maps (B, C, 1, 1) -> (B, C, 1, 1) through P = int(C * ratio) channels.",
-        "planes from C and ratio\n"
-        "context modelling: the pooling SE uses\n"
-        "transform: a Bottleneck without LayerNorm, default init (zero_init=False)\n"
-        "return GlobalContextFramework(C, context modelling, {fusion name: transform})",
+        "fusion? The framework applies the sigmoid to a 'mul' term by itself.",
+        "The framework takes C, a context-modelling module and a dict {fusion name: transform}; "
+        "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, as an "
+        "int).",
+        "compute planes from C and the ratio\ncontext modelling: the pooling SE uses\ntransform: "
+        "a Bottleneck without LayerNorm and with its default (non-zero) initialisation\nbuild the "
+        "framework with the fusion SE uses as the key",
     ),
 ))
 
@@ -388,11 +386,52 @@ register(Exercise(
     },
     properties=[Property("an int", _is_int)],
     hints=(
-        "One SE block sits after conv3 of every bottleneck: 3, 4, 6 and 3 bottlenecks in the "
-        "four stages, with 256, 512, 1024 and 2048 output channels. Count weights AND biases.",
-        "One SE block at C channels: conv C->C/16 (C*C/16 + C/16) and conv C/16->C (C/16*C + "
-        "C); no LayerNorm, no W_k.",
-        "one SE at C channels: conv(C -> C/16) + conv(C/16 -> C), conv(a -> b) = a*b + b\n"
-        "total = sum over the four stages of (blocks in the stage) * (one SE at its C)",
+        "One SE block sits after conv3 of every bottleneck: 3, 4, 6 and 3 bottlenecks in the four "
+        "stages, with 256, 512, 1024 and 2048 output channels. Count weights AND biases.",
+        "One SE block at C channels: a conv C -> C/16 and a conv C/16 -> C, both with a bias; no "
+        "LayerNorm, no W_k. One int.",
+        "one SE at C channels: the two convs, each with its weights and its biases\nfor every "
+        "stage: the number of blocks times one SE at its width\nadd the four stages",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- derivations
+def se_param_count(channels: int, reduction: int = 16) -> int:
+    """Parameters of one SE block at C channels with P = C // reduction: two convs with biases."""
+    p = channels // reduction
+    return (channels * p + p) + (p * channels + channels)
+
+
+def cases_param_count(rng):
+    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8)]
+    return [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
+
+
+register(Exercise(
+    id="se.param_count",
+    notebook=NOTEBOOK,
+    title="Derive the parameter count of an SE block",
+    reference=se_param_count,
+    cases=cases_param_count,
+    rtol=0,
+    mistakes={
+        "biases left out": lambda channels, reduction=16: 2 * channels * (channels // reduction),
+        "a LayerNorm counted in the bottleneck (as in GC)": (
+            lambda channels, reduction=16: se_param_count(channels, reduction)
+            + 2 * (channels // reduction)),
+        "W_k counted (as in GC): SE's average pooling has no parameters": (
+            lambda channels, reduction=16: se_param_count(channels, reduction) + channels + 1),
+    },
+    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    hints=(
+        "Go through the three steps and ask which of them has parameters: average pooling has "
+        "none; the transform is a bottleneck of two 1x1 convs; the fusion (a product) has none.",
+        "Inputs: C and the reduction r (P is C // r); output: one int. The two convs map C -> P "
+        "and P -> C, each with a bias; no LayerNorm, no W_k.",
+        "P: C divided by r, rounded down\n"
+        "the first conv: a weight per (input, output) pair and a bias per output\n"
+        "the second conv: the same, in the other direction\n"
+        "return the sum as an int",
     ),
 ))

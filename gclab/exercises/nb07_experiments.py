@@ -181,10 +181,9 @@ register(Exercise(
     hints=(
         "Each row is one model, each column one seed: summarise every row. With a handful of "
         "seeds, estimate the spread with the sample standard deviation (divide by S - 1).",
-        "acc (M, S) -> means (M,), stds (M,): reduce over axis 1.",
-        "means = mean of acc over axis 1\n"
-        "stds = standard deviation of acc over axis 1 with ddof = 1\n"
-        "return (means, stds)",
+        "acc (M, S) -> means (M,), stds (M,): reduce over axis 1, the seeds.",
+        "the mean of every row\nthe sample standard deviation of every row (one degree of freedom "
+        "removed)\nreturn both as a tuple",
     ),
 ))
 
@@ -203,12 +202,12 @@ register(Exercise(
             wrong_t_pooled,
     },
     hints=(
-        "Welch's t compares two means in units of the standard error of their difference, "
-        "each sample keeping its own variance.",
-        "a (S_a,), b (S_b,) -> one float; the sample variances (ddof=1) each divided by their "
-        "own S.",
-        "se = square root of (var_a / S_a + var_b / S_b), sample variances\n"
-        "return (mean_a - mean_b) / se",
+        "Welch's t compares two means in units of the standard error of their difference, each "
+        "sample keeping its own variance.",
+        "a (S_a,), b (S_b,) -> one float; each sample variance (one degree of freedom removed) is "
+        "divided by its own sample size.",
+        "the standard error: the square root of the two variance-over-size terms added\nthe "
+        "difference of the means divided by it",
     ),
 ))
 
@@ -230,14 +229,15 @@ register(Exercise(
     },
     properties=[Property("a count is an int", _is_int)],
     hints=(
-        "Count every matrix product: four 1x1 convs applied at all N = H W positions (theta, "
-        "phi, g: C -> C/2; W_z: C/2 -> C) and two products with the N x N attention matrix. "
-        "A multiply-add is 2 FLOPs; softmax and additions are not counted.",
-        "C_i = C // 2, N = H * W. A 1x1 conv Cin -> Cout on N positions: 2 Cin Cout N. "
-        "theta phi^T: (N, C_i) @ (C_i, N); A g: (N, N) @ (N, C_i).",
-        "convs = 2 N (3 C C_i + C_i C)\n"
-        "attention = 2 (N N C_i) + 2 (N N C_i)\n"
-        "return convs + attention (an int)",
+        "Count every matrix product: four 1x1 convs applied at all H W positions (theta, phi, g: "
+        "C -> C/2; W_z: C/2 -> C) and two products with the N x N attention matrix. A "
+        "multiply-add is 2 FLOPs; softmax and additions are not counted.",
+        "C_i is C // 2 and N is H times W. A 1x1 conv from Cin to Cout channels on N positions "
+        "does Cin Cout N multiply-adds. The logits are an (N, C_i) by (C_i, N) product; the "
+        "aggregation an (N, N) by (N, C_i) product.",
+        "the convs: three embeddings C to C_i and one transform C_i to C, at every position\nthe "
+        "attention: the logits product and the aggregation product\ntwo FLOPs per multiply-add; "
+        "add everything up as an int",
     ),
 ))
 
@@ -257,12 +257,13 @@ register(Exercise(
     },
     properties=[Property("a count is an int", _is_int)],
     hints=(
-        "Context modelling touches every position twice (the logits W_k x_j, C -> 1, and the "
-        "weighted sum of the x_j); the transform acts on ONE vector per image.",
-        "N = H * W, P = int(C * ratio). conv_mask: 2 C N; sum_j alpha_j x_j: (C, N) @ (N, 1) "
-        "-> 2 C N; bottleneck: 2 C P + 2 P C.",
-        "pool = 2 C N + 2 C N\n"
-        "transform = 2 (C P + P C)\n"
-        "return pool + transform (an int)",
+        "Context modelling touches every position twice (the logits, C -> 1, and the weighted sum "
+        "of the x_j); the transform acts on ONE vector per image.",
+        "N is H times W and P is C times ratio (an int). conv_mask costs C multiply-adds per "
+        "position; the weighted sum is a (C, N) by (N, 1) product; the bottleneck two convs on a "
+        "1x1 map.",
+        "the context modelling: conv_mask and the weighted sum, both over all positions\nthe "
+        "transform: the two bottleneck convs on a single vector\ntwo FLOPs per multiply-add; add "
+        "them up as an int",
     ),
 ))

@@ -117,11 +117,11 @@ register(Exercise(
     hints=(
         "after_conv3 changes only the residual branch, before it meets the shortcut (GC, SE); "
         "after_block takes the finished unit output, after the addition and the ReLU (NL).",
-        "All of identity, branch: (B, C, H, W); mul, add: (B, C, 1, 1) and broadcast. The block "
-        "is B(t) = t * sigmoid(mul) + add, multiplication first.",
-        "block(t) = t * sigmoid(mul) + add\n"
-        "after_conv3: relu(identity + block(branch))\n"
-        "after_block: block(relu(identity + branch))",
+        "All of identity and branch are (B, C, H, W); mul and add are (B, C, 1, 1) and broadcast. "
+        "The block gates its input with the sigmoid of mul first, then adds add.",
+        "write the block once as a small function of its input\nafter_conv3: apply the block to "
+        "the branch, then add the shortcut, then the ReLU\nafter_block: add the shortcut and "
+        "apply the ReLU first, then the block",
     ),
 ))
 
@@ -165,11 +165,11 @@ register(Exercise(
                          lambda out, n, k: all(0 <= i < n for i in out))],
     hints=(
         "Every k-th unit, counted 1, 2, ..., k: the k-th unit is the first to get a block. In "
-        "res4 of ResNet-50 (6 units) with k = 2 that is three blocks.",
-        "Return a list of Python ints, the 0-based indices into the stage's nn.Sequential; for "
-        "n_units=6, k=2 there are 3 of them.",
-        "keep index i when (i + 1) is a multiple of k\n"
-        "for i in 0 .. n_units - 1",
+        "res4 of ResNet-50 (6 units) with k 2 that is three blocks.",
+        "Return a list of Python ints, the 0-based indices into the stage's Sequential; 6 units "
+        "with k 2 give 3 of them, and the first one is not index 0.",
+        "walk the units in order, counting them from one\nkeep a unit when its count is divisible "
+        "by k\nreport the kept units by their 0-based position",
     ),
 ))
 
@@ -233,14 +233,13 @@ register(Exercise(
     },
     properties=[Property(COUNT, count_is_int)],
     hints=(
-        "A GC block is W_k (1x1 conv C -> 1, with bias) and a bottleneck 1x1 conv C -> P, "
-        "LayerNorm over P (weight and bias), ReLU, 1x1 conv P -> C; P = int(C * ratio). Every "
-        "residual unit of a chosen stage gets one.",
-        "Per block: (C + 1) + (C P + P) + 2P + (P C + C). Multiply by the units of the stage "
-        "and sum over the stages. Return a Python int.",
-        "total = 0\n"
-        "for (C, n) in stages: P = int(C * ratio); total += n * (one block's count)\n"
-        "return total",
+        "A GC block is W_k (1x1 conv C -> 1, with bias) and a bottleneck: 1x1 conv C -> P, "
+        "LayerNorm over P (weight and bias), ReLU, 1x1 conv P -> C; P is C times ratio, as an "
+        "int. Every residual unit of a chosen stage gets one.",
+        "Per block: the four parameterised layers, each with its weights and biases. Multiply by "
+        "the units of the stage and sum over the stages. Return a Python int.",
+        "start a running total at zero\nfor every stage (channels, units): compute its P, count "
+        "one block at that width\nadd units times that count to the total",
     ),
 ))
 
@@ -334,14 +333,14 @@ register(Exercise(
         "insert_blocks replaced each unit's bn2 (stages 2-4) by Sequential(bn2, GCBlock): the "
         "norm is now child 0, the block child 1. mmdet stored the block as unit.context_block, "
         "with mmcv's names inside. Keys outside 'backbone.' belong to the detector's neck/heads.",
-        "'backbone.layer2.0.bn2.weight' -> 'layer2.0.bn2.0.weight'; "
-        "'backbone.layer2.0.context_block.conv_mask.weight' -> "
-        "'layer2.0.bn2.1.context_modeling.conv_mask.weight'; channel_add_conv -> transform.add; "
-        "other backbone keys only lose the prefix; 'neck...' -> None.",
-        "if the key does not start with 'backbone.': return None\n"
-        "drop the prefix; split into layer, unit, name, rest\n"
-        "in stages 2-4: bn2 -> bn2.0; context_block -> bn2.1 with mmcv names replaced\n"
-        "join and return",
+        "A key is dotted parts: backbone, layer, unit, module, then the rest. Only the module "
+        "part of stages 2-4 changes: the norm gains its child index, the context block becomes "
+        "the Sequential's second child, and mmcv's two module names inside it become gclab's "
+        "(conv_mask sits under context_modeling, channel_add_conv is the add transform). Neck and "
+        "head keys have no counterpart.",
+        "not a backbone key: return None\ndrop the backbone prefix and split the key on dots\nin "
+        "stages 2-4: rename the bn2 part and the context_block part as above, and the mmcv name "
+        "that follows a context_block\njoin the parts again",
     ),
 ))
 

@@ -37,6 +37,12 @@
 # seeds, compares them by relative error, and tells you which checks ran and, when it can, which
 # mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go from concept to
 # shapes to pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import math
@@ -46,7 +52,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gclab import course_figures
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb00_receptive_fields as ref  # gclab's answers, for the figures
+from gclab.exercises.fallback import use_or_fallback
 from gclab.exercises.nb00_receptive_fields import conv_stack
 
 torch.manual_seed(0)
@@ -56,14 +65,16 @@ catalog(notebook="00_receptive_fields")
 # ## 1. The theoretical receptive field
 #
 # The receptive field of an output unit is the set of input pixels that *can* influence it. Take
-# $L$ layers; layer $l$ has kernel size $k_l$ and stride $s_l$. One step at the input of layer $l$
-# spans $j_{l} = \prod_{i<l} s_i$ input pixels (the *jump*), and the layer adds $k_l - 1$ such
-# steps to the field:
+# $L$ layers; layer $l$ has kernel size $k_l$ and stride $s_l$. Two facts to build on:
 #
-# $$ r_L \;=\; 1 + \sum_{l=1}^{L} (k_l - 1)\, \prod_{i=1}^{l-1} s_i . $$
+# * a layer with kernel $k$ widens the field by $k - 1$ *steps* of its input;
+# * one step at the input of layer $l$ is as wide, in input pixels, as the *jump* $j_l$: how far
+#   apart two neighbouring units of that layer's input are. Before the first layer it is 1 pixel;
+#   every stride multiplies it.
 #
-# The $1$ is the centre pixel itself. For $L$ stride-1 $3\times3$ convs, $r_L = 2L + 1$: linear
-# in depth.
+# **Exercise `rf.theoretical`** (derive first). Start from one pixel ($r_0 = 1$) and write how
+# $r$ and $j$ change through layer $l$; turn that into a loop. Test your rule by hand: three
+# stride-1 $3\times3$ convs see 7 pixels; with stride 2 everywhere, 15.
 
 # %%
 # exercise rf.theoretical: return r_L for lists of kernel sizes and strides (one int)
@@ -80,23 +91,35 @@ def theoretical_rf(kernels, strides):
 check("rf.theoretical", theoretical_rf)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# Layer $l$ adds $k_l - 1$ steps of width $j_l = \prod_{i<l} s_i$, so
+#
+# $$ r_L \;=\; 1 + \sum_{l=1}^{L} (k_l - 1)\, \prod_{i=1}^{l-1} s_i . $$
+#
+# The $1$ is the centre pixel itself. For $L$ stride-1 $3\times3$ convs, $r_L = 2L + 1$: linear
+# in depth.
+# </details>
+#
 # A quick table (this cell's output is compared in CI, so it must stay exactly the same):
 # three $3\times3$ convs, then the first stage of a ResNet (a $7\times7$ stride-2 conv and a
 # $3\times3$ stride-2 max-pool) followed by $3\times3$ convs.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+trf = use_or_fallback(theoretical_rf, ref.theoretical_rf, "theoretical_rf")  # yours once done
 for depth in (1, 2, 3, 5, 10):
-    plain = theoretical_rf([3] * depth, [1] * depth)
-    stem = theoretical_rf([7, 3] + [3] * depth, [2, 2] + [1] * depth)
+    plain = trf([3] * depth, [1] * depth)
+    stem = trf([7, 3] + [3] * depth, [2, 2] + [1] * depth)
     print(f"{depth:2d} 3x3 convs: TRF {plain:3d} pixels; after a ResNet stem: {stem:3d} pixels")
 
 # %% [markdown]
 # Strides multiply the growth: after the stem every $3\times3$ conv adds $2 \times 4 = 8$ pixels.
 # How deep must a plain stride-1 stack be to cover a whole image?
 #
-# $$ L^\star = \min\{L : 1 + L(k-1) \ge \text{size}\} = \left\lceil \frac{\text{size} - 1}{k - 1}
-# \right\rceil $$
+# **Exercise `rf.layers_to_cover`.** Write the field of $L$ stride-1 layers of kernel $k$ (your
+# rule above, with every stride 1), and solve for the smallest $L$ whose field reaches `size`
+# pixels. Mind sizes that no whole number of layers hits exactly.
 
 # %%
 # exercise rf.layers_to_cover: smallest depth L whose TRF covers `size` pixels (one int)
@@ -109,21 +132,28 @@ def layers_to_cover(size, kernel=3):
 check("rf.layers_to_cover", layers_to_cover)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $$ L^\star = \min\{L : 1 + L(k-1) \ge \text{size}\} = \left\lceil \frac{\text{size} - 1}{k - 1}
+# \right\rceil $$
+# </details>
+#
 # For a $224\times224$ image that is 112 stride-1 $3\times3$ layers. On paper, a deep enough
 # network sees everything. The next sections ask how much of that field is *used*.
 #
 # ## 2. The effective receptive field, in 1-D, by hand
 #
-# Luo et al. (2016) define the **effective receptive field** (ERF) of an output unit $y_c$ as the
+# Luo et al. (2016) define the **effective receptive field** (ERF) of an output unit $y_\star$ as the
 # magnitude of its gradient with respect to each input pixel,
 #
-# $$ \mathrm{ERF}(i) \;\propto\; \left| \frac{\partial y_c}{\partial x_i} \right| . $$
+# $$ \mathrm{ERF}(i) \;\propto\; \left| \frac{\partial y_\star}{\partial x_i} \right| . $$
 #
 # Take a 1-D stack of convolutions whose weights are all ones. Back-propagating through one layer
 # spreads each gradient uniformly over $k$ inputs, so the gradient after $L$ layers is the
 # $L$-fold convolution of a box of width $k$ with itself — a discrete bell curve. By the central
-# limit theorem it approaches a Gaussian with variance $L\,\sigma_k^2$, where
-# $\sigma_k^2 = (k^2-1)/12$ is the variance of the box: its **width grows like $\sqrt{L}$**.
+# limit theorem it approaches a Gaussian whose variance is $L$ times the variance of one box:
+# its **width grows like $\sqrt{L}$**. (You will derive that variance right after building the
+# curve.)
 
 # %%
 # exercise rf.erf_1d: the normalised ERF of `depth` all-ones 1-D convs of width `kernel`
@@ -138,10 +168,38 @@ def erf_1d(depth, kernel=3):
 
 check("rf.erf_1d", erf_1d)
 
+# %% [markdown]
+# **Exercise `rf.erf_variance`** (derive it). One all-ones layer of width $k$ spreads a gradient
+# evenly over $k$ neighbouring offsets centred on 0 ($-1, 0, 1$ for $k = 3$). What is the
+# variance of that distribution, as a function of $k$? What is it after `depth` layers?
+# Return it as a float, then compare it with the variance of your `erf_1d` array.
+
 # %%
+# exercise rf.erf_variance: the variance (in pixels squared) of the 1-D ERF, in closed form
+def erf_variance(depth, kernel=3):
+    ### BEGIN SOLUTION
+    return depth * (kernel**2 - 1) / 12
+    ### END SOLUTION
+
+
+check("rf.erf_variance", erf_variance)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# One box puts probability $1/k$ on the offsets $-m, \dots, m$ with $k = 2m + 1$ (for even
+# $k$ the offsets are half-integers; the result is the same). Its mean is 0 and its variance
+# $\sigma_k^2 = \frac{1}{k}\sum_i i^2 = \frac{k^2 - 1}{12}$ (the discrete uniform; a
+# continuous box of width $k$ would give $k^2/12$). Convolving distributions adds independent
+# offsets, and variances of independent offsets add: after $L$ layers the variance is
+# $L\,\sigma_k^2 = L (k^2 - 1)/12$, so the width grows like $\sqrt{L}$.
+# </details>
+
+# %%
+box_erf = use_or_fallback(erf_1d, ref.erf_1d, "erf_1d")  # yours once done
 fig, ax = plt.subplots(figsize=(7, 3))
 for depth in (1, 2, 4, 8, 16):
-    g = erf_1d(depth)
+    g = box_erf(depth)
     offsets = np.arange(len(g)) - len(g) // 2
     ax.plot(offsets, g, marker=".", label=f"L = {depth}")
 ax.set(xlabel="input offset from the centre pixel", ylabel="ERF weight",
@@ -153,10 +211,11 @@ plt.show()
 # ## 3. The effective receptive field of a real network, with autograd
 #
 # For a 2-D network $y = f(x)$ with $x \in \mathbb{R}^{1\times C\times H\times W}$, pick the
-# centre output $y_c = \sum_{c'} y_{c', \lfloor H/2\rfloor, \lfloor W/2\rfloor}$ and compute
+# centre output $y_\star = \sum_{c} y_{c, \lfloor H/2\rfloor, \lfloor W/2\rfloor}$ (summed over the
+# output channels $c$) and compute
 #
-# $$ \mathrm{ERF}(i, j) \;=\; \frac{\sum_{c} |\partial y_c / \partial x_{c,i,j}|}
-# {\sum_{c,i',j'} |\partial y_c / \partial x_{c,i',j'}|} . $$
+# $$ \mathrm{ERF}(i, j) \;=\; \frac{\sum_{c} |\partial y_\star / \partial x_{c,i,j}|}
+# {\sum_{c,i',j'} |\partial y_\star / \partial x_{c,i',j'}|} . $$
 #
 # One backward pass gives the whole map. Note the gradient is taken with respect to the
 # **input**, not the weights, and of **one** output, not the sum of all outputs.
@@ -183,6 +242,7 @@ check("rf.erf", effective_rf)
 
 # %%
 SIZE = 61  # input is SIZE x SIZE, large enough for the TRF of 24 layers (49 pixels)
+erf_of = use_or_fallback(effective_rf, ref.effective_rf, "effective_rf")  # yours once done
 
 
 def mean_erf(depth, n_nets=4, channels=8):
@@ -190,22 +250,16 @@ def mean_erf(depth, n_nets=4, channels=8):
     for seed in range(n_nets):
         net = conv_stack(depth, channels, relu=True, seed=seed)
         x = torch.randn(1, channels, SIZE, SIZE, dtype=torch.float64)
-        maps.append(effective_rf(net, x))
+        maps.append(erf_of(net, x))
     return np.mean(maps, axis=0)
 
 
 DEPTHS = [1, 2, 4, 8, 16, 24]
 erfs = {depth: mean_erf(depth) for depth in DEPTHS}
 
-fig, axes = plt.subplots(1, len(DEPTHS), figsize=(15, 2.9))
-for ax, depth in zip(axes, DEPTHS):
-    ax.imshow(erfs[depth], cmap="magma")
-    r = theoretical_rf([3] * depth, [1] * depth)
-    c = SIZE // 2
-    ax.add_patch(plt.Rectangle((c - r / 2, c - r / 2), r, r, fill=False, ls="--", color="cyan"))
-    ax.set(title=f"L = {depth}, TRF {r}", xticks=[], yticks=[])
-fig.suptitle("ERF of L random 3x3 convs + ReLU (bright = large gradient); dashed: TRF")
-plt.show()
+
+# %%
+course_figures.erf_grid(erfs, SIZE, trf)
 
 # %% [markdown]
 # The bright region grows, but far more slowly than the dashed square. To put a number on it,
@@ -247,23 +301,14 @@ check("rf.growth_exponent", growth_exponent)
 
 # %%
 depths = np.array(DEPTHS, dtype=float)
-trf = np.array([theoretical_rf([3] * d, [1] * d) for d in DEPTHS], dtype=float)
-trf_radius = (trf - 1) / 2  # pixels from the centre to the edge of the TRF: L
-erf_radius = np.array([erf_std(erfs[d]) for d in DEPTHS])
-print(f"growth exponent: TRF {growth_exponent(depths, trf_radius):.2f}, "
-      f"ERF {growth_exponent(depths, erf_radius):.2f}")
-
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
-ax1.loglog(depths, trf_radius, "o-", label="TRF radius $L$ (slope 1)")
-ax1.loglog(depths, erf_radius, "s-", label="ERF radius $\\sigma$ (measured)")
-ax1.loglog(depths, erf_radius[0] * np.sqrt(depths), "k:", label="$\\propto\\sqrt{L}$")
-ax1.set(xlabel="depth L (3x3 convs)", ylabel="pixels", title="How far does the stack see?")
-ax1.legend(fontsize=8)
-ax2.plot(depths, erf_radius / trf_radius, "s-")
-ax2.set(xlabel="depth L", ylabel="ERF radius / TRF radius",
-        title="The used fraction of the TRF shrinks")
-plt.tight_layout()
-plt.show()
+radius = use_or_fallback(erf_std, ref.erf_std, "erf_std")
+slope = use_or_fallback(growth_exponent, ref.growth_exponent, "growth_exponent")
+trf_sizes = np.array([trf([3] * d, [1] * d) for d in DEPTHS], dtype=float)
+trf_radius = (trf_sizes - 1) / 2  # pixels from the centre to the edge of the TRF: L
+erf_radius = np.array([radius(erfs[d]) for d in DEPTHS])
+print(f"growth exponent: TRF {slope(depths, trf_radius):.2f}, "
+      f"ERF {slope(depths, erf_radius):.2f}")
+course_figures.erf_growth(depths, trf_radius, erf_radius)
 
 # %% [markdown]
 # The TRF has slope 1 (linear growth); the measured ERF has a slope well below 1, close to
@@ -292,15 +337,10 @@ class GlobalContextAdd(nn.Module):
         return self.conv(x) + x.mean(dim=(2, 3), keepdim=True)
 
 
+# %%
 x = torch.randn(1, 2, SIZE, SIZE, dtype=torch.float64)
-global_erf = effective_rf(GlobalContextAdd(2), x)
-fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
-for ax, erf_map, title in ((axes[0], erfs[24], "24 convs + ReLU"),
-                           (axes[1], global_erf, "1 conv + global context")):
-    im = ax.imshow(np.log10(erf_map + 1e-12), cmap="magma", vmin=-8, vmax=0)
-    ax.set(title=title, xticks=[], yticks=[])
-fig.colorbar(im, ax=axes, label="log10 ERF")
-plt.show()
+global_erf = erf_of(GlobalContextAdd(2), x)
+course_figures.erf_compare(erfs[24], global_erf)
 print(f"pixels with a non-zero gradient: 24 convs {np.mean(erfs[24] > 0):.0%}, "
       f"one global-context layer {np.mean(global_erf > 0):.0%}")
 

@@ -34,6 +34,12 @@
 # random shapes and seeds, compares them by relative error, says which checks ran and, when it
 # can, which common mistake your output matches. Stuck? `hint("<id>", level=1)` (levels 1–3 go
 # from concept to shapes to pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
@@ -41,10 +47,21 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
+from gclab import course_figures, diagrams
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb01_nonlocal_numpy as ref  # gclab's answers, for demonstrations
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
 catalog(notebook="01_nonlocal_numpy")
+
+# %% [markdown]
+# **At a glance:** the Non-local block, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl");
 
 # %% [markdown]
 # ## 1. Every position looks at every other
@@ -81,7 +98,15 @@ catalog(notebook="01_nonlocal_numpy")
 # The attention is a matrix over positions, so we first flatten the map. Position
 # $i = h\,W + w$ (row-major, the way `reshape` reads memory). The trap: `x.reshape(B, N, C)` has
 # the right shape but mixes channels and positions. Flatten the spatial dims first, *then* swap
-# axes.
+# axes. Every cell below is labelled with the channel `c` and the position `p` it holds, for a
+# $3 \times 2 \times 3$ map:
+
+# %%
+diagrams.flattening_trap(channels=3, height=2, width=3);
+
+# %% [markdown]
+# On the right, each row mixes the channels of *different* positions: the shape is `(N, C)`,
+# the content is not a list of positions.
 #
 # **Exercise `nl.to_positions`.** `(B, C, H, W) → (B, N, C)` with `N = H*W`.
 
@@ -129,7 +154,7 @@ check("nl.to_map", to_map)
 
 # %%
 def conv1x1(x, weight, bias):
-    """1x1 convolution: out[b, o, h, w] = sum_c weight[o, c] x[b, c, h, w] + bias[o]."""
+    """1x1 convolution: x (B, C, H, W), weight (Co, C, 1, 1), bias (Co,) -> (B, Co, H, W)."""
     # exercise nl.conv1x1: W x + b at every position, one einsum or matmul
     ### BEGIN SOLUTION
     w = weight.reshape(weight.shape[0], weight.shape[1])
@@ -181,7 +206,7 @@ check("nl.softmax", softmax)
 # | pairwise function | $f(x_i, x_j)$ | $\mathcal{C}(x)$ |
 # |---|---|---|
 # | gaussian | $e^{x_i^\top x_j}$ | $\sum_j f(x_i, x_j)$ |
-# | embedded gaussian | $e^{\theta(x_i)^\top \phi(x_j) / \sqrt{C_i}}$ | $\sum_j f(x_i, x_j)$ |
+# | embedded gaussian | $e^{\theta(x_i)^\top \phi(x_j)}$ (here $/\sqrt{C_i}$, see below) | $\sum_j f(x_i, x_j)$ |
 # | dot product | $\theta(x_i)^\top \phi(x_j)$ | $N'$ |
 # | concatenation | $\mathrm{ReLU}\big(w_f^\top [\theta(x_i); \phi(x_j)]\big)$ | $N'$ |
 #
@@ -195,10 +220,12 @@ def gaussian(theta_x, phi_x):
 
 
 # %% [markdown]
-# The **embedded gaussian** embeds first, then divides the logits by $\sqrt{C_i}$ (as in
-# scaled dot-product attention: a dot product of $C_i$ unit-variance terms has standard deviation
-# $\sqrt{C_i}$, and large logits saturate the softmax). An old mmdetection release *multiplied* by
-# $\sqrt{C_i}$ instead — the checks know that one too.
+# The **embedded gaussian** embeds first. Wang et al. (2018) define it as
+# $e^{\theta(x_i)^\top \phi(x_j)}$, with no scale; the $1/\sqrt{C_i}$ is an *option* of the
+# official code and of mmcv's `NonLocal2d` (`use_scale=True`, the default there and in `gclab`),
+# borrowed from scaled dot-product attention: a dot product of $C_i$ unit-variance terms has
+# standard deviation $\sqrt{C_i}$, and large logits saturate the softmax. An old mmdetection
+# release *multiplied* by $\sqrt{C_i}$ instead — the checks know that one too.
 #
 # **Exercise `nl.embedded_gaussian`.** With `use_scale=False`, no division.
 
@@ -227,7 +254,7 @@ check("nl.embedded_gaussian", embedded_gaussian)
 # %%
 def dot_product(theta_x, phi_x):
     """theta_i . phi_j / N': theta_x (B,N,Ci), phi_x (B,Ci,N') -> (B,N,N')."""
-    # exercise nl.dot_product: theta_x @ phi_x divided by the number of keys N'
+    # exercise nl.dot_product: every query-key dot product, normalised by the number of keys
     ### BEGIN SOLUTION
     return theta_x @ phi_x / phi_x.shape[-1]
     ### END SOLUTION
@@ -248,7 +275,7 @@ check("nl.dot_product", dot_product)
 
 # %%
 def concatenation(theta_x, phi_x, w):
-    """ReLU(w_theta . theta_i + w_phi . phi_j) / N' -> (B, N, N'); w = [w_theta; w_phi] (2Ci,)."""
+    """Concatenation pairwise function: theta_x (B, N, Ci), phi_x (B, Ci, N'), w (2Ci,) -> (B, N, N')."""
     # exercise nl.concatenation: ReLU(w_theta . theta_i + w_phi . phi_j) / N', broadcast
     ### BEGIN SOLUTION
     ci = theta_x.shape[-1]
@@ -273,11 +300,13 @@ check("nl.concatenation", concatenation)
 rng = np.random.default_rng(0)
 th, ph = rng.standard_normal((1, 6, 4)), rng.standard_normal((1, 4, 6))
 w_f = rng.standard_normal(8)
-for name, f in [("gaussian", lambda: gaussian(th, ph)),
-                ("embedded_gaussian", lambda: embedded_gaussian(th, ph)),
-                ("dot_product", lambda: dot_product(th, ph)),
-                ("concatenation", lambda: concatenation(th, ph, w_f))]:
-    a = f()
+pairs = {"gaussian": (gaussian, gnp.non_local.gaussian),  # yours, and gclab's until yours runs
+         "embedded_gaussian": (embedded_gaussian, ref.ref_embedded_gaussian),
+         "dot_product": (dot_product, ref.ref_dot_product),
+         "concatenation": (concatenation, ref.ref_concatenation)}
+for name, (mine, gclabs) in pairs.items():
+    f = use_or_fallback(mine, gclabs, name)
+    a = f(th, ph, w_f) if name == "concatenation" else f(th, ph)
     print(f"{name:18s} row sums {np.round(a.sum(-1)[0], 3)}  min weight {a.min():+.3f}")
 
 # %% [markdown]
@@ -298,7 +327,7 @@ for side in (14, 28, 56):
 # %% [markdown]
 # **Exercise `nl.max_pool2x2`.** `(B, C, H, W) → (B, C, H//2, W//2)`, the maximum of each 2×2
 # window; an odd last row or column is dropped (as `torch.nn.functional.max_pool2d(x, 2)`).
-# Hint for no loops: crop, then reshape to `(B, C, H//2, 2, W//2, 2)`.
+# No loops: which reshape of the (cropped) map gives every window two axes of its own?
 
 # %%
 def max_pool2x2(x):
@@ -322,18 +351,19 @@ check("nl.max_pool2x2", max_pool2x2)
 # mode), `concat_project.weight (1, 2C_i, 1, 1)` (concatenation only), `conv_out.weight
 # (C, C_i, 1, 1)`, `conv_out.bias`.
 #
-# 1. embed: `theta_x = to_positions(conv1x1(x, θ))` `(B, N, C_i)`; `phi = conv1x1(x, φ)` and
-#    `g = conv1x1(x, g)`, both max-pooled when `sub_sample`; flatten `phi` to `(B, C_i, N')` and
-#    `g` to `(B, N', C_i)`. In gaussian mode $\theta$ and $\phi$ are the input itself.
-# 2. `attention = pairwise(theta_x, phi_x)`, `(B, N, N')`;
-# 3. `y = attention @ g_x`, `(B, N, C_i)`, back to a `(B, C_i, H, W)` map.
+# 1. embed: the three 1×1 convs $\theta$, $\phi$, $g$ of `x`; $\phi$ and $g$ max-pooled when
+#    `sub_sample`; $\theta$ as positions `(B, N, C_i)`, $\phi$ as `(B, C_i, N')`, $g$ as
+#    `(B, N', C_i)`. In gaussian mode $\theta$ and $\phi$ are the input itself.
+# 2. compare: the pairwise function of the mode gives the attention, `(B, N, N')`;
+# 3. aggregate: every query's weighted sum of the $g$ vectors, `(B, N, C_i)`, back to a
+#    `(B, C_i, H, W)` map.
 #
 # **Exercise `nl.context_modeling`.** Return `(y, attention)`.
 
 # %%
 def context_modeling(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
-    """NL step 1: y_i = sum_j f(x_i, x_j) g(x_j) / C(x) -> y (B,Ci,H,W), attention (B,N,N')."""
-    # exercise nl.context_modeling: embed, pairwise function, y = attention @ g_x
+    """NL step 1 (context modelling): x (B, C, H, W) -> y (B, Ci, H, W), attention (B, N, N')."""
+    # exercise nl.context_modeling: embed, pairwise function, aggregate the g vectors
     ### BEGIN SOLUTION
     B, C, H, W = x.shape
     pool = max_pool2x2 if sub_sample else (lambda t: t)
@@ -373,7 +403,7 @@ check("nl.context_modeling", context_modeling)
 
 # %%
 def nonlocal_forward(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
-    """The NL block: z = x + W_z y, y from context_modeling. (B, C, H, W) -> (B, C, H, W)."""
+    """The NL block: context modelling, transform W_z, fusion. (B, C, H, W) -> (B, C, H, W)."""
     # exercise nl.forward: context modelling, transform (conv_out), fusion (+ x)
     ### BEGIN SOLUTION
     y, _ = context_modeling(x, params, mode, use_scale, sub_sample)
@@ -410,12 +440,13 @@ def rel_error(a, b):
 
 # %%
 # NBVAL_CHECK_OUTPUT
+forward = use_or_fallback(nonlocal_forward, ref.ref_forward, "nonlocal_forward")
 x = np.random.default_rng(1).standard_normal((2, 6, 5, 7))  # H != W on purpose
 for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
     for sub in (False, True):
         block = random_block(mode, sub)
         z_torch = block(torch.from_numpy(x)).detach().numpy()
-        z_np = nonlocal_forward(x, gnp.params_from_torch(block), mode, True, sub)
+        z_np = forward(x, gnp.params_from_torch(block), mode, True, sub)
         ok = rel_error(z_np, z_torch) < 1e-10
         print(f"{mode:18s} sub_sample={sub!s:5s}  rel. error < 1e-10: {ok}")
 
@@ -428,31 +459,7 @@ for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
 # the attention matrix drawn over the image.
 
 # %%
-H, W = 12, 16
-img = np.zeros((3, H, W)) + 0.05
-img[0, 1:4, 1:4] = 1.0     # red, top left
-img[0, 8:11, 12:15] = 1.0  # red, bottom right: far away, same colour
-img[1, 7:11, 2:6] = 1.0    # green
-img[2, 2:5, 9:13] = 1.0    # blue
-feats = 4 * img[None]                                  # (1, 3, H, W)
-# gclab's gaussian (equal to yours), so this figure draws in the learner copy too
-keys = feats.reshape(1, 3, -1)  # (1, C, N)
-attn = gnp.non_local.gaussian(keys.transpose(0, 2, 1), keys)[0]  # (N, N)
-
-queries = [(2, 2), (9, 3), (6, 8)]  # (row, col): a red blob, the green blob, the background
-fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
-axes[0].imshow(img.transpose(1, 2, 0))
-axes[0].set_title("image and queries")
-for ax, (r, c) in zip(axes[1:], queries):
-    axes[0].plot(c, r, "w+", ms=12, mew=2)
-    ax.imshow(img.transpose(1, 2, 0))
-    ax.imshow(attn[r * W + c].reshape(H, W), cmap="magma", alpha=0.75)
-    ax.plot(c, r, "w+", ms=12, mew=2)
-    ax.set_title(f"query ({r}, {c})")
-for ax in axes:
-    ax.axis("off")
-plt.tight_layout()
-plt.show()
+course_figures.gaussian_attention_demo(height=12, width=16)  # gclab's gaussian: runs before yours
 
 # %% [markdown]
 # The query on the top-left red blob attends just as much to the red blob in the far corner as

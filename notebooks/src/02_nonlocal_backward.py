@@ -39,20 +39,26 @@
 # Notation: for a scalar loss $L$ and any array $a$, $\partial a$ stands for
 # $\partial L / \partial a$, an array shaped like $a$. A layer's backward receives
 # $\partial\,\text{out}$ (`dout`) and returns $\partial\,\text{in}$.
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import math
 import os
 import platform
-import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import gclab.numpy as gnp
+from gclab import course_figures
 from gclab.exercises import catalog, check, hint
+from gclab.exercises import nb02_nonlocal_backward as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
 catalog(notebook="02_nonlocal_backward")
@@ -125,31 +131,56 @@ check("nlgrad.numerical_gradient", numerical_gradient)
 # %% [markdown]
 # ## 2. The softmax backward: a Jacobian you never build
 #
-# Let $p = \mathrm{softmax}(s)$ over one row. Every $p_j$ depends on every $s_k$:
+# Let $p = \mathrm{softmax}(s)$ over one row of $N'$ logits,
+# $p_j = e^{s_j} / \sum_k e^{s_k}$. Every $p_j$ depends on every $s_k$, so the derivative is an
+# $N' \times N'$ matrix, the Jacobian $J_{jk} = \partial p_j / \partial s_k$.
+#
+# **Exercise `nlgrad.softmax_jacobian`** (derive it on paper first). Differentiate $p_j$ with
+# respect to $s_k$, separately for $k = j$ and for $k \ne j$, and write both cases with $p$
+# alone. Then implement `softmax_jacobian(p)`: `p` is `(..., N')`, the result `(..., N', N')`.
+# Check your answer against a property you can predict: a constant added to a row of logits does
+# not change the softmax, so what must every row of $J$ sum to?
+
+# %%
+def softmax_jacobian(p):
+    """The Jacobian (..., N, N), entry (j, k) the derivative of p_j with respect to s_k."""
+    # exercise nlgrad.softmax_jacobian: derive the two cases (k = j and k != j), then build J
+    ### BEGIN SOLUTION
+    eye = np.eye(p.shape[-1])
+    return p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
+    ### END SOLUTION
+
+
+# %%
+check("nlgrad.softmax_jacobian", softmax_jacobian)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# With $Z = \sum_k e^{s_k}$ and the quotient rule: for $k = j$,
+# $\partial p_j / \partial s_j = (e^{s_j} Z - e^{s_j} e^{s_j}) / Z^2 = p_j - p_j^2$; for
+# $k \ne j$, only $Z$ depends on $s_k$: $\partial p_j / \partial s_k = -e^{s_j} e^{s_k} / Z^2
+# = -p_j p_k$. Both at once:
 #
 # $$
 # \frac{\partial p_j}{\partial s_k} = p_j(\delta_{jk} - p_k),
 # \qquad J = \mathrm{diag}(p) - p\,p^\top .
 # $$
 #
-# $J$ is symmetric, so the chain rule gives $\partial s = J\,\partial p$, and the $N' \times N'$
-# matrix never needs to exist:
+# Every row sums to $p_j - p_j \sum_k p_k = 0$.
+# </details>
 #
-# $$
-# \partial s = p \odot \partial p - p\,(p^\top \partial p)
-# = p \odot \big(\partial p - \langle \partial p, p\rangle\big) .
-# $$
-#
-# One consequence to remember: every row of $\partial s$ sums to zero, because adding a constant
-# to a row of logits does not change the softmax.
-#
-# **Exercise `nlgrad.softmax_backward`.** `p` is the softmax output over the last axis, `dout`
-# the upstream gradient (same shape).
+# **Exercise `nlgrad.softmax_backward`.** The backward pass needs $\partial s$ from $\partial p$
+# (`dout`), and building $J$ for every row of an $N \times N'$ attention would cost
+# $N \cdot N'^2$ memory. Use the structure of your $J$ (a diagonal part and an outer product,
+# and $J$ is symmetric) to write $\partial s = J\,\partial p$ with element-wise operations and
+# one reduction per row. `p` is the softmax output over the last axis, `dout` the upstream
+# gradient (same shape).
 
 # %%
 def softmax_backward(dout, p):
-    """ds for p = softmax(s) over the last axis: p * (dout - <dout, p>)."""
-    # exercise nlgrad.softmax_backward: p * (dout - <dout, p>) over the last axis
+    """ds for p = softmax(s) over the last axis; dout and p (..., N')."""
+    # exercise nlgrad.softmax_backward: J times dout, without building J
     ### BEGIN SOLUTION
     return p * (dout - (dout * p).sum(axis=-1, keepdims=True))
     ### END SOLUTION
@@ -159,6 +190,19 @@ def softmax_backward(dout, p):
 check("nlgrad.softmax_backward", softmax_backward)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $J$ is symmetric, so the chain rule gives $\partial s = J^\top \partial p = J\,\partial p$:
+#
+# $$
+# \partial s = \mathrm{diag}(p)\,\partial p - p\,(p^\top \partial p)
+# = p \odot \big(\partial p - \langle \partial p, p\rangle\big) ,
+# $$
+#
+# with one inner product $\langle \partial p, p\rangle$ per row. Every row of $\partial s$ sums
+# to zero, because adding a constant to a row of logits does not change the softmax.
+# </details>
+#
 # Your two tools agree with each other — the way you would check a new layer, with nothing but
 # NumPy (this cell uses your `numerical_gradient`, `softmax_backward` and `rel_error`):
 
@@ -174,24 +218,20 @@ print("softmax backward vs centred differences: rel. error < 1e-7:", err < 1e-7)
 # ## 3. The matrix product backward: let the shapes guide you
 #
 # For $C = AB$ with $A$ of shape $(N, K)$ and $B$ of shape $(K, M)$,
-# $C_{ij} = \sum_k A_{ik} B_{kj}$, hence
+# $C_{ij} = \sum_k A_{ik} B_{kj}$. Take the scalar loss $L$ with upstream gradient
+# $\partial C$ $(N \times M)$.
 #
-# $$
-# \partial A = \partial C\, B^\top \quad (N \times M \cdot M \times K),
-# \qquad
-# \partial B = A^\top\, \partial C \quad (K \times N \cdot N \times M).
-# $$
-#
-# If you forget which side the transpose goes on, the shapes leave only one possibility. In the
-# NL block the products are batched, `(B, N, K) @ (B, K, M)`: transpose the *last two* axes
-# (`a.transpose(0, 2, 1)`); `.T` would reverse the batch axis too.
-#
-# **Exercise `nlgrad.matmul_backward`.** Return `(da, db)`.
+# **Exercise `nlgrad.matmul_backward`** (derive it first). Write $\partial L / \partial A_{ik}$
+# and $\partial L / \partial B_{kj}$ as sums over the other index, and recognise each as a
+# matrix product. The shapes are your check: $\partial A$ must be $N \times K$ and $\partial B$
+# $K \times M$. In the NL block the products are batched, `(B, N, K)` times `(B, K, M)`:
+# transpose only the last two axes (NumPy's `.T` reverses every axis, the batch axis too).
+# Return `(da, db)`.
 
 # %%
 def matmul_backward(dout, a, b):
-    """Backward of c = a @ b, batched: a (B, N, K), b (B, K, M), dout (B, N, M)."""
-    # exercise nlgrad.matmul_backward: return (da, db); transpose the last two axes
+    """Backward of the batched product c of a (B, N, K) and b (B, K, M); dout (B, N, M)."""
+    # exercise nlgrad.matmul_backward: return (da, db); derive them from one entry of c
     ### BEGIN SOLUTION
     return dout @ b.transpose(0, 2, 1), a.transpose(0, 2, 1) @ dout
     ### END SOLUTION
@@ -201,19 +241,56 @@ def matmul_backward(dout, a, b):
 check("nlgrad.matmul_backward", matmul_backward)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $\partial L / \partial A_{ik} = \sum_j \partial C_{ij}\, B_{kj}$ and
+# $\partial L / \partial B_{kj} = \sum_i A_{ik}\, \partial C_{ij}$, that is
+#
+# $$
+# \partial A = \partial C\, B^\top \quad (N \times M \cdot M \times K),
+# \qquad
+# \partial B = A^\top\, \partial C \quad (K \times N \cdot N \times M).
+# $$
+#
+# If you forget which side the transpose goes on, the shapes leave only one possibility.
+# </details>
+#
+# **Exercise `nlgrad.dot_product_backward`.** Lesson 1's dot-product pairwise function is
+# $f = \theta_x \phi_x / N'$ with $N'$ the number of keys ($\theta_x$: `(B, N, C_i)`,
+# $\phi_x$: `(B, C_i, N')`; with sub-sampling $N' \ne N$). Derive its backward from the two
+# rules you have and return `(dtheta_x, dphi_x)`.
+
+# %%
+def dot_product_backward(dattn, theta_x, phi_x):
+    """(dtheta_x, dphi_x) of the dot-product attention; dattn (B, N, N')."""
+    # exercise nlgrad.dot_product_backward: chain the division and the product
+    ### BEGIN SOLUTION
+    return matmul_backward(dattn / phi_x.shape[-1], theta_x, phi_x)
+    ### END SOLUTION
+
+
+# %%
+check("nlgrad.dot_product_backward", dot_product_backward)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# Dividing by the constant $N'$ is linear, so its backward divides the upstream gradient by
+# $N'$; then the product rule of this section:
+# $\partial\theta_x = (\partial f / N')\,\phi_x^\top$ and
+# $\partial\phi_x = \theta_x^\top (\partial f / N')$. Dividing by $N$ (the queries) instead
+# is the classic slip; it only shows when the keys are sub-sampled.
+# </details>
+#
 # ## 4. The 1×1 convolution backward
 #
 # Per position $p$ and batch item $b$: $\text{out}_{b,:,p} = W x_{b,:,p} + \text{bias}$. The
-# same $W$ and bias serve *every* $(b, p)$, so their gradients are sums over all of them:
+# same $W$ and bias serve *every* $(b, p)$.
 #
-# $$
-# \partial x_{b,:,p} = W^\top \partial\text{out}_{b,:,p}, \qquad
-# \partial W = \sum_{b,p} \partial\text{out}_{b,:,p}\; x_{b,:,p}^\top, \qquad
-# \partial\,\text{bias} = \sum_{b,p} \partial\text{out}_{b,:,p} .
-# $$
-#
-# **Exercise `nlgrad.conv1x1_backward`.** `x (B, C, H, W)`, `weight (C_o, C, 1, 1)`,
-# `dout (B, C_o, H, W)` → `(dx, dweight, dbias)`, shaped like `x`, `weight` and `(C_o,)`.
+# **Exercise `nlgrad.conv1x1_backward`** (derive it first: apply the matrix-product rule at one
+# position, then ask what happens to a parameter used at many positions). `x (B, C, H, W)`,
+# `weight (C_o, C, 1, 1)`, `dout (B, C_o, H, W)` → `(dx, dweight, dbias)`, shaped like `x`,
+# `weight` and `(C_o,)`.
 
 # %%
 def conv1x1_backward(dout, x, weight):
@@ -234,35 +311,62 @@ def conv1x1_backward(dout, x, weight):
 check("nlgrad.conv1x1_backward", conv1x1_backward)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# At one $(b, p)$ the layer is a matrix-vector product, so $\partial x_{b,:,p} = W^\top
+# \partial\text{out}_{b,:,p}$. A shared parameter receives the sum of the gradients of all its
+# uses:
+#
+# $$
+# \partial x_{b,:,p} = W^\top \partial\text{out}_{b,:,p}, \qquad
+# \partial W = \sum_{b,p} \partial\text{out}_{b,:,p}\; x_{b,:,p}^\top, \qquad
+# \partial\,\text{bias} = \sum_{b,p} \partial\text{out}_{b,:,p} .
+# $$
+# </details>
+#
 # ## 5. The chain rule through the attention
 #
 # The embedded gaussian computes, with $s = \sqrt{C_i}$ (or 1 without `use_scale`),
 #
 # $$
-# \ell = \theta_x \phi_x / s, \qquad A = \mathrm{softmax}_j(\ell)
+# u = \theta_x \phi_x, \qquad \ell = u / s, \qquad A = \mathrm{softmax}_j(\ell)
 # \qquad (\theta_x: B \times N \times C_i,\ \phi_x: B \times C_i \times N') .
 # $$
 #
-# Backward, one rule per line, in the reverse order:
+# **Exercise `nlgrad.scale_backward`.** Start with the middle step, $\ell = u / s$, for a
+# scalar $s$. Derive $\partial u$ and $\partial s$ (the scale is fixed in the NL block, but a
+# learnable temperature would need $\partial s$) and return `(du, ds)`, `ds` one float.
+
+# %%
+def scale_backward(dout, u, s):
+    """(du, ds) of out = u / s with a scalar s."""
+    # exercise nlgrad.scale_backward: one element first, then sum what s collects
+    ### BEGIN SOLUTION
+    return dout / s, float(-np.sum(dout * u) / s**2)
+    ### END SOLUTION
+
+
+# %%
+check("nlgrad.scale_backward", scale_backward)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
 #
-# $$
-# \partial \ell = \frac{1}{s}\, A \odot \big(\partial A - \langle \partial A, A \rangle_j\big),
-# \qquad
-# \partial \theta_x = \partial \ell\ \phi_x^\top,
-# \qquad
-# \partial \phi_x = \theta_x^\top\, \partial \ell .
-# $$
+# $\partial \ell_k / \partial u_k = 1/s$, so $\partial u = \partial\ell / s$; and
+# $\partial \ell_k / \partial s = -u_k / s^2$ for every $k$, so
+# $\partial s = -\sum_k \partial\ell_k\, u_k / s^2$. The $1/s$ of the forward comes back in the
+# backward: forget it and the gradient is $\sqrt{C_i}$ times too large — a gradient check
+# catches this at once.
+# </details>
 #
-# The $1/s$ of the forward comes back in the backward: forget it and the gradient is
-# $\sqrt{C_i}$ times too large — a gradient check catches this at once.
-#
-# **Exercise `nlgrad.embedded_gaussian_backward`.** Reuse your `softmax_backward` and
+# **Exercise `nlgrad.embedded_gaussian_backward`.** Now chain the three steps in reverse order,
+# reusing your `softmax_backward`, the $\partial u$ part of `scale_backward` and
 # `matmul_backward`; `attention` is the forward's output (from the cache).
 
 # %%
 def embedded_gaussian_backward(dattn, theta_x, phi_x, attention, use_scale=True):
-    """(dtheta_x, dphi_x) of attention = softmax(theta_x @ phi_x / sqrt(Ci))."""
-    # exercise nlgrad.embedded_gaussian_backward: softmax backward, / sqrt(Ci), matmul backward
+    """(dtheta_x, dphi_x) of the embedded-gaussian attention (forward in the markdown above)."""
+    # exercise nlgrad.embedded_gaussian_backward: softmax backward, the scale, matmul backward
     ### BEGIN SOLUTION
     dlogits = softmax_backward(dattn, attention)
     if use_scale:
@@ -275,6 +379,58 @@ def embedded_gaussian_backward(dattn, theta_x, phi_x, attention, use_scale=True)
 check("nlgrad.embedded_gaussian_backward", embedded_gaussian_backward)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# One rule per line, in the reverse order of the forward:
+#
+# $$
+# \partial \ell = A \odot \big(\partial A - \langle \partial A, A \rangle_j\big),
+# \qquad \partial u = \partial\ell / s,
+# \qquad
+# \partial \theta_x = \partial u\ \phi_x^\top,
+# \qquad
+# \partial \phi_x = \theta_x^\top\, \partial u .
+# $$
+# </details>
+#
+# ### Sub-sampling: the max-pool backward
+#
+# With `sub_sample=True` lesson 1's block max-pools $\phi$ and $g$ over $2 \times 2$ windows
+# (odd sizes: the last row or column is dropped). The backward block below does not use it, but
+# every sub-sampled NL does.
+#
+# **Exercise `nlgrad.maxpool_backward`** (derive it first: what is the derivative of
+# $\max(a, b, c, d)$ with respect to each of its four inputs?). `dout (B, C, H//2, W//2)`,
+# `x (B, C, H, W)` (the pool's input) → `dx` shaped like `x`.
+
+# %%
+def maxpool_backward(dout, x):
+    """dx of the 2x2, stride-2 max pool of x (odd last row/column dropped)."""
+    # exercise nlgrad.maxpool_backward: route each window's gradient to its winner
+    ### BEGIN SOLUTION
+    b, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    win = x[:, :, : 2 * h2, : 2 * w2].reshape(b, c, h2, 2, w2, 2)
+    mask = win == win.max(axis=(3, 5), keepdims=True)
+    dx = np.zeros_like(x)
+    dx[:, :, : 2 * h2, : 2 * w2] = (mask * dout[:, :, :, None, :, None]).reshape(
+        b, c, 2 * h2, 2 * w2)
+    return dx
+    ### END SOLUTION
+
+
+# %%
+check("nlgrad.maxpool_backward", maxpool_backward)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $\partial \max(a, b, c, d) / \partial a$ is 1 where $a$ is the largest and 0 elsewhere (ties
+# have probability zero with real-valued inputs). So each window's upstream gradient goes,
+# unchanged, to the one pixel that won the forward; the other three get 0, and so does the
+# dropped odd row or column. Average pooling, by contrast, would send a quarter to each.
+# </details>
+#
 # ## 6. The whole block, CS231n style
 #
 # Here is the embedded-gaussian NL forward (no sub-sampling, no norm) written so that it keeps
@@ -295,6 +451,7 @@ def to_map(t, H, W):  # (B, N, C) -> (B, C, H, W)
     return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], H, W)
 
 
+# %%
 def nonlocal_forward(x, params, use_scale=True):
     """Embedded-gaussian NL block: returns z = x + W_z y and the cache for the backward."""
     B, C, H, W = x.shape
@@ -374,7 +531,9 @@ params = gnp.params_from_torch(block)  # state_dict -> float64 arrays, same keys
 x = rng.standard_normal((2, C, 3, 5))
 dout = rng.standard_normal(x.shape)
 
-dx, grads = nonlocal_grads(x, params, dout)  # yours
+# %%
+grads_of = use_or_fallback(nonlocal_grads, ref.ref_block_grads, "nonlocal_backward")
+dx, grads = grads_of(x, params, dout)  # yours once done
 numeric = {"x": gnp.numerical_gradient(lambda v: nonlocal_forward(v, params)[0], x.copy(), dout)}
 numeric.update(gnp.numerical_gradient_params(lambda p: nonlocal_forward(x, p)[0], params, dout))
 analytic = {"x": dx, **grads}
@@ -401,7 +560,7 @@ assert np.abs(analytic["phi.bias"]).max() < 1e-9 and np.abs(numeric["phi.bias"])
 
 # %%
 x32, p32 = x.astype(np.float32), {k: v.astype(np.float32) for k, v in params.items()}
-dx32, _ = nonlocal_grads(x32, p32, dout.astype(np.float32))
+dx32, _ = grads_of(x32, p32, dout.astype(np.float32))
 num32 = gnp.numerical_gradient(lambda v: nonlocal_forward(v, p32)[0], x32.copy(),
                                dout.astype(np.float32), h=1e-3)
 print(f"float32, h=1e-3: rel. error of dx {gnp.rel_error(dx32, num32):.0e}")
@@ -415,7 +574,7 @@ print(f"float32, h=1e-3: rel. error of dx {gnp.rel_error(dx32, num32):.0e}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-dx, grads = nonlocal_grads(x, params, dout)  # yours, as above
+dx, grads = grads_of(x, params, dout)  # yours, as above
 xt = torch.from_numpy(x).requires_grad_(True)
 zt = block(xt)
 zt.backward(torch.from_numpy(dout))
@@ -437,30 +596,8 @@ for name, prm in block.named_parameters():
 # loop would take minutes on a real 56×56 feature map) and check they agree.
 
 # %%
-def best_time(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-C_t, sides = 8, (4, 6, 8, 12)
-torch.manual_seed(1)
-blk = NonLocal2d(C_t).double()
-with torch.no_grad():
-    for prm in blk.parameters():
-        prm.normal_(0, 0.5)
-p_t = gnp.params_from_torch(blk)
-timings = {}
-for side in tqdm(sides, desc="timing"):
-    xs = np.random.default_rng(side).standard_normal((1, C_t, side, side))
-    loop = gnp.non_local_naive(xs, p_t)
-    vec, _ = gnp.non_local.forward(xs, p_t)
-    assert gnp.rel_error(loop, vec) < 1e-10, "the two versions disagree"
-    timings[side] = (best_time(lambda: gnp.non_local_naive(xs, p_t), 2),
-                     best_time(lambda: gnp.non_local.forward(xs, p_t), 20))
+C_t = 8
+timings = course_figures.time_loop_vs_vectorised(sides=(4, 6, 8, 12), channels=C_t)
 
 # %%
 print(f"machine: {platform.machine()}, {os.cpu_count()} CPU core(s) visible, "
@@ -469,21 +606,7 @@ for side, (t_loop, t_vec) in timings.items():
     print(f"{side:2d}x{side:<2d} (N = {side * side:3d}): loop {1e3 * t_loop:8.2f} ms, "
           f"vectorised {1e3 * t_vec:6.3f} ms, ratio {t_loop / t_vec:6.0f}x")
 
-labels = [f"{s}x{s}" for s in timings]
-pos = np.arange(len(labels))
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.bar(pos - 0.2, [1e3 * t for t, _ in timings.values()], 0.4, label="double loop (naive)")
-ax.bar(pos + 0.2, [1e3 * t for _, t in timings.values()], 0.4, label="vectorised")
-for i, (t_loop, t_vec) in enumerate(timings.values()):
-    ax.text(i, 1e3 * t_loop * 1.3, f"{t_loop / t_vec:.0f}x", ha="center")
-ax.set_yscale("log")
-ax.set_ylim(top=1e3 * max(t for t, _ in timings.values()) * 8)
-ax.set_xticks(pos, labels)
-ax.set_ylabel("forward time (ms, log scale)")
-ax.set_title(f"NL forward, C = {C_t}, batch 1, float64")
-ax.legend(loc="upper left")
-plt.tight_layout()
-plt.show()
+course_figures.plot_timings(timings, C_t)
 
 # %% [markdown]
 # The loop loses by a factor that grows with $N$: when this notebook was built (x86_64, 2 CPU

@@ -34,6 +34,12 @@
 #
 # Exercises are checked by `check("inside.<name>", ...)`; `hint("inside.<name>", level)` gives a
 # hint at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import csv
@@ -45,6 +51,8 @@ import torch
 
 from gclab.experiments import analysis, data
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
+from gclab.exercises import nb03_looking_inside as ref  # gclab's answers, for the figures
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 from gclab.experiments.reproduce import RESULTS_DIR, build_model
 
@@ -92,9 +100,9 @@ print(f"test accuracy of the trained model: {acc:.3f}")
 #
 # Inside the block, row $i$ of the attention matrix holds the weights
 # $f(x_i, x_j) / \mathcal{C}(x)$ that query position $i$ gives to every key position $j$.
-# The $N = h w$ positions were flattened row by row from the $(h, w)$ map, so query
-# $(r, c)$ is row $i = r\,w + c$, and that row reshaped to $(h, w)$ is a picture of *where this
-# query looks*.
+# The $N = h w$ positions were flattened row by row from the $(h, w)$ map (lesson 1), so each
+# query pixel $(r, c)$ owns one row of the matrix (which one? count the positions before it),
+# and that row reshaped to $(h, w)$ is a picture of *where this query looks*.
 #
 # **Exercise `inside.query_map`.** `query_map(attention, row, col, height, width)`:
 # `attention (B, N, N)` with `N = height * width` → `(B, height, width)`.
@@ -120,7 +128,7 @@ check("inside.query_map", query_map)
 with torch.no_grad():
     inp1, _ = analysis.capture(model, x_test[1:2], nl)
     att1 = analysis.block_internals(nl, inp1)["attention"].numpy()  # (1, 64, 64)
-mine = query_map(att1, 1, 7, 4, 16)
+mine = use_or_fallback(query_map, ref.ref_query_map, "query_map")(att1, 1, 7, 4, 16)
 r, c = np.unravel_index(mine[0].argmax(), mine[0].shape)
 print(f"largest weight at (row, col) = ({int(r)}, {int(c)}); total: {float(mine.sum()):.4f}")
 
@@ -201,7 +209,8 @@ check("inside.pairwise_distance", pairwise_distance)
 # Your statistic on the attention rows of test image 1 (the 64 maps of section 2's block):
 
 # %%
-print(f"mean cosine distance between the 64 attention maps: {pairwise_distance(att1)[0]:.5f}")
+distance = use_or_fallback(pairwise_distance, ref.ref_mean_pairwise_distance, "pairwise_distance")
+print(f"mean cosine distance between the 64 attention maps: {distance(att1)[0]:.5f}")
 
 # %% [markdown]
 # The statistic of the trained block, over 256 test images, by `gclab.experiments.analysis`
@@ -248,7 +257,7 @@ for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "
 # %% [markdown]
 # (`snl` and `gc_r16` compute one map for all queries by construction, so their attention
 # distance is exactly 0; they are there as the floor.) Read the table with the spread over seeds
-# in lesson 7's `ablation.md`. Two cautions when you interpret it:
+# in lesson 7's `ablation.md`. Four cautions when you interpret it:
 #
 # * `dot_product` and `concatenation` do not normalise with a softmax, so their "maps" are
 #   unnormalised weights (divided by $N'$); the cosine distance ignores the scale, so it still
@@ -306,6 +315,7 @@ with torch.no_grad():
 print(f"relative change of the NL output with one shared map: {rel:.3f}")
 
 
+# %%
 class SharedMapNL(torch.nn.Module):
     """The trained block, but every query uses the average attention map."""
 
@@ -321,6 +331,8 @@ class SharedMapNL(torch.nn.Module):
         return x + self.block.transform(y)
 
 
+# %%
+# NBVAL_CHECK_OUTPUT
 shared_model = build_model("nl")
 shared_model.load_state_dict(state)
 unit = shared_model.layer3[0]  # InsertedBlock(unit, NL): swap the NL for the shared-map one

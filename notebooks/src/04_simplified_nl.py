@@ -31,18 +31,34 @@
 #
 # Exercises are checked by `check("snl.<name>", your_function)`; `hint("snl.<name>", level)`
 # gives a hint at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.datasets import load_sample_image
 
 import gclab.numpy as gnp
+from gclab import course_figures, diagrams
 from gclab.exercises import check, hint
+from gclab.exercises import nb04_simplified_nl as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
 torch.set_default_dtype(torch.float64)  # this lesson compares NumPy and PyTorch in float64
+
+# %% [markdown]
+# **At a glance:** NL, and the Simplified NL block this lesson derives from it, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl", "snl");
 
 # %% [markdown]
 # ## 1. From NL to SNL in three lines of algebra
@@ -98,32 +114,7 @@ torch.set_default_dtype(torch.float64)  # this lesson compares NumPy and PyTorch
 # NL blocks hardly do, and SNL gives that freedom up.
 
 # %%
-img = load_sample_image("china.jpg")[::8, ::8] / 255.0  # (54, 80, 3)
-H, W = img.shape[:2]
-feat = torch.tensor((img - img.mean((0, 1))).transpose(2, 0, 1)[None])  # (1, 3, H, W)
-
-pool = AttentionPooling(3)
-with torch.no_grad():
-    pool.conv_mask.weight.fill_(6.0)
-    pool.conv_mask.bias.zero_()
-    alpha_img = pool.attention(feat)[0].reshape(H, W).numpy()  # (H, W), sums to 1
-
-xf = feat[0].reshape(3, -1).numpy()  # (C, N)
-queries = [(5, 40), (30, 30), (45, 70)]
-fig, axes = plt.subplots(1, 4, figsize=(14, 2.8))
-for ax, (qh, qw) in zip(axes, queries):
-    row = gnp.ops.softmax(20.0 * xf[:, qh * W + qw] @ xf)  # one query's NL map (N,)
-    ax.imshow(img.mean(2), cmap="gray")
-    ax.imshow(row.reshape(H, W), cmap="inferno", alpha=0.7)
-    ax.plot(qw, qh, "c*", ms=14)
-    ax.set_title(f"NL map of query ({qh}, {qw})")
-axes[3].imshow(img.mean(2), cmap="gray")
-axes[3].imshow(alpha_img, cmap="inferno", alpha=0.7)
-axes[3].plot([q[1] for q in queries], [q[0] for q in queries], "c*", ms=14)
-axes[3].set_title("SNL: one map for all queries")
-for ax in axes:
-    ax.axis("off")
-plt.tight_layout()
+course_figures.nl_vs_snl_maps(queries=[(5, 40), (30, 30), (45, 70)])
 
 # %% [markdown]
 # ## 2. Context modelling, part 1: the attention map
@@ -207,7 +198,7 @@ print("equal up to rounding:", np.allclose(inside, outside, rtol=1e-12, atol=1e-
 
 # %%
 def simplified_nonlocal(x, w_k, b_k, w_v, b_v):
-    """SNL block: z_i = x_i + W_v sum_j alpha_j x_j + b_v, x (B, C, H, W) -> (B, C, H, W)."""
+    """SNL block (context modelling, transform, fusion): x (B, C, H, W) -> (B, C, H, W)."""
     # exercise snl.forward: context modelling -> transform -> fusion
     ### BEGIN SOLUTION
     context = attention_pool(x, attention_weights(x, w_k, b_k))[:, :, 0, 0]  # (B, C)
@@ -236,7 +227,7 @@ print({k: v.shape for k, v in P.items()})
 # %%
 # NBVAL_CHECK_OUTPUT
 x = np.random.default_rng(1).standard_normal((2, 8, 5, 7))
-ours = simplified_nonlocal(
+ours = use_or_fallback(simplified_nonlocal, ref.ref_forward, "simplified_nonlocal")(
     x,
     P["context_modeling.conv_mask.weight"].reshape(8),
     P["context_modeling.conv_mask.bias"][0],
@@ -257,16 +248,9 @@ print("attention", tuple(attn.shape), "- every query row identical:",
 #
 # SNL is NL with the query taken out of the attention. So an NL block is *exactly* an SNL block
 # whenever its logits $\theta(x_i)^\top \phi(x_j)$ do not depend on $i$. The simplest way: set
-# $\theta$'s **weight** to zero. Then $\theta(x_i) = b_\theta$ for every query, and
-#
-# $$
-# \frac{\theta(x_i)^\top \phi(x_j)}{\sqrt{C_i}}
-# = \underbrace{\frac{b_\theta^\top W_\phi}{\sqrt{C_i}}}_{w_k^\top} x_j
-# + \underbrace{\frac{b_\theta^\top b_\phi}{\sqrt{C_i}}}_{b_k} .
-# $$
-#
-# (The $1/\sqrt{C_i}$ is the embedded Gaussian's scale, lesson 1.) Let us see it with
-# `gclab.nn.NonLocal2d`:
+# $\theta$'s **weight** to zero. Then $\theta(x_i) = b_\theta$ for every query, and the logit
+# $\theta(x_i)^\top \phi(x_j) / \sqrt{C_i}$ (the $1/\sqrt{C_i}$ is the embedded Gaussian's
+# scale, lesson 1) depends on the key $j$ only. Let us see it with `gclab.nn.NonLocal2d`:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -284,22 +268,24 @@ print(f"theta on:         rows differ by up to {spread(a_full):.3f}")
 print(f"theta.weight = 0: every row the same (to 1e-12): {spread(a_zero) < 1e-12}")
 
 # %% [markdown]
-# The values follow from the weights summing to one, as in section 3:
-# $W_z(\sum_j \alpha_j (W_g x_j + b_g)) + b_z = (W_z W_g)\,c + (W_z b_g + b_z)$. So
-# $W_v = W_z W_g$ and $b_v = W_z b_g + b_z$.
+# **Exercise `snl.from_nonlocal`** (derive it first). Expand the NL logit with
+# $\theta(x_i) = b_\theta$ and $\phi(x_j) = W_\phi x_j + b_\phi$ and read off SNL's $w_k$ and
+# $b_k$. Then expand NL's output term $W_z\big(\sum_j \alpha_j\, g(x_j)\big) + b_z$ with
+# $g(x_j) = W_g x_j + b_g$, use that the weights sum to one (section 3), and read off $W_v$ and
+# $b_v$.
 #
-# **Exercise `snl.from_nonlocal`.** `nonlocal_to_snl(nl_params)` takes the `state_dict` of an
+# Then implement it. `nonlocal_to_snl(nl_params)` takes the `state_dict` of an
 # embedded-Gaussian `NonLocal2d` with `theta.weight == 0` (float64 arrays; conv weights
 # `(C_out, C_in, 1, 1)`) and returns the `state_dict` of the `SimplifiedNonLocal2d` that computes
 # the same output, with keys `context_modeling.conv_mask.weight (1, C, 1, 1)`,
 # `context_modeling.conv_mask.bias (1,)`, `transform.add.weight (C, C, 1, 1)`,
-# `transform.add.bias (C,)`. Make the logits equal too: $b_k = b_\theta^\top b_\phi/\sqrt{C_i}$
-# (the softmax would forgive any other constant, the check does not).
+# `transform.add.bias (C,)`. Make the logits equal too, constant included (the softmax would
+# forgive any other constant $b_k$, the check does not).
 
 # %%
 def nonlocal_to_snl(nl_params):
     """SNL state_dict computing what an NL block with theta.weight == 0 computes."""
-    # exercise snl.from_nonlocal: w_k = W_phi^T b_theta / sqrt(Ci), W_v = W_z W_g, ...
+    # exercise snl.from_nonlocal: read the SNL weights off the NL forward with theta's weight at 0
     ### BEGIN SOLUTION
     sq = lambda k: nl_params[k][:, :, 0, 0]  # noqa: E731 - (C_out, C_in)
     w_phi, w_g, w_z = sq("phi.weight"), sq("g.weight"), sq("conv_out.weight")
@@ -318,6 +304,19 @@ def nonlocal_to_snl(nl_params):
 check("snl.from_nonlocal", nonlocal_to_snl)
 
 # %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $$
+# \frac{\theta(x_i)^\top \phi(x_j)}{\sqrt{C_i}}
+# = \underbrace{\frac{b_\theta^\top W_\phi}{\sqrt{C_i}}}_{w_k^\top} x_j
+# + \underbrace{\frac{b_\theta^\top b_\phi}{\sqrt{C_i}}}_{b_k} ,
+# \qquad
+# W_z\Big(\sum_j \alpha_j (W_g x_j + b_g)\Big) + b_z = (W_z W_g)\,c + (W_z b_g + b_z) ,
+# $$
+#
+# so $W_v = W_z W_g$ and $b_v = W_z b_g + b_z$.
+# </details>
+#
 # The check also loads your parameters into `SimplifiedNonLocal2d` and compares its output with
 # the NL block's. A second special case is worth one sentence: if **all** of $\theta$ is zero
 # (weight and bias), every logit is $0$, the weights are uniform, $\alpha_j = 1/N$, and the
@@ -329,13 +328,35 @@ check("snl.from_nonlocal", nonlocal_to_snl)
 # NL (reduction 2, $C_i = C/2$) has four 1×1 convs: $\theta, \phi, g$ ($C \to C/2$) and $W_z$
 # ($C/2 \to C$), each with a bias. SNL has $W_k$ ($C \to 1$) and $W_v$ ($C \to C$), with biases.
 #
-# **Exercise `snl.params`.** How many parameters does one SNL block have at $C = 1024$? Compute
-# the number from the shapes (do not count a module), then compare with PyTorch below.
+# **Exercise `snl.param_count`** (derive it). Write the number of parameters of one SNL block
+# as a formula in $C$, from the shapes of $W_k$ and $W_v$ (do not count a module), and
+# implement it. Does your polynomial factor?
 
 # %%
-# exercise snl.params: an int, from the shapes of W_k and W_v
+# exercise snl.param_count: the parameters of one SNL block at C channels (an int)
+def snl_param_count(channels):
+    ### BEGIN SOLUTION
+    return (channels + 1) + (channels * channels + channels)
+    ### END SOLUTION
+
+
+check("snl.param_count", snl_param_count)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# $W_k$: $C$ weights and 1 bias; $W_v$: $C^2$ weights and $C$ biases. In all
+# $C^2 + 2C + 1 = (C + 1)^2$: one more input (the bias acts as a constant input) for each of
+# the $C + 1$ outputs.
+# </details>
+#
+# **Exercise `snl.params`.** How many parameters does one SNL block have at $C = 1024$? Then
+# compare with PyTorch below.
+
+# %%
+# exercise snl.params: an int
 ### BEGIN SOLUTION
-snl_params = (1024 + 1) + (1024 * 1024 + 1024)
+snl_params = snl_param_count(1024)
 ### END SOLUTION
 check("snl.params", snl_params)
 
@@ -345,7 +366,6 @@ check("snl.params", snl_params)
 # multiply-add; lesson 5 draws the curves):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
@@ -358,6 +378,8 @@ def flops(module, shape=(1, 256, 14, 20)):
     return counter.get_total_flops()
 
 
+# %%
+# NBVAL_CHECK_OUTPUT
 count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 print(f"params at C=1024: NL {count(NonLocal2d(1024)):,}  SNL {count(SimplifiedNonLocal2d(1024)):,}")
 f_nl, f_snl = flops(NonLocal2d(256)), flops(SimplifiedNonLocal2d(256))

@@ -32,6 +32,12 @@
 #
 # Exercises are checked by `check("gc.<name>", ...)`; `hint("gc.<name>", level)` gives a hint at
 # level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
@@ -41,15 +47,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import gclab.numpy as gnp
+from gclab import course_figures, diagrams
 from gclab.exercises import check, hint
-from gclab.nn import (
-    AttentionPooling,
-    Bottleneck,
-    GCBlock,
-    NonLocal2d,
-    SEBlock,
-    SimplifiedNonLocal2d,
-)
+from gclab.exercises import nb05_gc_block as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
+from gclab.nn import AttentionPooling, Bottleneck, GCBlock, NonLocal2d, SEBlock
+from gclab.nn import SimplifiedNonLocal2d
+
+# %% [markdown]
+# **At a glance:** SNL (lesson 4) and the Global Context block this lesson builds, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("snl", "gc");
 
 # %% [markdown]
 # ## 1. Where SNL spends its parameters
@@ -94,8 +105,12 @@ from gclab.nn import (
 # hidden vector is a `(B, P, 1, 1)` map, so the layer is `nn.LayerNorm([P, 1, 1])`: normalise over
 # the last three axes, never over the batch. Why not BatchNorm? It would normalise each channel
 # *across the images of the batch*: the output of one image would depend on the others, and
-# detection trains with 2 images per GPU.
-#
+# detection trains with 2 images per GPU. The two, on the bottleneck's `(B, P, 1, 1)` tensor:
+
+# %%
+diagrams.norm_axes(batch=4, planes=8);
+
+# %% [markdown]
 # What the normalisation buys, on one bottleneck: the hidden vector that reaches the ReLU and the
 # second conv has the same scale whatever the context's scale.
 
@@ -189,6 +204,62 @@ def fuse(x, add=None, mul=None):
 check("gc.fusion", fuse)
 
 # %% [markdown]
+# ### The fusion's backward
+#
+# Both terms are one vector per image, broadcast over all $H \times W$ positions. What does a
+# broadcast do to gradients?
+#
+# **Exercise `gc.add_fusion_backward`** (derive it). For $z = x + \text{add}$ with `add`
+# `(B, C, 1, 1)`, return `(dx, dadd)` from `dout (B, C, H, W)`.
+
+# %%
+def add_fusion_backward(dout):
+    """(dx, dadd) of z = x + add, add (B, C, 1, 1) broadcast over H and W."""
+    # exercise gc.add_fusion_backward: what does a broadcast become in the backward?
+    ### BEGIN SOLUTION
+    return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)
+    ### END SOLUTION
+
+
+# %%
+check("gc.add_fusion_backward", add_fusion_backward)
+
+# %% [markdown]
+# **Exercise `gc.mul_fusion_backward`** (derive it). For $z = x \odot \sigma(m)$ with `m`
+# `(B, C, 1, 1)`, return `(dx, dm)` from `dout`, `x` and `m`. You will need the derivative of
+# the sigmoid; write it with $\sigma$ itself.
+
+# %%
+def mul_fusion_backward(dout, x, m):
+    """(dx, dm) of z = x * sigmoid(m), m (B, C, 1, 1) broadcast over H and W."""
+    # exercise gc.mul_fusion_backward: element-wise for x; collected over positions for m
+    ### BEGIN SOLUTION
+    g = 1.0 / (1.0 + np.exp(-m))
+    return dout * g, (dout * x).sum(axis=(2, 3), keepdims=True) * g * (1 - g)
+    ### END SOLUTION
+
+
+# %%
+check("gc.mul_fusion_backward", mul_fusion_backward)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
+#
+# A broadcast copies one value to $HW$ places, so in the backward the $HW$ gradients are
+# **summed** back into it: $\partial x = \partial z$ and
+# $\partial\,\text{add}_{b,c} = \sum_{h,w} \partial z_{b,c,h,w}$. For the product,
+# $\partial x = \partial z \odot \sigma(m)$ and, with $\sigma'(m) = \sigma(m)(1 - \sigma(m))$,
+#
+# $$
+# \partial m_{b,c} = \sigma(m_{b,c})\big(1 - \sigma(m_{b,c})\big)
+# \sum_{h,w} \partial z_{b,c,h,w}\, x_{b,c,h,w} .
+# $$
+#
+# At initialisation ($m = 0$) the gate's gradient is $\tfrac14 \sum \partial z \odot x$: a
+# zero-initialised *mul* branch still learns. So does an *add* branch: only its last conv is
+# zero, and $\partial\,\text{add}$ does not depend on it.
+# </details>
+#
 # The initialisation follows from the fusion. `GCBlock` zeroes the last conv of every branch
 # (weight *and* bias), so $\delta(c) = 0$ at the start of training: an *add* block is exactly the
 # identity (a GC block can be dropped into a pre-trained network without changing it), a *mul*
@@ -207,7 +278,7 @@ with torch.no_grad():
 # **Exercise `gc.forward`.** `gc_block(x, params)` where `params` is a `GCBlock`'s `state_dict`
 # as float64 arrays: `context_modeling.conv_mask.weight (1, C, 1, 1)` and `.bias (1,)`, and one
 # bottleneck per fusion present, under `transform.add.` and/or `transform.mul.`. For the
-# context modelling use `gnp.ops.attention_pool(x, logits)` (lesson 4's attention pooling;
+# context modelling use `gnp.ops.attention_pool` (lesson 4's attention pooling;
 # `logits` of shape `(B, 1, H, W)` are fine); then your `bottleneck` and `fuse`.
 
 # %%
@@ -245,14 +316,15 @@ for p in gc.parameters():
 x = np.random.default_rng(0).standard_normal((2, 32, 6, 9))
 with torch.no_grad():
     theirs = gc(torch.from_numpy(x)).numpy()
-print("NumPy == gclab.nn:", np.allclose(gc_block(x, gnp.params_from_torch(gc)), theirs, rtol=1e-10))
+ours = use_or_fallback(gc_block, ref.ref_gc_forward, "gc_block")(x, gnp.params_from_torch(gc))
+print("NumPy == gclab.nn:", np.allclose(ours, theirs, rtol=1e-10))
 
 # %% [markdown]
 # ## 6. The GC block as an `nn.Module`
 #
 # **Exercise `gc.module`.** Write `GCAdd(in_channels, ratio)`, the GC block with *add* fusion,
 # whose `state_dict` has exactly `GCBlock`'s keys: `context_modeling.conv_mask.*` and
-# `transform.add.{0,1,3}.*`, with `planes = int(in_channels * ratio)`. Use `AttentionPooling`
+# `transform.add.{0,1,3}.*`, with `planes` = `in_channels` times `ratio`, rounded down. Use `AttentionPooling`
 # (lesson 4's context modelling, in `gclab.nn`) and `nn.ModuleDict` / `nn.Sequential`. The check
 # builds your module, loads random weights from a `GCBlock` into it (strictly: the names and
 # shapes must match) and compares the outputs. Initialisation does not matter for the check.
@@ -263,7 +335,7 @@ class GCAdd(nn.Module):
 
     def __init__(self, in_channels, ratio=1 / 16):
         super().__init__()
-        # exercise gc.module: context_modeling and transform (an nn.ModuleDict with key "add")
+        # exercise gc.module: context_modeling and transform (a ModuleDict with key "add")
         ### BEGIN SOLUTION
         planes = int(in_channels * ratio)
         self.context_modeling = AttentionPooling(in_channels)
@@ -377,31 +449,8 @@ print(f"GCBlock(256, 1/16) on (1, 256, 14, 20): {flops(GCBlock(256, 1 / 16), (1,
 # $C = 256$). NL uses reduction 2 and no sub-sampling; GC and SE use $r = 16$.
 
 # %%
-blocks = {
-    "NL": lambda c: NonLocal2d(c, reduction=2),
-    "SNL": lambda c: SimplifiedNonLocal2d(c),
-    "GC r16": lambda c: GCBlock(c, 1 / 16),
-    "SE r16": lambda c: SEBlock(c, 1 / 16),
-}
-channels = [64, 128, 256, 512, 1024, 2048]
 sides = [7, 14, 28, 56, 112]
-with torch.device("meta"):  # build the modules without allocating or initialising weights
-    cost_c = {k: [(n_params(f(c)), flops(f(c), (1, c, 14, 14))) for c in channels]
-              for k, f in blocks.items()}
-    cost_n = {k: [flops(f(256), (1, 256, s, s)) for s in sides] for k, f in blocks.items()}
-
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-for k in blocks:
-    axes[0].loglog(channels, [p for p, _ in cost_c[k]], "o-", label=k)
-    axes[1].loglog(channels, [f for _, f in cost_c[k]], "o-", label=k)
-    axes[2].loglog([s * s for s in sides], cost_n[k], "o-", label=k)
-axes[0].set(xlabel="channels C", ylabel="parameters", title="parameters vs C")
-axes[1].set(xlabel="channels C", ylabel="FLOPs", title="FLOPs vs C (14x14 map)")
-axes[2].set(xlabel="positions N = H*W", ylabel="FLOPs", title="FLOPs vs N (C = 256)")
-for ax in axes:
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-plt.tight_layout()
+cost_c, cost_n = course_figures.cost_curves(flops, n_params, sides=sides)
 
 # %% [markdown]
 # Reading the curves:
@@ -418,8 +467,11 @@ plt.tight_layout()
 # %%
 # NBVAL_CHECK_OUTPUT
 i56 = sides.index(56)
-print(f"at C = 256 on 56x56: NL / GC FLOPs = {cost_n['NL'][i56] / cost_n['GC r16'][i56]:,.0f}x,"
-      f" GC / SE FLOPs = {cost_n['GC r16'][i56] / cost_n['SE r16'][i56]:.1f}x")
+gc56, se56 = cost_n["GC r16"][i56], cost_n["SE r16"][i56]
+print(f"at C = 256 on 56x56: NL / GC FLOPs = {cost_n['NL'][i56] / gc56:,.0f}x")
+print(f"GC / SE as FlopCounterMode counts (convs and matmuls; not SE's pooling): {gc56 / se56:.0f}x")
+se_pool = 56 * 56 * 256  # SE's average pooling: N*C additions, counted as one FLOP each
+print(f"GC / SE counting SE's pooling too: {gc56 / (se56 + se_pool):.1f}x")
 
 # %% [markdown]
 # ## Summary

@@ -30,6 +30,12 @@
 #
 # Exercises are checked by `check("se.<name>", ...)`; `hint("se.<name>", level)` gives a hint at
 # level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,16 +44,20 @@ import torch
 from torch import nn
 
 import gclab.numpy as gnp
+from gclab import course_figures, diagrams
 from gclab.exercises import check, hint
-from gclab.nn import (
-    AttentionPooling,
-    AveragePooling,
-    Bottleneck,
-    GCBlock,
-    GlobalContextFramework,
-    SEBlock,
-    SimplifiedNonLocal2d,
-)
+from gclab.exercises import nb06_se_framework as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
+from gclab.nn import AttentionPooling, AveragePooling, Bottleneck, GCBlock
+from gclab.nn import GlobalContextFramework, SEBlock, SimplifiedNonLocal2d
+
+# %% [markdown]
+# **At a glance:** all four blocks of the course, SE last, drawn by `gclab.diagrams` in one visual language: the
+# tensor shape on every arrow, and the three steps shaded the same way in every block —
+# **context modelling** (blue), **transform** (orange), **fusion** (green).
+
+# %%
+diagrams.blocks("nl", "snl", "gc", "se");
 
 # %% [markdown]
 # ## 1. SE in one equation
@@ -74,31 +84,7 @@ from gclab.nn import (
 # $$
 
 # %%
-rows = {  # block: (context modelling, transform, fusion)
-    "SNL": ("attention pooling\nsoftmax(W_k x)", "1x1 conv C->C\n(W_v)", "add\nx + t"),
-    "GC": ("attention pooling\nsoftmax(W_k x)", "bottleneck C->C/r->C\nwith LayerNorm", "add\nx + t"),
-    "SE": ("average pooling\n1/N sum x_j", "bottleneck C->C/r->C\nno LayerNorm", "mul\nx * sigmoid(t)"),
-}
-steps = ["context modelling", "transform", "fusion"]
-shapes = ["(B,C,H,W) -> (B,C,1,1)", "(B,C,1,1) -> (B,C,1,1)", "x, t -> (B,C,H,W)"]
-fig, ax = plt.subplots(figsize=(12, 4.2))
-for r, (name, parts) in enumerate(rows.items()):
-    y = 2 - r
-    ax.text(-0.35, y, name, ha="right", va="center", fontsize=13, weight="bold")
-    for k, text in enumerate(parts):
-        ax.text(1.5 * k + 0.5, y, text, ha="center", va="center", fontsize=10,
-                bbox=dict(boxstyle="round,pad=0.4", fc=["#e6f0ff", "#fff4e0", "#e8f8ec"][k]))
-        if k < 2:
-            ax.annotate("", (1.5 * k + 1.25, y), (1.5 * k + 1.0, y),
-                        arrowprops=dict(arrowstyle="->", lw=1.5))
-for k, step in enumerate(steps):
-    ax.text(1.5 * k + 0.5, 2.75, step, ha="center", fontsize=12, style="italic")
-    ax.text(1.5 * k + 0.5, 2.5, shapes[k], ha="center", fontsize=9, color="gray")
-ax.text(-0.2, 2.75, "x  ->", fontsize=12)
-ax.text(4.0, 2.75, "->  z", fontsize=12)
-ax.set(xlim=(-1.0, 4.5), ylim=(-0.6, 3.0))
-ax.axis("off")
-plt.tight_layout()
+course_figures.framework_table()
 
 # %% [markdown]
 # The columns are interchangeable parts. `gclab.nn.framework` holds one class per part —
@@ -196,7 +182,8 @@ se = SEBlock(32, ratio=1 / 8).double()
 x = np.random.default_rng(0).standard_normal((2, 32, 6, 9))
 with torch.no_grad():
     theirs = se(torch.from_numpy(x)).numpy()
-print("NumPy == gclab.nn:", np.allclose(se_block(x, gnp.params_from_torch(se)), theirs, rtol=1e-10))
+ours = use_or_fallback(se_block, ref.ref_se_forward, "se_block")(x, gnp.params_from_torch(se))
+print("NumPy == gclab.nn:", np.allclose(ours, theirs, rtol=1e-10))
 
 # %% [markdown]
 # ## 5. One framework, three blocks
@@ -234,7 +221,7 @@ for k in named:
 # %% [markdown]
 # **Exercise `se.assemble`.** Write `make_se(in_channels, ratio)` that returns an SE block
 # **assembled from the framework's parts** (not `SEBlock` itself): pick SE's context modelling,
-# its transform (with `planes = int(in_channels * ratio)`; think about the LayerNorm and the
+# its transform (with `planes` = `in_channels` times `ratio`, rounded down; think about the LayerNorm and the
 # initialisation) and its fusion. The check loads a random `SEBlock`'s `state_dict` into your
 # module with `strict=True` and compares outputs.
 
@@ -283,17 +270,38 @@ print(list(se.state_dict()))
 #
 # ## 7. What each choice costs
 #
-# SE's cost is one bottleneck per block, $2C^2/r + C/r + C$ parameters; GC adds $W_k$ ($C + 1$)
-# and the LayerNorm ($2C/r$). SE sits after the last BN of **every** ResNet-50 bottleneck: 3, 4,
-# 6 and 3 bottlenecks in the four stages, with 256, 512, 1024 and 2048 output channels.
+# **Exercise `se.param_count`** (derive it). Go through SE's three steps and count the
+# parameters of one SE block at $C$ channels with reduction $r$ ($P = C // r$) as a formula;
+# then implement it.
+
+# %%
+# exercise se.param_count: the parameters of one SE block (an int)
+def se_param_count(channels, reduction=16):
+    ### BEGIN SOLUTION
+    p = channels // reduction
+    return (channels * p + p) + (p * channels + channels)
+    ### END SOLUTION
+
+
+check("se.param_count", se_param_count)
+
+# %% [markdown]
+# <details><summary>Worked derivation (open after your check passes)</summary>
 #
-# **Exercise `se.params`.** How many parameters does SE r16 add to a ResNet-50 (an `int`;
-# compute it from the formula)?
+# Average pooling and the product have no parameters; the bottleneck has a conv $C \to C/r$
+# ($C^2/r$ weights, $C/r$ biases) and a conv $C/r \to C$ ($C^2/r$ weights, $C$ biases): in all
+# $2C^2/r + C/r + C$. GC adds $W_k$ ($C + 1$) and the LayerNorm ($2C/r$).
+# </details>
+#
+# SE sits after the last BN of **every** ResNet-50 bottleneck: 3, 4, 6 and 3 bottlenecks in the
+# four stages, with 256, 512, 1024 and 2048 output channels.
+#
+# **Exercise `se.params`.** How many parameters does SE r16 add to a ResNet-50 (an `int`)?
 
 # %%
 # exercise se.params: an int, the sum over the 16 bottlenecks
 ### BEGIN SOLUTION
-se_resnet50 = sum(n * (2 * c * c // 16 + c // 16 + c) for c, n in
+se_resnet50 = sum(n * se_param_count(c, 16) for c, n in
                   ((256, 3), (512, 4), (1024, 6), (2048, 3)))
 ### END SOLUTION
 check("se.params", se_resnet50)
@@ -305,7 +313,6 @@ check("se.params", se_resnet50)
 # `FlopCounterMode`'s FLOPs as in lesson 5):
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 table = {  # block: (context modelling, transform, fusion, module)
@@ -313,6 +320,9 @@ table = {  # block: (context modelling, transform, fusion, module)
     "GC r16": ("attention", "bottleneck + LN", "add", GCBlock(1024, 1 / 16)),
     "SE r16": ("average", "bottleneck", "mul", SEBlock(1024, 1 / 16)),
 }
+
+# %%
+# NBVAL_CHECK_OUTPUT
 print(f"{'block':8s}{'context modelling':>19s}{'transform':>17s}{'fusion':>8s}"
       f"{'params':>11s}{'FLOPs':>12s}")
 for name, (cm, tr, fu, m) in table.items():

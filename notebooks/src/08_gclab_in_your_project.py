@@ -29,6 +29,12 @@
 #
 # Exercises are checked by `check("use.<name>", ...)`; `hint("use.<name>", level)` gives a hint
 # at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet (a value exercise, or a cell that uses your function on its own): the stub's
+# `NotImplementedError` stops it there. Checks of unfinished exercises just say "not yet
+# implemented", and cells that only demonstrate run on gclab's implementation until yours is
+# done, and say so ("(your ... is not done yet: using gclab's)").
 
 # %%
 import tempfile
@@ -39,6 +45,8 @@ import numpy as np
 import torch
 
 from gclab.exercises import check, hint  # noqa: F401  (hint: for when you are stuck)
+from gclab.exercises import nb08_your_project as ref  # gclab's answers
+from gclab.exercises.fallback import use_or_fallback
 from gclab.exercises.nb08_your_project import mmdet_style_small_resnet
 from gclab.experiments.models import SmallResNet
 from gclab.nn import insert_blocks, load_mmdet_gcnet
@@ -51,12 +59,9 @@ _ = torch.manual_seed(0)  # fixed seed; "_ =" keeps the generator object out of 
 # A residual unit computes $y = \mathrm{ReLU}\big(x + F(x)\big)$, where $F$ is the residual
 # branch (conv–BN–ReLU–conv–BN in a BasicBlock; three convs in a Bottleneck) and $x$ the
 # shortcut. A block $B$ — GC, SE, SNL, NL, all map $(B, C, H, W) \to (B, C, H, W)$ — can go
-#
-# $$
-# \underbrace{y = \mathrm{ReLU}\big(x + B(F(x))\big)}_{\texttt{'after\_conv3'}:\ \text{GCNet, SE}}
-# \qquad\text{or}\qquad
-# \underbrace{y = B\big(\mathrm{ReLU}(x + F(x))\big)}_{\texttt{'after\_block'}:\ \text{Non-local}} .
-# $$
+# inside the residual branch, before the shortcut is added (`'after_conv3'`: GCNet, SE), or
+# after the whole unit, on its output (`'after_block'`: Non-local). Write $y$ for both
+# placements yourself before the exercise below; the worked answer follows its check.
 #
 # After the last conv (and its norm), the block only rescales or shifts the *residual* branch; a
 # GC block initialised to zero then leaves $y$ untouched, so a pretrained network starts out
@@ -87,7 +92,7 @@ plt.tight_layout()
 # %%
 def unit_output(identity, branch, mul, add, position):
     """The unit's output y (B, C, H, W) with the block at ``position``."""
-    # exercise use.unit_output: relu(identity + block(branch)) or block(relu(identity + branch))
+    # exercise use.unit_output: where the block sits decides what it sees and what follows it
     ### BEGIN SOLUTION
     def block(t):
         return t / (1.0 + np.exp(-mul)) + add
@@ -100,6 +105,16 @@ def unit_output(identity, branch, mul, add, position):
 
 # %%
 check("use.unit_output", unit_output)
+
+# %% [markdown]
+# <details><summary>Worked answer (open after your check passes)</summary>
+#
+# $$
+# \underbrace{y = \mathrm{ReLU}\big(x + B(F(x))\big)}_{\texttt{'after\_conv3'}:\ \text{GCNet, SE}}
+# \qquad\text{or}\qquad
+# \underbrace{y = B\big(\mathrm{ReLU}(x + F(x))\big)}_{\texttt{'after\_block'}:\ \text{Non-local}} .
+# $$
+# </details>
 
 # %% [markdown]
 # ## 2. `insert_blocks`: the blocks into a model you already have
@@ -145,13 +160,10 @@ with torch.no_grad():
 #
 # ## 3. What the blocks cost
 #
-# One add-fusion GC block on $C$ channels with $P = \lfloor C r \rfloor$:
-# $W_k$ ($C + 1$), the first conv ($CP + P$), LayerNorm ($2P$), the last conv ($PC + C$):
-#
-# $$ \#\theta_{GC}(C) = 2CP + 2C + 3P + 1 , $$
-#
-# which for $r = 1/16$ is the paper's $2C^2/r + 2C + 3C/r + 1$. At c3–c5 of a ResNet-50
-# (4, 6 and 3 bottlenecks with 512, 1024 and 2048 channels) that is 2,521,741 parameters.
+# One add-fusion GC block on $C$ channels has $P = \lfloor C \cdot \text{ratio} \rfloor$ hidden
+# channels (`gclab`'s `ratio` is a fraction, 1/16; the paper writes the reduction $r = 16$ and
+# $P = C/r$). Its parameters sit in $W_k$, the first conv, the LayerNorm and the last conv, each
+# with a bias (lesson 5); write one block's count in $C$ and $P$ before the exercise.
 #
 # **Exercise `use.gc_params`.** `gc_params(stages, ratio)`: `stages` is a list of
 # `(channels, units)`, one GC block per unit; return the parameters added as an `int`.
@@ -172,12 +184,25 @@ def gc_params(stages, ratio):
 # %%
 check("use.gc_params", gc_params)
 
+# %% [markdown]
+# <details><summary>Worked count (open after your check passes)</summary>
+#
+# $W_k$ ($C + 1$), the first conv ($CP + P$), LayerNorm ($2P$), the last conv ($PC + C$):
+#
+# $$ \#\theta_{GC}(C) = 2CP + 2C + 3P + 1 , $$
+#
+# which with $P = C/r$, $r = 16$, is the paper's $2C^2/r + 2C + 3C/r + 1$. At c3–c5 of a
+# ResNet-50 (4, 6 and 3 bottlenecks with 512, 1024 and 2048 channels) that is 2,521,741
+# parameters.
+# </details>
+
 # %%
 # NBVAL_CHECK_OUTPUT
+count = use_or_fallback(gc_params, ref.ref_gc_params, "gc_params")  # yours once done
 small_stages = [(e.channels, 1) for e in summary]  # one unit per stage in SmallResNet
 print("GC r4 in SmallResNet:", summary.params_added, "added; by the formula:",
-      gc_params(small_stages, 1 / 4))
-print("GC r16 at c3-c5 of ResNet-50:", gc_params([(512, 4), (1024, 6), (2048, 3)], 1 / 16))
+      count(small_stages, 1 / 4))
+print("GC r16 at c3-c5 of ResNet-50:", count([(512, 4), (1024, 6), (2048, 3)], 1 / 16))
 
 # %% [markdown]
 # The same call inserts the other blocks. Their cost in the small network, next to the
@@ -199,15 +224,15 @@ plt.tight_layout()
 # ### Non-local's placement: every second unit
 #
 # The Non-local paper put its blocks *after* every second residual unit of a stage (res4 of
-# ResNet-50: 3 of 6 units). `units=k` does that: the units $k-1, 2k-1, \dots$ (0-based).
+# ResNet-50: 3 of 6 units). `units=k` does that: every $k$-th unit of each chosen stage.
 #
 # **Exercise `use.every_kth`.** `every_kth(n_units, k)`: the 0-based indices of the units that
 # get a block.
 
 # %%
 def every_kth(n_units, k):
-    """Indices of the units 'every k-th unit' selects, first block after unit k-1."""
-    # exercise use.every_kth: the units i whose number i + 1 is a multiple of k
+    """0-based indices of the units that 'every k-th unit' selects."""
+    # exercise use.every_kth: count the units from one, as the paper does
     ### BEGIN SOLUTION
     return [i for i in range(n_units) if (i + 1) % k == 0]
     ### END SOLUTION
@@ -215,6 +240,13 @@ def every_kth(n_units, k):
 
 # %%
 check("use.every_kth", every_kth)
+
+# %% [markdown]
+# <details><summary>Worked answer (open after your check passes)</summary>
+#
+# Counting units from one, unit number $i + 1$ gets a block when it is a multiple of $k$: the
+# 0-based indices $k-1, 2k-1, \dots$ (for 6 units and $k = 2$: 1, 3, 5).
+# </details>
 
 # %%
 deeper = SmallResNet(layers=(1, 4, 4, 1))

@@ -635,7 +635,7 @@ def _pool_back_all(dout, x, scale=1.0):
 
 def _maxpool_back_cases(rng: np.random.Generator) -> List[Case]:
     out = []
-    for shape in [(2, 3, 4, 6), (1, 2, 5, 7), (3, 1, 6, 3), (1, 4, 2, 2)]:
+    for shape in [(2, 3, 4, 6), (1, 2, 5, 7), (3, 1, 6, 3), (1, 4, 2, 2), (2, 2, 5, 8)]:
         x = rng.standard_normal(shape)
         dout = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
         out.append(Case(args=(dout, x), label=f"x {shape}"))

@@ -232,6 +232,7 @@ def _bwrap_command(work: Path) -> List[str]:
         "--chdir", "/tmp/work",
         "--unshare-net",
         "--unshare-pid",
+        "--as-pid-1",  # no bwrap init holding our pipes: the worker is pid 1, all die with it
         "--unshare-ipc",
         "--unshare-uts",
         "--unshare-cgroup-try",

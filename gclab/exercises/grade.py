@@ -571,7 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--feedback", type=Path, metavar="DIR",
                         help="write one Markdown feedback file per student here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return int(exc.code or 0)
 
     from gclab._extras import MissingExtra, require
 

@@ -45,7 +45,8 @@ __all__ = ["Sandbox", "bwrap_available", "protections", "missing_protections"]
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent  # the folder holding gclab/
 WORKER = Path(__file__).with_name("_sandbox_worker.py")
 REAPER = Path(__file__).with_name("_reaper.py")
-FILE_LIMIT = 512 * 2**20
+FILE_LIMIT = 512 * 2**20  # bytes per file the learner's code may write
+TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM) and of its empty HOME
 
 _BWRAP: Dict[str, object] = {}
 
@@ -209,13 +210,13 @@ def _bwrap_command(work: Path) -> List[str]:
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
-        "--tmpfs", "/tmp",
+        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",  # RAM-backed: capped
     ]
     real_home = Path(os.path.expanduser("~"))
     needed = [Path(sys.prefix), Path(sys.base_prefix), PACKAGE_PARENT, Path(sys.executable)]
     needed += [Path(p) for p in sys.path if p and Path(p).exists()]
     if str(real_home) not in ("/", "") and real_home.is_dir():
-        cmd += ["--tmpfs", str(real_home)]
+        cmd += ["--size", str(TMPFS_LIMIT), "--tmpfs", str(real_home)]
         seen = set()
         for p in needed:  # what Python needs from inside the home stays visible, read-only
             if _under(p, real_home) and p.resolve() != real_home.resolve():
@@ -225,7 +226,7 @@ def _bwrap_command(work: Path) -> List[str]:
                     cmd += ["--ro-bind", key, key]
     course = PACKAGE_PARENT / "notebooks"
     if course.is_dir():  # the course's solutions are not the learner's to read
-        cmd += ["--tmpfs", str(course)]
+        cmd += ["--size", str(2**20), "--tmpfs", str(course)]
     cmd += [
         "--bind", str(work), "/tmp/work",
         "--dir", "/tmp/home",

@@ -446,6 +446,11 @@ def grade_many(
 
 
 def _unique_students(results: List[Grade]) -> None:
+    names = [g.student for g in results]
+    for g in results:  # several notebooks in one folder: folder-notebook
+        stem = Path(g.notebook).stem
+        if names.count(g.student) > 1 and stem != g.student:
+            g.student = f"{g.student}-{clean(stem, 60)}"
     seen: Dict[str, int] = {}
     for g in results:
         n = seen.get(g.student, 0)

@@ -130,6 +130,9 @@ def _block_code() -> Dict[tuple, str]:
             if inspect.isclass(obj):
                 funcs = [f for f in vars(obj).values() if inspect.isfunction(f)]
             for f in funcs:
+                private = f.__name__.startswith("_") and not f.__name__.startswith("__")
+                if private:  # internals (e.g. a state_dict hook torch calls), not a block
+                    continue
                 code = f.__code__
                 _BLOCKS[tuple(_key(code))] = getattr(code, "co_qualname", f.__qualname__)
     return _BLOCKS

@@ -98,3 +98,16 @@ def test_a_bad_submission_in_a_batch_gets_its_own_rows(tmp_path, capsys):
     data = json.loads(out_csv.with_suffix(".json").read_text())
     assert [d["student"] for d in data] == ["bob", "carol"]
     assert {d["outcome"] for d in data} == {"unreadable"}
+
+
+def test_gradebook_fields_cannot_run_as_spreadsheet_formulas(tmp_path):
+    from gclab.exercises.grade import Grade, write_gradebook
+    from gclab.exercises.trusted import SandboxRun
+
+    row = {"id": "rf.theoretical", "title": "t", "status": "failed", "points": 0,
+           "detail": "=HYPERLINK(\"http://x\")", "message": "", "diagnosis": None, "hint": ""}
+    g = Grade("=cmd.ipynb", "00_receptive_fields", SandboxRun("completed"), [row], "=cmd")
+    write_gradebook([g], tmp_path / "g.csv")
+    with open(tmp_path / "g.csv", newline="") as fh:
+        (rec,) = list(csv.DictReader(fh))
+    assert rec["student"] == "'=cmd" and rec["message"].startswith("'=HYPERLINK")

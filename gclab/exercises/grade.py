@@ -459,6 +459,13 @@ def _unique_students(results: List[Grade]) -> None:
             g.student = f"{g.student}-{n + 1}"
 
 
+def _cell(value: Any) -> Any:
+    """A CSV field that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
 def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
     """``csv_path`` (one row per student and exercise) and its JSON twin; returns the JSON."""
     csv_path = Path(csv_path)
@@ -469,7 +476,7 @@ def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
         writer.writeheader()
         for g in results:
             for rec in g.records():
-                writer.writerow(rec)
+                writer.writerow({k: _cell(v) for k, v in rec.items()})
     json_path = csv_path.with_suffix(".json")
     data = [
         {

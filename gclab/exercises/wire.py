@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 #: Most bytes one message may carry (a larger reply is treated as a broken sandbox).
-MAX_BYTES = 256 * 2**20
+MAX_BYTES = 64 * 2**20
 _MAX_DEPTH = 32
 
 

@@ -73,7 +73,8 @@ def _submissions(tmp_path):
             path = tmp_path / "submissions" / student / f"{LESSON}.ipynb"
         else:
             path = tmp_path / "submissions" / f"{student}.ipynb"
-        paths.append(write_notebook(path, cells, LESSON))
+        write_notebook(path, cells, LESSON)
+        paths.append(path.parent if i % 4 == 1 else path)  # some hand in just the folder
     broken = tmp_path / "submissions" / "sam.ipynb"
     broken.write_text('{"cells": [')  # the twentieth: not even JSON
     paths.append(broken)

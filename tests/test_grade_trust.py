@@ -403,3 +403,36 @@ check("rf.theoretical", theoretical_rf)
                            "180"], capture_output=True, text=True, env=env, timeout=400)
     assert "PROC-PROBE" in proc.stdout, proc.stdout + proc.stderr
     assert "PWNED" not in proc.stdout and "PWNED" not in proc.stderr
+
+
+def test_without_bubblewrap_the_verdicts_are_still_the_graders(tmp_path):
+    """The fallback (no bwrap): forging, patching, register() and the frame walk still give
+    nothing, and the environment is still scrubbed."""
+    cell = FORGE + """
+import gclab.exercises.core as core
+from gclab.exercises import Exercise, register
+core._check = lambda *a, **k: None
+register(Exercise("rf.layers_to_cover", "00_receptive_fields", "mine", kind="value",
+                  reference=lambda: 0))
+check("rf.layers_to_cover", 0)
+def theoretical_rf(kernels, strides):
+    f = sys._getframe(1)
+    while f is not None:
+        for v in list(f.f_locals.values()):
+            for t in (v if isinstance(v, (list, tuple)) else [v]):
+                if type(t).__name__ == "_Trial":
+                    return t.expected
+        f = f.f_back
+    raise ValueError("ENV-PROBE " + os.environ.get("GCLAB_TEST_SECRET", "absent"))
+check("rf.theoretical", theoretical_rf)
+"""
+    path = write_notebook(tmp_path / "fallback.ipynb", [HEAD, cell], LESSON)
+    os.environ["GCLAB_TEST_SECRET"] = SECRET
+    try:
+        g = grade(path, timeout=180, use_bwrap=False)
+    finally:
+        os.environ.pop("GCLAB_TEST_SECRET", None)
+    rows = _rows(g)
+    assert not any(r["status"] == "passed" for r in rows.values()), g.table()
+    assert "ENV-PROBE absent" in rows["rf.theoretical"]["detail"]
+    assert "expected a function" in rows["rf.layers_to_cover"]["detail"]

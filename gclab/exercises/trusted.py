@@ -178,10 +178,14 @@ def forbidden_code(ex, trials) -> List[list]:
             pass
         finally:
             sys.setprofile(None)
-        seen.update(_block_code())
+        if regions:  # without the lesson's source we cannot tell its helpers: be lenient
+            seen.update(_block_code())
         for k, qual in seen.items():
-            if "/gclab/exercises/" in k[0] and not re.search(r"/nb\d\d_", k[0]):
+            content = re.search(r"/exercises/nb\d\d_", k[0]) is not None
+            if "/gclab/exercises/" in k[0] and not content:
                 continue  # the engine itself
+            if not regions and not content:
+                continue
             if not _allowed(qual, k[0], regions, imports):
                 keys[k] = qual
     _FORBIDDEN[ex.id] = [list(k) for k in keys]

@@ -436,3 +436,18 @@ check("rf.theoretical", theoretical_rf)
     assert not any(r["status"] == "passed" for r in rows.values()), g.table()
     assert "ENV-PROBE absent" in rows["rf.theoretical"]["detail"]
     assert "expected a function" in rows["rf.layers_to_cover"]["detail"]
+
+
+def test_an_answer_stuck_in_one_c_call_fails_and_the_run_stops(tmp_path):
+    """One C call the in-sandbox alarm cannot interrupt (sum over a huge range): the grader's
+    own deadline per call (the exercise's limit + 20 s) fails it and ends the run."""
+    cell = ('def theoretical_rf(kernels, strides):\n'
+            '    return sum(range(10**13))\n'
+            'check("rf.theoretical", theoretical_rf)')
+    path = write_notebook(tmp_path / "stuck_answer.ipynb", [HEAD, cell], LESSON)
+    start = time.monotonic()
+    g = grade(path, timeout=150)
+    assert time.monotonic() - start < 5 + 20 + 30  # well before --timeout
+    row = _rows(g)["rf.theoretical"]
+    assert row["status"] == "failed" and "did not return within its time limit" in row["detail"]
+    assert g.run.outcome == "timed out"

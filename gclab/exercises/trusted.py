@@ -409,6 +409,7 @@ def run_and_grade(
     wanted = {ex.id: ex for ex in exercises}
     names = checked_names(lesson)
     run = SandboxRun("error")
+    current = None  # the exercise being checked, if any
     start = time.monotonic()
     with Sandbox(timeout, memory, use_bwrap=use_bwrap) as box:
         try:
@@ -422,14 +423,18 @@ def run_and_grade(
                 elif ev == "check":
                     ex = wanted.get(header.get("id"))
                     if ex is not None:
+                        current = ex
                         result = remote_check(box, ex, {"check": ex.id})
+                        current = None
                         if result is not None:
                             run.verdicts[ex.id] = result
                     box.send({"op": "resume"})
                 elif ev == "end":
                     for ex in exercises:  # no check ran: the name the lesson checks
                         if ex.id not in run.verdicts and ex.id in names:
+                            current = ex
                             result = remote_check(box, ex, {"name": names[ex.id]})
+                            current = None
                             if result is not None:
                                 run.verdicts[ex.id] = result
                     run.outcome = "completed"
@@ -438,6 +443,14 @@ def run_and_grade(
         except SandboxBroken as exc:
             run.outcome = exc.outcome
             run.detail = exc.detail
+            if current is not None:  # it broke while one of its calls ran: that one failed
+                from .verdict import CheckItem, CheckResult
+
+                why = {"timed out": f"did not return within its time limit ({exc.detail})",
+                       "kernel died": "the kernel died while it ran"}.get(
+                    exc.outcome, f"the sandbox broke while it ran ({exc.detail})")
+                run.verdicts[current.id] = CheckResult(
+                    current.id, current.title, "failed", [CheckItem("ran", False, why)], why)
             if exc.outcome == "timed out" and time.monotonic() >= box.deadline - 0.01:
                 run.detail = f"stopped after the time limit of {timeout:g} s"
         run.output = box.output_tail()

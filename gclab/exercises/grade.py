@@ -484,6 +484,7 @@ def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
             "notebook": g.notebook,
             "lesson": g.lesson,
             "outcome": "unreadable" if g.error else g.run.outcome,
+            "seconds": round(float(getattr(g.run, "seconds", 0.0)), 1),
             "points": g.points,
             "total": g.total,
             "warnings": [clean(w) for w in g.warnings],

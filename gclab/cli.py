@@ -1,6 +1,6 @@
 """The ``gclab`` command: one entry point, one sub-command per tool.
 
-    gclab grade NOTEBOOK.ipynb      run a learner notebook and print a per-exercise table
+    gclab grade SUBMISSION...       grade learner notebooks in a sandbox (table, CSV, feedback)
     gclab notebooks [--check]       regenerate learner/solution copies from notebooks/src
     gclab reproduce [--quick]       train and evaluate the ablation table
     gclab bench                     time and measure the blocks against mmcv (and timm)
@@ -15,7 +15,7 @@ import sys
 from typing import List
 
 COMMANDS = {
-    "grade": ("gclab.exercises.grade", "run a learner notebook and grade its exercises"),
+    "grade": ("gclab.exercises.grade", "grade learner notebooks in a sandbox (one or a class)"),
     "notebooks": ("gclab.course", "generate learner and solution copies of the notebooks"),
     "reproduce": ("gclab.experiments.reproduce", "train and evaluate the ablation table"),
     "bench": ("gclab.experiments.bench", "benchmark the blocks against mmcv and timm"),

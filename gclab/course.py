@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
-import nbformat
-
 __all__ = [
     "ROOT",
     "BuildError",
@@ -44,11 +42,27 @@ __all__ = [
     "learner_notebook",
     "lessons",
     "main",
+    "nbgrader_course",
+    "nbgrader_notebook",
     "read_source",
     "solution_notebook",
     "stub_regions",
     "strip_markers",
 ]
+
+
+
+class _LazyNbformat:
+    """``nbformat``, imported on first use, so that ``gclab notebooks --help`` works on a bare
+    install (a missing package gives one line naming the extra that brings it)."""
+
+    def __getattr__(self, name: str):
+        from gclab._extras import require
+
+        return getattr(require("nbformat", extra="course", why="gclab notebooks"), name)
+
+
+nbformat = _LazyNbformat()
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "### BEGIN SOLUTION"
@@ -236,6 +250,104 @@ def open_details(markdown: str) -> str:
     return re.sub(r"<details>", "<details open>", markdown)
 
 
+# --------------------------------------------------------------------------------------------
+# nbgrader
+# --------------------------------------------------------------------------------------------
+_CHECK_LINE = re.compile(r"""^check\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*(.+)\)\s*$""")
+
+NBGRADER_CONFIG = """\
+# nbgrader configuration of the gclab course, written by `gclab notebooks --nbgrader`.
+# Usage, in this folder:
+#   nbgrader generate_assignment 04_simplified_nl      # release/: the student version
+#   nbgrader autograde 04_simplified_nl                 # grades submitted/<student>/...
+#   nbgrader export                                     # grades.csv
+# The tests run in the student's own kernel (nbgrader's design); `gclab grade` is the
+# sandboxed path (docs/instructors.md).
+c = get_config()  # noqa: F821
+c.CourseDirectory.course_id = "gclab"
+c.CourseDirectory.db_assignments = {assignments}
+c.ExecutePreprocessor.timeout = 600
+c.ClearSolutions.begin_solution_delimeter = "BEGIN SOLUTION"
+c.ClearSolutions.end_solution_delimeter = "END SOLUTION"
+c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+"""
+
+
+def _nbgrader_meta(grade_id: str, kind: str, points: int = 1) -> dict:
+    meta = {"grade_id": grade_id, "schema_version": 3, "task": False,
+            "grade": kind == "test", "solution": kind == "answer", "locked": kind != "answer"}
+    if kind == "test":
+        meta["points"] = points
+    return meta
+
+
+def _grade_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)
+
+
+def nbgrader_notebook(text: str, lesson: str, points: int = 1) -> nbformat.NotebookNode:
+    """The nbgrader *source* notebook of a lesson: solution regions (with their markers) as
+    autograded answers, each ``check(id, name)`` line as a locked autograder test cell worth
+    ``points`` that raises when the check fails, every other cell read-only."""
+    nb = read_source(text)
+    out = _base(nb, lesson, "nbgrader-source")
+    counter = [0]
+
+    def add(cell, source: str, kind: str, grade_id: str) -> None:
+        new = _new_cell(cell, source, counter[0])
+        new.metadata["nbgrader"] = _nbgrader_meta(grade_id, kind, points)
+        out.cells.append(new)
+        counter[0] += 1
+
+    seen_tests = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            add(cell, cell.source, "locked", f"cell-{counter[0]:03d}")
+            continue
+        where = f"{lesson} cell {counter[0] + 1}"
+        lines = cell.source.split("\n")
+        regions = _regions(lines, where)
+        body, checks = [], []
+        for line in lines:
+            m = _CHECK_LINE.match(line)
+            if m:
+                checks.append((m.group(1), m.group(2).strip()))
+            else:
+                body.append(line)
+        source = "\n".join(body).strip("\n")
+        if source:
+            kind = "answer" if regions else "locked"
+            add(cell, source, kind, f"{'answer' if regions else 'cell'}-{counter[0]:03d}")
+        for ex_id, obj in checks:
+            test = (f'result = check("{ex_id}", {obj})\n'
+                    "print(result)\n"
+                    'assert result.passed, f"{result.id}: {result.message}"')
+            gid = _grade_id(f"check-{ex_id}")
+            if gid in seen_tests:
+                gid = f"{gid}-{counter[0]:03d}"
+            seen_tests.add(gid)
+            add(cell, test, "test", gid)
+    return out
+
+
+def nbgrader_course(folder: Path, root: Path = ROOT, only: Sequence[str] = ()) -> List[Path]:
+    """Write an nbgrader course directory: ``source/<lesson>/<lesson>.ipynb`` per lesson and
+    ``nbgrader_config.py``. Returns the paths written."""
+    folder = Path(folder)
+    written: List[Path] = []
+    names = []
+    for lesson in lessons(root):
+        if only and not _selected(lesson.name, only):
+            continue
+        text = lesson.source.read_text(encoding="utf-8")
+        path = folder / "source" / lesson.name / f"{lesson.name}.ipynb"
+        _write(path, dumps(nbgrader_notebook(text, lesson.name)), written)
+        names.append(lesson.name)
+    config = NBGRADER_CONFIG.format(assignments=repr([{"name": n} for n in names]))
+    _write(folder / "nbgrader_config.py", config, written)
+    return written
+
+
 def dumps(nb: nbformat.NotebookNode) -> str:
     """Stable JSON (nbformat's: indent 1, sorted keys) with a final newline."""
     text = nbformat.writes(nb, version=4)
@@ -405,9 +517,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="LESSON",
         help="only these lessons (names or numbers, e.g. 00 or 00_receptive_fields)",
     )
+    parser.add_argument(
+        "--nbgrader",
+        type=Path,
+        metavar="DIR",
+        help="write an nbgrader course directory (source/<lesson>/<lesson>.ipynb with nbgrader "
+        "cell metadata, nbgrader_config.py) for the lessons (all, or those given)",
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else None)
+    from gclab._extras import MissingExtra, require
+
+    try:
+        require("nbformat", extra="course", why="gclab notebooks")
+    except MissingExtra as exc:
+        print(f"[gclab] {exc}", file=sys.stderr)
+        return 2
     root = args.root.resolve()
+    if args.nbgrader is not None:
+        if args.nbgrader.exists() and not args.nbgrader.is_dir():
+            print(f"[gclab] --nbgrader {args.nbgrader}: expected a folder, got a file",
+                  file=sys.stderr)
+            return 2
+        try:
+            written = nbgrader_course(args.nbgrader, root, only=args.lessons)
+        except BuildError as exc:
+            print(f"[gclab] {exc}", file=sys.stderr)
+            return 1
+        for p in written:
+            print(f"[gclab] wrote {p}")
+        print(f"[gclab] nbgrader course in {args.nbgrader}: cd there, then "
+              "nbgrader generate_assignment LESSON")
+        return 0
     if not lessons(root):
         print(f"[gclab] no lesson sources under {root / 'notebooks' / 'src'}", file=sys.stderr)
         return 1

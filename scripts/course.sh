@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/sandbox-deps.sh || echo "[gclab] bubblewrap unavailable; gclab grade will run notebooks without its sandbox (docs/instructors.md)"
 extra=()
 [ "$(id -u)" = 0 ] && extra+=(--allow-root)  # jupyter refuses root otherwise (containers, CI boxes)
 exec .venv/bin/jupyter lab notebooks/ "${extra[@]}" "$@"

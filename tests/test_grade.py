@@ -118,4 +118,4 @@ def test_unreadable_or_unknown_notebooks_exit_2(tmp_path, capsys):
     unknown = _write(nbformat.v4.new_notebook(), tmp_path, "99_nothing.ipynb")
     assert main([str(unknown)]) == 2
     assert main([str(tmp_path / "missing.ipynb")]) == 2
-    assert "no exercises" in capsys.readouterr().err
+    assert "cannot tell which lesson" in capsys.readouterr().err

@@ -1,164 +1,245 @@
-"""``gclab grade NOTEBOOK.ipynb [--timeout S]``: run a learner notebook and grade its exercises.
+"""``gclab grade SUBMISSION... [--lesson NN] [--jobs N] [--csv F] [--feedback DIR]``: grade
+learner notebooks where the learner's code cannot touch the verdict.
 
-The notebook runs in a child process (``gclab/exercises/_grade_child.py``) that executes it
-with nbclient in a fresh kernel, cells in order, errors allowed. Every
-``check(...)`` the notebook runs appends its verdict to a log (``GCLAB_GRADE_LOG``); the parent
-reads the log and prints one row per exercise of the notebook's lesson:
+Each notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`: bubblewrap on Linux -- no
+network, own PID namespace, read-only file system, empty HOME, scrubbed environment, memory and
+wall-clock limits). The verdicts are computed in this process by
+:mod:`gclab.exercises.trusted`, which draws the inputs, computes the references itself and
+compares what the learner's objects return; nothing the sandbox writes is a verdict. The
+lesson comes from ``--lesson`` or from the exercises the notebook's cells check (a warning says
+when that disagrees with the file name or the notebook's metadata), never from the metadata
+alone.
 
-* ``passed`` / ``failed`` (with the reason) / ``not implemented`` -- the LAST check of it counts;
-* ``not attempted`` -- no check of it ran: the notebook has no such check, or never got there
-  because the kernel died or the time ran out (the report says which).
+Per exercise of the lesson: ``passed`` / ``failed`` (with the reason and the likely cause) /
+``not implemented`` -- the LAST check of it counts (an exercise whose check cell is missing is
+graded by the name the lesson's source checks) -- or ``not attempted``: the notebook never got
+there because the kernel died or the time ran out (the report says which).
 
-The whole run has a wall-clock limit (``--timeout``, default 600 s); on expiry the child and
-its kernel are killed. Exit status: 0 when every exercise of the lesson passed, 1 when any
-failed, was not implemented or was not attempted, 2 when the notebook cannot be read or its
-lesson is unknown.
+Many notebooks at once: ``--jobs N`` in parallel, a progress bar on stderr, ``--csv
+grades.csv`` (one row per student and exercise: student, exercise, status, points, message) with
+a JSON twin (``grades.json``), ``--feedback DIR`` (one Markdown file per student: each verdict,
+its likely cause, the level-1 hint for what failed). The student is named by the submission's
+file (``alice.ipynb``) or, when the file is named like a lesson, its folder
+(``submissions/alice/04_simplified_nl.ipynb``).
+
+Exit status: 0 when every exercise of every notebook passed, 1 when any failed, was not
+implemented or not attempted, 2 when an argument or a submission cannot be read (a bad
+submission in a batch gets its own rows; the others are graded).
 
 Example::
 
     $ gclab grade notebooks/00_receptive_fields.ipynb
+    $ gclab grade submissions/*/04_simplified_nl.ipynb --lesson 04 --jobs 2 --csv grades.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
-import signal
-import subprocess
+import re
 import sys
-import tempfile
-import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
-__all__ = ["Grade", "RunReport", "grade", "main", "read_log", "run_notebook"]
+__all__ = ["Grade", "SubmissionError", "clean", "grade", "grade_many", "main", "read_notebook"]
 
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_MEMORY = 4 * 2**30
+TABLE_WIDTH = 90  # characters of detail per table row
+TEXT_CAP = 500  # characters of learner-derived text in the CSV, JSON and feedback
+_LESSON_FILE = re.compile(r"^\d\d_[\w-]+$")
 
 
-@dataclass
-class RunReport:
-    """How the execution of a notebook ended.
-
-    ``outcome``: "completed" (every cell ran; some may have raised), "kernel died",
-    "timed out", or "error" (the notebook could not be executed at all); ``cell``: the 1-based
-    index of the cell that was running when it stopped (or None); ``seconds``: wall time;
-    ``records``: the check verdicts logged, in order; ``notebook``: the executed notebook
-    (when the run completed or the child could save it), else None.
-    """
-
-    outcome: str
-    detail: str = ""
-    cell: int | None = None
-    seconds: float = 0.0
-    records: List[dict] = field(default_factory=list)
-    notebook: object | None = None
-
-
-def read_log(path: Path) -> List[dict]:
-    """The JSON-lines verdicts in ``path`` (a partly written last line is skipped)."""
-    records = []
-    if not Path(path).exists():
-        return records
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def run_notebook(
-    path: Path, timeout: float = DEFAULT_TIMEOUT, keep_notebook: bool = False
-) -> RunReport:
-    """Execute the notebook at ``path`` in a child process with a wall-clock limit.
-
-    The kernel runs in the notebook's folder with ``GCLAB_GRADE_LOG`` set; the child and its
-    kernel form one process group, killed as a whole on time-out.
-    """
-    path = Path(path).resolve()
-    with tempfile.TemporaryDirectory(prefix="gclab-grade-") as tmp:
-        log = Path(tmp) / "checks.jsonl"
-        status = Path(tmp) / "status.json"
-        executed = Path(tmp) / "executed.ipynb"
-        env = dict(os.environ)
-        env["GCLAB_GRADE_LOG"] = str(log)
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env.setdefault("MKL_NUM_THREADS", "1")
-        cmd = [
-            sys.executable,
-            str(Path(__file__).with_name("_grade_child.py")),  # by path: no torch import
-            str(path),
-            str(status),
-            str(executed) if keep_notebook else "",
-            str(timeout),
-        ]
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: the kernel dies with it
-        )
-        try:
-            _, err = proc.communicate(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            _, err = proc.communicate()
-            timed_out = True
-        seconds = time.monotonic() - start
-        records = read_log(log)
-        info = json.loads(status.read_text()) if status.exists() else {}
-        nb = None
-        if keep_notebook and executed.exists():
-            import nbformat
-
-            nb = nbformat.read(str(executed), as_version=4)
-    if timed_out:
-        cell = info.get("cell")
-        return RunReport(
-            "timed out",
-            f"stopped after the time limit of {timeout:g} s",
-            cell,
-            seconds,
-            records,
-            nb,
-        )
-    if not info:
-        tail = (err or b"").decode(errors="replace").strip().splitlines()[-3:]
-        return RunReport(
-            "error", " ".join(tail) or f"exit status {proc.returncode}", None, seconds, records, nb
-        )
-    return RunReport(
-        info.get("outcome", "error"),
-        info.get("detail", "the runner stopped unexpectedly"),
-        info.get("cell"),
-        seconds,
-        records,
-        nb,
-    )
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
+class SubmissionError(ValueError):
+    """A submission or argument that cannot be graded: one line saying what was expected."""
 
 
 # --------------------------------------------------------------------------------------------
+# Output hygiene
+# --------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def clean(text: Any, cap: int = TEXT_CAP) -> str:
+    """``text`` as one printable line: escape sequences removed, control and format characters
+    (newlines, carriage returns, bidi overrides...) replaced by spaces, at most ``cap`` chars."""
+    s = _ANSI.sub("", str(text))
+    s = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in s)
+    s = re.sub(r" {2,}", " ", s).strip()
+    if len(s) > cap:
+        s = s[: max(0, cap - 3)].rstrip() + "..."
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a submission
+# --------------------------------------------------------------------------------------------
+def _what(x: Any) -> str:
+    return {dict: "a JSON object", list: "a JSON list", str: "a string", int: "a number",
+            float: "a number", bool: "a boolean", type(None): "null"}.get(type(x), type(x).__name__)
+
+
+def resolve_submission(path: Path, lesson: str | None = None) -> Path:
+    """The notebook file of a submission (a .ipynb file, or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        if lesson:
+            named = [p for p in found if p.stem == lesson]
+            found = named or found
+        if len(found) == 1:
+            return found[0]
+        raise SubmissionError(
+            f"{path}: expected a folder holding one .ipynb notebook, found {len(found)}"
+        )
+    if not path.exists():
+        raise SubmissionError(f"{path}: no such file (expected a .ipynb notebook or a folder)")
+    if not path.is_file():
+        raise SubmissionError(f"{path}: expected a .ipynb notebook file, got something else")
+    return path
+
+
+def read_notebook(path: Path) -> tuple:
+    """``(code cell sources, metadata)`` of the notebook at ``path``; SubmissionError if it is
+    not an nbformat-4 notebook."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        msg = f"{path}: expected a notebook (UTF-8 JSON), got binary data"
+        raise SubmissionError(msg) from None
+    except OSError as exc:
+        raise SubmissionError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubmissionError(
+            f"{path}: expected a notebook (JSON), got invalid JSON at line {exc.lineno}"
+        ) from None
+    except RecursionError:
+        msg = f"{path}: expected a notebook (JSON), got JSON nested too deeply"
+        raise SubmissionError(msg) from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        got = _what(nb) if not isinstance(nb, dict) else "a JSON object without a list of cells"
+        raise SubmissionError(
+            f"{path}: expected a Jupyter notebook (a JSON object with a list of cells), got {got}"
+        )
+    if nb.get("nbformat") != 4:
+        raise SubmissionError(
+            f"{path}: expected an nbformat 4 notebook, got nbformat {clean(nb.get('nbformat'), 20)}"
+        )
+    cells = []
+    for i, cell in enumerate(nb["cells"], 1):
+        if not isinstance(cell, dict):
+            raise SubmissionError(f"{path}: cell {i}: expected a JSON object, got {_what(cell)}")
+        kind = cell.get("cell_type")
+        if kind not in ("code", "markdown", "raw"):
+            raise SubmissionError(
+                f"{path}: cell {i}: expected cell_type code, markdown or raw, got {clean(kind, 20)}"
+            )
+        source = cell.get("source", "")
+        if isinstance(source, list) and all(isinstance(s, str) for s in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise SubmissionError(
+                f"{path}: cell {i}: expected its source as text (a string or a list of "
+                f"strings), got {_what(source)}"
+            )
+        if kind == "code":
+            cells.append(source)
+    meta = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    return cells, meta
+
+
+# --------------------------------------------------------------------------------------------
+# Which lesson
+# --------------------------------------------------------------------------------------------
+def known_lessons() -> List[str]:
+    from gclab.exercises import catalog
+
+    return sorted({e.notebook for e in catalog()})
+
+
+def resolve_lesson(wanted: str) -> str:
+    """The lesson named by ``--lesson`` (``04``, ``4``, ``04_simplified_nl``)."""
+    lessons = known_lessons()
+    w = str(wanted).strip()
+    hits = [
+        n for n in lessons
+        if n == w or (w.isdigit() and n[:2] == w.zfill(2)) or (len(w) > 2 and n.startswith(w))
+    ]
+    if len(hits) != 1:
+        raise SubmissionError(
+            f"--lesson {clean(w, 40)}: expected one of {', '.join(n[:2] for n in lessons)} "
+            f"(or a name such as {lessons[0]}), got {'no' if not hits else 'more than one'} match"
+        )
+    return hits[0]
+
+
+def detect_lesson(path: Path, cells: List[str], meta: dict, wanted: str | None) -> tuple:
+    """``(lesson, warnings)``: ``wanted`` when given, else the lesson whose exercises the cells
+    check; warnings when the file name or the metadata say otherwise."""
+    from gclab.exercises import catalog
+
+    from .trusted import checked_ids
+
+    owner = {e.id: e.notebook for e in catalog()}
+    counts: Dict[str, int] = {}
+    for ex_id in checked_ids(cells):
+        if ex_id in owner:
+            counts[owner[ex_id]] = counts.get(owner[ex_id], 0) + 1
+    detected = max(counts, key=lambda k: (counts[k], k)) if counts else None
+    warnings = []
+    claimed = meta.get("gclab", {}).get("lesson") if isinstance(meta.get("gclab"), dict) else None
+    stem = Path(path).stem
+    lesson = wanted or detected
+    if lesson is None:  # no literal check("id", ...) in its cells: what it says it is
+        known = set(owner.values())
+        lesson = claimed if claimed in known else (stem if stem in known else None)
+        if lesson is not None:
+            warnings.append(f"its cells check no known exercise; graded as {lesson}, the "
+                            "lesson its metadata or file name names (pass --lesson to be sure)")
+    if lesson is None:
+        raise SubmissionError(
+            f"{path}: cannot tell which lesson this is (its cells check no known exercise); "
+            "pass --lesson NN"
+        )
+    if wanted and detected and detected != wanted:
+        warnings.append(f"its cells check lesson {detected}'s exercises; graded as {wanted}")
+    if isinstance(claimed, str) and claimed != lesson:
+        warnings.append(f"its metadata says lesson {clean(claimed, 60)}; graded as {lesson}")
+    if _LESSON_FILE.match(stem) and stem != lesson:
+        warnings.append(f"its file name says {clean(stem, 60)}; graded as {lesson}")
+    return lesson, warnings
+
+
+def student_of(path: Path) -> str:
+    """alice.ipynb -> alice; submissions/alice/04_simplified_nl.ipynb -> alice."""
+    path = Path(path)
+    if _LESSON_FILE.match(path.stem) and path.parent.name not in ("", "."):
+        return clean(path.parent.name, 80)
+    return clean(path.stem, 80)
+
+
+# --------------------------------------------------------------------------------------------
+# Grading
+# --------------------------------------------------------------------------------------------
 @dataclass
 class Grade:
-    """The graded result of one notebook: ``rows`` (id, title, status, detail), ``score``."""
+    """The graded result of one notebook: ``rows`` (id, title, status, points, detail, hint)."""
 
     notebook: str
     lesson: str
-    run: RunReport
-    rows: List[Dict[str, str]]
+    run: Any
+    rows: List[Dict[str, Any]]
+    student: str = ""
+    warnings: List[str] = field(default_factory=list)
+    error: str = ""  # set when the submission could not be read
 
     @property
     def passed(self) -> int:
@@ -169,17 +250,23 @@ class Grade:
         return len(self.rows)
 
     @property
-    def ok(self) -> bool:
-        return self.total > 0 and self.passed == self.total
+    def points(self) -> int:
+        return sum(r["points"] for r in self.rows)
 
-    def table(self) -> str:
-        lines = [f"gclab grade: {self.notebook} (lesson {self.lesson})", self._run_line(), ""]
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.total > 0 and self.passed == self.total
+
+    def table(self, width: int = TABLE_WIDTH) -> str:
+        lines = [f"gclab grade: {clean(self.notebook, 120)} (lesson {self.lesson})"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines += [self._run_line(), ""]
         w_id = max([len("exercise")] + [len(r["id"]) for r in self.rows])
-        w_st = max(len("not implemented"), len("result"))
+        w_st = max(len("not implemented"), len("not attempted"))
         lines.append(f"{'exercise':<{w_id}}  {'result':<{w_st}}  details")
         lines.append(f"{'-' * w_id}  {'-' * w_st}  {'-' * 40}")
         for r in self.rows:
-            lines.append(f"{r['id']:<{w_id}}  {r['status']:<{w_st}}  {r['detail']}")
+            lines.append(f"{r['id']:<{w_id}}  {r['status']:<{w_st}}  {clean(r['detail'], width)}")
         lines.append("")
         lines.append(
             f"score: {self.passed}/{self.total} exercises passed their public checks"
@@ -189,6 +276,8 @@ class Grade:
 
     def _run_line(self) -> str:
         run = self.run
+        if self.error:
+            return f"the submission could not be read: {self.error}"
         where = f" at cell {run.cell}" if run.cell else ""
         if run.outcome == "completed":
             return f"the notebook ran to the end in {run.seconds:.1f} s"
@@ -199,92 +288,363 @@ class Grade:
             )
         if run.outcome == "timed out":
             return (
-                f"the notebook was stopped{where}: {run.detail}; exercises after that point are "
-                "not attempted"
+                f"the notebook was stopped{where}: {clean(run.detail, 120)}; exercises after "
+                "that point are not attempted"
             )
-        return f"the notebook could not be executed: {run.detail}"
+        return f"the notebook could not be executed: {clean(run.detail, 200)}"
+
+    def records(self) -> List[Dict[str, Any]]:
+        """One dict per exercise: student, exercise, status, points, message (and more)."""
+        return [
+            {
+                "student": self.student,
+                "exercise": r["id"],
+                "status": r["status"],
+                "points": r["points"],
+                "message": clean(r["detail"], TEXT_CAP),
+                "lesson": self.lesson,
+                "notebook": self.notebook,
+            }
+            for r in self.rows
+        ]
+
+    def feedback(self) -> str:
+        """Markdown feedback for the student: each verdict, its likely cause, a hint."""
+        lines = [
+            f"# Feedback for {self.student}: lesson {self.lesson}",
+            "",
+            f"Score: **{self.passed}/{self.total}** exercises passed their public checks.",
+            "",
+            self._run_line().replace("*", "\\*"),
+            "",
+        ]
+        for r in self.rows:
+            lines.append(f"## `{r['id']}`: {_md(r['title'])}")
+            lines.append("")
+            lines.append(f"**{r['status']}**: {_md(clean(r['message'], TEXT_CAP))}")
+            if r.get("diagnosis"):
+                lines.append("")
+                lines.append(f"Likely cause: {_md(clean(r['diagnosis'], TEXT_CAP))}")
+            if r["status"] != "passed" and r.get("hint"):
+                lines.append("")
+                lines.append(f"Try this: {_md(r['hint'])}")
+            lines.append("")
+        return "\n".join(lines)
 
 
-def _lesson_of(path: Path) -> str | None:
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    lesson = nb.metadata.get("gclab", {}).get("lesson")
-    return lesson or path.stem
+def _md(text: str) -> str:
+    return re.sub(r"([\\`*_<>\[\]#|])", r"\\\1", str(text))
 
 
-def grade(path: Path, timeout: float = DEFAULT_TIMEOUT) -> Grade:
-    """Execute the learner notebook at ``path`` and grade its lesson's exercises."""
-    from gclab.exercises import catalog
+_STOPPED = {
+    "kernel died": "the kernel died before its check ran",
+    "timed out": "the time ran out before its check ran",
+    "error": "the notebook could not be executed",
+    "completed": "no check of it ran (is its check cell there?)",
+}
 
-    path = Path(path)
-    lesson = _lesson_of(path)
-    exercises = catalog(notebook=lesson)
-    if not exercises:
-        raise ValueError(
-            f"{path}: lesson {lesson!r} has no exercises in gclab.exercises.catalog() "
-            "(is this a gclab learner notebook?)"
-        )
-    run = run_notebook(path, timeout=timeout)
-    last: Dict[str, dict] = {}
-    for record in run.records:
-        last[record.get("id")] = record
-    stopped = {
-        "kernel died": "not attempted: the kernel died before its check ran",
-        "timed out": "not attempted: the time ran out before its check ran",
-        "error": "not attempted: the notebook could not be executed",
-    }.get(run.outcome, "not attempted: no check of it ran (is its check cell there?)")
+
+def _rows(exercises, verdicts: Dict[str, Any], outcome: str) -> List[Dict[str, Any]]:
+    from gclab.exercises import hint
+
     rows = []
-    for entry in exercises:
-        record = last.get(entry.id)
-        if record is None:
+    for ex in exercises:
+        result = verdicts.get(ex.id)
+        level1 = clean(hint(ex.id, 1), TEXT_CAP)
+        if result is None:
             rows.append(
-                {
-                    "id": entry.id,
-                    "title": entry.title,
-                    "status": "not attempted",
-                    "detail": stopped.split(": ", 1)[1],
-                }
+                {"id": ex.id, "title": ex.title, "status": "not attempted", "points": 0,
+                 "detail": _STOPPED.get(outcome, _STOPPED["error"]),
+                 "message": _STOPPED.get(outcome, _STOPPED["error"]), "diagnosis": None,
+                 "hint": level1}
             )
             continue
-        detail = record.get("message", "")
-        if record.get("diagnosis"):
-            detail += f" -- likely cause: {record['diagnosis']}"
+        detail = clean(result.message, TEXT_CAP)
+        if result.diagnosis:
+            detail += f" -- likely cause: {clean(result.diagnosis, 200)}"
         rows.append(
-            {"id": entry.id, "title": entry.title, "status": record["status"], "detail": detail}
+            {"id": ex.id, "title": ex.title, "status": result.status,
+             "points": int(result.status == "passed"), "detail": detail,
+             "message": result.message, "diagnosis": result.diagnosis, "hint": level1}
         )
-    return Grade(str(path), lesson, run, rows)
+    return rows
+
+
+def grade(
+    path: Path,
+    timeout: float = DEFAULT_TIMEOUT,
+    lesson: str | None = None,
+    memory: int = DEFAULT_MEMORY,
+    use_bwrap: bool | None = None,
+) -> Grade:
+    """Execute the submission at ``path`` in a sandbox and grade its lesson's exercises.
+
+    Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
+    from gclab.exercises.registry import _REGISTRY
+
+    from .trusted import run_and_grade
+
+    path = resolve_submission(Path(path), lesson)
+    cells, meta = read_notebook(path)
+    wanted = resolve_lesson(lesson) if lesson else None
+    name, warnings = detect_lesson(path, cells, meta, wanted)
+    exercises = [e for e in _REGISTRY.values() if e.notebook == name]
+    run = run_and_grade(cells, name, exercises, timeout, memory, use_bwrap=use_bwrap)
+    return Grade(str(path), name, run, _rows(exercises, run.verdicts, run.outcome),
+                 student_of(path), warnings)
+
+
+def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
+    from gclab.exercises.registry import _REGISTRY
+
+    from .trusted import SandboxRun
+
+    exercises = [e for e in _REGISTRY.values() if lesson and e.notebook == lesson]
+    g = Grade(str(path), lesson or "?", SandboxRun("error", error),
+              _rows(exercises, {}, "error"), student_of(path), [], error)
+    for r in g.rows:
+        r["detail"] = r["message"] = f"unreadable submission: {error}"
+    return g
+
+
+def grade_many(
+    paths: Sequence[Path],
+    timeout: float = DEFAULT_TIMEOUT,
+    lesson: str | None = None,
+    memory: int = DEFAULT_MEMORY,
+    jobs: int = 1,
+    progress: bool = True,
+    use_bwrap: bool | None = None,
+) -> List[Grade]:
+    """Grade every submission (``jobs`` at a time); an unreadable one gets rows saying so."""
+    from tqdm.auto import tqdm
+
+    name = resolve_lesson(lesson) if lesson else None
+
+    def one(path: Path) -> Grade:
+        try:
+            return grade(path, timeout, name, memory, use_bwrap)
+        except SubmissionError as exc:
+            return _unreadable(Path(path), name, clean(exc, 300))
+        except Exception as exc:  # noqa: BLE001 - one submission must not stop the batch
+            g = _unreadable(Path(path), name, "")
+            g.error = ""
+            g.run.detail = clean(f"the grader failed on it ({type(exc).__name__}: {exc})", 300)
+            for r in g.rows:
+                r["detail"] = r["message"] = g.run.detail
+            return g
+
+    bar = tqdm(total=len(paths), file=sys.stderr, unit="notebook", disable=not progress)
+    results: List[Grade] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for g in pool.map(one, paths):
+            results.append(g)
+            bar.update(1)
+    bar.close()
+    _unique_students(results)
+    return results
+
+
+def _unique_students(results: List[Grade]) -> None:
+    names = [g.student for g in results]
+    for g in results:  # several notebooks in one folder: folder-notebook
+        stem = Path(g.notebook).stem
+        if names.count(g.student) > 1 and stem != g.student:
+            g.student = f"{g.student}-{clean(stem, 60)}"
+    seen: Dict[str, int] = {}
+    for g in results:
+        n = seen.get(g.student, 0)
+        seen[g.student] = n + 1
+        if n:
+            g.student = f"{g.student}-{n + 1}"
+
+
+def _cell(value: Any) -> Any:
+    """A CSV field that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
+    """``csv_path`` (one row per student and exercise) and its JSON twin; returns the JSON."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["student", "exercise", "status", "points", "message"]
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for g in results:
+            for rec in g.records():
+                writer.writerow({k: _cell(v) for k, v in rec.items()})
+    json_path = csv_path.with_suffix(".json")
+    data = [
+        {
+            "student": g.student,
+            "notebook": g.notebook,
+            "lesson": g.lesson,
+            "outcome": "unreadable" if g.error else g.run.outcome,
+            "seconds": round(float(getattr(g.run, "seconds", 0.0)), 1),
+            "points": g.points,
+            "total": g.total,
+            "warnings": [clean(w) for w in g.warnings],
+            "exercises": g.records(),
+        }
+        for g in results
+    ]
+    json_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return json_path
+
+
+def write_feedback(results: List[Grade], folder: Path) -> List[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for g in results:
+        safe = re.sub(r"[^\w.-]", "_", g.student) or "student"
+        path = folder / f"{safe}.md"
+        path.write_text(g.feedback(), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def summary(results: List[Grade]) -> str:
+    w = max([len("student")] + [len(g.student) for g in results])
+    lines = [f"{'student':<{w}}  score  run", f"{'-' * w}  -----  {'-' * 30}"]
+    for g in results:
+        outcome = "unreadable: " + clean(g.error, 60) if g.error else g.run.outcome
+        lines.append(f"{g.student:<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        print(f"gclab grade: {clean(message, 300)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {clean(text, 40)!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4G or 512M, got {clean(text, 40)!r}"
+        )
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2).upper()]
+    value = int(float(m.group(1)) * scale)
+    if value < 256 * 2**20:
+        raise argparse.ArgumentTypeError(f"expected at least 256M, got {text}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {clean(text, 40)!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gclab grade``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gclab grade",
-        description="run a learner notebook in a fresh kernel and grade its exercises "
+        description="run learner notebooks in a sandbox and grade their exercises "
         "(exit 0: all passed; 1: something failed, was not implemented or not attempted; "
-        "2: unreadable notebook)",
+        "2: an unreadable argument or submission)",
     )
-    parser.add_argument("notebook", type=Path, help="the learner notebook (.ipynb)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"wall-clock limit in seconds for the whole notebook (default {DEFAULT_TIMEOUT:g})",
-    )
-    args = parser.parse_args(argv)
-    if args.timeout <= 0:
-        parser.error(f"--timeout must be > 0, got {args.timeout}")
-    if not args.notebook.is_file():
-        print(f"gclab grade: no such notebook: {args.notebook}", file=sys.stderr)
-        return 2
+    parser.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION",
+                        help="learner notebooks (.ipynb) or folders holding one each")
+    parser.add_argument("--lesson", help="the lesson they are (e.g. 04); default: recognised "
+                        "from the exercises the notebook checks")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+                        help="wall-clock limit in seconds per notebook "
+                        f"(default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--memory", type=_bytes, default=DEFAULT_MEMORY,
+                        help="memory limit per notebook (default 4G)")
+    parser.add_argument("--jobs", type=_jobs, default=1, help="notebooks graded in parallel")
+    parser.add_argument("--csv", type=Path, help="write the gradebook here (and a .json twin)")
+    parser.add_argument("--feedback", type=Path, metavar="DIR",
+                        help="write one Markdown feedback file per student here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     try:
-        result = grade(args.notebook, timeout=args.timeout)
-    except Exception as exc:  # noqa: BLE001 - unreadable notebook or unknown lesson
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return int(exc.code or 0)
+
+    from gclab._extras import MissingExtra, require
+
+    try:
+        require("IPython", extra="course", why="gclab grade")
+        require("numpy", extra="course", why="gclab grade")
+    except MissingExtra as exc:
         print(f"gclab grade: {exc}", file=sys.stderr)
         return 2
-    print(result.table())
-    return 0 if result.ok else 1
+    from . import sandbox
+
+    if not sandbox.bwrap_available():
+        print(
+            "gclab grade: warning: bubblewrap (bwrap) is not usable here, so the notebooks run "
+            "WITHOUT: " + "; ".join(sandbox.missing_protections())
+            + " (install it: bash scripts/sandbox-deps.sh; see docs/instructors.md)",
+            file=sys.stderr,
+        )
+        sandbox.become_subreaper()
+    try:
+        lesson = resolve_lesson(args.lesson) if args.lesson else None
+    except SubmissionError as exc:
+        print(f"gclab grade: {exc}", file=sys.stderr)
+        return 2
+
+    single = len(args.submissions) == 1 and not args.csv and not args.feedback
+    try:
+        if single:
+            try:
+                results = [grade(args.submissions[0], args.timeout, lesson, args.memory)]
+            except SubmissionError as exc:
+                print(f"gclab grade: {clean(exc, 400)}", file=sys.stderr)
+                return 2
+        else:
+            results = grade_many(args.submissions, args.timeout, lesson, args.memory,
+                                 args.jobs, progress=not args.quiet)
+    finally:
+        if not sandbox.bwrap_available():
+            sandbox.kill_children(os.getpid())
+    for g in results:
+        for w in g.warnings:
+            print(f"gclab grade: warning: {clean(g.notebook, 120)}: {w}", file=sys.stderr)
+        if g.error:
+            print(f"gclab grade: {g.error}", file=sys.stderr)
+    if single:
+        print(results[0].table())
+    else:
+        print(summary(results))
+    if args.csv:
+        json_path = write_gradebook(results, args.csv)
+        print(f"gradebook: {args.csv} and {json_path}")
+    if args.feedback:
+        write_feedback(results, args.feedback)
+        print(f"feedback: {len(results)} files in {args.feedback}")
+    if any(g.error for g in results):
+        return 2
+    return 0 if all(g.ok for g in results) else 1
 
 
 if __name__ == "__main__":

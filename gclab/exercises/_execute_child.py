@@ -1,6 +1,7 @@
-"""Child process of ``gclab grade``: execute one notebook, report how it ended.
+"""Child process of :func:`gclab.exercises.execute.run_notebook`: execute one notebook, report
+how it ended (for the course's own notebooks in CI; grading uses the sandbox).
 
-Run by path (``python _grade_child.py NOTEBOOK STATUS EXECUTED TIMEOUT``), so it imports only
+Run by path (``python _execute_child.py NOTEBOOK STATUS EXECUTED TIMEOUT``), so it imports only
 nbformat/nbclient, not gclab (and torch). Writes ``STATUS`` (JSON: outcome, detail, cell) as it
 goes, so the parent knows which cell was running if it has to kill this process; writes the
 executed notebook to ``EXECUTED`` unless that is an empty string.

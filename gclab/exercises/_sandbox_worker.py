@@ -1,0 +1,308 @@
+"""The process inside the sandbox of ``gclab grade``: it runs the learner's notebook, and it
+calls the learner's objects on inputs the grader sends. Nothing it says is a verdict.
+
+Started by :mod:`gclab.exercises.sandbox` with the request channel on fd 0 and the reply channel
+on fd 1 (both moved to private descriptors at once; the learner's output goes to a file). The
+grader first sends ``{"op": "run", "cells": [...]}``. The worker then executes the code cells
+in an IPython shell, announcing each (``{"ev": "cell"}``). The notebook's ``check(id, obj)`` is
+replaced by a recorder: it keeps ``obj``, tells the grader ``{"ev": "check", "id": ...}`` and
+serves the grader's requests until told to resume. At the end it says ``{"ev": "end"}`` and
+serves requests until ``{"op": "exit"}``.
+
+Requests: ``describe`` (is the target there, is it callable, its type name) and ``call`` (run
+the target on the inputs in the blob, with the exercise's time limit, and send back its output
+and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`). During a call
+the functions the grader names as the exercise's reference are tripwires: calling one from the
+learner's code is reported, and the grader fails the exercise.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+
+_OUTPUT_CAP = 2000
+
+
+def _private_channels() -> tuple:
+    rfd, wfd = os.dup(0), os.dup(1)  # os.dup: not inherited by the learner's subprocesses
+    out = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full output file fails writes only
+    return rfd, wfd
+
+
+class _Recorded:
+    """What ``check`` returns while grading: the verdict is the grader's, not the notebook's."""
+
+    status = "recorded"
+    passed = True
+
+    def __init__(self, exercise_id: str) -> None:
+        self.id = exercise_id
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"[gclab grade] {self.id}: recorded; the grader computes the verdict"
+
+
+class Worker:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        from gclab.exercises import wire
+
+        self.wire = wire
+        self.rfd, self.wfd = rfd, wfd
+        self.answers: dict = {}
+        self.shell = None
+        self.serving = False
+        pkg = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
+        self.gclab_dir = pkg + os.sep
+        self.trusted_callers = {
+            os.path.abspath(__file__),
+            os.path.join(pkg, "exercises", "running.py"),
+        }
+
+    # -- the channel --------------------------------------------------------------------------
+    def send(self, header: dict, blob: bytes = b"") -> None:
+        self.wire.write_message(self.wfd, header, blob)
+
+    def serve(self, until: str) -> None:
+        while True:
+            header, blob = self.wire.read_message(self.rfd)
+            op = header.get("op")
+            if op == until:
+                return
+            if op == "exit":
+                os._exit(0)
+            try:
+                if op == "describe":
+                    self.send(self.describe(header))
+                elif op == "call":
+                    reply, out = self.call(header, blob)
+                    self.send(reply, out)
+                else:
+                    self.send({"error": f"unknown op {op!r}"})
+            except Exception as exc:  # noqa: BLE001 - the grader learns that this one failed
+                self.send({"outcome": "broken", "message": f"{type(exc).__name__}: {exc}"[:500]})
+
+    # -- requests ---------------------------------------------------------------------------
+    def target(self, header: dict):
+        t = header.get("target") or {}
+        if "check" in t and t["check"] in self.answers:
+            return True, self.answers[t["check"]]
+        name = t.get("name")
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if isinstance(name, str) and name in ns:
+            return True, ns[name]
+        return False, None
+
+    def describe(self, header: dict) -> dict:
+        found, obj = self.target(header)
+        return {
+            "found": found,
+            "callable": bool(found and callable(obj)),
+            "type": _type_name(obj) if found else "",
+        }
+
+    def call(self, header: dict, blob: bytes):
+        from gclab.exercises.running import _CappedStream, _guarded
+
+        found, obj = self.target(header)
+        if not found:
+            return {"outcome": "missing"}, b""
+        limit = float(header.get("time_limit", 5.0))
+        kind = header.get("kind")
+        forbidden = {tuple(k) for k in header.get("forbidden", [])}
+        hits: list = []
+        out = _CappedStream()
+        payload = pickle.loads(blob) if blob else ()  # the grader's own data
+        if header.get("draw") and kind == "function":  # inputs that cannot be sent: draw them
+            payload = _draw(*header["draw"])
+
+        def guarded(fn):
+            return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
+
+        extra: dict = {}
+        if kind == "value":
+            outcome = guarded(obj) if header.get("call_it") else None
+            result = (obj,) if outcome is None else None
+        elif kind == "function":
+            args, kwargs = payload
+            outcome = guarded(lambda: obj(*args, **kwargs))
+            result = None
+        elif kind == "module":
+            args, kwargs, state, inputs = payload
+            built = guarded(lambda: obj(*args, **kwargs))
+            if built.error is not None or built.timed_out:
+                outcome = built
+            else:
+                outcome, extra = self._module(built.value, state, inputs, guarded)
+            result = None
+        else:
+            return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
+        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], **extra}
+        if hits:
+            reply["reference"] = hits[0]
+        if extra.get("outcome"):
+            return reply, b""
+        if outcome is not None and outcome.timed_out:
+            return {**reply, "outcome": "timeout"}, b""
+        if outcome is not None and outcome.error is not None:
+            exc = outcome.error
+            return {
+                **reply,
+                "outcome": "error",
+                "type": _type_name(exc),
+                "message": str(exc)[:1000],
+                "where": outcome.tb[:300],
+            }, b""
+        if result is None:
+            value = outcome.value
+            if kind == "function":
+                result = (value, args, kwargs)
+            elif kind == "module":
+                result = (value, inputs)
+            else:
+                result = (value,)
+        try:
+            data = self.wire.dumps(result)
+        except Exception as exc:  # noqa: BLE001
+            return {**reply, "outcome": "unsendable", "message": str(exc)[:300]}, b""
+        if len(data) > self.wire.MAX_BYTES:
+            return {**reply, "outcome": "unsendable", "message": "the output is too large"}, b""
+        return {**reply, "outcome": "ok"}, data
+
+    def _module(self, module, state, inputs, guarded):
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
+            return None, {
+                "outcome": "build_error",
+                "message": f"building it gave a {_type_name(module)}, not an nn.Module",
+            }
+        loaded = guarded(lambda: (module.load_state_dict(state, strict=True), module.eval()))
+        if loaded.error is not None or loaded.timed_out:
+            text = str(loaded.error).replace("\n\t", " ").replace("\n", " ")
+            return None, {
+                "outcome": "build_error",
+                "message": "its parameters do not match the reference's (names/shapes of the "
+                "state_dict): " + text[:400],
+            }
+
+        def forward():
+            with torch.no_grad():
+                return module(*inputs)
+
+        return guarded(forward), {}
+
+    def _tripwired(self, fn, forbidden, hits):
+        if not forbidden:
+            return fn
+        gclab_dir, trusted = self.gclab_dir, self.trusted_callers
+
+        def hook(frame, event, arg):  # noqa: ARG001
+            if event != "call":
+                return
+            code = frame.f_code
+            if (code.co_filename, code.co_firstlineno, code.co_name) not in forbidden:
+                return
+            caller = frame.f_back
+            where = caller.f_code.co_filename if caller is not None else ""
+            if not where.startswith(gclab_dir) or where in trusted:
+                hits.append(getattr(code, "co_qualname", code.co_name))
+
+        def run():
+            sys.setprofile(hook)
+            try:
+                return fn()
+            finally:
+                sys.setprofile(None)
+
+        return run
+
+    # -- the notebook -------------------------------------------------------------------------
+    def run(self) -> None:
+        header, _ = self.wire.read_message(self.rfd)
+        cells = [c for c in header.get("cells", []) if isinstance(c, str)]
+        import gclab.exercises as gx
+        from gclab.exercises import core
+
+        def check(exercise_id, obj=None, *_, **__):
+            self.answers[str(exercise_id)] = obj
+            if self.serving:  # called from inside a graded call: record only
+                return _Recorded(str(exercise_id))
+            self.send({"ev": "check", "id": str(exercise_id)[:200]})
+            self.serving = True
+            try:
+                self.serve(until="resume")
+            finally:
+                self.serving = False
+            return _Recorded(str(exercise_id))
+
+        gx.check = core.check = check
+        from IPython.core.interactiveshell import InteractiveShell
+        from traitlets.config import Config
+
+        cfg = Config()
+        cfg.HistoryManager.enabled = False
+        cfg.InteractiveShell.colors = "NoColor"
+        self.shell = InteractiveShell.instance(config=cfg)
+        self.send({"ev": "ready"})
+        for i, source in enumerate(cells):
+            self.send({"ev": "cell", "n": i + 1})
+            try:
+                self.shell.run_cell(source, store_history=False)
+            except BaseException:  # noqa: BLE001 - the learner's problem; go on
+                pass
+        self.send({"ev": "end"})
+        self.serving = True
+        self.serve(until="exit")
+
+
+def _draw(exercise_id: str, seed: int, index: int) -> tuple:
+    """Case ``index`` of seed ``seed``, drawn here with the exercise's own code (only used for
+    inputs the grader cannot send, such as lambdas)."""
+    import numpy as np
+
+    from gclab.exercises.core import _seed_torch, get
+
+    ex = get(exercise_id)
+    rng = np.random.default_rng(int(seed))
+    _seed_torch(int(seed))
+    case = list(ex.cases(rng))[int(index)]
+    return case.args, case.kwargs
+
+
+def _type_name(x) -> str:
+    try:
+        import numpy as np
+
+        if isinstance(x, np.ndarray):
+            return "numpy.ndarray"
+        t = sys.modules.get("torch")
+        if t is not None and isinstance(x, t.Tensor):
+            return "torch.Tensor"
+    except Exception:  # noqa: BLE001
+        pass
+    name = type(x).__name__
+    return name if isinstance(name, str) else "object"
+
+
+def main() -> int:
+    rfd, wfd = _private_channels()
+    Worker(rfd, wfd).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

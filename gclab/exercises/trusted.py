@@ -1,0 +1,458 @@
+"""The trusted side of ``gclab grade``: verdicts computed where no learner code runs.
+
+The learner's notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`). This module, in the
+grader's own process, decides which object answers which exercise, draws the cases, computes the
+references (and the registered mistakes, for the diagnosis) itself, sends only the *inputs* into
+the sandbox, and compares the outputs that come back -- as data (:mod:`gclab.exercises.wire`) --
+with :func:`gclab.exercises.core._check`, the same code that gives a learner's ``check`` its
+verdict. The expected outputs never exist in the sandbox, so nothing there (a patched engine, a
+forged log, a function that walks the stack) can see or change them.
+
+Which object: the object the notebook's ``check(id, obj)`` call handed in (the sandbox's
+``check`` only records it); for an exercise of the lesson whose check never ran, the name the
+instructor's lesson source checks (``notebooks/src/<lesson>.py``). Either way the grader chooses
+the inputs, so pointing a check at another object gains nothing.
+
+Reference implementation: during a call, gclab's own implementation of the exercise (its
+reference, its mistake variants, and the gclab functions and classes the reference calls
+directly -- minus the helpers that the lesson's own solution uses) are tripwires in the sandbox;
+an answer that calls one fails with "uses the reference implementation".
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import pickle
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from . import wire
+from .compare import _clone
+from .running import _CappedStream, _Outcome
+from .sandbox import Sandbox, SandboxBroken
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+GCLAB_DIR = str(Path(__file__).resolve().parent.parent) + "/"
+_LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
+_CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
+
+_CHECK_NAME = re.compile(
+    r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*([A-Za-z_]\w*)\s*\)"""
+)
+_CHECK_ID = re.compile(r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']""")
+_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
+
+
+# --------------------------------------------------------------------------------------------
+# What the instructor's lesson source says
+# --------------------------------------------------------------------------------------------
+def lesson_source(lesson: str) -> str:
+    path = ROOT / "notebooks" / "src" / f"{lesson}.py"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def checked_names(lesson: str) -> Dict[str, str]:
+    """exercise id -> the name the lesson source's ``check(id, name)`` checks."""
+    return {m.group(1): m.group(2) for m in _CHECK_NAME.finditer(lesson_source(lesson))}
+
+
+def checked_ids(sources: List[str]) -> List[str]:
+    """Every exercise id that ``check("id", ...)`` calls in these cell sources name, in order."""
+    return [m.group(1) for s in sources for m in _CHECK_ID.finditer(s)]
+
+
+def _solution_text(lesson: str) -> Tuple[str, str]:
+    src = lesson_source(lesson)
+    regions = "\n".join(m.group(1) for m in _REGION.finditer(src))
+    imports = "\n".join(
+        line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))
+    )
+    block = re.findall(r"from gclab[\w.]* import \(([^)]*)\)", src, re.S)
+    return regions, imports + "\n" + "\n".join(block)
+
+
+def _allowed(qualname: str, filename: str, regions: str, imports: str) -> bool:
+    """A gclab function/class that the lesson's own solution regions use (a helper it hands
+    the learner, e.g. ``gnp.ops.conv1x1`` in lesson 2, ``Bottleneck`` in lesson 6)."""
+    parts = qualname.split(".")
+    if len(parts) >= 2 and not parts[-2].startswith("<"):  # a method: is its class used?
+        return re.search(rf"\b{re.escape(parts[-2])}\b", regions) is not None
+    name = parts[-1]
+    if name.startswith("<"):
+        return False
+    stem = re.escape(Path(filename).stem)
+    qualified = rf"\b(?:{stem}|gnp|numpy|nn|gclab)\.(?:\w+\.)*{re.escape(name)}\s*\("
+    if re.search(qualified, regions):
+        return True
+    return bool(
+        re.search(rf"\b{re.escape(name)}\b", imports)
+        and re.search(rf"(?<!def )\b{re.escape(name)}\s*\(", regions)
+    )
+
+
+_FORBIDDEN: Dict[str, List[list]] = {}
+#: gclab's own blocks: handing one of these in (or calling one) is not an answer, unless the
+#: lesson's solution itself uses it
+BLOCK_MODULES = (
+    "gclab.numpy.non_local", "gclab.numpy.snl_block", "gclab.numpy.gc_block",
+    "gclab.numpy.se_block", "gclab.numpy.framework", "gclab.numpy.naive",
+    "gclab.nn.non_local", "gclab.nn.snl_block", "gclab.nn.gc_block", "gclab.nn.se_block",
+    "gclab.nn.framework",
+)
+_BLOCKS: Dict[tuple, str] = {}
+
+
+def _block_code() -> Dict[tuple, str]:
+    """(file, line, name) -> qualname of every function and method of gclab's blocks."""
+    if _BLOCKS:
+        return _BLOCKS
+    import importlib
+    import inspect
+
+    for name in BLOCK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for obj in vars(module).values():
+            if getattr(obj, "__module__", None) != name:
+                continue
+            funcs = [obj] if inspect.isfunction(obj) else []
+            if inspect.isclass(obj):
+                funcs = [f for f in vars(obj).values() if inspect.isfunction(f)]
+            for f in funcs:
+                private = f.__name__.startswith("_") and not f.__name__.startswith("__")
+                if private:  # internals (e.g. a state_dict hook torch calls), not a block
+                    continue
+                code = f.__code__
+                _BLOCKS[tuple(_key(code))] = getattr(code, "co_qualname", f.__qualname__)
+    return _BLOCKS
+
+
+def _key(code) -> list:
+    return [code.co_filename, code.co_firstlineno, code.co_name]
+
+
+def forbidden_code(ex, trials) -> List[list]:
+    """Code objects (file, line, name) that are gclab's implementation of ``ex``."""
+    if ex.id in _FORBIDDEN:
+        return _FORBIDDEN[ex.id]
+    from .core import _run_reference
+
+    keys: Dict[tuple, str] = {}
+    roots = set()
+    for fn in [ex.reference, *ex.mistakes.values()]:
+        code = getattr(fn, "__code__", None)
+        if code is not None and code.co_filename.startswith(GCLAB_DIR):
+            keys[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
+            roots.add(code)
+    regions, imports = _solution_text(ex.notebook)
+    if trials and ex.kind != "value":
+        seen: Dict[tuple, str] = {}
+
+        def hook(frame, event, arg):  # noqa: ARG001
+            if event != "call":
+                return
+            code = frame.f_code
+            if not code.co_filename.startswith(GCLAB_DIR) or code in roots:
+                return
+            caller = frame.f_back
+            cf = caller.f_code if caller is not None else None
+            if cf is None or cf in roots or not cf.co_filename.startswith(GCLAB_DIR):
+                seen[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
+
+        trial = trials[0]
+        sys.setprofile(hook)
+        try:
+            _run_reference(ex, ex.reference, trial.case, trial.seed)
+        except Exception:  # noqa: BLE001 - then only the reference itself is a tripwire
+            pass
+        finally:
+            sys.setprofile(None)
+        if regions:  # without the lesson's source we cannot tell its helpers: be lenient
+            seen.update(_block_code())
+        for k, qual in seen.items():
+            content = re.search(r"/exercises/nb\d\d_", k[0]) is not None
+            if "/gclab/exercises/" in k[0] and not content:
+                continue  # the engine itself
+            if not regions and not content:
+                continue
+            if not _allowed(qual, k[0], regions, imports):
+                keys[k] = qual
+    _FORBIDDEN[ex.id] = [list(k) for k in keys]
+    return _FORBIDDEN[ex.id]
+
+
+# --------------------------------------------------------------------------------------------
+# Running the learner's object in the sandbox, as core._check's runner
+# --------------------------------------------------------------------------------------------
+class _Answer:
+    """Stands for the learner's object in the grader (callable when the object is)."""
+
+    def __init__(self, target: dict, callable_: bool, type_name: str) -> None:
+        self.target = target
+        self.callable = callable_
+        self.type_name = type_name
+        self.reference: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # only the runner calls it, remotely
+        raise RuntimeError("the learner's object lives in the sandbox")
+
+
+def _stand_in(answer: _Answer) -> Any:
+    """What core._check sees as the learner's object (it only asks callable() and the type)."""
+    if answer.callable:
+        return answer
+    return type(_safe_name(answer.type_name), (), {})()
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^\w.]", "_", str(name))[:60]
+    return name or "object"
+
+
+def _exception(type_name: str, message: str) -> BaseException:
+    name = _safe_name(type_name)
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, BaseException):
+        if builtin is SystemExit:
+            return SystemExit()
+        try:
+            return builtin(message)
+        except Exception:  # noqa: BLE001
+            pass
+    return type(name, (Exception,), {})(message)
+
+
+def _pickled(payload: Any) -> bytes | None:
+    """The grader's inputs as bytes for the sandbox (pickle, else cloudpickle), or None."""
+    try:
+        return pickle.dumps(payload, protocol=4)
+    except Exception:  # noqa: BLE001 - lambdas and local functions
+        pass
+    try:
+        import cloudpickle
+
+        return cloudpickle.dumps(payload, protocol=4)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class _Remote:
+    """core._check's ``run_learner`` for one exercise: each trial is one request."""
+
+    def __init__(self, box: Sandbox, answer: _Answer, forbidden: List[list]) -> None:
+        self.box = box
+        self.answer = answer
+        self.forbidden = forbidden
+
+    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream, draw=(0, 0)) -> tuple:
+        # grader -> sandbox may be pickled (the grader's own objects, e.g. a network to probe);
+        # sandbox -> grader is data only (wire.loads, no pickle)
+        blob = _pickled(payload) if payload is not None else b""
+        if blob is None:  # e.g. a lambda among the inputs
+            header = {**header, "draw": [ex.id, *draw]}
+            blob = b""
+        header = {
+            "op": "call",
+            "target": self.answer.target,
+            "kind": ex.kind,
+            "time_limit": ex.time_limit,
+            "forbidden": self.forbidden,
+            **header,
+        }
+        _LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
+        try:
+            self.box.send(header, blob)
+            reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
+        finally:
+            _LOCK.acquire()
+        text = str(reply.get("printed_text", ""))[:2000]
+        out.write(text)
+        try:
+            out.count += max(0, int(reply.get("printed", 0)) - len(text))
+        except (TypeError, ValueError):
+            pass
+        if reply.get("reference") and self.answer.reference is None:
+            self.answer.reference = str(reply["reference"])[:120]
+        return reply, data
+
+    def _outcome(self, reply: dict, data: bytes) -> Tuple[_Outcome, Any]:
+        kind = reply.get("outcome")
+        if kind == "ok":
+            try:
+                return _Outcome(value=None), wire.loads(data)
+            except wire.WireError as exc:
+                return _Outcome(error=RuntimeError(f"its output could not be read ({exc})")), None
+        if kind == "timeout":
+            return _Outcome(timed_out=True), None
+        if kind == "error":
+            exc = _exception(str(reply.get("type", "Exception")), str(reply.get("message", "")))
+            return _Outcome(error=exc, tb=str(reply.get("where", ""))), None
+        if kind == "unsendable":
+            msg = "returned something that cannot be graded: " + str(reply.get("message", ""))
+            return _Outcome(error=_exception("ValueError", msg)), None
+        msg = str(reply.get("message", "")) or "the sandbox could not run it"
+        return _Outcome(error=_exception("RuntimeError", msg)), None
+
+    def __call__(self, ex, obj, trial, out):
+        from .core import _build_reference_module
+
+        case = trial.case
+        if ex.kind == "value":
+            call_it = bool(self.answer.callable and not callable(trial.expected))
+            reply, data = self._ask(ex, {"call_it": call_it}, None, out)
+            outcome, result = self._outcome(reply, data)
+            if result is not None:
+                outcome.value = result[0]
+            return outcome, None, None, None
+        if ex.kind == "function":
+            snapshot = (_clone(case.args), _clone(case.kwargs))
+            draw = (trial.seed // 1000, trial.seed % 1000)
+            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out, draw)
+            outcome, result = self._outcome(reply, data)
+            if result is None:
+                return outcome, None, None, None
+            value, args, kwargs = result
+            outcome.value = value
+            return outcome, snapshot, _rehydrate(snapshot, (args, kwargs)), None
+        ref = _build_reference_module(ex, ex.reference, case, trial.seed)
+        state = {k: v for k, v in ref.state_dict().items()}
+        payload = (case.args, case.kwargs, state, case.inputs)
+        reply, data = self._ask(ex, {}, payload, out)
+        if reply.get("outcome") == "build_error":
+            return _Outcome(), None, None, str(reply.get("message", ""))[:600]
+        outcome, result = self._outcome(reply, data)
+        if result is None:
+            return outcome, None, None, None
+        value, inputs = result
+        outcome.value = value
+        kept = _clone(case.inputs)
+        return outcome, kept, _rehydrate(kept, inputs), None
+
+
+def _rehydrate(original: Any, returned: Any) -> Any:
+    """The inputs as the sandbox left them, with every nn.Module (sent back as its state_dict)
+    rebuilt from the grader's own copy, for the mutation check."""
+    if isinstance(returned, wire.ModuleState):
+        try:
+            module = copy.deepcopy(original)
+            module.load_state_dict(dict(returned), strict=True)
+            return module
+        except Exception:  # noqa: BLE001 - a changed architecture counts as a mutation
+            return wire.Opaque("nn.Module")
+    if isinstance(original, (tuple, list)) and isinstance(returned, (tuple, list)):
+        if len(original) == len(returned):
+            return type(returned)(_rehydrate(o, r) for o, r in zip(original, returned))
+    same_keys = isinstance(returned, dict) and original.keys() == returned.keys()
+    if isinstance(original, dict) and same_keys:
+        return {k: _rehydrate(original[k], returned[k]) for k in returned}
+    return returned
+
+
+def remote_check(box: Sandbox, ex, target: dict):
+    """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
+    the target is not there."""
+    from .core import _check, _trials
+
+    box.send({"op": "describe", "target": target})
+    info, _ = box.receive(_CALL_SLACK)
+    if not info.get("found"):
+        return None
+    answer = _Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
+    with _LOCK:
+        forbidden = forbidden_code(ex, _trials(ex)) if ex.kind != "value" else []
+        result = _check(ex, _stand_in(answer), run_learner=_Remote(box, answer, forbidden))
+    if answer.reference:
+        result.status = "failed"
+        result.diagnosis = None
+        result.message = (
+            f"uses the reference implementation (it calls gclab's {answer.reference}); "
+            "write your own"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# One notebook
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SandboxRun:
+    """How one notebook's run ended and the verdicts computed on it."""
+
+    outcome: str  # "completed" | "kernel died" | "timed out" | "error"
+    detail: str = ""
+    cell: int | None = None
+    seconds: float = 0.0
+    verdicts: Dict[str, Any] = field(default_factory=dict)  # id -> CheckResult
+    output: str = ""
+
+
+def run_and_grade(
+    cells: List[str],
+    lesson: str,
+    exercises: List[Any],
+    timeout: float,
+    memory: int,
+    use_bwrap: bool | None = None,
+) -> SandboxRun:
+    """Execute the code ``cells`` in a sandbox and grade ``exercises`` (Exercise objects)."""
+    wanted = {ex.id: ex for ex in exercises}
+    names = checked_names(lesson)
+    run = SandboxRun("error")
+    current = None  # the exercise being checked, if any
+    start = time.monotonic()
+    with Sandbox(timeout, memory, use_bwrap=use_bwrap) as box:
+        try:
+            box.send({"op": "run", "cells": cells})
+            while True:
+                header, _ = box.receive()
+                ev = header.get("ev")
+                if ev == "cell":
+                    n = header.get("n")
+                    run.cell = n if isinstance(n, int) and 0 < n <= len(cells) else run.cell
+                elif ev == "check":
+                    ex = wanted.get(header.get("id"))
+                    if ex is not None:
+                        current = ex
+                        result = remote_check(box, ex, {"check": ex.id})
+                        current = None
+                        if result is not None:
+                            run.verdicts[ex.id] = result
+                    box.send({"op": "resume"})
+                elif ev == "end":
+                    for ex in exercises:  # no check ran: the name the lesson checks
+                        if ex.id not in run.verdicts and ex.id in names:
+                            current = ex
+                            result = remote_check(box, ex, {"name": names[ex.id]})
+                            current = None
+                            if result is not None:
+                                run.verdicts[ex.id] = result
+                    run.outcome = "completed"
+                    box.send({"op": "exit"})
+                    break
+        except SandboxBroken as exc:
+            run.outcome = exc.outcome
+            run.detail = exc.detail
+            if current is not None:  # it broke while one of its calls ran: that one failed
+                from .verdict import CheckItem, CheckResult
+
+                why = {"timed out": f"did not return within its time limit ({exc.detail})",
+                       "kernel died": "the kernel died while it ran"}.get(
+                    exc.outcome, f"the sandbox broke while it ran ({exc.detail})")
+                run.verdicts[current.id] = CheckResult(
+                    current.id, current.title, "failed", [CheckItem("ran", False, why)], why)
+            if exc.outcome == "timed out" and time.monotonic() >= box.deadline - 0.01:
+                run.detail = f"stopped after the time limit of {timeout:g} s"
+        run.output = box.output_tail()
+    run.seconds = time.monotonic() - start
+    return run

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d
-from gclab.nn import _fused
+from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d, _fused
 from gclab.nn.framework import AttentionPooling, AveragePooling, Bottleneck
 
 C = 8

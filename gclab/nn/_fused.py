@@ -37,7 +37,7 @@ the same values (to rounding: tests/test_fast_paths.py, tests/test_gradcheck.py)
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,7 @@ class GlobalContextFunction(torch.autograd.Function):
         b, c, h, w = x.shape
         n = h * w
         x3 = x.reshape(b, c, n)
-        alpha: Optional[Tensor] = None
+        alpha: Tensor | None = None
         if weight is not None:
             wv = weight.reshape(1, 1, c).expand(b, 1, c)
             logits = torch.bmm(wv, x3).reshape(b, n)
@@ -184,7 +184,7 @@ class GlobalContextFunction(torch.autograd.Function):
 
 
 def global_context(
-    x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], transform: nn.ModuleDict
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, transform: nn.ModuleDict
 ) -> Tensor:
     """z = fusion(x, transform(pool(x))) through :class:`GlobalContextFunction`."""
     params = list(transform.parameters())

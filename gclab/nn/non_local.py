@@ -77,9 +77,9 @@ class _NonLocalNd(nn.Module):
     than the (N, C_i) embeddings the fast path holds anyway, so memory stays O(N C_i), and the
     matrix is faster: measured fwd+bwd at B=2, C=256, 1 thread (Intel Xeon, loaded), explicit
     / fast = 0.73 at 8x8 (N' = 64) in both embedded-Gaussian and dot-product modes; from
-    12x12 (N' = 144) to 24x24 the two are within the noise of a shared machine (fast /
-    explicit 0.77-1.05, embedded) or the fast path wins (dot product, 0.64-0.86), and from
-    32x32 on the fast path wins by a margin that grows with N (0.69 at 32x32, embedded).
+    12x12 (N' = 144) on the fast path is as fast or faster: fast / explicit, median of 25
+    paired rounds, 0.79, 0.98, 0.94, 0.86 at 12, 16, 20, 24 (embedded) and 0.96, 0.97, 0.78,
+    0.65 (dot product), 0.69 at 32x32 (embedded), and the gap grows with N.
     Under tracing, TorchScript, ``torch.compile`` and ``torch.export`` ``'auto'`` stays on the
     fast path (no shape-dependent branch in the graph). ``'explicit'`` always builds
     the matrix (the reference, as mmcv computes it); ``'fast'`` always takes the fast path and

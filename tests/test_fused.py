@@ -139,3 +139,14 @@ def test_custom_pooling_subclass_takes_the_plain_path():
     m = GlobalContextFramework(C, Doubled(), {"add": Bottleneck(C, 2, zero_init=False)})
     x = torch.randn(2, C, 4, 4, requires_grad=True)
     assert type(m(x).grad_fn).__name__ != "GlobalContextFunctionBackward"
+
+
+def test_rowdot_with_two_threads_uses_bigger_chunks_same_values():
+    a, b = torch.randn(64, 5000), torch.randn(64, 5000)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = _fused.rowdot(a, b)
+    finally:
+        torch.set_num_threads(saved)
+    torch.testing.assert_close(got, (a * b).sum(1))

@@ -74,7 +74,10 @@ def rowdot(a: Tensor, b: Tensor) -> Tensor:
     """sum_n a[r, n] * b[r, n] for (R, N) tensors, without allocating a * b (chunks of rows)."""
     rows, n = a.shape
     out = a.new_empty(rows)
-    step = max(1, _CHUNK_ELEMS // max(n, 1))
+    chunk = _CHUNK_ELEMS
+    if torch.get_num_threads() > 1:  # each op is a parallel region that ends in a barrier:
+        chunk = max(chunk, rows * n // 8)  # at most 8 chunks (16 barriers), not 32 at 64x64
+    step = max(1, chunk // max(n, 1))
     tmp = a.new_empty(min(step, rows), n)
     for i in range(0, rows, step):
         k = min(step, rows - i)

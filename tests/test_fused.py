@@ -150,3 +150,14 @@ def test_rowdot_with_two_threads_uses_bigger_chunks_same_values():
     finally:
         torch.set_num_threads(saved)
     torch.testing.assert_close(got, (a * b).sum(1))
+
+
+def test_disabled_gives_the_plain_path_with_double_backward(monkeypatch):
+    m = _randomise(GCBlock(C, 1 / 4, fusions=("mul", "add"))).double()
+    x = torch.randn(2, C, 3, 3, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(_fused, "enabled", False)
+    out = m(x)
+    assert type(out.grad_fn).__name__ != "GlobalContextFunctionBackward"
+    (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    gx.sum().backward()  # a gradient penalty: second order through the plain ops
+    assert x.grad is not None

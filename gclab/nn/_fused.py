@@ -33,6 +33,10 @@ When: only in eager mode with autograd recording (``torch.is_grad_enabled()`` an
 requires grad) on a contiguous 4-D input; TorchScript, tracing, ``torch.compile`` /
 ``torch.export`` / ONNX and inference take the plain formulation (:func:`usable`). Both compute
 the same values (to rounding: tests/test_fast_paths.py, tests/test_gradcheck.py).
+
+The hand-written backward is first-order (``once_differentiable``): a double backward through
+a block (``create_graph=True``, e.g. a gradient penalty) raises. Set
+``gclab.nn._fused.enabled = False`` to train on the plain formulation in that case.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 _CHUNK_ELEMS = 1 << 18  # 1 MiB of float32: a chunk of g * x that stays in cache
+enabled = True  # False: always the plain formulation (e.g. for double backward)
 
 
 def _compiling() -> bool:
@@ -59,7 +64,7 @@ def _compiling() -> bool:
 
 def usable(x: Tensor, modules: Sequence[nn.Module]) -> bool:
     """Whether the fused Function should run: eager training on a contiguous 4-D input."""
-    if not torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling():
+    if not enabled or not torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling():
         return False
     if x.dim() != 4 or not x.is_contiguous() or x.is_sparse or x.numel() == 0:
         return False

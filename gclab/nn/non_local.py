@@ -363,10 +363,9 @@ class _NonLocalNd(nn.Module):
         # impl='auto' in eager mode: the explicit matrix when N' <= C_i (class docstring)
         if torch.jit.is_tracing() or _compiling():
             return False
-        n_keys = math.prod(x.shape[2:])
-        if self.sub_sample:
-            for s, k in zip(x.shape[2:], _POOL_KERNEL[self.spatial_dims]):
-                n_keys = n_keys // s * (s // k)
+        dims = x.shape[2:]
+        kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
+        n_keys = math.prod(s // k for s, k in zip(dims, kernel))
         return n_keys <= self.inter_channels
 
     @torch.jit.unused

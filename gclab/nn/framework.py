@@ -23,6 +23,7 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from . import _fused
 from ._checks import check_bool, check_eps, check_input, check_int
 from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
 
@@ -285,6 +286,8 @@ class GlobalContextFramework(nn.Module):
         if not torch.jit.is_scripting():
             check_input(x, self.in_channels, self.spatial_dims, type(self).__name__, self)
             check_bool("return_attention", return_attention)
+            if not return_attention and self._fusable(x):
+                return self._fused_forward(x)
         # 1. context modelling: (B, C, H, W) -> (B, C, 1, 1), weights alpha (B, N)
         if return_attention:
             context, alpha = self.context_modeling.forward_with_attention(x)
@@ -300,6 +303,22 @@ class GlobalContextFramework(nn.Module):
             n = alpha.shape[1]
             return out, alpha.unsqueeze(1).expand(alpha.shape[0], n, n)
         return out
+
+    @torch.jit.unused
+    def _fusable(self, x: Tensor) -> bool:
+        # eager training with the stock poolings: one fused forward + backward (gclab.nn._fused)
+        kind = type(self.context_modeling)
+        if kind is not AttentionPooling and kind is not AveragePooling:
+            return False
+        return _fused.usable(x, [self.context_modeling, self.transform])
+
+    @torch.jit.unused
+    def _fused_forward(self, x: Tensor) -> Tensor:
+        pool = self.context_modeling
+        if isinstance(pool, AttentionPooling):
+            mask = pool.conv_mask
+            return _fused.global_context(x, mask.weight, mask.bias, self.transform)
+        return _fused.global_context(x, None, None, self.transform)
 
 
 def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:

@@ -83,7 +83,7 @@ def test_plan_and_model_names():
     full = reproduce.make_plan(quick=False)
     assert set(full.tasks) == {"paint", "longrange"}
     assert set(full.tasks["paint"].models) == set(reproduce.COMPARE_MODELS)
-    assert len(list(full.tasks["paint"].seeds)) >= 5
+    assert len(full.tasks["paint"].seeds_for(8)) >= 5
     for mode in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation"):
         assert mode in full.tasks["longrange"].models  # lesson 3 reads them
     assert reproduce.DEFAULT_OUT.name == "gclab-results" and not reproduce.DEFAULT_OUT.is_absolute()

@@ -138,14 +138,20 @@ CURVE_COLUMNS = ("task", "difficulty", "model", "seed", "step", "accuracy")
 
 @dataclass
 class TaskPlan:
-    """One task of a plan: its models, difficulty levels, seeds and training budget."""
+    """One task of a plan: its models, difficulty levels, seeds and training budget.
+
+    ``seeds`` is one range for every level, or ``{level: range}``."""
 
     models: Sequence[str]
     difficulties: Sequence[Any]
-    seeds: Sequence[int]
+    seeds: Any
     config: TrainConfig
     n_train: int
     eval_images: int = 256
+
+    def seeds_for(self, difficulty: Any) -> List[int]:
+        seeds = self.seeds[difficulty] if isinstance(self.seeds, dict) else self.seeds
+        return list(seeds)
 
 
 @dataclass
@@ -155,13 +161,14 @@ class Plan:
     tasks: Dict[str, TaskPlan]
 
     def runs(self) -> List[Tuple[str, Any, str, int]]:
-        """Every (task, difficulty, model, seed), the new tasks first."""
+        """Every (task, difficulty, model, seed), the new task first."""
         return [(t, d, m, s) for t, tp in self.tasks.items() for d in tp.difficulties
-                for m in tp.models for s in tp.seeds]
+                for m in tp.models for s in tp.seeds_for(d)]
 
     @property
     def seeds(self) -> List[int]:
-        return sorted({s for tp in self.tasks.values() for s in tp.seeds})
+        return sorted({s for tp in self.tasks.values() for d in tp.difficulties
+                       for s in tp.seeds_for(d)})
 
 
 def make_plan(quick: bool, seeds: int | None = None) -> Plan:
@@ -176,10 +183,15 @@ def make_plan(quick: bool, seeds: int | None = None) -> Plan:
                                   TrainConfig(epochs=1, batch_size=64, lr=3e-3),
                                   n_train=150 * 64),
         })
-    n_new = 5 if seeds is None else seeds
-    n_long = 2 if seeds is None else seeds
+    # the hard level (key side 8) first, with 5 seeds; the easy level (side 10) with 3 and the
+    # long-range task with 1: what 2 busy cores allow in 45 minutes (docs/experiments.md)
+    hard, easy = min(DIFFICULTIES["paint"]), max(DIFFICULTIES["paint"])
+    n_hard = 5 if seeds is None else seeds
+    n_easy = 3 if seeds is None else seeds
+    n_long = 1 if seeds is None else seeds
     return Plan({
-        "paint": TaskPlan(COMPARE_MODELS, DIFFICULTIES["paint"], range(n_new),
+        "paint": TaskPlan(COMPARE_MODELS, (hard, easy), {hard: range(n_hard),
+                                                         easy: range(n_easy)},
                           TrainConfig(epochs=1, batch_size=32, lr=3e-3, eval_every=25),
                           n_train=200 * 32),
         "longrange": TaskPlan(LONGRANGE_MODELS, (None,), range(n_long),
@@ -339,6 +351,34 @@ def write_markdown(rows: List[Dict[str, Any]], comparisons: List[Dict[str, Any]]
     text = "\n".join(lines)
     Path(path).write_text(text)
     return text
+
+
+def accuracy_lines(rows: List[Dict[str, Any]]) -> List[str]:
+    """Text table of the runs: per (task, difficulty) and model, mean ± std and every seed."""
+    lines = []
+    for task, diff in dict.fromkeys(_key(r) for r in rows):
+        sub = [r for r in rows if _key(r) == (task, diff)]
+        lines.append(f"{_label(task, diff)}  (chance {float(sub[0]['chance']):.2f})")
+        for model in dict.fromkeys(r["model"] for r in sub):
+            values = [float(r["accuracy"]) for r in sub if r["model"] == model]
+            m, s = analysis.summarize(values)
+            lines.append(f"  {model:<17} {m:.3f} ± {s:.3f}   seeds: "
+                         + " ".join(f"{v:.3f}" for v in values))
+    return lines
+
+
+def comparison_lines(comparisons: List[Dict[str, Any]], task: str | None = None) -> List[str]:
+    """Text table of comparisons.csv rows: difference, 95 % interval, verdict, the paper."""
+    lines = [f"{'comparison':<19}{'level':>6}{'diff':>8}{'95 % CI':>18}  {'verdict':<14} paper"]
+    for c in comparisons:
+        if task is not None and c["task"] != task:
+            continue
+        lo, hi = c["ci_low"], c["ci_high"]
+        ci = "–" if lo in ("", None) else f"[{float(lo):+.3f}, {float(hi):+.3f}]"
+        claim = str(c["paper_claim"]).split(":")[0].split(" (")[0]
+        lines.append(f"{c['comparison']:<19}{str(c['difficulty']):>6}"
+                     f"{float(c['difference']):>+8.3f}{ci:>18}  {c['verdict']:<14} {claim}")
+    return lines
 
 
 # --------------------------------------------------------------------------- figures
@@ -525,7 +565,7 @@ def _job(args: tuple) -> Dict[str, Any]:
         torch.set_num_threads(threads)
     tensors = _tensors(task, difficulty)
     res = run_one(task, difficulty, name, seed, plan, tensors, progress=progress)
-    first_seed = list(plan.tasks[task].seeds)[0]
+    first_seed = plan.tasks[task].seeds_for(difficulty)[0]
     attention = None
     if task == "longrange" and name == "nl" and seed == first_seed:
         torch.save(res["model"].state_dict(), Path(out) / "nl_longrange_seed0.pt")
@@ -555,7 +595,8 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="1 seed, a few models, the hardest paint level + long-range (~1 min)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds (default 5 on paint, 2 on long-range; 1 quick)")
+                   help="number of seeds of every task and level (default: 5 on the hard paint "
+                   "level, 3 on the easy one, 1 on long-range; 1 with --quick)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output folder (default: ./gclab-results; the committed results: "
                    "--out data/results)")

@@ -1,9 +1,11 @@
-"""The two tasks: determinism, balance, geometry, and the stored copies' checksums."""
+"""The tasks: determinism, balance, geometry, and the stored copies' checksums."""
 
 import numpy as np
 import pytest
+import torch
 
 from gclab.experiments import data
+from gclab.experiments.models import SmallResNet
 
 
 @pytest.mark.parametrize("task", data.TASKS)
@@ -14,12 +16,28 @@ def test_deterministic_and_balanced(task):
     assert x1.shape == (64, 1, data.HEIGHT, data.WIDTH) and x1.dtype == np.uint8
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert not np.array_equal(x1, x3)
-    assert y1.sum() == 32  # exactly half "same"
+    if task == "longrange":
+        assert y1.sum() == 32  # exactly half "same"
+    else:
+        assert y1.shape == (64, data.HEIGHT // 4, data.WIDTH // 4)
+        assert (y1[:, :, : data.PAINT_FIRST_CELL] == data.IGNORE).all()
+        scored = y1[:, :, data.PAINT_FIRST_CELL :]
+        assert set(np.unique(scored)) == {0, 1} and 0.4 < scored.mean() < 0.6
+
+
+def test_difficulty_levels_differ_and_are_checked():
+    small, _ = data.make_split("paint", "test", n=16, difficulty=6)
+    big, _ = data.make_split("paint", "test", n=16, difficulty=10)
+    assert not np.array_equal(small, big)
+    with pytest.raises(ValueError, match="difficulty"):
+        data.make_split("paint", "test", n=4, difficulty=20)
+    with pytest.raises(ValueError, match="difficulty"):
+        data.make_split("longrange", "test", n=4, difficulty=3)
 
 
 def test_train_and_test_differ_and_digits_do_not_share_images():
-    xtr, _ = data.make_split("digits", "train", n=32)
-    xte, _ = data.make_split("digits", "test", n=32)
+    xtr, _ = data.make_split("paint", "train", n=32)
+    xte, _ = data.make_split("paint", "test", n=32)
     assert not np.array_equal(xtr, xte)
     tr, te = data._digit_pool("train"), data._digit_pool("test")
     a = {im.tobytes() for c in data.DIGIT_CLASSES for im in tr[c]}
@@ -27,10 +45,9 @@ def test_train_and_test_differ_and_digits_do_not_share_images():
     assert not a & b
 
 
-@pytest.mark.parametrize("task", data.TASKS)
-def test_end_objects_decide_the_label(task, monkeypatch):
+def test_longrange_end_objects_decide_the_label(monkeypatch):
     """Without clutter the only ink is the two end objects, in their columns; the label says
-    whether they are the same (checked by comparing the objects' pixels for glyphs)."""
+    whether they are the same (checked by comparing the objects' pixels)."""
     monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
     orig_paste = data._paste
     pasted = []
@@ -40,16 +57,60 @@ def test_end_objects_decide_the_label(task, monkeypatch):
         orig_paste(canvas, patch, r, c)
 
     monkeypatch.setattr(data, "_paste", spy)
-    x, y = data.make_split(task, "test", n=40, seed=9)
+    x, y = data.make_split("longrange", "test", n=40, seed=9)
     # per image: distractor first, then the left and the right object
     for i in range(40):
         (_, cd), (a, ca), (b, cb) = pasted[3 * i : 3 * i + 3]
         assert data.LEFT_COLUMNS[0] <= ca and ca + a.shape[1] <= data.LEFT_COLUMNS[1]
         assert data.RIGHT_COLUMNS[0] <= cb and cb + b.shape[1] <= data.RIGHT_COLUMNS[1]
         assert data.LEFT_COLUMNS[1] < cd and cd + 6 <= data.RIGHT_COLUMNS[0]
-        if task == "longrange":
-            assert y[i] == int(np.array_equal(a, b))
+        assert y[i] == int(np.array_equal(a, b))
     assert 0 < y.mean() < 1
+
+
+@pytest.mark.parametrize("side", data.DIFFICULTIES["paint"])
+def test_paint_label_is_key_xor_vertical_bar(side, monkeypatch):
+    """Read the key's class from the pasted digit and every cell's bar from the pixels (no salt
+    noise): the label is key XOR (bar is vertical), blank cells carry the key."""
+    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
+    orig_paste = data._paste
+    pasted = []
+
+    def spy(canvas, patch, r, c):
+        pasted.append((patch.copy(), c))
+        orig_paste(canvas, patch, r, c)
+
+    monkeypatch.setattr(data, "_paste", spy)
+    x, y = data.make_split("paint", "test", n=12, seed=5, difficulty=side)
+    pool = data._digit_pool("test", side)
+    per = data.PAINT_DISTRACTORS + 1
+    for i in range(12):
+        key_patch, c = pasted[per * i + per - 1]
+        assert key_patch.shape == (side, side) and c + side <= 12
+        key = [k for k, cls in enumerate(data.DIGIT_CLASSES)
+               if any(np.array_equal(key_patch, im) for im in pool[cls])]
+        assert len(key) == 1
+        for r in range(4):
+            for cc in range(data.PAINT_FIRST_CELL, 16):
+                cell = x[i, 0, 4 * r : 4 * r + 4, 4 * cc : 4 * cc + 4] > 0
+                rows, cols = np.nonzero(cell)
+                vertical = len(rows) == 3 and len(set(cols)) == 1
+                assert len(rows) in (0, 3)
+                assert y[i, r, cc] == key[0] ^ int(vertical)
+
+
+def test_no_scored_paint_cell_of_the_baseline_sees_the_key():
+    """Autograd: the plain dense CNN's logits on the scored cells do not depend on any pixel of
+    columns [0, 12) (where the key lies); with a GC block they do."""
+    x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
+    for block, sees in ((None, False), ("gc", True)):
+        model = SmallResNet(block=block, dense=True).eval()
+        if block:
+            for p in model.inserted[0][1].parameters():
+                torch.nn.init.normal_(p, std=0.3)
+        out = model(x)[:, :, :, data.PAINT_FIRST_CELL :].sum()
+        (grad,) = torch.autograd.grad(out, x)
+        assert bool((grad[..., :12] != 0).any()) == sees
 
 
 def test_bad_arguments():
@@ -78,12 +139,14 @@ def test_stored_files_match_checksums_and_regenerated_data():
 
 def test_write_and_check_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SIZES", {"train": 8, "test": 4})
+    monkeypatch.setattr(data, "TASK_SIZES", {"paint": {"train": 8, "test": 4}})
     paths = data.write(tmp_path)
-    assert (tmp_path / "SHA256SUMS").exists() and len(paths) == 9
+    folders = 1 + len(data.DIFFICULTIES["paint"])
+    assert (tmp_path / "SHA256SUMS").exists() and len(paths) == 4 * folders + 1
     assert data.check(tmp_path) == []
-    first = (tmp_path / "digits" / "test_x.npy.gz").read_bytes()
+    first = (tmp_path / "paint_d8" / "test_x.npy.gz").read_bytes()
     data.write(tmp_path)  # byte-identical when written again (gzip mtime=0)
-    assert (tmp_path / "digits" / "test_x.npy.gz").read_bytes() == first
+    assert (tmp_path / "paint_d8" / "test_x.npy.gz").read_bytes() == first
     (tmp_path / "longrange" / "test_y.npy.gz").write_bytes(b"corrupt")
     assert any("test_y" in p for p in data.check(tmp_path))
 

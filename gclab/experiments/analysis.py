@@ -309,3 +309,67 @@ def summarize(values: Iterable[float]) -> Tuple[float, float]:
     if not v:
         raise ValueError("summarize needs at least one value")
     return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+
+# --------------------------------------------------------------------------- comparisons
+#: verdicts of :func:`verdict`
+VERDICTS = ("reproduced", "reversed", "not decidable")
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95
+                   ) -> Tuple[float, float, float]:
+    r"""Difference of means ``mean(a) - mean(b)`` and its Welch confidence interval.
+
+    .. math::
+
+        d = \bar a - \bar b, \quad se = \sqrt{s_a^2/n_a + s_b^2/n_b}, \quad
+        \nu = \frac{se^4}{\frac{(s_a^2/n_a)^2}{n_a - 1} + \frac{(s_b^2/n_b)^2}{n_b - 1}},
+        \quad d \pm t_{\nu, (1+\text{level})/2}\, se
+
+    (sample variances, Welch-Satterthwaite degrees of freedom; the same interval as
+    ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)``). When both
+    samples have no spread (``se = 0``) the interval is the point ``(d, d)``; with fewer than
+    two values on a side it is ``(nan, nan)``. Returns ``(d, low, high)``.
+    """
+    from scipy import stats
+
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if not a or not b:
+        raise ValueError("welch_interval needs at least one value in each sample")
+    d = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return d, float("nan"), float("nan")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = (va + vb) ** 0.5
+    if se == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf((1 + level) / 2, df)) * se
+    return d, d - half, d + half
+
+
+def verdict(low: float, high: float, direction: str = "greater", margin: float = 0.0) -> str:
+    """'reproduced', 'reversed' or 'not decidable' for a claim about ``first - second``.
+
+    ``direction='greater'`` (the paper: first > second): reproduced when the interval lies
+    above 0, reversed when it lies below 0. ``direction='noninferior'`` (the paper: first is
+    as good as second, "≈", at a fraction of the cost): reproduced when the interval lies
+    above ``-margin`` (first is at most ``margin`` worse), reversed when it lies below 0
+    (first is significantly worse) — checked in that order. Anything else, or a nan
+    interval, is not decidable.
+    """
+    if direction not in ("greater", "noninferior"):
+        raise ValueError(f"direction must be 'greater' or 'noninferior', got {direction!r}")
+    if low != low or high != high:  # nan
+        return "not decidable"
+    if direction == "greater":
+        if low > 0:
+            return "reproduced"
+        if high < 0:
+            return "reversed"
+        return "not decidable"
+    if low > -margin:
+        return "reproduced"
+    if high < 0:
+        return "reversed"
+    return "not decidable"

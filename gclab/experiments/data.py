@@ -1,35 +1,35 @@
-r"""Two small image tasks whose label needs long-range information (issue 4).
+r"""Small image tasks whose labels need information from far away (issues 4 and 12).
 
-Both tasks draw on a wide 16 x 64 canvas (one channel, uint8). Two objects sit at the two
-*ends* of the strip, and the label says whether they are the same:
+Every task draws on a wide 16 x 64 canvas (one channel, uint8):
 
 ``longrange``
     Two 10 x 10 glyphs (a 5x5 "plus" or "ring" drawn at twice the size), one in columns
     [0, 12), one in columns [52, 64), plus clutter: salt noise, short random strokes and a small
     distractor glyph (any of :data:`GLYPHS`) in the middle. Label 1 when the two *end* glyphs
-    are the same glyph.
-``digits``
-    Two handwritten digits (classes :data:`DIGIT_CLASSES`) from scikit-learn's bundled
-    ``load_digits`` (no download), resized to 10 x 10, at the same two ends, plus salt noise,
-    a stroke and a slice of another digit in the middle. Label 1 when the two end digits are
-    the same class. Train and test canvases use disjoint digit images.
+    are the same glyph. (Saturates: every block that learns it gets 100 %.)
+``paint`` (dense; real handwritten digits; difficulty = the key's side in pixels)
+    A *key*: a handwritten digit (class 0 or 1, :data:`DIGIT_CLASSES`, from scikit-learn's
+    bundled ``load_digits``, no download) of side ``difficulty`` (10 or 8 px) somewhere in
+    columns [0, 12); two distractor digits of the same classes (10 x 10) in columns [12, 32);
+    and in the right half (columns [32, 64), map cells (r, c) with c >= 8 of the 4 x 16 map)
+    one 4 x 4 cell each, blank (probability :data:`PAINT_BLANK`) or holding a 3-pixel bar,
+    horizontal or vertical. Label of every right-half cell: ``key XOR (bar is vertical)``
+    (a blank cell's label is the key itself); the left-half cells are not scored
+    (:data:`IGNORE`). Train and test use disjoint digit images.
 
-Why a wide strip: any feature that sees a pixel of both end objects must span at least 42
-columns, while the backbone of :mod:`gclab.experiments.models` has a theoretical receptive field
-of 41 pixels, so **no feature of the plain CNN sees both objects**. Its head is global average
-pooling + a linear layer, so its logit is a sum of per-position terms, each a function of one
-object at most: :math:`F(a) + G(b) + \text{clutter terms}`. "Same or not" is an XNOR of the two
-objects. No such sum decides it (at best it is right on 3 of the 4 combinations, e.g. "same
-iff both are plus"), and under the cross-entropy loss the best such sum is the constant 1/2:
-flipping one object flips the label, so the loss is symmetric under ``logit -> -logit`` and
-convex in the head. The baseline therefore stays near chance (50 %), and a block that mixes
-information across the whole map (NL, SNL, GC, SE) is what can lift it.
-The 16 x 64 strip costs what a 32 x 32 image costs.
+Why the baseline must fail (both tasks). The backbone of :mod:`gclab.experiments.models` has a
+theoretical receptive field of 41 pixels. ``longrange``: a feature that sees a pixel of both end
+objects must span 42 columns, and "same or not" is an XOR that a sum of per-position terms
+(global average pooling + linear) cannot decide; under cross-entropy the best such sum is the
+constant 1/2. ``paint``: a scored cell's feature (map column >= 8, centre pixel >= 33.5) sees
+pixels >= 13 only, the key lies in columns [0, 12): no scored cell sees the key, its label is
+independent of everything it sees (the key bit is a fair coin), so the plain CNN is exactly at
+chance, and a block that carries the key across the map is what can lift it.
 
-Every split is a pure function of ``(task, split, seed)``. The copies under ``data/`` are
-regenerated, and their checksums checked, by::
+Every split is a pure function of ``(task, split, seed, difficulty)``. The copies under
+``data/`` are regenerated, and their checksums checked, by::
 
-    python -m gclab.experiments.data --write   # data/<task>/{train,test}_{x,y}.npy.gz + SHA256SUMS
+    python -m gclab.experiments.data --write   # data/<task>[_d<level>]/*.npy.gz + SHA256SUMS
     python -m gclab.experiments.data --check   # regenerates in memory, compares with SHA256SUMS
 
 Example::
@@ -51,20 +51,33 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-TASKS = ("longrange", "digits")
+TASKS = ("longrange", "paint")
 SPLITS = ("train", "test")
 HEIGHT, WIDTH = 16, 64
-#: number of examples per split stored under data/
+#: number of examples per split stored under data/ (the new tasks: :data:`TASK_SIZES`)
 SIZES = {"train": 12800, "test": 1024}
+#: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
+TASK_SIZES = {"paint": {"train": 6400, "test": 512}}
+#: the difficulty levels of each task (the knob; ``None``: the task has one level)
+DIFFICULTIES = {"longrange": (None,), "paint": (10, 8)}
+#: label value of positions that a dense task does not score (torch's ignore_index)
+IGNORE = -100
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2}
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SUMS_FILE = "SHA256SUMS"
-#: digit classes used by the digits task (two classes keep one run within the CPU budget)
-DIGIT_CLASSES = (4, 7)
+#: digit classes of the paint task's key (the real handwritten digits of scikit-learn):
+#: key 0 is a digit of the first class, key 1 of the second
+DIGIT_CLASSES = (0, 1)
 #: side of the two end objects (10 x 10) and the columns they may occupy
 OBJECT = 10
 LEFT_COLUMNS, RIGHT_COLUMNS = (0, 12), (WIDTH - 12, WIDTH)
+#: first scored map column of the paint task (map columns 8..15 = pixel columns 32..63)
+PAINT_FIRST_CELL = 8
+#: digits of any class drawn in columns [12, 32) of the paint task (seen, uninformative)
+PAINT_DISTRACTORS = 2
+#: probability that a scored cell of the paint task is blank (its label is then the key)
+PAINT_BLANK = 0.5
 
 _G = {
     "plus": ["..#..", "..#..", "#####", "..#..", "..#.."],
@@ -149,61 +162,106 @@ def _paste_end_objects(canvas: np.ndarray, rng: np.random.Generator, a: np.ndarr
                c0 + int(rng.integers(0, 3)))
 
 
-def _digit_pool(split: str) -> Dict[int, np.ndarray]:
-    """sklearn's digits scaled to [0, 1] and resized to 10 x 10 (bilinear), split by index
+def _digit_pool(split: str, side: int = OBJECT) -> Dict[int, np.ndarray]:
+    """sklearn's digits scaled to [0, 1] and resized to side x side (bilinear), split by index
     parity (train even, test odd)."""
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = np.clip(np.stack([zoom(im / 16.0, OBJECT / 8, order=1) for im in d.images]), 0, 1)
+    images = np.clip(np.stack([zoom(im / 16.0, side / 8, order=1) for im in d.images]), 0, 1)
     keep = np.arange(len(images)) % 2 == (0 if split == "train" else 1)
     return {c: images[keep & (d.target == c)] for c in range(10)}
 
 
-def _digits(n: int, rng: np.random.Generator, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    pool = _digit_pool(split)
-    classes = DIGIT_CLASSES
-    left, right = _pair_labels(rng, n, len(classes))
-    others = [c for c in range(10) if c not in classes]
-    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
+def _paint(n: int, rng: np.random.Generator, split: str, side: int
+           ) -> Tuple[np.ndarray, np.ndarray]:
+    """The dense task: a handwritten key digit at the left end, a bar in every right-half cell.
 
-    def pick(c: int) -> np.ndarray:
-        imgs = pool[c]
+    Label of map cell (r, c), c >= 8 (pixel columns [32, 64)): ``bar_is_vertical XOR key``,
+    key = index of the left-end digit's class in :data:`DIGIT_CLASSES`; cells c < 8 are not
+    scored (:data:`IGNORE`). ``distractors`` digits of the same two classes sit in columns
+    [12, 32), inside the right cells' receptive field but uninformative.
+    """
+    pool = _digit_pool(split)
+    small = _digit_pool(split, side)
+    key = np.zeros(n, dtype=np.int64)
+    key[: n // 2] = 1
+    rng.shuffle(key)
+    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
+    y = np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64)
+
+    def pick(p: Dict[int, np.ndarray], parity: int) -> np.ndarray:
+        imgs = p[DIGIT_CLASSES[parity]]
         return imgs[int(rng.integers(0, len(imgs)))]
 
     for i in range(n):
         canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=1)
-        frag = pick(others[int(rng.integers(0, len(others)))])[:, 2:8]  # a slice of a digit
-        _paste(canvas, frag, int(rng.integers(0, HEIGHT - OBJECT + 1)),
-               int(rng.integers(20, WIDTH - 26)))
-        _paste_end_objects(canvas, rng, pick(classes[left[i]]), pick(classes[right[i]]))
-    y = (left == right).astype(np.int64)
+        _salt_and_strokes(canvas, rng, strokes=0)
+        for _ in range(PAINT_DISTRACTORS):
+            _paste(canvas, pick(pool, int(rng.integers(0, 2))),
+                   int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
+        _paste(canvas, pick(small, int(key[i])), int(rng.integers(0, HEIGHT - side + 1)),
+               int(rng.integers(0, 12 - side + 1)))
+        # 0 blank, 1 horizontal bar, 2 vertical bar; the local bit is "vertical"
+        marks = rng.choice(3, size=(HEIGHT // 4, PAINT_FIRST_CELL),
+                           p=[PAINT_BLANK, (1 - PAINT_BLANK) / 2, (1 - PAINT_BLANK) / 2])
+        bars = (marks == 2).astype(np.int64)
+        for r in range(HEIGHT // 4):
+            for c in range(PAINT_FIRST_CELL):
+                a, b = int(rng.integers(0, 4)), int(rng.integers(0, 2))
+                r0, c0 = 4 * r, 4 * (PAINT_FIRST_CELL + c)
+                v = rng.uniform(0.7, 1.0)
+                if marks[r, c] == 2:  # vertical bar of 3 pixels
+                    canvas[r0 + b : r0 + b + 3, c0 + a] = v
+                elif marks[r, c] == 1:
+                    canvas[r0 + a, c0 + b : c0 + b + 3] = v
+        y[i, :, PAINT_FIRST_CELL:] = bars ^ key[i]
     return x, y
 
 
-def make_split(
-    task: str, split: str, n: int | None = None, seed: int | None = None
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Generate one split: images (n, 1, 16, 64) uint8 and labels (n,) int64 in {0, 1}.
+def _check_difficulty(task: str, difficulty):
+    levels = DIFFICULTIES[task]
+    if difficulty is None:
+        difficulty = levels[-1]
+    if difficulty not in levels and not (task == "paint" and isinstance(difficulty, int)
+                                         and 4 <= difficulty <= 12):
+        raise ValueError(f"difficulty of {task!r} must be one of {list(levels)}, "
+                         f"got {difficulty!r}")
+    return difficulty
 
-    Deterministic: the same ``(task, split, n, seed)`` always gives the same arrays.
-    ``n`` defaults to :data:`SIZES` [split], ``seed`` to :data:`SPLIT_SEEDS` [split].
-    Half of the labels are 1 ("the two end objects are the same").
+
+def task_dir(task: str, difficulty=None) -> str:
+    """Folder of one (task, difficulty) under data/: ``longrange``, ``paint_d2``..."""
+    return task if difficulty is None else f"{task}_d{difficulty}"
+
+
+def make_split(
+    task: str, split: str, n: int | None = None, seed: int | None = None,
+    difficulty: int | None = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Generate one split: images (n, 1, 16, 64) uint8 and labels.
+
+    Labels: (n,) int64 in {0, 1} for ``longrange``; (n, 4, 16) int64 in
+    {0, 1, IGNORE} for the dense ``paint`` task (one label per cell of the 4 x 16 map).
+    Deterministic: the same ``(task, split, n, seed, difficulty)`` always gives the same arrays.
+    ``n`` defaults to the stored size, ``seed`` to :data:`SPLIT_SEEDS` [split],
+    ``difficulty`` to the task's hardest level in :data:`DIFFICULTIES`.
     """
     _check_task(task)
     _check_split(split)
-    n = SIZES[split] if n is None else n
+    difficulty = _check_difficulty(task, difficulty)
+    n = TASK_SIZES.get(task, SIZES)[split] if n is None else n
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n must be an int >= 2, got {n!r}")
     seed = SPLIT_SEEDS[split] if seed is None else seed
-    # one stream per (task, seed): the task name is hashed into the seed sequence
-    rng = np.random.default_rng([int(seed), TASKS.index(task)])
+    # one stream per (task, seed[, difficulty]): the task name is hashed into the seed sequence
     if task == "longrange":
+        rng = np.random.default_rng([int(seed), TASKS.index(task)])
         x, y = _longrange(int(n), rng)
     else:
-        x, y = _digits(int(n), rng, split)
+        rng = np.random.default_rng([int(seed), TASKS.index(task), int(difficulty)])
+        x, y = _paint(int(n), rng, split, int(difficulty))
     images = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)[:, None]
     return images, y
 
@@ -218,10 +276,12 @@ def _arrays(tasks: Sequence[str] = TASKS, splits: Sequence[str] = SPLITS) -> Dic
     """{relative path under data/ (without .gz): .npy bytes} of the stored arrays."""
     out = {}
     for task in tasks:
-        for split in splits:
-            x, y = make_split(task, split)
-            out[f"{task}/{split}_x.npy"] = _npy_bytes(x)
-            out[f"{task}/{split}_y.npy"] = _npy_bytes(y)
+        for level in DIFFICULTIES[task]:
+            folder = task_dir(task, level)
+            for split in splits:
+                x, y = make_split(task, split, difficulty=level)
+                out[f"{folder}/{split}_x.npy"] = _npy_bytes(x)
+                out[f"{folder}/{split}_y.npy"] = _npy_bytes(y)
     return out
 
 
@@ -285,23 +345,27 @@ def check(data_dir: Path = DATA_DIR, splits: Sequence[str] = SPLITS) -> List[str
     return problems
 
 
-def load(task: str, split: str, data_dir: Path = DATA_DIR) -> Tuple[np.ndarray, np.ndarray]:
-    """The stored split (images (n, 1, 16, 64) uint8, labels (n,)), generated if absent."""
+def load(task: str, split: str, data_dir: Path = DATA_DIR, difficulty: int | None = None
+         ) -> Tuple[np.ndarray, np.ndarray]:
+    """The stored split (images (n, 1, 16, 64) uint8, labels), generated if absent."""
     _check_task(task)
     _check_split(split)
-    px = Path(data_dir) / task / f"{split}_x.npy.gz"
-    py = Path(data_dir) / task / f"{split}_y.npy.gz"
+    difficulty = _check_difficulty(task, difficulty)
+    folder = Path(data_dir) / task_dir(task, difficulty)
+    px, py = folder / f"{split}_x.npy.gz", folder / f"{split}_y.npy.gz"
     if px.exists() and py.exists():
         return (np.load(io.BytesIO(_read(px)), allow_pickle=False),
                 np.load(io.BytesIO(_read(py)), allow_pickle=False))
-    return make_split(task, split)
+    return make_split(task, split, difficulty=difficulty)
 
 
 def to_tensors(images: np.ndarray, labels: np.ndarray):
-    """uint8 images -> float32 tensor in [0, 1] (B, 1, H, W); labels -> int64 tensor (B,)."""
+    """uint8 images -> float32 tensor in [0, 1] (B, 1, H, W); labels -> int64 tensor
+    ((B,) or, for a dense task, (B, h, w) with :data:`IGNORE` where nothing is scored)."""
     import torch
 
-    return torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels)
+    return (torch.from_numpy(images.astype(np.float32) / 255.0),
+            torch.from_numpy(labels.astype(np.int64)))
 
 
 def main(argv: List[str] | None = None) -> int:

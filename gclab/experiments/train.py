@@ -41,6 +41,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     desc: str = "train"
+    #: evaluate on ``eval_data`` every this many steps (0: never) -> history["curve"]
+    eval_every: int = 0
 
     def as_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -65,22 +67,26 @@ def build(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
 def _check_xy(x: Tensor, y: Tensor) -> None:
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"x and y must be tensors, got {type(x).__name__}, {type(y).__name__}")
-    if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+    if x.dim() != 4 or y.dim() not in (1, 3) or x.shape[0] != y.shape[0]:
         raise ValueError(
-            f"expected x (B, C, H, W) and y (B,) with the same B, got {tuple(x.shape)} and "
+            f"expected x (B, C, H, W) and y (B,) or (B, h, w) with the same B, got "
+            f"{tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
 
 
-def train(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig | None = None
-          ) -> Dict[str, List[float]]:
+def train(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig | None = None,
+          eval_data: tuple | None = None) -> Dict[str, List[float]]:
     """Train ``model`` on (x (B, C, H, W) float, y (B,) int64) with AdamW.
 
     The learning rate is constant for the first 70 % of the steps, then decays linearly to
     10 % of its value.
 
-    Minimises the cross-entropy :math:`-\\frac{1}{B}\\sum_b \\log p_{b, y_b}`. Returns the
-    history ``{"loss": [mean loss per epoch], "seconds": [wall time per epoch]}``.
+    Minimises the cross-entropy :math:`-\\frac{1}{B}\\sum_b \\log p_{b, y_b}` (dense labels
+    (B, h, w): averaged over the scored positions, ``-100`` is ignored). Returns the history
+    ``{"loss": [mean loss per epoch], "seconds": [wall time per epoch]}``, plus
+    ``"curve": [(step, accuracy on eval_data)]`` when ``config.eval_every`` > 0 (step 0 is the
+    initial model; the evaluation time is not in "seconds").
     """
     from tqdm.auto import tqdm
 
@@ -92,7 +98,12 @@ def train(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig | None = N
     steps_per_epoch = (x.shape[0] + cfg.batch_size - 1) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, total_steps))
-    history: Dict[str, List[float]] = {"loss": [], "seconds": []}
+    history: Dict[str, List] = {"loss": [], "seconds": []}
+    curve = cfg.eval_every > 0 and eval_data is not None
+    if curve:
+        history["curve"] = [(0, accuracy(model, *eval_data))]
+        model.train()
+    step = 0
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=cfg.desc, disable=not cfg.progress,
                leave=False, mininterval=1.0)
     model.train()
@@ -108,6 +119,12 @@ def train(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig | None = N
             sched.step()
             total += float(loss.detach()) * len(idx)
             bar.update(1)
+            step += 1
+            if curve and (step % cfg.eval_every == 0 or step == total_steps):
+                te = time.perf_counter()
+                history["curve"].append((step, accuracy(model, *eval_data)))
+                model.train()
+                t0 += time.perf_counter() - te
         history["loss"].append(total / x.shape[0])
         history["seconds"].append(time.perf_counter() - t0)
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
@@ -126,13 +143,15 @@ def _lr_factor(step: int, total: int) -> float:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Class predictions (B,) of ``model`` in eval mode."""
+    """Class predictions (B,) (or (B, h, w) for a dense model) of ``model`` in eval mode."""
     model.eval()
     return torch.cat([model(x[i : i + batch_size]).argmax(1)
                       for i in range(0, x.shape[0], batch_size)])
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Fraction of correct predictions, :math:`\\frac{1}{B}\\sum_b [\\hat y_b = y_b]`."""
+    """Fraction of correct predictions, :math:`\\frac{1}{B}\\sum_b [\\hat y_b = y_b]`; for
+    dense labels, over the scored positions (labels != -100)."""
     _check_xy(x, y)
-    return float((predict(model, x) == y).float().mean())
+    keep = y != -100
+    return float((predict(model, x) == y)[keep].float().mean())

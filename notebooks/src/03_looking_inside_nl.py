@@ -237,8 +237,8 @@ for name, s in (("trained NL", trained), ("random-weight NL", untrained)):
 # For reference, the GCNet paper (Table 1) measured on COCO with Mask R-CNN: input 0.401,
 # output 0.012, attention 0.020 — the inputs differ, the maps and outputs hardly do.
 #
-# `gclab reproduce` trained all four NL modes (3 seeds each) and stored the statistic of each
-# run in `data/results/ablation.csv`:
+# `gclab reproduce` trained all four NL modes (seed 0 in the committed run) and stored the
+# statistic of each run in `data/results/ablation.csv`:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -256,8 +256,8 @@ for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "
 
 # %% [markdown]
 # (`snl` and `gc_r16` compute one map for all queries by construction, so their attention
-# distance is exactly 0; they are there as the floor.) Read the table with the spread over seeds
-# in lesson 7's `ablation.md`. Four cautions when you interpret it:
+# distance is exactly 0; they are there as the floor.) Lesson 7's `ablation.md` has the
+# per-seed table. Four cautions when you interpret the table above:
 #
 # * `dot_product` and `concatenation` do not normalise with a softmax, so their "maps" are
 #   unnormalised weights (divided by $N'$); the cosine distance ignores the scale, so it still
@@ -268,9 +268,9 @@ for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "
 #   $x_i^\top x_j$, so a query tends to attend to positions that look like itself, and training
 #   had no reason to change that (it solved the task anyway). Its maps stay query-dependent:
 #   the paper's observation is about *learned* embeddings.
-# * `concatenation` died on 2 of 3 seeds (every ReLU weight 0): those blocks output nothing,
-#   and a zero vector has distance 1 from everything by convention, so read its row as
-#   "undefined", not as "query-dependent".
+# * `concatenation` died on the committed seed (and on 2 of 3 in an earlier run; every ReLU
+#   weight 0): those blocks output nothing, and a zero vector has distance 1 from everything
+#   by convention, so read its row as "undefined", not as "query-dependent".
 #
 # ## 4. One map for every query
 #

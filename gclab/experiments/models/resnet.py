@@ -108,6 +108,8 @@ class SmallResNet(nn.Module):
         stages: which of layer1..layer4 (1-based) get the block.
         position: 'after_conv3' or 'after_block'; default: after_block for NL, else after_conv3.
         block_kwargs: passed to the block's constructor (``ratio``, ``mode``, ``pooling``...).
+        dense: a per-position head (a 1x1 conv on the layer4 map, logits (B, classes, H', W'))
+            instead of global average pooling + linear (the dense ``paint`` task).
 
     Shapes: (B, in_channels, H, W) -> logits (B, num_classes).
 
@@ -129,6 +131,7 @@ class SmallResNet(nn.Module):
         stages: Iterable[int] = (3,),
         position: str | None = None,
         block_kwargs: Dict[str, Any] | None = None,
+        dense: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) != 4 or len(strides) != 4 or len(layers) != 4:
@@ -154,8 +157,9 @@ class SmallResNet(nn.Module):
                 units.append(BasicBlock(cin, w, stride, down))
                 cin = w
             setattr(self, f"layer{i}", nn.Sequential(*units))
+        self.dense = bool(dense)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Conv2d(cin, num_classes, 1) if self.dense else nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.bias is None:  # the backbone's convs only
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -173,6 +177,8 @@ class SmallResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.dense:
+            return self.fc(self.features(x))
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 

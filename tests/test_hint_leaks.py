@@ -62,9 +62,8 @@ def _code_assignment(text: str) -> str | None:
     return None
 
 
-# lessons whose stub and markdown text are not checked (hints still are): lesson 7 is being
-# rewritten on another branch (issue 12); remove it from here when that lands
-TEXT_EXEMPT = {"07_experiments"}
+# lessons whose stub and markdown text are not checked (hints still are); none today
+TEXT_EXEMPT: set = set()
 
 # expressions shorter than this (after removing whitespace) are too generic to count
 MIN_EXPR = 7

@@ -31,6 +31,12 @@
 #
 # Exercises are checked by `check("exp.<name>", ...)`; `hint("exp.<name>", level)` gives a hint
 # at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+#
+# **Run All** in your copy runs until the first cell that needs an answer you have not written
+# yet: the stub's `NotImplementedError` stops it there (the first is the cell right after the
+# check of `exp.mean_std`, which prints your summary). Checks of unfinished exercises just say
+# "not yet implemented"; the tables and figures further down read the committed results and
+# run once you have reached them.
 
 # %%
 import csv
@@ -94,7 +100,7 @@ print(len(rows), "runs; columns:", ", ".join(rows[0]))
 # %%
 def mean_std(acc):
     """Mean and sample standard deviation of each row (model) over its seeds."""
-    # exercise exp.mean_std: reduce over the seeds, ddof=1
+    # exercise exp.mean_std: reduce over the seeds; the sample standard deviation
     ### BEGIN SOLUTION
     return acc.mean(axis=1), acc.std(axis=1, ddof=1)
     ### END SOLUTION

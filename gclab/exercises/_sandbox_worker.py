@@ -11,7 +11,9 @@ serves requests until ``{"op": "exit"}``.
 
 Requests: ``describe`` (is the target there, is it callable, its type name) and ``call`` (run
 the target on the inputs in the blob, with the exercise's time limit, and send back its output
-and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`). During a call
+and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`) and ``structure``
+(build a module afresh and send its tree as data, :func:`gclab.exercises.skeleton.describe`, for
+the exercise's structure checks; a state_dict that does not load sends it too). During a call
 the functions the grader names as the exercise's reference are tripwires: calling one from the
 learner's code is reported, and the grader fails the exercise.
 """
@@ -90,6 +92,9 @@ class Worker:
                 elif op == "call":
                     reply, out = self.call(header, blob)
                     self.send(reply, out)
+                elif op == "structure":
+                    reply, out = self.structure(header, blob)
+                    self.send(reply, out)
                 else:
                     self.send({"error": f"unknown op {op!r}"})
             except Exception as exc:  # noqa: BLE001 - the grader learns that this one failed
@@ -150,11 +155,12 @@ class Worker:
             result = None
         else:
             return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
+        tree = extra.pop("tree", b"")
         reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], **extra}
         if hits:
             reply["reference"] = hits[0]
         if extra.get("outcome"):
-            return reply, b""
+            return reply, tree
         if outcome is not None and outcome.timed_out:
             return {**reply, "outcome": "timeout"}, b""
         if outcome is not None and outcome.error is not None:
@@ -182,6 +188,46 @@ class Worker:
             return {**reply, "outcome": "unsendable", "message": "the output is too large"}, b""
         return {**reply, "outcome": "ok"}, data
 
+    def structure(self, header: dict, blob: bytes):
+        """Build the target afresh on the grader's arguments and send its tree as data
+        (:func:`gclab.exercises.skeleton.describe`): the grader checks its structure."""
+        import torch
+
+        from gclab.exercises import skeleton
+        from gclab.exercises.running import _CappedStream, _guarded
+
+        found, obj = self.target(header)
+        if not found:
+            return {"outcome": "missing"}, b""
+        limit = float(header.get("time_limit", 5.0))
+        forbidden = {tuple(k) for k in header.get("forbidden", [])}
+        hits: list = []
+        out = _CappedStream()
+        args, kwargs = pickle.loads(blob) if blob else ((), {})
+
+        def guarded(fn):
+            return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
+
+        reply = {}
+        built = guarded(lambda: obj(*args, **kwargs))
+        if built.error is None and not built.timed_out and isinstance(built.value,
+                                                                     torch.nn.Module):
+            tree = guarded(lambda: skeleton.describe(built.value))
+        else:
+            tree = None
+        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP]}
+        if hits:
+            reply["reference"] = hits[0]
+        if tree is None or tree.error is not None or tree.timed_out:
+            return {**reply, "outcome": "none"}, b""
+        try:
+            data = self.wire.dumps(tree.value)
+        except Exception as exc:  # noqa: BLE001
+            return {**reply, "outcome": "unsendable", "message": str(exc)[:300]}, b""
+        if len(data) > self.wire.MAX_BYTES:
+            return {**reply, "outcome": "unsendable", "message": "the module is too large"}, b""
+        return {**reply, "outcome": "ok"}, data
+
     def _module(self, module, state, inputs, guarded):
         import torch
 
@@ -190,14 +236,25 @@ class Worker:
                 "outcome": "build_error",
                 "message": f"building it gave a {_type_name(module)}, not an nn.Module",
             }
+        from gclab.exercises import skeleton
+
+        tree = guarded(lambda: skeleton.describe(module))  # as built, before the weights load
         loaded = guarded(lambda: (module.load_state_dict(state, strict=True), module.eval()))
         if loaded.error is not None or loaded.timed_out:
             text = str(loaded.error).replace("\n\t", " ").replace("\n", " ")
-            return None, {
+            extra = {
                 "outcome": "build_error",
                 "message": "its parameters do not match the reference's (names/shapes of the "
                 "state_dict): " + text[:400],
             }
+            try:  # the grader says which layer differs from it (diagnose.describe_structure)
+                if tree.error is None and not tree.timed_out:
+                    data = self.wire.dumps(tree.value)
+                    if len(data) <= self.wire.MAX_BYTES:
+                        extra["tree"] = data
+            except Exception:  # noqa: BLE001
+                pass
+            return None, extra
 
         def forward():
             with torch.no_grad():

@@ -265,7 +265,9 @@ def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
     failures = 0
     # the checks after the output ones: structure, the mutation check and the properties
     after = (0 if ex.kind == "value" else 1) + len(ex.properties) + len(ex.structure)
-    structure = _check_structure(ex, obj, trials[0].case, out) if ex.structure else []
+    structure = (_check_structure(ex, obj, trials[0].case, out,
+                                  getattr(run_learner, "build_skeleton", None))
+                 if ex.structure else [])
 
     def left(k: int) -> int:
         return len(trials) - k - 1 + after
@@ -375,18 +377,26 @@ def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
     return finish("failed", msg, diagnosis)
 
 
-def _check_structure(ex: Exercise, obj: Any, case: Case, out: _CappedStream) -> List[CheckItem]:
+def _check_structure(ex: Exercise, obj: Any, case: Case, out: _CappedStream,
+                     build: Any = None) -> List[CheckItem]:
     """``ex.structure`` on the learner's freshly built module (before any weights are loaded):
     what the exercise asks for (its type, its parts, its initialisation). A module that cannot
-    be built gives no items here; the output checks report that."""
-    built = _guarded(lambda: obj(*_clone(case.args), **_clone(case.kwargs)), ex.time_limit, out)
+    be built gives no items here; the output checks report that. ``build(ex, case, out)``, when
+    given (``gclab grade``), returns the module instead: a data-only skeleton of the one built
+    in the sandbox (:mod:`gclab.exercises.skeleton`), or None."""
     t = _torch()
-    if built.error is not None or built.timed_out or not isinstance(built.value, t.nn.Module):
+    if build is not None:
+        module = build(ex, case, out)
+    else:
+        built = _guarded(lambda: obj(*_clone(case.args), **_clone(case.kwargs)), ex.time_limit,
+                         out)
+        module = None if built.error is not None or built.timed_out else built.value
+    if t is None or not isinstance(module, t.nn.Module):
         return []
     items = []
     for prop in ex.structure:
         try:
-            ok = prop.fn(built.value, *_clone(case.args), **_clone(case.kwargs))
+            ok = prop.fn(module, *_clone(case.args), **_clone(case.kwargs))
         except Exception as exc:  # noqa: BLE001
             ok = (False, f"could not be checked ({type(exc).__name__}: {exc})")
         if isinstance(ok, tuple):

@@ -330,7 +330,14 @@ class _Remote:
         payload = (case.args, case.kwargs, state, case.inputs)
         reply, data = self._ask(ex, {}, payload, out)
         if reply.get("outcome") == "build_error":
-            return _Outcome(), None, None, str(reply.get("message", ""))[:600]
+            message = str(reply.get("message", ""))[:600]
+            layers = _layers(data, ref) if data else None
+            if layers:  # as core._run_learner says it: which layer differs
+                return _Outcome(), None, None, (
+                    "its parameters do not load into the reference's state_dict: " + layers,
+                    layers,
+                )
+            return _Outcome(), None, None, message
         outcome, result = self._outcome(reply, data)
         if result is None:
             return outcome, None, None, None
@@ -338,6 +345,36 @@ class _Remote:
         outcome.value = value
         kept = _clone(case.inputs)
         return outcome, kept, _rehydrate(kept, inputs), None
+
+
+    def build_skeleton(self, ex, case, out):
+        """core._check_structure's module: the sandbox builds the learner's module afresh and
+        sends its tree as data; this is its skeleton (no learner code), or None."""
+        reply, data = self._ask(ex, {"op": "structure"}, (case.args, case.kwargs), out)
+        if reply.get("outcome") != "ok" or not data:
+            return None
+        return _skeleton(data)
+
+
+def _skeleton(data: bytes) -> Any:
+    from . import skeleton
+
+    try:
+        return skeleton.rebuild(wire.loads(data))
+    except Exception:  # noqa: BLE001 - a malformed description: no structure to check
+        return None
+
+
+def _layers(data: bytes, ref: Any) -> str | None:
+    from .diagnose import describe_structure
+
+    module = _skeleton(data)
+    if module is None:
+        return None
+    try:
+        return describe_structure(module, ref)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _rehydrate(original: Any, returned: Any) -> Any:
@@ -374,7 +411,10 @@ def remote_check(box: Sandbox, ex, target: dict):
         result = _check(ex, _stand_in(answer), run_learner=_Remote(box, answer, forbidden))
     if answer.reference:
         result.status = "failed"
-        result.diagnosis = None
+        # a wrong build (SEBlock handed in whole) still says what the exercise asked for
+        structure = {p.name for p in ex.structure}
+        result.diagnosis = next((c.message for c in result.checks
+                                 if c.name in structure and not c.passed), None)
         result.message = (
             f"uses the reference implementation (it calls gclab's {answer.reference}); "
             "write your own"

@@ -1,0 +1,64 @@
+"""Float tolerances derived from the computation, not from what one machine printed.
+
+Why: two correct float32 computations of the same sum differ by their rounding errors, and
+those depend on the order of the additions, which depends on the kernel (AVX-512/AMX on Intel,
+AVX2 on AMD, a different tiling in SDPA's flash kernel...). A tolerance copied from one
+machine's output fails on the next (issue 9: 2.2e-5 on Intel against a 1e-5 bar set on AMD).
+
+The analysis. A quantity that is a sum of K products, each of size about ``s``, with random
+signs, has size about ``sqrt(K)·s``. Each of the K roundings adds at most ``u·|partial sum|``
+(``u`` the unit roundoff), and these errors have random signs too, so the total error is
+about ``u·sqrt(K)·(sqrt(K)·s) = sqrt(K)·u·|quantity|``. A chain of reductions (a gradient
+through a softmax through a conv) multiplies the term counts: K is the number of terms of the
+fully expanded sum. The worst case is ``K·u·Σ|terms|``; we take the random-walk estimate with a
+margin of 10. To see how close a test comes to its bar, run it with ``GCLAB_TOL_MARGIN=2``
+(bars 5x tighter): on the Intel CI machine (and under ``ATEN_CPU_CAPABILITY=default|avx2``)
+every test passes that way too, and even with margin 1, so the measured errors stay below
+1/10 of the bars; tighter than that (margin 0.3) the first one fails: the estimate is the
+right size, not a blanket.
+
+``scale`` is the size of the terms' sum without cancellation: the largest |value| of the
+quantity (normwise, the same bar for every element of a tensor, since a small element of a
+gradient is a sum of the same big terms that happened to cancel).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+# unit roundoff (half the spacing of numbers at 1) of each floating type
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+
+
+MARGIN = float(os.environ.get("GCLAB_TOL_MARGIN", "10"))
+
+
+def tol(n_terms: int, scale: float, dtype: str = "float32", margin: float | None = None) -> float:
+    """Bar for |a - b| where a, b are two roundings of a sum of ``n_terms`` terms.
+
+    ``margin·sqrt(n_terms)·u·max(scale, 1e-30)``; see the module docstring.
+
+    >>> round(tol(1, 1.0, margin=10) / 2**-24)
+    10
+    >>> tol(100, 2.0, margin=10) == 10 * 10 * 2**-24 * 2.0
+    True
+    """
+    if n_terms < 1:
+        raise ValueError(f"n_terms is a count of summed terms, >= 1; got {n_terms!r}")
+    if not scale >= 0:
+        raise ValueError(f"scale is a magnitude, >= 0; got {scale!r}")
+    if dtype not in UNIT_ROUNDOFF:
+        raise ValueError(f"dtype is one of {sorted(UNIT_ROUNDOFF)}; got {dtype!r}")
+    margin = MARGIN if margin is None else margin
+    return margin * math.sqrt(n_terms) * UNIT_ROUNDOFF[dtype] * max(float(scale), 1e-30)
+
+
+def f32_tol(n_terms: int, scale: float = 1.0, margin: float | None = None) -> float:
+    """:func:`tol` for float32: ``margin·sqrt(n_terms)·2^-24·scale``."""
+    return tol(n_terms, scale, "float32", margin)
+
+
+def dtype_name(dtype) -> str:
+    """'float32' for torch.float32 or np.float32."""
+    return str(dtype).replace("torch.", "")

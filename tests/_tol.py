@@ -62,3 +62,33 @@ def f32_tol(n_terms: int, scale: float = 1.0, margin: float | None = None) -> fl
 def dtype_name(dtype) -> str:
     """'float32' for torch.float32 or np.float32."""
     return str(dtype).replace("torch.", "")
+
+
+def chain_terms(*counts: int) -> int:
+    """K for a chain of reductions whose stages sum ``counts`` terms each (a deep network).
+
+    Each stage adds its own ~sqrt(K_l)·u relative error to what flows through, so the errors
+    of a chain add: sqrt(K) = Σ sqrt(K_l). (The product of the counts, the fully expanded sum,
+    is an upper bound of this once every K_l >= 4; a deep network needs the sum.)
+
+    >>> chain_terms(4, 9, 16)
+    81
+    """
+    if not counts or min(counts) < 1:
+        raise ValueError(f"counts are numbers of summed terms, each >= 1; got {counts!r}")
+    return math.ceil(sum(math.sqrt(k) for k in counts) ** 2)
+
+
+def network_terms(model, n_positions: int) -> int:
+    """:func:`chain_terms` over every conv/linear layer of ``model`` (its fan-in each) and one
+    stage of ``n_positions`` for each pooling or attention sum over the spatial positions
+    (counted once per module that has ``context_modeling`` or is a Non-local block)."""
+    counts = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        kind = type(module).__name__
+        if weight is not None and weight.dim() >= 2 and ("Conv" in kind or kind == "Linear"):
+            counts.append(weight[0].numel())
+        if hasattr(module, "context_modeling"):
+            counts.append(n_positions)
+    return chain_terms(*(counts or [1]))

@@ -31,8 +31,8 @@ EXTRA_OF = {
     "onnx": "export",
     "onnxscript": "export",
     "onnxruntime": "export",
-    "mmcv": "test",
-    "mmengine": "test",
+    "mmcv": "mmcv",
+    "mmengine": "mmcv",
 }
 
 

@@ -6,6 +6,13 @@
     gclab bench                     time and measure the blocks against mmcv (and timm)
 
 Each sub-command lives in its own module, which exposes ``main(argv) -> int``.
+
+A bare ``pip install gclab`` has torch, numpy and tqdm only. When a sub-command needs an optional
+package that is missing (``gclab._extras.MissingExtra``, or an ``ImportError`` of a module that
+``gclab._extras.EXTRA_OF`` knows), the command prints one line naming the extra to install
+(``pip install "gclab[course]"``) and exits with status 2, whichever sub-command it came from.
+``gclab COMMAND --help`` always answers: with the module's own help when it imports, else with
+the command's summary and that line (exit 0).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import importlib
 import sys
 from typing import List
+
+from gclab._extras import EXTRA_OF, MissingExtra
 
 COMMANDS = {
     "grade": ("gclab.exercises.grade", "grade learner notebooks in a sandbox (one or a class)"),
@@ -37,8 +46,40 @@ def main(argv: List[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"gclab: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ImportError as err:
+        line = missing_extra_line(name, err)
+        if line is None:
+            raise
+        if any(a in ("-h", "--help") for a in rest):
+            print(f"usage: gclab {name} [ARGS...]\n\n{COMMANDS[name][1]}.\n\n{line}")
+            return 0
+        print(line, file=sys.stderr)
+        return 2
+    try:
+        return int(module.main(rest) or 0)
+    except ImportError as err:
+        line = missing_extra_line(name, err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
+
+
+def missing_extra_line(command: str, err: ImportError) -> str | None:
+    """One line for an optional dependency that is missing, or None for any other ImportError
+    (a bug, which keeps its traceback)."""
+    if isinstance(err, MissingExtra):
+        text = str(err)
+        return text if text.startswith(f"gclab {command}") else f"gclab {command}: {text}"
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    if top not in EXTRA_OF:
+        return None
+    return (
+        f"gclab {command}: needs the Python package {top!r}, which is not installed: "
+        f'pip install "gclab[{EXTRA_OF[top]}]"'
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tol import f32_tol, network_terms
 from resnet_layouts import (
     RESNET50,
     MMDetDetector,
@@ -76,7 +77,9 @@ def test_detector_checkpoint_file_loads_and_reproduces_mmcv(mmdet_detector, tmp_
         want = mmdet_detector.backbone(x)
         got = backbone_features(model, x)
     for w, g in zip(want, got):
-        assert (w - g).abs().max().item() <= 1e-5
+        # float32, mmdet's and our ResNet-50 round the same chain of sums (tests/_tol.py)
+        bar = f32_tol(network_terms(model, x[0, 0].numel()), max(1.0, w.abs().max().item()))
+        assert (w - g).abs().max().item() <= bar
     # the GC blocks are not the identity any more: the test compares something
     block = model.layer3[2].bn3[1]
     assert block.transform["add"][3].weight.abs().sum() > 0
@@ -92,7 +95,9 @@ def test_backbone_state_dict_without_prefix_loads_strictly(mmdet_detector):
     assert report.ok and report.ignored_keys == []
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert (backbone(x)[-1] - backbone_features(model, x)[-1]).abs().max() <= 1e-5
+        want = backbone(x)[-1]
+        bar = f32_tol(network_terms(model, x[0, 0].numel()), max(1.0, want.abs().max().item()))
+        assert (want - backbone_features(model, x)[-1]).abs().max() <= bar  # as above
 
 
 def test_strict_mismatch_lists_the_missing_modules(mmdet_detector):

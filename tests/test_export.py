@@ -16,6 +16,7 @@ import warnings
 
 import pytest
 import torch
+from _tol import f32_tol, network_terms
 from resnet_layouts import TorchvisionResNet
 from torch import nn
 from torch.export import Dim
@@ -74,8 +75,25 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
-    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+# float32 bars (tests/_tol.py). A block: NL sums N' <= N keys of C-term logits through two
+# C-channel convs, GC pools N positions of a C-term mask through C -> P -> C: K = N·C^3, with the
+# largest N of these tests (3·10·12 = 360). Traced/exported graphs may reorder and fuse ops,
+# onnxruntime runs its own kernels: either rounds the same sums differently, by <= the bar.
+BLOCK_TERMS = 360 * C**3
+
+
+def close(a: torch.Tensor, b: torch.Tensor, n_terms: int = BLOCK_TERMS) -> None:
+    bar = f32_tol(n_terms, max(1.0, b.abs().max().item()))
+    torch.testing.assert_close(a, b, rtol=0, atol=bar)
+
+
+def backbone_terms(model: nn.Module, x: torch.Tensor) -> int:
+    """K for a backbone: its convs' fan-ins and the blocks' position sums, as a chain."""
+    return network_terms(model, x[0, 0].numel())
+
+
+def close_backbone(model: nn.Module, x: torch.Tensor, got: torch.Tensor) -> None:
+    close(got, model(x), backbone_terms(model, x))
 
 
 def spatial_dims(n: int, first: int = 2, min: int = 4) -> dict:
@@ -137,12 +155,12 @@ class Chain2d(nn.Module):
         return tuple(b(x) for b in self.blocks)
 
 
-def close_all(got, want, tol: float = 1e-5) -> None:
+def close_all(got, want) -> None:
     got, want = list(got), list(want)
     assert len(got) == len(want)
     for name, g, w in zip(BLOCKS_2D, got, want):
         try:
-            close(torch.as_tensor(g), w, tol)
+            close(torch.as_tensor(g), w)
         except AssertionError as err:
             raise AssertionError(f"block {name}: {err}") from None
 
@@ -193,8 +211,8 @@ def test_backbone_with_blocks_traces_and_scripts(backbone):
         traced = torch.jit.trace(backbone, (x1,))
         scripted = torch.jit.script(backbone)
         for x in (x1, x2):
-            close(traced(x), backbone(x))
-            close(scripted(x), backbone(x))
+            close_backbone(backbone, x, traced(x))
+            close_backbone(backbone, x, scripted(x))
 
 
 # ---------------------------------------------------------------------- torch.export
@@ -237,21 +255,21 @@ def test_export_backbone_with_dynamic_h_w(backbone, backbone_program):
     with torch.no_grad():
         for shape in (IMG1, IMG2):
             x = torch.randn(shape)
-            close(backbone_program.module()(x), backbone(x))
+            close_backbone(backbone, x, backbone_program.module()(x))
 
 
 # ----------------------------------------------------------------------- torch.compile
-def compiled_matches(model, backend, shapes, compare=close) -> None:
+def compiled_matches(model, backend, shapes, compare=close_backbone) -> None:
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=backend, dynamic=True, fullgraph=True)
     with torch.no_grad():
         for shape in shapes:
             x = torch.randn(shape)
-            compare(compiled(x), model(x))
+            compare(model, x, compiled(x))
 
 
 def test_compile_chain_of_2d_blocks_eager_backend(chain):
-    compiled_matches(chain, "eager", (X1, X2), compare=close_all)
+    compiled_matches(chain, "eager", (X1, X2), compare=lambda m, x, got: close_all(got, m(x)))
 
 
 def test_compile_backbone_aot_eager_backend(backbone):
@@ -294,7 +312,7 @@ def test_onnx_chain_of_2d_blocks_runs_in_onnxruntime_at_two_resolutions(
     name = sess.get_inputs()[0].name
     with torch.no_grad():
         for x in (x1, torch.randn(X2)):
-            close_all(sess.run(None, {name: x.numpy()}), chain(x), tol=1e-4)
+            close_all(sess.run(None, {name: x.numpy()}), chain(x))
 
 
 def test_onnx_nonlocal_1d_3d(blocks_nd, nd_program, tmp_path):
@@ -308,7 +326,7 @@ def test_onnx_nonlocal_1d_3d(blocks_nd, nd_program, tmp_path):
             a, v = torch.randn(ND_SHAPES[0][i]), torch.randn(ND_SHAPES[1][i])
             got = sess.run(None, {names[0]: a.numpy(), names[1]: v.numpy()})
             for g, w in zip(got, blocks_nd(a, v)):
-                close(torch.from_numpy(g), w, tol=1e-4)
+                close(torch.from_numpy(g), w)
 
 
 def test_onnx_backbone_with_blocks(backbone, backbone_program, tmp_path):
@@ -319,4 +337,4 @@ def test_onnx_backbone_with_blocks(backbone, backbone_program, tmp_path):
     with torch.no_grad():
         for x in (x1, torch.randn(IMG2)):
             (got,) = sess.run(None, {name: x.numpy()})
-            close(torch.from_numpy(got), backbone(x), tol=1e-4)
+            close_backbone(backbone, x, torch.from_numpy(got))

@@ -206,6 +206,8 @@ def test_after_conv3_sees_the_residual_branch_before_the_addition(layout, unit):
     assert torch.equal(block.seen[0], branch)
     assert not torch.allclose(block.seen[0], unit_out)  # it is not the unit's output
     # y = ReLU(x + 2 F(x)) (identity shortcut: layer3[1] keeps the shape)
+    # elementwise (x + 2F, ReLU): a rounding or two of each value, inside assert_close's float32
+    # default (rtol 1.3e-6 ~ 20u, atol 1e-5)
     torch.testing.assert_close(got["unit"][1], torch.relu(unit_in + 2 * branch))
 
 
@@ -225,7 +227,7 @@ def test_after_block_sees_the_post_relu_unit_output(layout):
     block = model.layer3[1][1]
     assert torch.equal(block.seen[0], ref["unit"][1])
     assert (block.seen[0] >= 0).all()  # after the ReLU
-    torch.testing.assert_close(got["wrapped"][1], 2 * ref["unit"][1])
+    torch.testing.assert_close(got["wrapped"][1], 2 * ref["unit"][1])  # x2 is exact: as above
 
 
 def test_timm_se_attribute_is_left_in_place_and_runs_after_the_inserted_block():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _tol import f32_tol
 from torch import nn
 
 from gclab.experiments.data import LEFT_COLUMNS, RIGHT_COLUMNS
@@ -51,7 +52,9 @@ def test_zero_init_gc_keeps_the_baseline_function():
     gc.load_state_dict({**gc.state_dict(), **{k.replace("bn2.", "bn2.0.") if k.startswith(
         "layer3.0.bn2.") else k: v for k, v in base.state_dict().items()}})
     x = torch.rand(4, 1, 16, 64)
-    assert torch.allclose(base(x), gc(x), atol=1e-6)
+    # zero-init GC adds exactly 0 (x + 0 == x): same kernels, same sums, so equal up to nothing;
+    # the bar is one rounding of the logits (10·u·|logit|, |logit| <= ~10)
+    assert torch.allclose(base(x), gc(x), atol=f32_tol(1, 10.0), rtol=0)
 
 
 def _gradient_extent(model: nn.Module, size=(16, 160)) -> int:

@@ -137,13 +137,184 @@ def test_setup_script_installs_with_the_same_constraints():
     assert re.search(r"pip install .*-c constraints\.txt", setup)
 
 
+def _closure(pyproject: dict, extras: set) -> dict:
+    """Every requirement that ``pip install "gclab[extras]"`` installs directly (base + extras,
+    following gclab's own ``gclab[...]`` references), by normalised name."""
+    groups = pyproject["project"]["optional-dependencies"]
+    reqs = {r.name.lower(): r for r in map(Requirement, pyproject["project"]["dependencies"])}
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        assert extra in groups, f"extra {extra!r} is not defined in pyproject.toml"
+        seen.add(extra)
+        for line in groups[extra]:
+            req = Requirement(line)
+            if req.name == "gclab":
+                todo += sorted(req.extras)
+            else:
+                reqs[req.name.lower()] = req
+    return reqs
+
+
 def test_parity_dependencies_are_test_extras(pyproject):
-    """The mmcv parity tests run in CI, never skipped: mmcv-lite must be installed by it."""
-    test_deps = _requirements(pyproject, "test")
-    for name in ("mmcv-lite", "mmengine", "hypothesis", "pytest"):
+    """The mmcv parity and export tests run in CI, never skipped: the test extra installs them."""
+    test_deps = _closure(pyproject, {"test"})
+    for name in ("mmcv-lite", "mmengine", "hypothesis", "pytest", "onnxruntime", "onnxscript"):
         assert name in test_deps, f"{name} missing from the test extra"
-    dev = pyproject["project"]["optional-dependencies"]["dev"]
-    assert any("test" in Requirement(d).extras for d in dev)
+    assert set(_closure(pyproject, {"dev"})) == set(_closure(pyproject, {"course", "test"}))
+
+
+def test_export_extra_brings_what_onnx_export_needs(pyproject):
+    assert {"onnx", "onnxscript", "onnxruntime"} <= set(_closure(pyproject, {"export"}))
+
+
+# import name -> distribution name, where they differ
+DIST_OF = {"sklearn": "scikit-learn", "mmcv": "mmcv-lite", "yaml": "pyyaml"}
+# imported inside try/except ImportError with a fallback, on purpose not declared
+UNDECLARED_OK = {"timm": "gclab bench compares with timm when present; it cannot be installed "
+                         "beside the CPU torch here, so bench falls back to a timm-style SE"}
+# modules a bare install imports (the README quick start, gclab.nn, gclab.numpy, the CLI)
+BARE_MODULES = ("gclab/__init__.py", "gclab/cli.py", "gclab/_extras.py", "gclab/nn",
+                "gclab/numpy", "gclab/experiments/models")
+
+
+def _third_party_imports(path: Path):
+    """(top-level name, line, at module level?, inside a try that catches ImportError?)"""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded, top_level = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            names = set()
+            for h in node.handlers:
+                t = h.type
+                for e in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                    names.add(getattr(e, "id", None))
+            if names & {"ImportError", "ModuleNotFoundError", "Exception", None}:
+                guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    for stmt in tree.body:
+        top_level |= {id(n) for n in ast.walk(stmt)
+                      if not isinstance(stmt, (ast.FunctionDef, ast.ClassDef))}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            mods = [node.module]
+        else:
+            continue
+        for mod in mods:
+            top = mod.split(".")[0]
+            if top != "gclab" and top not in sys.stdlib_module_names and top != "__future__":
+                yield top, node.lineno, id(node) in top_level, id(node) in guarded
+
+
+def test_every_third_party_import_of_gclab_is_declared(pyproject):
+    """Scan gclab/ with ast: each import is in the base dependencies or in the extra that
+    gclab._extras.EXTRA_OF names for it (which is what a missing-package message tells the
+    user to install); a bare install's modules import only the base dependencies at load."""
+    from gclab._extras import EXTRA_OF
+
+    base = set(_closure(pyproject, set()))
+    files = sorted((ROOT / "gclab").rglob("*.py"))
+    assert len(files) > 20
+    problems = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        bare = any(rel == m or rel.startswith(m + "/") for m in BARE_MODULES)
+        for top, line, at_load, guarded in _third_party_imports(path):
+            dist = DIST_OF.get(top, top).lower()
+            where = f"{rel}:{line} imports {top}"
+            if dist in base:
+                continue
+            if top in UNDECLARED_OK and guarded:
+                continue
+            if top not in EXTRA_OF:
+                problems.append(f"{where}: not a base dependency and not in _extras.EXTRA_OF")
+            elif dist not in _closure(pyproject, {EXTRA_OF[top]}):
+                problems.append(f"{where}: the {EXTRA_OF[top]!r} extra does not install {dist}")
+            if bare and at_load and not guarded:
+                problems.append(f"{where} at import time, but a bare install lacks it")
+    assert not problems, "\n".join(problems)
+
+
+def test_import_scan_sees_what_it_must(tmp_path):
+    """The scan above finds a guarded import, a lazy one and a module-level one."""
+    src = tmp_path / "m.py"
+    src.write_text("import numpy\ntry:\n    import timm\nexcept ImportError:\n    timm = None\n"
+                   "def f():\n    from scipy import stats\n    import os\n")
+    found = {(t, at, g) for t, _, at, g in _third_party_imports(src)}
+    assert found == {("numpy", True, False), ("timm", True, True), ("scipy", False, False)}
+
+
+def test_package_data_matches_real_files(pyproject):
+    """Every package-data pattern matches a file, and the non-Python files in gclab/ are
+    covered (a pattern that matches nothing ships nothing and hides a missing file)."""
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["gclab"]
+    pkg = ROOT / "gclab"
+    for pattern in patterns:
+        assert list(pkg.glob(pattern)), f"package-data pattern {pattern!r} matches no file"
+    tracked = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*")
+               if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    covered = {p.relative_to(pkg).as_posix() for pat in patterns for p in pkg.glob(pat)}
+    assert tracked <= covered, f"files in gclab/ not shipped: {sorted(tracked - covered)}"
+
+
+def test_license_file_is_mit_and_matches_the_metadata(pyproject):
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "gclab authors" in text and "2026" in text
+    assert "MIT" in str(pyproject["project"]["license"])
+
+
+def _setup_dry_run(tmp_path: Path, *args: str, **env: str):
+    """Run scripts/setup.sh with GCLAB_DRY_RUN=1 in a scratch copy (no .venv there)."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return subprocess.run(
+        ["bash", "scripts/setup.sh", *args], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "GCLAB_DRY_RUN": "1", **env}, timeout=60,
+    )
+
+
+def _pip_lines(out: str) -> list:
+    return [shlex.split(line) for line in out.splitlines() if " -m pip install " in line]
+
+
+def test_setup_installs_course_by_default_and_dev_for_tests(tmp_path):
+    proc = _setup_dry_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (pip,) = _pip_lines(proc.stdout)  # one install; no index flags: this machine's pip set-up
+    assert pip[-1] == ".[course]" and pip[pip.index("-c") + 1] == "constraints.txt"
+    assert not any(a.startswith(("--index-url", "--extra-index-url")) for a in pip)
+    assert "1/3" in proc.stdout and "2/3" in proc.stdout  # a line per step
+    lines = _commands(ROOT / "scripts" / "course.sh") + _commands(ROOT / "scripts" / "test.sh")
+    assert "bash scripts/setup.sh course" in lines and "bash scripts/setup.sh dev" in lines
+
+
+def test_setup_torch_cpu_option_takes_torch_from_the_cpu_index(tmp_path):
+    proc = _setup_dry_run(tmp_path, "dev", GCLAB_TORCH="cpu")
+    assert proc.returncode == 0, proc.stderr
+    torch_pip, main_pip = _pip_lines(proc.stdout)
+    # torch alone from PyTorch's CPU-only index, under the same pin; then the rest as usual
+    assert torch_pip[torch_pip.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    assert torch_pip[-1] == "torch" and "constraints.txt" in torch_pip
+    assert main_pip[-1] == ".[dev]" and "--index-url" not in main_pip
+
+
+@pytest.mark.parametrize("args,env,expected", [
+    (("everything",), {}, "expected 'course' or 'dev', got 'everything'"),
+    ((), {"GCLAB_TORCH": "cuda"}, "GCLAB_TORCH: expected 'cpu' (or unset), got 'cuda'"),
+])
+def test_setup_rejects_bad_input_saying_what_it_expected(tmp_path, args, env, expected):
+    proc = _setup_dry_run(tmp_path, *args, **env)
+    assert proc.returncode == 2 and expected in proc.stderr, (proc.stdout, proc.stderr)
 
 
 def test_ci_runs_the_readme_test_command():

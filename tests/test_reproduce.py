@@ -54,7 +54,9 @@ def test_quick_reproduction_writes_a_new_folder_in_the_cwd(tmp_path, monkeypatch
     base = next(r for r in rows if r["model"] == "baseline")
     assert int(base["block_params"]) == 0 and int(base["block_flops"]) == 0
     assert 0 < int(gc["block_params"]) and 0 < int(gc["block_flops"]) < int(gc["model_flops"])
-    assert float(gc["dist_attention"]) < 1e-4  # GC shares one attention map across queries
+    # GC shares one attention map across queries: 1 - cos of identical rows, only float32
+    # rounding left, ~10·sqrt(3N)·u = 1.6e-5 at N = 256 positions (tests/_tol.py); 1e-4 over it
+    assert float(gc["dist_attention"]) < 1e-4
     for name in ("ablation.md", "ablation.png", "machine.json", "attention_nl.png",
                  "curves.csv", "curves.png", "attention_blocks.png", "nl_longrange_seed0.pt"):
         assert (out / name).stat().st_size > 0, name

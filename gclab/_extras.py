@@ -22,6 +22,9 @@ class MissingExtra(ImportError):
 # import name -> the extra of pyproject.toml that declares it
 EXTRA_OF = {
     "nbformat": "course",
+    "IPython": "course",
+    "traitlets": "course",
+    "cloudpickle": "course",
     "nbclient": "course",
     "jupytext": "course",
     "matplotlib": "course",

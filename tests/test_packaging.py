@@ -171,7 +171,7 @@ def test_export_extra_brings_what_onnx_export_needs(pyproject):
 
 
 # import name -> distribution name, where they differ
-DIST_OF = {"sklearn": "scikit-learn", "mmcv": "mmcv-lite", "yaml": "pyyaml"}
+DIST_OF = {"sklearn": "scikit-learn", "mmcv": "mmcv-lite", "yaml": "pyyaml", "IPython": "ipython"}
 # imported inside try/except ImportError with a fallback, on purpose not declared
 UNDECLARED_OK = {"timm": "gclab bench compares with timm when present; it cannot be installed "
                          "beside the CPU torch here, so bench falls back to a timm-style SE"}

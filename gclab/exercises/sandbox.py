@@ -213,17 +213,21 @@ def _bwrap_command(work: Path) -> List[str]:
         "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",  # RAM-backed: capped
     ]
     real_home = Path(os.path.expanduser("~"))
-    needed = [Path(sys.prefix), Path(sys.base_prefix), PACKAGE_PARENT, Path(sys.executable)]
-    needed += [Path(p) for p in sys.path if p and Path(p).exists()]
+    masked = [Path("/tmp")]  # the instructor's /tmp and home are replaced by empty tmpfs
     if str(real_home) not in ("/", "") and real_home.is_dir():
         cmd += ["--size", str(TMPFS_LIMIT), "--tmpfs", str(real_home)]
-        seen = set()
-        for p in needed:  # what Python needs from inside the home stays visible, read-only
-            if _under(p, real_home) and p.resolve() != real_home.resolve():
-                key = str(p.resolve())
-                if key not in seen:
-                    seen.add(key)
-                    cmd += ["--ro-bind", key, key]
+        masked.append(real_home)
+    # what Python and gclab need from inside a masked folder stays visible, read-only (a
+    # checkout or a venv under /tmp, as CI's clean clone is, or under the home)
+    needed = [Path(sys.prefix), Path(sys.base_prefix), PACKAGE_PARENT, Path(sys.executable)]
+    needed += [Path(p) for p in sys.path if p and Path(p).exists()]
+    keys = set()
+    for p in needed:
+        for m in masked:
+            if _under(p, m) and p.resolve() != m.resolve():
+                keys.add(str(p.resolve()))
+    for key in sorted(keys, key=len):  # parents first, so a child bind is not covered again
+        cmd += ["--ro-bind", key, key]
     course = PACKAGE_PARENT / "notebooks"
     if course.is_dir():  # the course's solutions are not the learner's to read
         cmd += ["--size", str(2**20), "--tmpfs", str(course)]

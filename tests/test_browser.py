@@ -185,18 +185,30 @@ def test_lesson0_runs_in_jupyterlab_and_shows_a_verdict_and_a_figure(lab, tmp_pa
                 timeout=120_000,
             )
             # Run > Run All Cells; a click that lands before the kernel session is wired up
-            # is lost (seen under load), so retry until a cell shows [*] or [n]
-            for _attempt in range(3):
-                page.locator(".jp-NotebookPanel .jp-Cell").first.click()  # focus the notebook
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.get_by_role("menuitem", name="Run All Cells").first.click(timeout=15_000)
-                try:
-                    page.wait_for_function(_STARTED, timeout=45_000)
-                    break
-                except PlaywrightTimeout:
-                    continue
+            # is lost (seen under load), so retry until a cell shows [*] or [n]; once, under
+            # load in CI, a started run showed no verdict within 240 s, so a run that shows
+            # none within 120 s is started once more before the test gives up
+            def run_all() -> bool:
+                for _attempt in range(3):
+                    page.locator(".jp-NotebookPanel .jp-Cell").first.click()  # focus it
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                    page.get_by_role("menuitem", name="Run All Cells").first.click(timeout=15_000)
+                    try:
+                        page.wait_for_function(_STARTED, timeout=45_000)
+                        return True
+                    except PlaywrightTimeout:
+                        continue
+                return False
+
+            run_all()
             try:
-                verdict = _find_while_scrolling(page, ".gclab-verdict.gclab-verdict-passed", 240)
+                try:
+                    verdict = _find_while_scrolling(
+                        page, ".gclab-verdict.gclab-verdict-passed", 120)
+                except AssertionError:
+                    run_all()
+                    verdict = _find_while_scrolling(
+                        page, ".gclab-verdict.gclab-verdict-passed", 120)
                 assert verdict.get_attribute("data-exercise").startswith("rf.")
                 figure = _find_while_scrolling(page, ".jp-OutputArea-output img", 120)
                 assert figure.get_attribute("src").startswith("data:image/png")

@@ -46,22 +46,3 @@ def randomize():
     """``randomize(module, std=0.3, seed=0)``: random weights in place (see ``_randomize``)."""
     return _randomize
 
-
-# Test files whose module-scoped fixture grades a batch of notebooks in sandboxes: under
-# pytest -n, the default scheduler spreads their tests over the workers and each worker then
-# builds the fixture again (test_grade_trust's took 35 s twice). One worker takes each such
-# file whole; every other test is scheduled one by one, as with --dist load.
-_BATCH_FIXTURE_FILES = ("test_grade_trust.py", "test_grade_structure.py")
-
-
-def pytest_xdist_make_scheduler(config, log):
-    if config.getoption("dist") != "load":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class _Scheduler(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            path = nodeid.split("::", 1)[0]
-            return path if path.endswith(_BATCH_FIXTURE_FILES) else nodeid
-
-    return _Scheduler(config, log)

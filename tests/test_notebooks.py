@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -47,7 +48,15 @@ def test_learner_copy_runs_with_only_the_designed_errors(lesson, tmp_path):
     work.mkdir()
     copy = work / lesson.learner.name
     shutil.copy(lesson.learner, copy)
-    report = run_notebook(copy, timeout=300, keep_notebook=True)
+    report = run_notebook(copy, timeout=150, keep_notebook=True)
+    if report.outcome == "timed out":
+        # an intermittent kernel stall, seen once in five clean-clone CI runs (lesson 3's widget
+        # cell, 300 s; the copy runs in ~7 s): a second run must complete, and a stall that
+        # repeats fails the test. Said loudly so the stall is not forgotten.
+        warnings.warn(f"{lesson.name}: learner copy stalled at cell {report.cell}; rerun once",
+                      stacklevel=1)
+        shutil.copy(lesson.learner, copy)
+        report = run_notebook(copy, timeout=150, keep_notebook=True)
     assert report.outcome == "completed", f"{report.outcome} at cell {report.cell}: {report.detail}"
     bad = [
         f"cell {i}: {name}: {value[:200]}"

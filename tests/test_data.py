@@ -33,6 +33,13 @@ def test_difficulty_levels_differ_and_are_checked():
         data.make_split("paint", "test", n=4, difficulty=20)
     with pytest.raises(ValueError, match="difficulty"):
         data.make_split("longrange", "test", n=4, difficulty=3)
+    with pytest.raises(ValueError, match="difficulty"):
+        data.make_split("twokeys", "test", n=4, difficulty=51)
+    with pytest.raises(ValueError, match="difficulty"):
+        data.make_split("lookalike", "test", n=4, difficulty=True)
+    a, _ = data.make_split("lookalike", "test", n=16, difficulty=8)
+    b, _ = data.make_split("paint", "test", n=16, difficulty=8)
+    assert not np.array_equal(a, b)
 
 
 def test_train_and_test_differ_and_digits_do_not_share_images():
@@ -68,10 +75,25 @@ def test_longrange_end_objects_decide_the_label(monkeypatch):
     assert 0 < y.mean() < 1
 
 
-@pytest.mark.parametrize("side", data.DIFFICULTIES["paint"])
-def test_paint_label_is_key_xor_vertical_bar(side, monkeypatch):
+def _bar_bits(x, i):
+    """Every scored cell's bar read from the pixels: (4, 8) array, 1 = vertical."""
+    bits = np.zeros((4, 16 - data.PAINT_FIRST_CELL), dtype=np.int64)
+    for r in range(4):
+        for cc in range(data.PAINT_FIRST_CELL, 16):
+            cell = x[i, 0, 4 * r : 4 * r + 4, 4 * cc : 4 * cc + 4] > 0
+            rows, cols = np.nonzero(cell)
+            assert len(rows) in (0, 3)
+            bits[r, cc - data.PAINT_FIRST_CELL] = len(rows) == 3 and len(set(cols)) == 1
+    return bits
+
+
+@pytest.mark.parametrize("task,side", [("paint", s) for s in data.DIFFICULTIES["paint"]]
+                         + [("lookalike", s) for s in data.DIFFICULTIES["lookalike"]])
+def test_paint_label_is_key_xor_vertical_bar(task, side, monkeypatch):
     """Read the key's class from the pasted digit and every cell's bar from the pixels (no salt
-    noise): the label is key XOR (bar is vertical), blank cells carry the key."""
+    noise): the label is key XOR (bar is vertical), blank cells carry the key. ``lookalike``
+    is the same with the keys (and distractors) drawn from classes 1 and 8."""
+    classes = data.DIGIT_CLASSES if task == "paint" else data.LOOKALIKE_CLASSES
     monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
     orig_paste = data._paste
     pasted = []
@@ -81,27 +103,57 @@ def test_paint_label_is_key_xor_vertical_bar(side, monkeypatch):
         orig_paste(canvas, patch, r, c)
 
     monkeypatch.setattr(data, "_paste", spy)
-    x, y = data.make_split("paint", "test", n=12, seed=5, difficulty=side)
-    pool = data._digit_pool("test", side)
+    x, y = data.make_split(task, "test", n=12, seed=5, difficulty=side)
+    pool, big = data._digit_pool("test", side), data._digit_pool("test")
     per = data.PAINT_DISTRACTORS + 1
     for i in range(12):
+        for patch, _ in pasted[per * i : per * i + per - 1]:  # distractors: the same classes
+            assert any(np.array_equal(patch, im) for cls in classes for im in big[cls])
         key_patch, c = pasted[per * i + per - 1]
         assert key_patch.shape == (side, side) and c + side <= 12
-        key = [k for k, cls in enumerate(data.DIGIT_CLASSES)
+        key = [k for k, cls in enumerate(classes)
                if any(np.array_equal(key_patch, im) for im in pool[cls])]
         assert len(key) == 1
-        for r in range(4):
-            for cc in range(data.PAINT_FIRST_CELL, 16):
-                cell = x[i, 0, 4 * r : 4 * r + 4, 4 * cc : 4 * cc + 4] > 0
-                rows, cols = np.nonzero(cell)
-                vertical = len(rows) == 3 and len(set(cols)) == 1
-                assert len(rows) in (0, 3)
-                assert y[i, r, cc] == key[0] ^ int(vertical)
+        assert np.array_equal(y[i, :, data.PAINT_FIRST_CELL :], key[0] ^ _bar_bits(x, i))
 
 
-def test_no_scored_paint_cell_of_the_baseline_sees_the_key():
+@pytest.mark.parametrize("disagree", data.DIFFICULTIES["twokeys"])
+def test_twokeys_rows_read_their_own_key(disagree, monkeypatch):
+    """Two 8 x 8 keys in columns [0, 12), one in pixel rows [0, 8), one in [8, 16); map rows
+    0-1 are labelled with the top key, rows 2-3 with the bottom one; the keys differ in about
+    ``disagree`` % of the images (exactly never at 0)."""
+    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
+    orig_paste = data._paste
+    pasted = []
+
+    def spy(canvas, patch, r, c):
+        pasted.append((patch.copy(), r, c))
+        orig_paste(canvas, patch, r, c)
+
+    monkeypatch.setattr(data, "_paste", spy)
+    n = 200
+    x, y = data.make_split("twokeys", "test", n=n, seed=7, difficulty=disagree)
+    pool = data._digit_pool("test", data.TWOKEYS_SIDE)
+    per = data.PAINT_DISTRACTORS + 2
+    differ = 0
+    for i in range(n):
+        keys = []
+        for patch, r, c in pasted[per * i + per - 2 : per * i + per]:
+            assert patch.shape == (8, 8) and c + 8 <= 12 and r in (0, 8)
+            keys.append([k for k, cls in enumerate(data.DIGIT_CLASSES)
+                         if any(np.array_equal(patch, im) for im in pool[cls])][0])
+        if i < 20:  # reading the bars is slow; 20 images check the labels
+            bits = _bar_bits(x, i)
+            assert np.array_equal(y[i, :2, data.PAINT_FIRST_CELL :], bits[:2] ^ keys[0])
+            assert np.array_equal(y[i, 2:, data.PAINT_FIRST_CELL :], bits[2:] ^ keys[1])
+        differ += keys[0] != keys[1]
+    assert abs(differ / n - disagree / 100) < 0.1 and (differ == 0) == (disagree == 0)
+
+
+def test_no_scored_cell_of_the_baseline_sees_a_key():
     """Autograd: the plain dense CNN's logits on the scored cells do not depend on any pixel of
-    columns [0, 12) (where the key lies); with a GC block they do."""
+    columns [0, 12) (where the keys of paint, lookalike and twokeys lie); with a GC block they
+    do."""
     x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
     for block, sees in ((None, False), ("gc", True)):
         model = SmallResNet(block=block, dense=True).eval()
@@ -139,9 +191,9 @@ def test_stored_files_match_checksums_and_regenerated_data():
 
 def test_write_and_check_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SIZES", {"train": 8, "test": 4})
-    monkeypatch.setattr(data, "TASK_SIZES", {"paint": {"train": 8, "test": 4}})
+    monkeypatch.setattr(data, "TASK_SIZES", {t: {"train": 8, "test": 4} for t in data.TASKS})
     paths = data.write(tmp_path)
-    folders = 1 + len(data.DIFFICULTIES["paint"])
+    folders = sum(len(data.DIFFICULTIES[t]) for t in data.TASKS)
     assert (tmp_path / "SHA256SUMS").exists() and len(paths) == 4 * folders + 1
     assert data.check(tmp_path) == []
     first = (tmp_path / "paint_d8" / "test_x.npy.gz").read_bytes()

@@ -89,9 +89,14 @@ def test_help_needs_no_optional_package():
 
 def test_plan_and_model_names():
     full = reproduce.make_plan(quick=False)
-    assert set(full.tasks) == {"paint", "longrange"}
-    assert set(full.tasks["paint"].models) == set(reproduce.COMPARE_MODELS)
-    assert len(full.tasks["paint"].seeds_for(8)) >= 5
+    assert set(full.tasks) == {"paint", "lookalike", "twokeys", "longrange"}
+    for task in ("paint", "lookalike", "twokeys"):
+        assert set(full.tasks[task].models) == set(reproduce.COMPARE_MODELS)
+        assert len(full.tasks[task].difficulties) >= 2
+        assert reproduce.build_model("gc_r16", task).dense
+    # the levels that the bar is read on have 5 seeds
+    for task, level in (("paint", 8), ("lookalike", 8), ("lookalike", 10), ("twokeys", 50)):
+        assert len(full.tasks[task].seeds_for(level)) >= 5
     for mode in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation"):
         assert mode in full.tasks["longrange"].models  # lesson 3 reads them
     assert reproduce.DEFAULT_OUT.name == "gclab-results" and not reproduce.DEFAULT_OUT.is_absolute()
@@ -114,10 +119,11 @@ def test_committed_results_cover_the_full_plan():
     assert len(rows) == len(expected)
     with (out / "comparisons.csv").open() as f:
         comps = list(csv.DictReader(f))
-    for level in plan.tasks["paint"].difficulties:
-        names = {c["comparison"] for c in comps
-                 if c["task"] == "paint" and c["difficulty"] == str(level)}
-        assert names == {c.name for c in reproduce.COMPARISONS}
+    for task in ("paint", "lookalike", "twokeys"):
+        for level in plan.tasks[task].difficulties:
+            names = {c["comparison"] for c in comps
+                     if c["task"] == task and c["difficulty"] == str(level)}
+            assert names == {c.name for c in reproduce.COMPARISONS}, (task, level)
     for name in ("ablation.md", "ablation.png", "attention_nl.png", "machine.json",
                  "nl_longrange_seed0.pt", "curves.csv", "curves.png", "attention_blocks.png"):
         assert (out / name).stat().st_size > 0, name

@@ -16,6 +16,16 @@ Every task draws on a wide 16 x 64 canvas (one channel, uint8):
     horizontal or vertical. Label of every right-half cell: ``key XOR (bar is vertical)``
     (a blank cell's label is the key itself); the left-half cells are not scored
     (:data:`IGNORE`). Train and test use disjoint digit images.
+``lookalike`` (dense; real handwritten digits that look alike; difficulty = key side)
+    As ``paint`` with key (and distractor) digits of classes 1 and 8
+    (:data:`LOOKALIKE_CLASSES`), the pair of scikit-learn's digits that is hardest to tell
+    apart, so even a reader shown only the key errs on some held-out handwriting.
+``twokeys`` (dense; query-dependent; difficulty = % of images whose two keys disagree)
+    As ``paint``, but with two 8 x 8 keys, one in the top half of the rows and one in the
+    bottom half (columns [0, 12)); a scored cell in the top two map rows needs the top key,
+    one in the bottom two the bottom key. At difficulty 0 the keys always agree (one bit
+    suffices), at 50 they are independent (each row must read its own key): a model that
+    carries a single bit is capped at ``1 - difficulty / 200``.
 
 Why the baseline must fail (both tasks). The backbone of :mod:`gclab.experiments.models` has a
 theoretical receptive field of 41 pixels. ``longrange``: a feature that sees a pixel of both end
@@ -51,15 +61,18 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-TASKS = ("longrange", "paint")
+TASKS = ("longrange", "paint", "twokeys", "lookalike")
 SPLITS = ("train", "test")
 HEIGHT, WIDTH = 16, 64
 #: number of examples per split stored under data/ (the new tasks: :data:`TASK_SIZES`)
 SIZES = {"train": 12800, "test": 1024}
 #: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
-TASK_SIZES = {"paint": {"train": 6400, "test": 512}}
+TASK_SIZES = {t: {"train": 6400, "test": 512} for t in ("paint", "twokeys", "lookalike")}
 #: the difficulty levels of each task (the knob; ``None``: the task has one level)
-DIFFICULTIES = {"longrange": (None,), "paint": (10, 8)}
+DIFFICULTIES = {"longrange": (None,), "paint": (10, 8), "twokeys": (0, 50),
+                "lookalike": (10, 8)}
+#: side of the two keys of the ``twokeys`` task (the digits' native 8 x 8)
+TWOKEYS_SIDE = 8
 #: label value of positions that a dense task does not score (torch's ignore_index)
 IGNORE = -100
 #: the seed of each split (train and test never share a generator stream)
@@ -69,6 +82,9 @@ SUMS_FILE = "SHA256SUMS"
 #: digit classes of the paint task's key (the real handwritten digits of scikit-learn):
 #: key 0 is a digit of the first class, key 1 of the second
 DIGIT_CLASSES = (0, 1)
+#: the key classes of the ``lookalike`` task: the pair of sklearn's digits that an RBF SVM on
+#: the 8 x 8 images separates worst (docs/experiments.md): 1 and 8
+LOOKALIKE_CLASSES = (1, 8)
 #: side of the two end objects (10 x 10) and the columns they may occupy
 OBJECT = 10
 LEFT_COLUMNS, RIGHT_COLUMNS = (0, 12), (WIDTH - 12, WIDTH)
@@ -174,12 +190,12 @@ def _digit_pool(split: str, side: int = OBJECT) -> Dict[int, np.ndarray]:
     return {c: images[keep & (d.target == c)] for c in range(10)}
 
 
-def _paint(n: int, rng: np.random.Generator, split: str, side: int
-           ) -> Tuple[np.ndarray, np.ndarray]:
+def _paint(n: int, rng: np.random.Generator, split: str, side: int,
+           classes: Tuple[int, int] = DIGIT_CLASSES) -> Tuple[np.ndarray, np.ndarray]:
     """The dense task: a handwritten key digit at the left end, a bar in every right-half cell.
 
     Label of map cell (r, c), c >= 8 (pixel columns [32, 64)): ``bar_is_vertical XOR key``,
-    key = index of the left-end digit's class in :data:`DIGIT_CLASSES`; cells c < 8 are not
+    key = index of the left-end digit's class in ``classes``; cells c < 8 are not
     scored (:data:`IGNORE`). ``distractors`` digits of the same two classes sit in columns
     [12, 32), inside the right cells' receptive field but uninformative.
     """
@@ -192,7 +208,7 @@ def _paint(n: int, rng: np.random.Generator, split: str, side: int
     y = np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64)
 
     def pick(p: Dict[int, np.ndarray], parity: int) -> np.ndarray:
-        imgs = p[DIGIT_CLASSES[parity]]
+        imgs = p[classes[parity]]
         return imgs[int(rng.integers(0, len(imgs)))]
 
     for i in range(n):
@@ -203,20 +219,65 @@ def _paint(n: int, rng: np.random.Generator, split: str, side: int
                    int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
         _paste(canvas, pick(small, int(key[i])), int(rng.integers(0, HEIGHT - side + 1)),
                int(rng.integers(0, 12 - side + 1)))
-        # 0 blank, 1 horizontal bar, 2 vertical bar; the local bit is "vertical"
-        marks = rng.choice(3, size=(HEIGHT // 4, PAINT_FIRST_CELL),
-                           p=[PAINT_BLANK, (1 - PAINT_BLANK) / 2, (1 - PAINT_BLANK) / 2])
-        bars = (marks == 2).astype(np.int64)
-        for r in range(HEIGHT // 4):
-            for c in range(PAINT_FIRST_CELL):
-                a, b = int(rng.integers(0, 4)), int(rng.integers(0, 2))
-                r0, c0 = 4 * r, 4 * (PAINT_FIRST_CELL + c)
-                v = rng.uniform(0.7, 1.0)
-                if marks[r, c] == 2:  # vertical bar of 3 pixels
-                    canvas[r0 + b : r0 + b + 3, c0 + a] = v
-                elif marks[r, c] == 1:
-                    canvas[r0 + a, c0 + b : c0 + b + 3] = v
-        y[i, :, PAINT_FIRST_CELL:] = bars ^ key[i]
+        y[i, :, PAINT_FIRST_CELL:] = _paint_bars(canvas, rng) ^ key[i]
+    return x, y
+
+
+def _paint_bars(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw the right half's cells in place: each blank (p = PAINT_BLANK) or one 3-pixel bar,
+    horizontal or vertical; returns the local bit of each cell, (4, 8) int64: 1 = vertical."""
+    # 0 blank, 1 horizontal bar, 2 vertical bar; the local bit is "vertical"
+    marks = rng.choice(3, size=(HEIGHT // 4, PAINT_FIRST_CELL),
+                       p=[PAINT_BLANK, (1 - PAINT_BLANK) / 2, (1 - PAINT_BLANK) / 2])
+    for r in range(HEIGHT // 4):
+        for c in range(PAINT_FIRST_CELL):
+            a, b = int(rng.integers(0, 4)), int(rng.integers(0, 2))
+            r0, c0 = 4 * r, 4 * (PAINT_FIRST_CELL + c)
+            v = rng.uniform(0.7, 1.0)
+            if marks[r, c] == 2:  # vertical bar of 3 pixels
+                canvas[r0 + b : r0 + b + 3, c0 + a] = v
+            elif marks[r, c] == 1:
+                canvas[r0 + a, c0 + b : c0 + b + 3] = v
+    return (marks == 2).astype(np.int64)
+
+
+def _twokeys(n: int, rng: np.random.Generator, split: str, disagree: int
+             ) -> Tuple[np.ndarray, np.ndarray]:
+    """The query-dependent dense task: two key digits, one per half of the map's rows.
+
+    A top key (pixel rows [0, 8)) and a bottom key (rows [8, 16)), handwritten digits of
+    :data:`DIGIT_CLASSES` at their native 8 x 8, in columns [0, 12); the bottom key differs
+    from the top one with probability ``disagree`` / 100 (the difficulty). Two distractor
+    digits and the right half's bars as in :func:`_paint`. Label of a scored cell in map row
+    r: ``bar_is_vertical XOR top key`` for r in {0, 1}, ``XOR bottom key`` for r in {2, 3}.
+    """
+    pool = _digit_pool(split)
+    keys_pool = _digit_pool(split, TWOKEYS_SIDE)
+    top = np.zeros(n, dtype=np.int64)
+    top[: n // 2] = 1
+    rng.shuffle(top)
+    bottom = top ^ (rng.random(n) < disagree / 100).astype(np.int64)
+    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
+    y = np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64)
+
+    def pick(p: Dict[int, np.ndarray], parity: int) -> np.ndarray:
+        imgs = p[DIGIT_CLASSES[parity]]
+        return imgs[int(rng.integers(0, len(imgs)))]
+
+    half = HEIGHT // 2
+    for i in range(n):
+        canvas = x[i]
+        _salt_and_strokes(canvas, rng, strokes=0)
+        for _ in range(PAINT_DISTRACTORS):
+            _paste(canvas, pick(pool, int(rng.integers(0, 2))),
+                   int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
+        for key, r0 in ((top[i], 0), (bottom[i], half)):
+            _paste(canvas, pick(keys_pool, int(key)), r0,
+                   int(rng.integers(0, 12 - TWOKEYS_SIDE + 1)))
+        bars = _paint_bars(canvas, rng)
+        rows = HEIGHT // 8  # map rows per key
+        y[i, :rows, PAINT_FIRST_CELL:] = bars[:rows] ^ top[i]
+        y[i, rows:, PAINT_FIRST_CELL:] = bars[rows:] ^ bottom[i]
     return x, y
 
 
@@ -224,8 +285,10 @@ def _check_difficulty(task: str, difficulty):
     levels = DIFFICULTIES[task]
     if difficulty is None:
         difficulty = levels[-1]
-    if difficulty not in levels and not (task == "paint" and isinstance(difficulty, int)
-                                         and 4 <= difficulty <= 12):
+    custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50)}.get(task)  # other levels one may ask for
+    if difficulty not in levels and not (
+            custom and isinstance(difficulty, int) and not isinstance(difficulty, bool)
+            and custom[0] <= difficulty <= custom[1]):
         raise ValueError(f"difficulty of {task!r} must be one of {list(levels)}, "
                          f"got {difficulty!r}")
     return difficulty
@@ -261,7 +324,11 @@ def make_split(
         x, y = _longrange(int(n), rng)
     else:
         rng = np.random.default_rng([int(seed), TASKS.index(task), int(difficulty)])
-        x, y = _paint(int(n), rng, split, int(difficulty))
+        if task == "twokeys":
+            x, y = _twokeys(int(n), rng, split, int(difficulty))
+        else:
+            x, y = _paint(int(n), rng, split, int(difficulty),
+                          DIGIT_CLASSES if task == "paint" else LOOKALIKE_CLASSES)
     images = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)[:, None]
     return images, y
 

@@ -1,9 +1,9 @@
 """``gclab reproduce``: the GCNet comparisons at laptop scale (issues 4, 9 and 12).
 
 Trains and evaluates the models of :data:`MODELS` over several seeds on the tasks of
-:mod:`gclab.experiments.data`: the dense ``paint`` task at each of its difficulty levels (the
-nine models that the paper's comparisons need, 5 seeds) and the ``longrange`` task (the NL
-modes, for lesson 3). Writes into ``--out`` (default: a NEW folder ``./gclab-results`` in the
+:mod:`gclab.experiments.data`: the dense tasks ``paint``, ``lookalike`` and ``twokeys`` at
+each of their difficulty levels (the nine models that the paper's comparisons need, 3 or 5
+seeds) and the ``longrange`` task (the NL modes, for lesson 3). Writes into ``--out`` (default: a NEW folder ``./gclab-results`` in the
 current directory; the committed results are rewritten only with ``--out data/results``):
 
 - ``ablation.csv``     one row per run (task, difficulty, model, seed, accuracy, chance,
@@ -52,7 +52,7 @@ DEFAULT_OUT = Path("gclab-results")
 #: every block sits in the single unit of layer3 (4 x 16 positions, 64 channels)
 STAGES = (3,)
 #: tasks whose labels are per position (the model gets a dense head)
-DENSE_TASKS = ("paint",)
+DENSE_TASKS = ("paint", "twokeys", "lookalike")
 
 
 @dataclass(frozen=True)
@@ -183,17 +183,22 @@ def make_plan(quick: bool, seeds: int | None = None) -> Plan:
                                   TrainConfig(epochs=1, batch_size=64, lr=3e-3),
                                   n_train=150 * 64),
         })
-    # the hard level (key side 8) first, with 5 seeds; the easy level (side 10) with 3 and the
-    # long-range task with 1: what 2 busy cores allow in 45 minutes (docs/experiments.md)
+    # 5 seeds on every level of the dense tasks but paint's easy level and twokeys' control
+    # level (3 each); the long-range task (lesson 3's NL modes) with 1: what 2 cores allow in
+    # 45 minutes (docs/experiments.md, "second design")
     hard, easy = min(DIFFICULTIES["paint"]), max(DIFFICULTIES["paint"])
-    n_hard = 5 if seeds is None else seeds
-    n_easy = 3 if seeds is None else seeds
+    n_dense = 5 if seeds is None else seeds
+    n_few = 3 if seeds is None else seeds
     n_long = 1 if seeds is None else seeds
+    dense = TrainConfig(epochs=1, batch_size=32, lr=3e-3, eval_every=25)
     return Plan({
-        "paint": TaskPlan(COMPARE_MODELS, (hard, easy), {hard: range(n_hard),
-                                                         easy: range(n_easy)},
-                          TrainConfig(epochs=1, batch_size=32, lr=3e-3, eval_every=25),
-                          n_train=200 * 32),
+        "paint": TaskPlan(COMPARE_MODELS, (hard, easy), {hard: range(n_dense),
+                                                         easy: range(n_few)},
+                          dense, n_train=200 * 32),
+        "lookalike": TaskPlan(COMPARE_MODELS, DIFFICULTIES["lookalike"], range(n_dense),
+                              dense, n_train=200 * 32),
+        "twokeys": TaskPlan(COMPARE_MODELS, tuple(reversed(DIFFICULTIES["twokeys"])),
+                            {50: range(n_dense), 0: range(n_few)}, dense, n_train=200 * 32),
         "longrange": TaskPlan(LONGRANGE_MODELS, (None,), range(n_long),
                               TrainConfig(epochs=1, batch_size=64, lr=3e-3),
                               n_train=200 * 64),
@@ -547,14 +552,18 @@ def _tensors(task: str, difficulty: Any) -> Tuple:
     return _TENSORS[key]
 
 
-def _attention_record(model: SmallResNet, task: str, difficulty: Any, name: str,
-                      xte: torch.Tensor) -> Dict[str, Any]:
-    """The attention map drawn by :func:`plot_block_attention` (test image 0)."""
-    query = (1, 12)  # a scored cell of the right half (paint) / the middle (others)
-    maps, _ = analysis.attention_maps(model, xte[:1], [query])
-    return {"task": task, "difficulty": "" if difficulty is None else difficulty,
-            "model": name, "image": xte[0, 0].numpy().tolist(),
-            "map": maps[0].numpy().tolist(), "query": query if name.startswith("nl") else None}
+def _attention_records(model: SmallResNet, task: str, difficulty: Any, name: str,
+                       xte: torch.Tensor) -> List[Dict[str, Any]]:
+    """The attention maps drawn by :func:`plot_block_attention` (test image 0): one query in
+    the right half's top rows; on ``twokeys`` NL also one in its bottom rows (each half
+    needs its own key), drawn as the column ``nl (bottom query)``."""
+    queries = [(1, 12)] + ([(2, 12)] if task == "twokeys" and name.startswith("nl") else [])
+    maps, _ = analysis.attention_maps(model, xte[:1], queries)
+    return [{"task": task, "difficulty": "" if difficulty is None else difficulty,
+             "model": name if k == 0 else f"{name} (bottom query)",
+             "image": xte[0, 0].numpy().tolist(), "map": maps[k].numpy().tolist(),
+             "query": q if name.startswith("nl") else None}
+            for k, q in enumerate(queries)]
 
 
 def _job(args: tuple) -> Dict[str, Any]:
@@ -566,12 +575,12 @@ def _job(args: tuple) -> Dict[str, Any]:
     tensors = _tensors(task, difficulty)
     res = run_one(task, difficulty, name, seed, plan, tensors, progress=progress)
     first_seed = plan.tasks[task].seeds_for(difficulty)[0]
-    attention = None
+    attention: List[Dict[str, Any]] = []
     if task == "longrange" and name == "nl" and seed == first_seed:
         torch.save(res["model"].state_dict(), Path(out) / "nl_longrange_seed0.pt")
         plot_nl_attention(res["model"], tensors[2], Path(out) / "attention_nl.png")
     elif task != "longrange" and name in ATTENTION_MODELS and seed == first_seed:
-        attention = _attention_record(res["model"], task, difficulty, name, tensors[2])
+        attention = _attention_records(res["model"], task, difficulty, name, tensors[2])
     curve = [{"task": task, "difficulty": res["row"]["difficulty"], "model": name,
               "seed": seed, "step": st, "accuracy": round(a, 4)} for st, a in res["curve"]]
     return {"row": res["row"], "curve": curve, "attention": attention}
@@ -593,10 +602,11 @@ def check_requirements() -> str | None:
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gclab reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="1 seed, a few models, the hardest paint level + long-range (~1 min)")
+                   help="1 seed, a few models, one paint level + long-range (~1 min)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds of every task and level (default: 5 on the hard paint "
-                   "level, 3 on the easy one, 1 on long-range; 1 with --quick)")
+                   help="number of seeds of every task and level (default: 5, but 3 on "
+                   "paint's easy level and twokeys' control level, 1 on long-range; 1 with "
+                   "--quick)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output folder (default: ./gclab-results; the committed results: "
                    "--out data/results)")
@@ -645,8 +655,8 @@ def main(argv: List[str] | None = None) -> int:
             curve_writer.writerows(res["curve"])
             f.flush()
             fc.flush()
-            if res["attention"] is not None:
-                maps.append(res["attention"])
+            if res["attention"]:
+                maps.extend(res["attention"])
                 (out / "attention_maps.json").write_text(json.dumps(maps))
             if hasattr(os, "getloadavg"):
                 loads.append(os.getloadavg()[0])

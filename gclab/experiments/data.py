@@ -285,7 +285,8 @@ def _check_difficulty(task: str, difficulty):
     levels = DIFFICULTIES[task]
     if difficulty is None:
         difficulty = levels[-1]
-    custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50)}.get(task)  # other levels one may ask for
+    # the other levels one may ask for (a range per task)
+    custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50)}.get(task)
     if difficulty not in levels and not (
             custom and isinstance(difficulty, int) and not isinstance(difficulty, bool)
             and custom[0] <= difficulty <= custom[1]):

@@ -3,8 +3,9 @@
 Trains and evaluates the models of :data:`MODELS` over several seeds on the tasks of
 :mod:`gclab.experiments.data`: the dense tasks ``paint``, ``lookalike`` and ``twokeys`` at
 each of their difficulty levels (the nine models that the paper's comparisons need, 3 or 5
-seeds) and the ``longrange`` task (the NL modes, for lesson 3). Writes into ``--out`` (default: a NEW folder ``./gclab-results`` in the
-current directory; the committed results are rewritten only with ``--out data/results``):
+seeds) and the ``longrange`` task (the NL modes, for lesson 3). Writes into ``--out``
+(default: a NEW folder ``./gclab-results`` in the current directory; the committed results
+are rewritten only with ``--out data/results``):
 
 - ``ablation.csv``     one row per run (task, difficulty, model, seed, accuracy, chance,
   block_params, block_flops, latency_ms, ... and the query-independence statistics);

@@ -290,3 +290,50 @@ def test_timm_style_se_is_squeeze_excite():
     x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
     _assert_same(se(x), ours(x), 1e-12, "timm-style SE")
 
+
+
+@pytest.mark.parametrize("norm", [None, "bn"])
+@pytest.mark.parametrize("cls", [NonLocal1d, NonLocal2d, NonLocal3d], ids=["1d", "2d", "3d"])
+def test_dot_product_as_one_linear_map_of_x(cls, norm):
+    """fast_dot_product (z = x + A x + a, A from the Gram matrix of x) equals the explicit
+    (N, N) path and the factorised theta (phi^T g) path, output and every gradient, with
+    non-zero biases everywhere; it is what 'auto' runs in eager mode for dot_product."""
+    shape = {NonLocal1d: (2, C, 14), NonLocal2d: (2, C, 5, 4), NonLocal3d: (2, C, 2, 3, 3)}[cls]
+    explicit = _randomise(cls(C, mode="dot_product", norm=norm, impl="explicit"), 5).double()
+    gram = copy.deepcopy(explicit)
+    gram.impl = "auto"
+    factorised = copy.deepcopy(explicit)
+    factorised.impl = "fast"
+    factorised._gram_path = lambda x: False  # the (theta, phi, g) token path
+    x = torch.randn(shape, dtype=torch.float64)
+    grad = torch.randn(shape, dtype=torch.float64)
+    calls = []
+    real = gram.fast_dot_product
+    gram.fast_dot_product = lambda t: calls.append(t.shape) or real(t)
+    got = _run(gram, x, grad)
+    assert calls == [x.shape]  # N >= 2 C: 'auto' took the Gram form
+    for ref in (_run(explicit, x, grad), _run(factorised, x, grad)):
+        _assert_same(got[0], ref[0], 1e-11, "output")
+        _assert_same(got[1], ref[1], 1e-11, "d input")
+        assert got[2].keys() == ref[2].keys()
+        for name in ref[2]:
+            _assert_same(got[2][name], ref[2][name], 1e-10, f"d {name}")
+
+
+def test_dot_product_gram_path_conditions():
+    """The Gram form only where it is exact and cheap: not with sub-sampling (max-pool does
+    not commute with W_phi), not when C > 2 C_i, not under autocast or tracing; an empty batch
+    still works."""
+    x = torch.randn(2, 8, 4, 4)
+    assert NonLocal2d(8, mode="dot_product")._gram_path(x)
+    assert not NonLocal2d(8, mode="dot_product")._gram_path(x[:, :, :3, :5])  # N < 2 C
+    assert not NonLocal2d(8, mode="dot_product", sub_sample=True)._gram_path(x)
+    assert not NonLocal2d(8, mode="dot_product", reduction=4)._gram_path(x)
+    assert not NonLocal2d(8, mode="embedded_gaussian")._gram_path(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not NonLocal2d(8, mode="dot_product")._gram_path(x)
+    nl = _randomise(NonLocal2d(8, mode="dot_product"), 6)
+    empty = torch.zeros(0, 8, 4, 4, requires_grad=True)
+    out = nl(empty)
+    out.sum().backward()
+    assert out.shape == empty.shape and empty.grad.shape == empty.shape

@@ -3,7 +3,7 @@ r"""Non-local blocks (Wang et al., 2018) in 1-D, 2-D and 3-D, as mmcv computes t
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,9 @@ class _NonLocalNd(nn.Module):
       (``scale`` = :math:`1/\sqrt{C_i}` with ``use_scale`` in ``embedded_gaussian``, else 1),
       O(N) memory on CPU (its flash kernel) and flash / memory-efficient kernels on GPU;
     - ``dot_product``: associativity, :math:`y = \theta\,(\phi^\top g) / N'`, linear in N;
+      in eager mode, without sub-sampling and with :math:`C \le 2 C_i`, the whole block is
+      one C x C map of x built from x's Gram matrix (:meth:`fast_dot_product`), which reads
+      x twice and stores no embedding;
     - ``concatenation``: sort the key terms :math:`b_j = w_\phi^\top\phi_j` once; then
       :math:`\sum_j \mathrm{ReLU}(a_i + b_j)\, g_j = a_i G_i + (bG)_i` where :math:`G_i, (bG)_i`
       are prefix sums of :math:`g_j` and :math:`b_j g_j` over the keys with
@@ -76,13 +79,13 @@ class _NonLocalNd(nn.Module):
 
     ``impl='auto'`` uses the fast path unless the attention map is asked for
     (``return_attention=True`` always takes the explicit path) or, in eager mode, the map has
-    few keys: :math:`N' \le C_i` (e.g. 8x8 at C=256). Then the (N, N') matrix is no larger
-    than the (N, C_i) embeddings the fast path holds anyway, so memory stays O(N C_i), and the
-    matrix is faster: measured fwd+bwd at B=2, C=256, 1 thread (Intel Xeon, loaded), explicit
-    / fast = 0.73 at 8x8 (N' = 64) in both embedded-Gaussian and dot-product modes; from
-    12x12 (N' = 144) on the fast path is as fast or faster: fast / explicit, median of 25
-    paired rounds, 0.79, 0.98, 0.94, 0.86 at 12, 16, 20, 24 (embedded) and 0.96, 0.97, 0.78,
-    0.65 (dot product), 0.69 at 32x32 (embedded), and the gap grows with N.
+    few keys: :math:`N' \le 5 C_i` in the softmax modes (up to 22x22 at C=256),
+    :math:`N' \le C_i` in dot product and concatenation (8x8 at C=256). Then the (N, N')
+    matrix is at most a few times the (N, C_i) embeddings, so memory stays O(N C_i), and it is
+    faster: measured fwd+bwd at B=2, C=256, medians of 40 interleaved rounds on the idle
+    2-core Intel Xeon, explicit / fast = 0.93-0.99 (1 thread) and 0.89-0.94 (2 threads) from
+    8x8 to 24x24 in embedded-Gaussian mode, 1.19-1.20 at 32x32; in dot-product mode 0.95-0.99
+    at 8x8, 0.88-1.3 from 12x12 on (the script: docs/benchmarks.md, "auto rule").
     Under tracing, TorchScript, ``torch.compile`` and ``torch.export`` ``'auto'`` stays on the
     fast path (no shape-dependent branch in the graph). ``'explicit'`` always builds
     the matrix (the reference, as mmcv computes it); ``'fast'`` always takes the fast path and
@@ -210,20 +213,27 @@ class _NonLocalNd(nn.Module):
         return F.max_pool3d(t, (1, 2, 2))
 
     def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's)."""
-        g_x = self.g(x)
-        if self.theta is not None and self.phi is not None:
-            theta_x = self.theta(x).flatten(2).transpose(1, 2)
-            phi_x = self.phi(x)
-        else:  # gaussian: theta = phi = identity
-            theta_x = x.flatten(2).transpose(1, 2)
-            phi_x = x
+        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
+
+        The 1x1 convs theta, phi and g run as one matrix product on x's flattened positions
+        (their weights stacked; the values of ``self.theta(x)`` etc. without the im2col copies
+        of torch's CPU convolution); theta_x and g_x are transposed views."""
+        c, ci = self.in_channels, self.inter_channels
+        xf = x.flatten(2)  # (B, C, N)
+        if self.theta is None or self.phi is None:  # gaussian: theta = phi = identity
+            theta_x, phi_x = xf.transpose(1, 2), xf
+            g_x = _conv1x1(self.g.weight.reshape(ci, c), self.g.bias, xf)
+        else:
+            weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
+            tb, pb, gb = self.theta.bias, self.phi.bias, self.g.bias
+            bias = None if tb is None or pb is None or gb is None else torch.cat([tb, pb, gb])
+            out = _conv1x1(weight.reshape(3 * ci, c), bias, xf)  # (B, 3 Ci, N)
+            theta_x, phi_x, g_x = out[:, :ci].transpose(1, 2), out[:, ci : 2 * ci], out[:, 2 * ci :]
         if self.sub_sample:
-            g_x, phi_x = self._pool(g_x), self._pool(phi_x)
+            g_x = self._pool(g_x.unflatten(2, x.shape[2:])).flatten(2)
+            phi_x = self._pool(phi_x.unflatten(2, x.shape[2:])).flatten(2)
         # flatten(2), not reshape(b, k, -1): -1 is ambiguous for an empty batch (B = 0)
-        g_x = g_x.flatten(2).transpose(1, 2)
-        phi_x = phi_x.flatten(2)
-        return theta_x, phi_x, g_x
+        return theta_x, phi_x, g_x.transpose(1, 2)
 
     def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
@@ -233,8 +243,8 @@ class _NonLocalNd(nn.Module):
         theta_x, phi_x, g_x = self.embed(x)
         attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
         y = torch.bmm(attention, g_x)  # (B, N, Ci)
-        y = y.transpose(1, 2).reshape([x.shape[0], self.inter_channels] + list(x.shape[2:]))
-        return y, attention
+        # (B, Ci, *S) as a view of the bmm's result: transform reads it without a copy
+        return y.transpose(1, 2).unflatten(2, x.shape[2:]), attention
 
     # ------------------------------------------------------------ fast paths
     def _pool_tokens(self, t: Tensor, x: Tensor) -> Tensor:
@@ -331,11 +341,69 @@ class _NonLocalNd(nn.Module):
             if self.mode == "embedded_gaussian" and self.use_scale:
                 scale = 1.0 / math.sqrt(self.inter_channels)
             y = self._softmax_attend(q, k, v, scale)
-        return y.transpose(1, 2).reshape([x.shape[0], self.inter_channels] + list(x.shape[2:]))
+        return y.transpose(1, 2).unflatten(2, x.shape[2:])
+
+    def fast_dot_product(self, x: Tensor) -> Tensor:
+        r"""The whole dot-product block as one input-dependent C x C map of x (no sub-sampling).
+
+        With :math:`\theta_i = W_\theta x_i + b_\theta` (and :math:`\phi, g` alike):
+
+        .. math::
+
+            y_i = \frac{1}{N}\sum_j (\theta_i^\top\phi_j)\, g_j = K\theta_i, \qquad
+            K = \frac{1}{N}\sum_j g_j\phi_j^\top
+              = \frac{1}{N}\hat W_g \Big(\sum_j \hat x_j \hat x_j^\top\Big)\hat W_\phi^\top
+
+        (:math:`\hat x_j = [x_j; 1]`, :math:`\hat W = [W, b]`). **Context modelling**: K
+        (B, C_i, C_i) from the Gram matrix of x; **transform**: :math:`A = W_z K W_\theta`,
+        :math:`a = W_z K b_\theta + b_z`; **fusion**: :math:`z = x + A x + a` (with a norm:
+        :math:`x + \mathrm{BN}(A x + a)`). x is read twice (the Gram matrix, then
+        :math:`A x`) and no (B, N, C_i) embedding is stored, so time grows as N and memory stays
+        that of x. Used by ``impl='auto'``/``'fast'`` in eager mode when
+        :math:`C \le 2 C_i` (then the C x C products cost no more than the embeddings'),
+        without ``sub_sample`` (max-pooling does not commute with :math:`W_\phi`) and outside
+        autocast. Shapes: (B, C, *S) -> (B, C, *S); equal to :meth:`context_modeling`'s
+        result to rounding (tests/test_fast_paths.py).
+        """
+        theta, phi, g = self.theta, self.phi, self.g
+        if theta is None or phi is None:  # never: dot_product has theta and phi
+            raise RuntimeError("dot_product needs theta and phi")
+        b, c, ci = x.shape[0], self.in_channels, self.inter_channels
+        xf = x.flatten(2)  # (B, C, N), a view
+        n = xf.shape[2]
+        gram = torch.bmm(xf, xf.transpose(1, 2))  # (B, C, C) = sum_j x_j x_j^T
+        total = xf.sum(2, keepdim=True)  # (B, C, 1) = sum_j x_j
+        corner = torch.full((b, 1, 1), float(n), dtype=gram.dtype, device=gram.device)
+        gram_hat = torch.cat([torch.cat([gram, total], 2),
+                              torch.cat([total.transpose(1, 2), corner], 2)], 1)
+        w_theta, w_phi, w_g = (torch.cat([m.weight.reshape(ci, c), m.bias.unsqueeze(1)], 1)
+                               for m in (theta, phi, g))  # (C_i, C + 1) each
+        k = torch.matmul(torch.matmul(w_g, gram_hat), w_phi.t()) / max(n, 1)  # (B, Ci, Ci)
+        a_hat = torch.matmul(torch.matmul(self.conv_out.weight.reshape(c, ci), k), w_theta)
+        a, bias = a_hat[:, :, :c], a_hat[:, :, c:]  # (B, C, C), (B, C, 1)
+        if self.conv_out.bias is not None:
+            bias = bias + self.conv_out.bias.reshape(1, c, 1)
+        if self.norm is None:  # x + A x + a = (I + A) x + a: one product, the residual in it
+            eye = torch.eye(c, dtype=a.dtype, device=a.device)
+            return torch.baddbmm(bias, a + eye, xf).reshape(x.shape)
+        return x + self.norm(torch.baddbmm(bias, a, xf).reshape(x.shape))
+
+    @torch.jit.unused
+    def _gram_path(self, x: Tensor) -> bool:
+        # fast_dot_product's conditions (its docstring); eager only, so graphs stay one path
+        return (self.mode == "dot_product" and not self.sub_sample
+                and self.in_channels <= 2 * self.inter_channels
+                and math.prod(x.shape[2:]) >= 2 * self.in_channels
+                and not torch.is_autocast_enabled(x.device.type)
+                and not (torch.jit.is_tracing() or _compiling()))
 
     def transform(self, y: Tensor) -> Tensor:
-        r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any)."""
-        out = self.conv_out(y)
+        r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any).
+
+        The 1x1 conv runs as one matrix product on y's flattened positions (the same values
+        as ``self.conv_out(y)``, without the im2col copy of torch's CPU convolution)."""
+        w = self.conv_out.weight.reshape(self.in_channels, self.inter_channels)
+        out = _conv1x1(w, self.conv_out.bias, y.flatten(2)).unflatten(2, y.shape[2:])
         if self.norm is not None:
             out = self.norm(out)
         return out
@@ -359,6 +427,8 @@ class _NonLocalNd(nn.Module):
         use_matrix = self.impl == "explicit"
         if not torch.jit.is_scripting():
             use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
+            if not use_matrix and self._gram_path(x):
+                return self.fast_dot_product(x)
         if use_matrix:
             y = self.context_modeling(x)[0]
         else:
@@ -367,13 +437,15 @@ class _NonLocalNd(nn.Module):
 
     @torch.jit.unused
     def _few_keys(self, x: Tensor) -> bool:
-        # impl='auto' in eager mode: the explicit matrix when N' <= C_i (class docstring)
+        # impl='auto' in eager mode: the explicit matrix when N' <= 5 C_i for the softmax
+        # modes, N' <= C_i for dot product and concatenation (class docstring)
         if torch.jit.is_tracing() or _compiling():
             return False
         dims = x.shape[2:]
         kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
         n_keys = math.prod(s // k for s, k in zip(dims, kernel))
-        return n_keys <= self.inter_channels
+        few = 5 if self.mode in ("gaussian", "embedded_gaussian") else 1
+        return n_keys <= few * self.inter_channels
 
     @torch.jit.unused
     def _check(self, x: Tensor, return_attention: bool) -> None:
@@ -394,6 +466,16 @@ class _NonLocalNd(nn.Module):
             f"mode={self.mode!r}, use_scale={self.use_scale}, sub_sample={self.sub_sample}, "
             f"norm={self.norm_type!r}"
         )
+
+
+def _conv1x1(weight: Tensor, bias: Optional[Tensor], xf: Tensor) -> Tensor:  # noqa: UP045
+    """A 1x1 convolution as a matrix product (Optional: TorchScript compiles this function):
+    weight (K, C), bias (K,) or None, xf (B, C, N)
+    (any strides) -> (B, K, N) = weight @ xf + bias, the bias added inside the product."""
+    w = weight.unsqueeze(0).expand(xf.shape[0], -1, -1)
+    if bias is None:
+        return torch.bmm(w, xf)
+    return torch.baddbmm(bias.unsqueeze(1), w, xf)
 
 
 def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:

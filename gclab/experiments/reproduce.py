@@ -431,9 +431,12 @@ def plot_curves(curves: List[Dict[str, Any]], path: Path) -> None:
 
     plt = _plt()
     groups = list(dict.fromkeys(_key(r) for r in curves))
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5.2 * max(1, len(groups)), 3.8),
-                             squeeze=False)
-    for ax, (task, diff) in zip(axes[0], groups):
+    ncols = min(2, max(1, len(groups)))  # two panels a row: the levels of one task side by side
+    nrows = math.ceil(max(1, len(groups)) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, (task, diff) in zip(axes.flat, groups):
         sub = [r for r in curves if _key(r) == (task, diff)]
         models = list(dict.fromkeys(r["model"] for r in sub))
         for k, m in enumerate(models):
@@ -475,6 +478,7 @@ def plot_block_attention(maps: List[Dict[str, Any]], path: Path) -> None:
             found = [m for m in maps if (m["task"], str(m["difficulty"])) == g
                      and m["model"] == name]
             if not found:
+                ax.axis("off")  # this (task, difficulty) has no map of this column
                 continue
             m = found[0]
             img, att = np.asarray(m["image"]), np.asarray(m["map"])

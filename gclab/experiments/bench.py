@@ -300,12 +300,16 @@ def _init_(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-def _repeats_for(cfg: Config, n: int) -> Tuple[int, int]:
-    # big maps are slow on 2 cores: fewer repeats there (still interleaved)
+def _repeats_for(cfg: Config, n: int, linear: bool = False) -> Tuple[int, int]:
+    # big maps are slow on 2 cores: fewer repeats there (still interleaved); ``linear``: only
+    # steps whose time grows as N are timed (dot product above the peers' sizes), which stay
+    # cheap, and the growth fit needs their minimum to be a real one
+    if linear:
+        return cfg.repeats, 1
     if n >= 128 * 128:
         return 1, 0
-    if n >= 64 * 64:  # seconds per step at 2 threads on a loaded machine
-        return max(1, min(cfg.repeats, 3)), 1
+    if n >= 64 * 64:  # seconds per step; 5 repeats keep the 64x64 floor share stable
+        return max(1, min(cfg.repeats, 5)), 1
     if n <= 16 * 16:  # milliseconds per step, and the noisiest ratios: many more repeats
         return 5 * cfg.repeats, 2
     return cfg.repeats, 1
@@ -330,6 +334,7 @@ def measure_group(
     memory: bool,
     skip: Dict[str, str] | None = None,
     extra: Dict[str, Callable[[], None]] | None = None,
+    linear: bool = False,
 ) -> List[Row]:
     """Time (interleaved) and measure every implementation of one configuration.
 
@@ -352,7 +357,7 @@ def measure_group(
             continue
         torch.manual_seed(cfg.seed)
         steps[name] = fwd_bwd_step(_init_(build(), cfg.seed), x, grad)
-    repeats, warmup = _repeats_for(cfg, h * w)
+    repeats, warmup = _repeats_for(cfg, h * w, linear)
     if memory:  # the profiled step doubles as the warm-up
         for name, step in steps.items():
             rows[name].peak_mib = peak_bytes(step) / MIB
@@ -453,7 +458,9 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
         extra = {}
         if mode == "embedded_gaussian" and n <= cfg.dot_peers_max_n:
             extra[FLOOR] = matmul_floor_step(b, n, max(c // 2, 1), cfg.seed)
-        got = measure_group(group, builders, b, c, size, cfg, threads, memory, skip, extra)
+        linear = mode == "dot_product" and n > cfg.dot_peers_max_n  # gclab's path alone
+        got = measure_group(group, builders, b, c, size, cfg, threads, memory, skip, extra,
+                            linear)
         floor = next((r for r in got if r.impl == FLOOR), None)
         if floor is not None:
             floor.note = "the floor: six N x N x C_i bmm, fwd+bwd of the attention"

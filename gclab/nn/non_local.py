@@ -83,7 +83,7 @@ class _NonLocalNd(nn.Module):
     :math:`N' \le C_i` in dot product and concatenation (8x8 at C=256). Then the (N, N')
     matrix is at most a few times the (N, C_i) embeddings, so memory stays O(N C_i), and it is
     faster: measured fwd+bwd at B=2, C=256, medians of 40 interleaved rounds on the idle
-    2-core Intel Xeon, explicit / fast = 0.93-0.99 (1 thread) and 0.89-0.94 (2 threads) from
+    2-core Intel Xeon, explicit / fast = 0.93-1.01 (1 thread) and 0.89-0.94 (2 threads) from
     8x8 to 24x24 in embedded-Gaussian mode, 1.19-1.20 at 32x32; in dot-product mode 0.95-0.99
     at 8x8, 0.88-1.3 from 12x12 on (the script: docs/benchmarks.md, "auto rule").
     Under tracing, TorchScript, ``torch.compile`` and ``torch.export`` ``'auto'`` stays on the

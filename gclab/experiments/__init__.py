@@ -1,11 +1,16 @@
 """The experiments: the tasks, the backbone, training, analysis, reproduction and benchmarks.
 
-gclab.experiments.data        the long-range task and the dense paint task (checksummed)
+gclab.experiments.data        the long-range task and the dense tasks paint, lookalike,
+                              twokeys (checksummed)
+gclab.experiments.confusability  which digit pairs are hard to tell apart (lookalike's keys)
 gclab.experiments.models      SmallResNet and ``receptive_field``
 gclab.experiments.train       deterministic training loop
 gclab.experiments.analysis    attention maps, query-independence, FLOPs, latency
-gclab.experiments.reproduce   ``gclab reproduce``: the ablation table and the comparisons
-gclab.experiments.bench       ``gclab bench``: the blocks against mmcv and timm
+gclab.experiments.reproduce   ``gclab reproduce``: the plan and the runs
+gclab.experiments.report      the comparisons (Welch intervals, verdicts), tables, figures
+gclab.experiments.bench       ``gclab bench``: the blocks against mmcv and timm (runs)
+gclab.experiments.bench_core  its timing, peak-memory and machine-limit primitives
+gclab.experiments.bench_report  its targets, tables, CSV and figure
 
 Nothing in :mod:`gclab.nn` or :mod:`gclab.numpy` imports from here.
 """

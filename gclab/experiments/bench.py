@@ -63,26 +63,53 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under their old names
+    CLONE,
+    FLOOR,
+    GIB,
+    MIB,
+    Config,
+    Limits,
+    Row,
+    _available_gib,
+    _init_,
+    _median_row,
+    _nxn_estimate_gib,
+    _repeats_for,
+    fwd_bwd_step,
+    interleaved_medians,
+    matmul_floor_step,
+    measure_group,
+    measure_limits,
+    nl_matmul_flops,
+    peak_bytes,
+)
+from gclab.experiments.bench_report import (  # noqa: F401 - the report, under its old names
+    Target,
+    cpu_description,
+    dot_product_growth,
+    evaluate_targets,
+    format_limits,
+    format_rows,
+    format_targets,
+    plot_scaling,
+    write_csv,
+)
 from gclab.nn import GCBlock, NonLocal2d, SEBlock
-
-GIB = 2**30
-MIB = 2**20
 
 
 # ----------------------------------------------------------------------------- references
@@ -132,297 +159,32 @@ def _timm():
         return None
 
 
-# ------------------------------------------------------------------------------ measuring
-def peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes held by PyTorch CPU tensors while ``fn()`` runs, above the level at its start.
-
-    Uses ``torch.profiler`` (``profile_memory=True``): the running sum of allocation (+) and
-    free (-) records, in time order; its maximum is the peak. Example::
-
-        >>> peak_bytes(lambda: torch.empty(1 << 20)) >= 4 << 20
-        True
-    """
-    # kineto, torch.profiler's backend, prints every profiler start and stop to stderr at its
-    # "USDT" log level (5): 22 of the 75 lines of a --smoke run. It reads KINETO_LOG_LEVEL once,
-    # when the profiler is first used in the process; 6 silences that level.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]"
-    )
-    level = peak = 0
-    for _, nbytes in records:
-        level += nbytes
-        peak = max(peak, level)
-    return peak
-
-
-def fwd_bwd_step(module: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
-    """One forward + backward of ``module`` on ``x`` with upstream gradient ``grad``."""
-
-    def step() -> None:
-        x.grad = None
-        for p in module.parameters():
-            p.grad = None
-        module(x).backward(grad)
-
-    return step
-
-
-def interleaved_medians(
-    steps: Dict[str, Callable[[], None]], repeats: int, warmup: int = 1
-) -> Dict[str, List[float]]:
-    """Seconds per call of every step, run round-robin ``warmup + repeats`` times.
-
-    The order within each round is shuffled (seeded): on a machine whose CPU time comes in
-    slices shared with other jobs, a fixed order would hand the same step the same phase of
-    every slice. Returns the measured times (warm-up excluded) per name.
-    """
-    import random
-
-    rng = random.Random(0)
-    times: Dict[str, List[float]] = {k: [] for k in steps}
-    names = list(steps)
-    for r in range(warmup + repeats):
-        order = names[:]
-        rng.shuffle(order)
-        for name in order:
-            step = steps[name]
-            t0 = time.perf_counter()
-            step()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
-    return times
-
-
-@dataclass
-class Row:
-    """One measured (threads, group, implementation, size)."""
-
-    group: str
-    impl: str
-    batch: int
-    channels: int
-    height: int
-    width: int
-    time_ms: float = float("nan")
-    time_median_ms: float = float("nan")
-    time_max_ms: float = float("nan")
-    peak_mib: float = float("nan")
-    floor_ms: float = float("nan")  # NL: matmul floor; GC/SE: two x.clone()
-    repeats: int = 0
-    note: str = ""
-    threads: int = 1
-
-    @property
-    def n(self) -> int:
-        return self.height * self.width
-
-    @property
-    def share(self) -> float:
-        """floor / time: 1.0 = at the machine's limit."""
-        if math.isnan(self.floor_ms) or math.isnan(self.time_ms) or not self.time_ms:
-            return float("nan")
-        return self.floor_ms / self.time_ms
-
-
-@dataclass
-class Limits:
-    """What this machine does at one thread count: the units of the floors."""
-
-    threads: int
-    matmul_gflops: float
-    matmul_shape: str
-    clone_gbps: float
-    clone_ms: float
-    clone_mib: float
-    load_average: Tuple[float, float, float]
-    # the same, measured interleaved with the blocks (the floors of the table use these)
-    matmul_gflops_in_run: float = float("nan")
-    matmul_in_run_n: int = 0
-    clone_ms_in_run: float = float("nan")
-    clone_gbps_in_run: float = float("nan")
-
-
-@dataclass
-class Config:
-    """What to run: which groups at which sizes, at which thread counts."""
-
-    nl_sizes: Sequence[Tuple[int, int]] = ((8, 8), (16, 16), (32, 32), (64, 64), (128, 128))
-    dot_sizes: Sequence[Tuple[int, int]] = (
-        (8, 8), (16, 16), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)
-    )
-    gc_sizes: Sequence[Tuple[int, int]] = ((32, 32), (64, 64))
-    numpy_size: Tuple[int, int] | None = (32, 32)
-    nl_batch: int = 2
-    gc_batch: int = 8
-    channels: int = 256
-    repeats: int = 5
-    threads: Sequence[int] = (1, 2)
-    max_gib: float = 9.0  # skip an (N, N') implementation whose estimate exceeds this
-    dot_peers_max_n: int = 64 * 64  # dot product: explicit/mmcv only up to this N
-    memory: bool = True
-    seed: int = 0
-    notes: List[str] = field(default_factory=list)
-
-
-CLONE = "x.clone()"
-
-
-def _nxn_estimate_gib(batch: int, n: int, n_keys: int) -> float:
-    # explicit fwd+bwd keeps ~4 (B, N, N') float32 tensors alive (logits, softmax, 2 grads)
-    return 4 * batch * n * n_keys * 4 / GIB
-
-
-def _available_gib() -> float:
-    """MemAvailable of /proc/meminfo in GiB (inf where unknown)."""
+def machine_description() -> Dict[str, object]:
+    """CPU, cores, load and library versions."""
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 / GIB
-    except (OSError, ValueError, IndexError):
-        pass
-    return float("inf")
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    d: Dict[str, object] = dict(cpu_description())
+    d.update({
+        "cores": os.cpu_count(),
+        "memory_available_gib": round(_available_gib(), 1),
+        "load_average_1_5_15": [round(v, 2) for v in load],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+    })
+    try:
+        import mmcv
 
-
-def _init_(module: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return module
-
-
-def _repeats_for(cfg: Config, n: int, linear: bool = False) -> Tuple[int, int]:
-    # big maps are slow on 2 cores: fewer repeats there (still interleaved); ``linear``: only
-    # steps whose time grows as N are timed (dot product above the peers' sizes), which stay
-    # cheap, and the growth fit needs their minimum to be a real one
-    if linear:
-        return cfg.repeats, 1
-    if n >= 128 * 128:
-        return 1, 0
-    if n >= 64 * 64:  # seconds per step; 5 repeats keep the 64x64 floor share stable
-        return max(1, min(cfg.repeats, 5)), 1
-    if n <= 16 * 16:  # milliseconds per step, and the noisiest ratios: many more repeats
-        return 5 * cfg.repeats, 2
-    return cfg.repeats, 1
-
-
-def _median_row(row: Row, ts: Sequence[float]) -> Row:
-    # time_ms: the fastest repeat (module docstring); the median and the slowest beside it
-    row.time_ms = min(ts) * 1e3
-    row.time_median_ms, row.time_max_ms = statistics.median(ts) * 1e3, max(ts) * 1e3
-    row.repeats = len(ts)
-    return row
-
-
-def measure_group(
-    group: str,
-    builders: Dict[str, Callable[[], nn.Module] | None],
-    batch: int,
-    channels: int,
-    size: Tuple[int, int],
-    cfg: Config,
-    threads: int,
-    memory: bool,
-    skip: Dict[str, str] | None = None,
-    extra: Dict[str, Callable[[], None]] | None = None,
-    linear: bool = False,
-) -> List[Row]:
-    """Time (interleaved) and measure every implementation of one configuration.
-
-    A builder of ``None`` under the name :data:`CLONE` times ``x.clone()`` instead; ``extra``
-    steps (the matmul floor) are timed in the same round-robin, without a memory pass."""
-    skip = skip or {}
-    extra = extra or {}
-    h, w = size
-    gen = torch.Generator().manual_seed(cfg.seed)
-    x = torch.randn(batch, channels, h, w, generator=gen).requires_grad_()
-    grad = torch.randn(batch, channels, h, w, generator=gen)
-    rows = {k: Row(group, k, batch, channels, h, w, threads=threads) for k in builders}
-    steps: Dict[str, Callable[[], None]] = {}
-    for name, build in builders.items():
-        if name in skip:
-            rows[name].note = skip[name]
-            continue
-        if build is None:
-            steps[name] = lambda: x.detach().clone()
-            continue
-        torch.manual_seed(cfg.seed)
-        steps[name] = fwd_bwd_step(_init_(build(), cfg.seed), x, grad)
-    repeats, warmup = _repeats_for(cfg, h * w, linear)
-    if memory:  # the profiled step doubles as the warm-up
-        for name, step in steps.items():
-            rows[name].peak_mib = peak_bytes(step) / MIB
-        warmup = 0
-    for name, step in extra.items():
-        rows[name] = Row(group, name, batch, channels, h, w, threads=threads)
-        steps[name] = step
-        if warmup == 0:
-            step()
-    for name, ts in interleaved_medians(steps, repeats, warmup).items():
-        _median_row(rows[name], ts)
-    return list(rows.values())
-
-
-# ------------------------------------------------------------------------------- limits
-def measure_limits(cfg: Config, threads: int) -> Limits:
-    """Matmul GFLOP/s (attention-shaped float32 bmm) and x.clone() GB/s at this thread count."""
-    n = min(64 * 64, max(h * w for h, w in cfg.nl_sizes))
-    b, ci = cfg.nl_batch, max(cfg.channels // 2, 1)
-    step = matmul_floor_step(b, n, ci, cfg.seed)
-    t = min(interleaved_medians({"mm": step}, 3, 1)["mm"])
-    gflops = 6 * 2 * b * n * n * ci / t / 1e9
-    del step
-    gen = torch.Generator().manual_seed(cfg.seed)
-    h, w = max(cfg.gc_sizes, key=lambda s: s[0] * s[1])
-    x = torch.randn(cfg.gc_batch, cfg.channels, h, w, generator=gen)
-    clone = min(interleaved_medians({"c": lambda: x.clone()}, 15, 2)["c"])
-    nbytes = x.numel() * x.element_size()
-    return Limits(
-        threads=threads,
-        matmul_gflops=gflops,
-        matmul_shape=f"the six bmm of attention fwd+bwd, B={b}, N={n}, C_i={ci}",
-        clone_gbps=2 * nbytes / clone / 1e9,
-        clone_ms=clone * 1e3,
-        clone_mib=nbytes / MIB,
-        load_average=tuple(round(v, 2) for v in os.getloadavg()),  # type: ignore[arg-type]
-    )
-
-
-FLOOR = "6 matmuls"
-
-
-def nl_matmul_flops(row: Row, reduction: int = 2) -> float:
-    """FLOPs of the six N x N x C_i matmuls of one NL fwd+bwd (2 forward, 4 backward)."""
-    ci = max(row.channels // reduction, 1)
-    return 6 * 2 * row.batch * row.n * row.n * ci
-
-
-def matmul_floor_step(batch: int, n: int, ci: int, seed: int = 0) -> Callable[[], None]:
-    """The six products of attention fwd+bwd, into preallocated outputs (no page faults):
-    S = Q K^T, Y = A V; dA = dY V^T, dV = A^T dY, dQ = dS K, dK = dS^T Q."""
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v, dy = (torch.randn(batch, n, ci, generator=gen) for _ in range(4))
-    a, da = torch.rand(batch, n, n, generator=gen), torch.empty(batch, n, n)
-    y, dq, dk, dv = (torch.empty(batch, n, ci) for _ in range(4))
-
-    def step() -> None:
-        torch.bmm(q, k.transpose(1, 2), out=a)
-        torch.bmm(a, v, out=y)
-        torch.bmm(dy, v.transpose(1, 2), out=da)
-        torch.bmm(a.transpose(1, 2), dy, out=dv)
-        torch.bmm(da, k, out=dq)
-        torch.bmm(da.transpose(1, 2), q, out=dk)
-
-    return step
+        d["mmcv"] = mmcv.__version__
+    except Exception:  # noqa: BLE001
+        d["mmcv"] = None
+    timm = _timm()
+    d["timm"] = getattr(sys.modules.get("timm"), "__version__", None) if timm else None
+    return d
 
 
 # --------------------------------------------------------------------------------- groups
@@ -572,334 +334,6 @@ def _progress(rows: Sequence[Row]) -> None:
         what = f"{r.time_ms:9.1f} ms" if not math.isnan(r.time_ms) else r.note
         print(f"  [{r.threads}t] {r.group:<11} {r.height}x{r.width:<4} {r.impl:<15} {what}",
               file=sys.stderr, flush=True)
-
-
-# -------------------------------------------------------------------------------- targets
-@dataclass
-class Target:
-    name: str
-    limit: float
-    value: float  # nan when not measured
-    detail: str
-    at_least: bool = False  # MET when value >= limit (a share of a floor)
-
-    @property
-    def status(self) -> str:
-        if math.isnan(self.value):
-            return "NOT MEASURED"
-        ok = self.value >= self.limit if self.at_least else self.value <= self.limit
-        return "MET" if ok else "NOT MET"
-
-
-def _find(rows: Sequence[Row], group: str, impl: str, size: Tuple[int, int]) -> Row | None:
-    for r in rows:
-        if (r.group, r.impl, r.height, r.width) == (group, impl, size[0], size[1]):
-            return r
-    return None
-
-
-def _ratio(rows, group, a, b, size, attr="time_ms") -> float:
-    ra, rb = _find(rows, group, a, size), _find(rows, group, b, size)
-    if ra is None or rb is None:
-        return float("nan")
-    va, vb = getattr(ra, attr), getattr(rb, attr)
-    if math.isnan(va) or math.isnan(vb) or vb == 0:
-        return float("nan")
-    return va / vb
-
-
-def dot_product_growth(rows: Sequence[Row]) -> Tuple[float, str]:
-    """Time growth per doubling of N for gclab's dot-product NL: 2**slope of the least-squares
-    line through (log2 N, log2 time) over the sizes with N >= 1024 (a single pair of sizes is
-    at the mercy of one noisy median); the detail also lists each consecutive pair's ratio."""
-    pts = sorted((r.n, r.time_ms) for r in rows if r.group == "nl_dot" and r.impl == "gclab"
-                 and r.n >= 1024 and not math.isnan(r.time_ms))
-    if len(pts) < 2:
-        return float("nan"), "needs 2+ sizes with N >= 1024"
-    lx = [math.log2(n) for n, _ in pts]
-    ly = [math.log2(t) for _, t in pts]
-    mx, my = statistics.fmean(lx), statistics.fmean(ly)
-    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
-    pairs = ", ".join(f"{(t1 / t0) ** (1 / math.log2(n1 / n0)):.2f} ({n0}->{n1})"
-                      for (n0, t0), (n1, t1) in zip(pts, pts[1:]) if n1 > n0)
-    return 2.0**slope, f"2^slope of the log-log fit over N >= 1024; per doubling: {pairs}"
-
-
-def _worst_ratio(rows, group, a, b, sizes) -> Tuple[float, str]:
-    got = [(s, _ratio(rows, group, a, b, s)) for s in sizes]
-    got = [(s, v) for s, v in got if not math.isnan(v)]
-    if not got:
-        return float("nan"), f"{a} / {b} time"
-    detail = ", ".join(f"{s[0]}x{s[1]}: {v:.2f}" for s, v in got)
-    return max(v for _, v in got), f"worst of {a} / {b} time ({detail})"
-
-
-def evaluate_targets(rows: Sequence[Row], cfg: Config) -> List[Target]:
-    """The issues' targets for the rows of one thread count (nan when not measured)."""
-    t: List[Target] = []
-    s64, s128 = (64, 64), (128, 128)
-    nl = f"B={cfg.nl_batch}, C={cfg.channels}"
-    sizes = " to ".join(f"{s[0]}x{s[1]}" for s in (cfg.nl_sizes[0], cfg.nl_sizes[-1]))
-    v, d = _worst_ratio(rows, "nl_embedded", "gclab", "mmcv", cfg.nl_sizes)
-    t.append(Target(f"NL embedded fwd+bwd <= 1.0x mmcv at every size {sizes} ({nl})", 1.0, v,
-                    d))
-    r64 = _find(rows, "nl_embedded", "gclab", s64)
-    t.append(Target(f"NL embedded 64x64 >= 0.85 of its matmul floor ({nl})", 0.85,
-                    r64.share if r64 else float("nan"),
-                    "floor / time; floor = six N x N x C_i matmuls at the measured GFLOP/s",
-                    at_least=True))
-    dsizes = [s for s in cfg.dot_sizes if s[0] * s[1] <= cfg.dot_peers_max_n]
-    v, d = _worst_ratio(rows, "nl_dot", "gclab", "mmcv", dsizes)
-    t.append(Target(f"NL dot product fwd+bwd <= 1.0x mmcv at every size up to "
-                    f"{dsizes[-1][0]}x{dsizes[-1][1]} ({nl})" if dsizes else "NL dot product",
-                    1.0, v, d))
-    growth, detail = dot_product_growth(rows)
-    t.append(Target(f"dot-product NL time grows <= 2.2x when N doubles ({nl})", 2.2, growth,
-                    detail))
-    t.append(Target(f"NL embedded 64x64 peak memory <= 0.2x mmcv ({nl})", 0.2,
-                    _ratio(rows, "nl_embedded", "gclab", "mmcv", s64, "peak_mib"),
-                    "gclab / mmcv peak memory"))
-    r128 = _find(rows, "nl_embedded", "gclab", s128)
-    mem128 = r128.peak_mib / 1024 if r128 is not None else float("nan")
-    t.append(Target(f"NL embedded 128x128 fits in < 2 GiB extra memory ({nl})", 2.0, mem128,
-                    "GiB above input and weights, fwd+bwd"))
-    se_ref = "timm" if any(r.group == "se" and r.impl == "timm" for r in rows) else "timm-style"
-    for size in cfg.gc_sizes:
-        tag = f"B={cfg.gc_batch}, C={cfg.channels}, {size[0]}x{size[1]}"
-        t.append(Target(f"GC fwd+bwd <= 1.0x mmcv ContextBlock ({tag})", 1.0,
-                        _ratio(rows, "gc", "gclab", "mmcv", size), "gclab / mmcv time"))
-        t.append(Target(f"SE fwd+bwd <= 1.0x {se_ref} SE ({tag})", 1.0,
-                        _ratio(rows, "se", "gclab", se_ref, size), f"gclab / {se_ref} time"))
-        t.append(Target(f"GC forward <= 3x one x.clone() ({tag})", 3.0,
-                        _ratio(rows, "gc_forward", "gclab", CLONE, size),
-                        "GC forward / clone time"))
-    big = max(cfg.gc_sizes, key=lambda s: s[0] * s[1])
-    tag = f"B={cfg.gc_batch}, C={cfg.channels}, {big[0]}x{big[1]}"
-    for group, name in (("gc", "GC"), ("se", "SE")):
-        t.append(Target(f"{name} fwd+bwd <= 10x one x.clone() ({tag})", 10.0,
-                        _ratio(rows, group, "gclab", CLONE, big),
-                        f"{name} fwd+bwd / clone time (floor: 2)"))
-        if group == "gc" and _find(rows, "gc", "mmcv", big):
-            t[-1].detail += f"; mmcv: {_ratio(rows, 'gc', 'mmcv', CLONE, big):.1f}"
-    if cfg.numpy_size is not None:
-        h, w = cfg.numpy_size
-        t.append(Target(f"NumPy NL forward <= 3x torch CPU (float64, {h}x{w})", 3.0,
-                        _ratio(rows, "numpy_nl", "numpy", "torch", cfg.numpy_size),
-                        "numpy / torch forward time, torch's default path"))
-        t.append(Target(f"NumPy NL forward <= 3x torch CPU, explicit path ({h}x{w})", 3.0,
-                        _ratio(rows, "numpy_nl", "numpy", "torch-explicit", cfg.numpy_size),
-                        "numpy / torch forward time, both building the (N, N) matrix"))
-    return t
-
-
-# --------------------------------------------------------------------------------- output
-# CPUID (family, model) of the server parts this benchmark has met; a VM may mask the model
-_MICROARCH = {
-    ("GenuineIntel", 6, 143): "Sapphire Rapids",
-    ("GenuineIntel", 6, 207): "Emerald Rapids",
-    ("GenuineIntel", 6, 106): "Ice Lake-SP",
-    ("GenuineIntel", 6, 85): "Skylake/Cascade Lake-SP",
-    ("AuthenticAMD", 23, 49): "Zen 2 (EPYC Rome)",
-    ("AuthenticAMD", 25, 1): "Zen 3 (EPYC Milan)",
-    ("AuthenticAMD", 25, 17): "Zen 4 (EPYC Genoa)",
-}
-
-
-def cpu_description() -> Dict[str, object]:
-    """CPU model name, vendor, family/model, vector extensions, from /proc/cpuinfo or lscpu."""
-    info: Dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                k, _, v = line.partition(":")
-                info[k.strip()] = v.strip()
-    except OSError:
-        pass
-    if "model name" not in info:
-        import subprocess
-
-        try:
-            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-            for line in out.splitlines():
-                k, _, v = line.partition(":")
-                info.setdefault({"Model name": "model name", "Flags": "flags",
-                                 "Vendor ID": "vendor_id"}.get(k.strip(), k.strip()), v.strip())
-        except (OSError, subprocess.SubprocessError):
-            pass
-    name = info.get("model name") or platform.processor() or platform.machine()
-    flags = set(info.get("flags", "").split())
-    ext = [e for e, f in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX512-BF16", "avx512_bf16"),
-                          ("AMX", "amx_tile")) if f in flags]
-    vendor = info.get("vendor_id", "")
-    try:
-        fam_model = (vendor, int(info.get("cpu family", -1)), int(info.get("model", -1)))
-    except ValueError:
-        fam_model = (vendor, -1, -1)
-    arch = _MICROARCH.get(fam_model)
-    if arch is None and vendor == "GenuineIntel" and "amx_tile" in flags:
-        arch = "Sapphire Rapids or later (AMX; CPUID model masked or newer)"
-    label = name + (f" [{', '.join(ext)}]" if ext else "")
-    return {"cpu": name, "cpu_label": label, "vendor": vendor, "family": fam_model[1],
-            "model": fam_model[2], "microarchitecture": arch, "vector_extensions": ext}
-
-
-def machine_description() -> Dict[str, object]:
-    """CPU, cores, load and library versions."""
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    d: Dict[str, object] = dict(cpu_description())
-    d.update({
-        "cores": os.cpu_count(),
-        "memory_available_gib": round(_available_gib(), 1),
-        "load_average_1_5_15": [round(v, 2) for v in load],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.cuda.is_available(),
-    })
-    try:
-        import mmcv
-
-        d["mmcv"] = mmcv.__version__
-    except Exception:  # noqa: BLE001
-        d["mmcv"] = None
-    timm = _timm()
-    d["timm"] = getattr(sys.modules.get("timm"), "__version__", None) if timm else None
-    return d
-
-
-def _fmt(v: float, spec: str = ".1f") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def format_limits(lim: Limits) -> str:
-    text = (f"machine limits at {lim.threads} thread(s): matmul {lim.matmul_gflops:.1f} GFLOP/s "
-            f"({lim.matmul_shape}, float32); stream {lim.clone_gbps:.1f} GB/s "
-            f"(x.clone() of {lim.clone_mib:.0f} MiB in {lim.clone_ms:.2f} ms, read + write); "
-            f"load average {list(lim.load_average)}")
-    if not math.isnan(lim.matmul_gflops_in_run):
-        text += (f"; during the run, interleaved with the blocks (these set the floors): "
-                 f"matmul {lim.matmul_gflops_in_run:.1f} GFLOP/s (six attention bmm at N = "
-                 f"{lim.matmul_in_run_n})")
-    if not math.isnan(lim.clone_gbps_in_run):
-        text += (f", stream {lim.clone_gbps_in_run:.1f} GB/s (x.clone() "
-                 f"{lim.clone_ms_in_run:.2f} ms)")
-    return text
-
-
-def format_rows(rows: Sequence[Row]) -> str:
-    """The ratio table of one thread count (markdown)."""
-    out = ["| group | size | B | impl | time ms (fastest) | peak MiB | gclab/this time "
-           "| gclab/this memory | floor ms | floor/time | x clones | note |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ref: Dict[Tuple[str, int, int], Row] = {}
-    clones: Dict[Tuple[str, int, int], Row] = {}
-    for r in rows:
-        if r.impl in ("gclab", "numpy"):
-            ref[(r.group, r.height, r.width)] = r
-        if r.impl == CLONE:
-            clones[(r.group, r.height, r.width)] = r
-    for r in rows:
-        key = (r.group, r.height, r.width)
-        base = ref.get(key)
-        tr = mr = xc = float("nan")
-        if base is not None and base is not r and r.time_ms:
-            tr = base.time_ms / r.time_ms
-            if r.peak_mib and not math.isnan(r.peak_mib):
-                mr = base.peak_mib / r.peak_mib
-        if key in clones and r.impl != CLONE:
-            xc = r.time_ms / clones[key].time_ms
-        out.append(
-            f"| {r.group} | {r.height}x{r.width} | {r.batch} | {r.impl} | {_fmt(r.time_ms)} "
-            f"| {_fmt(r.peak_mib)} | {_fmt(tr, '.2f')} | {_fmt(mr, '.3f')} "
-            f"| {_fmt(r.floor_ms)} | {_fmt(r.share, '.2f')} | {_fmt(xc, '.1f')} | {r.note} |"
-        )
-    return "\n".join(out)
-
-
-def format_targets(by_threads: Dict[int, List[Target]]) -> str:
-    """One line per target, one column per thread count."""
-    threads = list(by_threads)
-    out = ["| target | " + " | ".join(f"{t} thread{'s' if t > 1 else ''} | status"
-                                      for t in threads) + " |",
-           "|---|" + "---|---|" * len(threads)]
-    first = by_threads[threads[0]]
-    for i, tgt in enumerate(first):
-        cells = []
-        for t in threads:
-            got = by_threads[t][i]
-            cells.append(f"{_fmt(got.value, '.3g')} | {got.status}")
-        out.append(f"| {tgt.name} | " + " | ".join(cells) + " |")
-    out += ["", "Details:"]
-    for t in threads:
-        for tgt in by_threads[t]:
-            if not math.isnan(tgt.value) and any(ch.isdigit() for ch in tgt.detail):
-                out.append(f"- [{t} thread(s)] {tgt.name}: {tgt.detail}")
-    return "\n".join(out)
-
-
-def write_csv(rows: Sequence[Row], path: str) -> None:
-    """One line per measured (threads, group, impl, size)."""
-    with open(path, "w", newline="") as f:
-        names = [k for k in asdict(rows[0])] + ["n", "share"]
-        wr = csv.DictWriter(f, fieldnames=names)
-        wr.writeheader()
-        for r in rows:
-            d = asdict(r)
-            d["n"], d["share"] = r.n, r.share
-            wr.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()})
-
-
-def plot_scaling(rows: Sequence[Row], path: str) -> str | None:
-    """Time and peak memory against N (log-log) for the NL groups, first thread count.
-
-    Returns None when the plot was written, else the reason it was not."""
-    from gclab._extras import MissingExtra, require
-
-    try:
-        matplotlib = require("matplotlib", why="the benchmark's scaling.png")
-    except MissingExtra as e:
-        return f"no scaling.png: {e}"
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    threads = rows[0].threads
-    rows = [r for r in rows if r.threads == threads]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    panels = [("nl_embedded", "NL embedded Gaussian (B=2)"), ("nl_dot", "NL dot product (B=2)")]
-    for ax, (group, title) in zip(axes[:2], panels):
-        for impl in sorted({r.impl for r in rows if r.group == group}):
-            pts = [(r.n, r.time_ms) for r in rows
-                   if r.group == group and r.impl == impl and not math.isnan(r.time_ms)]
-            if pts:
-                pts.sort()
-                ax.loglog(*zip(*pts), "o-", label=f"{impl}")
-        pts = sorted((r.n, r.floor_ms) for r in rows if r.group == group and r.impl == "gclab")
-        if pts:
-            ax.loglog(*zip(*pts), "k:", label="matmul floor (6 N x N x C_i)")
-        ax.set(title=f"{title}, {threads} thread(s)", xlabel="N = H*W",
-               ylabel="fwd+bwd time (ms)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    ax = axes[2]
-    for group in ("nl_embedded", "nl_dot"):
-        for impl in sorted({r.impl for r in rows if r.group == group}):
-            pts = sorted((r.n, r.peak_mib) for r in rows if r.group == group and r.impl == impl
-                         and not math.isnan(r.peak_mib) and r.peak_mib > 0)
-            if pts:
-                ax.loglog(*zip(*pts), "o-", label=f"{group} {impl}")
-    ax.set(title="peak extra memory, fwd+bwd (B=2)", xlabel="N = H*W", ylabel="MiB")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
 
 
 # ----------------------------------------------------------------------------------- main

@@ -507,7 +507,8 @@ class NonLocal2d(_NonLocalNd):
 
     (``f`` chosen by ``mode``; all arguments and the fast paths: :class:`_NonLocalNd`).
     Without ``return_attention`` the default ``impl='auto'`` builds the (N, N) matrix only when
-    it is small (N' <= C_i, eager mode; see "Fast paths").
+    it is small (N' <= 5 C_i in the softmax modes, N' <= C_i otherwise; eager mode; see "Fast
+    paths").
 
     Example::
 

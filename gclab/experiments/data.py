@@ -201,26 +201,45 @@ def _paint(n: int, rng: np.random.Generator, split: str, side: int,
     """
     pool = _digit_pool(split)
     small = _digit_pool(split, side)
-    key = np.zeros(n, dtype=np.int64)
-    key[: n // 2] = 1
-    rng.shuffle(key)
-    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
-    y = np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64)
-
-    def pick(p: Dict[int, np.ndarray], parity: int) -> np.ndarray:
-        imgs = p[classes[parity]]
-        return imgs[int(rng.integers(0, len(imgs)))]
-
+    key = _balanced_bits(rng, n)
+    x, y = _blank_dense(n)
     for i in range(n):
         canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=0)
-        for _ in range(PAINT_DISTRACTORS):
-            _paste(canvas, pick(pool, int(rng.integers(0, 2))),
-                   int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
-        _paste(canvas, pick(small, int(key[i])), int(rng.integers(0, HEIGHT - side + 1)),
-               int(rng.integers(0, 12 - side + 1)))
+        _paint_background(canvas, rng, pool, classes)
+        _paste(canvas, _pick(rng, small, classes, int(key[i])),
+               int(rng.integers(0, HEIGHT - side + 1)), int(rng.integers(0, 12 - side + 1)))
         y[i, :, PAINT_FIRST_CELL:] = _paint_bars(canvas, rng) ^ key[i]
     return x, y
+
+
+def _balanced_bits(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n bits, exactly n // 2 of them 1, in a random order."""
+    bits = np.zeros(n, dtype=np.int64)
+    bits[: n // 2] = 1
+    rng.shuffle(bits)
+    return bits
+
+
+def _blank_dense(n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Empty canvases (n, 16, 64) and dense labels (n, 4, 16), every cell IGNORE."""
+    return (np.zeros((n, HEIGHT, WIDTH), dtype=np.float64),
+            np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64))
+
+
+def _pick(rng: np.random.Generator, pool: Dict[int, np.ndarray], classes: Tuple[int, int],
+          which: int) -> np.ndarray:
+    """A random image of class ``classes[which]`` from ``pool``."""
+    imgs = pool[classes[which]]
+    return imgs[int(rng.integers(0, len(imgs)))]
+
+
+def _paint_background(canvas: np.ndarray, rng: np.random.Generator,
+                      pool: Dict[int, np.ndarray], classes: Tuple[int, int]) -> None:
+    """Salt noise and the PAINT_DISTRACTORS 10 x 10 digits of ``classes`` in columns [12, 32)."""
+    _salt_and_strokes(canvas, rng, strokes=0)
+    for _ in range(PAINT_DISTRACTORS):
+        _paste(canvas, _pick(rng, pool, classes, int(rng.integers(0, 2))),
+               int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
 
 
 def _paint_bars(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -253,26 +272,15 @@ def _twokeys(n: int, rng: np.random.Generator, split: str, disagree: int
     """
     pool = _digit_pool(split)
     keys_pool = _digit_pool(split, TWOKEYS_SIDE)
-    top = np.zeros(n, dtype=np.int64)
-    top[: n // 2] = 1
-    rng.shuffle(top)
+    top = _balanced_bits(rng, n)
     bottom = top ^ (rng.random(n) < disagree / 100).astype(np.int64)
-    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
-    y = np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64)
-
-    def pick(p: Dict[int, np.ndarray], parity: int) -> np.ndarray:
-        imgs = p[DIGIT_CLASSES[parity]]
-        return imgs[int(rng.integers(0, len(imgs)))]
-
+    x, y = _blank_dense(n)
     half = HEIGHT // 2
     for i in range(n):
         canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=0)
-        for _ in range(PAINT_DISTRACTORS):
-            _paste(canvas, pick(pool, int(rng.integers(0, 2))),
-                   int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
+        _paint_background(canvas, rng, pool, DIGIT_CLASSES)
         for key, r0 in ((top[i], 0), (bottom[i], half)):
-            _paste(canvas, pick(keys_pool, int(key)), r0,
+            _paste(canvas, _pick(rng, keys_pool, DIGIT_CLASSES, int(key)), r0,
                    int(rng.integers(0, 12 - TWOKEYS_SIDE + 1)))
         bars = _paint_bars(canvas, rng)
         rows = HEIGHT // 8  # map rows per key

@@ -85,7 +85,8 @@ class _NonLocalNd(nn.Module):
     faster: measured fwd+bwd at B=2, C=256, medians of 40 interleaved rounds on the idle
     2-core Intel Xeon, explicit / fast = 0.93-1.01 (1 thread) and 0.89-0.94 (2 threads) from
     8x8 to 24x24 in embedded-Gaussian mode, 1.19-1.20 at 32x32; in dot-product mode 0.95-0.99
-    at 8x8, 0.88-1.3 from 12x12 on (the script: docs/benchmarks.md, "auto rule").
+    at 8x8, from 12x12 on the fast path is faster (``python scripts/nl_paths.py``;
+    docs/benchmarks.md, "a measured size rule").
     Under tracing, TorchScript, ``torch.compile`` and ``torch.export`` ``'auto'`` stays on the
     fast path (no shape-dependent branch in the graph). ``'explicit'`` always builds
     the matrix (the reference, as mmcv computes it); ``'fast'`` always takes the fast path and
@@ -224,10 +225,8 @@ class _NonLocalNd(nn.Module):
             theta_x, phi_x = xf.transpose(1, 2), xf
             g_x = _conv1x1(self.g.weight.reshape(ci, c), self.g.bias, xf)
         else:
-            weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
-            tb, pb, gb = self.theta.bias, self.phi.bias, self.g.bias
-            bias = None if tb is None or pb is None or gb is None else torch.cat([tb, pb, gb])
-            out = _conv1x1(weight.reshape(3 * ci, c), bias, xf)  # (B, 3 Ci, N)
+            weight, bias = self._stacked_embeddings()
+            out = _conv1x1(weight, bias, xf)  # (B, 3 Ci, N)
             theta_x, phi_x, g_x = out[:, :ci].transpose(1, 2), out[:, ci : 2 * ci], out[:, 2 * ci :]
         if self.sub_sample:
             g_x = self._pool(g_x.unflatten(2, x.shape[2:])).flatten(2)
@@ -256,6 +255,17 @@ class _NonLocalNd(nn.Module):
         grid = t.reshape([b] + list(x.shape[2:]) + [k]).permute(to_grid)
         return self._pool(grid).permute(to_tokens).flatten(1, -2).contiguous()
 
+    def _stacked_embeddings(self) -> Tuple[Tensor, Tensor]:
+        # theta, phi, g as one (3 Ci, C) weight and (3 Ci,) bias: one product computes all three
+        theta, phi = self.theta, self.phi
+        if theta is None or phi is None:  # never: only gaussian lacks them, and it stacks none
+            raise RuntimeError("theta and phi are needed to stack the embeddings")
+        tb, pb, gb = theta.bias, phi.bias, self.g.bias
+        if tb is None or pb is None or gb is None:  # never: the embeddings have biases
+            raise RuntimeError("theta, phi and g must have biases")
+        weight = torch.cat([theta.weight, phi.weight, self.g.weight])
+        return weight.reshape(3 * self.inter_channels, self.in_channels), torch.cat([tb, pb, gb])
+
     def embed_tokens(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The fast paths' embeddings as tokens with a unit stride on the last dim.
 
@@ -271,12 +281,7 @@ class _NonLocalNd(nn.Module):
             if self.sub_sample:
                 return q, self._pool_tokens(q, x), self._pool_tokens(v, x)
             return q, q, v
-        weight = torch.cat([self.theta.weight, self.phi.weight, self.g.weight])
-        weight = weight.reshape(3 * ci, c)
-        tb, pb, gb = self.theta.bias, self.phi.bias, self.g.bias
-        if tb is None or pb is None or gb is None:  # never: the embeddings have biases
-            raise RuntimeError("theta, phi and g must have biases")
-        bias = torch.cat([tb, pb, gb])
+        weight, bias = self._stacked_embeddings()
         qkv = F.linear(tokens, weight, bias)  # (B, N, 3 Ci)
         q, kv = qkv[:, :, :ci], qkv[:, :, ci:]
         if self.sub_sample:
@@ -360,7 +365,8 @@ class _NonLocalNd(nn.Module):
         :math:`x + \mathrm{BN}(A x + a)`). x is read twice (the Gram matrix, then
         :math:`A x`) and no (B, N, C_i) embedding is stored, so time grows as N and memory stays
         that of x. Used by ``impl='auto'``/``'fast'`` in eager mode when
-        :math:`C \le 2 C_i` (then the C x C products cost no more than the embeddings'),
+        :math:`C \le 2 C_i` (then the C x C products cost no more than the embeddings') and
+        :math:`N \ge 2C` (below that its fixed C x C products cost more than they save),
         without ``sub_sample`` (max-pooling does not commute with :math:`W_\phi`) and outside
         autocast. Shapes: (B, C, *S) -> (B, C, *S); equal to :meth:`context_modeling`'s
         result to rounding (tests/test_fast_paths.py).

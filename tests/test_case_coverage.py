@@ -8,6 +8,11 @@ max-subtraction overflows there (the learner simulation checks that such code fa
 
 from __future__ import annotations
 
+import builtins
+import inspect
+import math
+import warnings
+
 import numpy as np
 import pytest
 
@@ -188,3 +193,256 @@ def test_batched_3d_cases_cover_b_1_and_b_above_1():
             continue
         sizes = {a.shape[0] for a in firsts}
         assert 1 in sizes and any(b > 1 for b in sizes), f"{e.id}: batch sizes {sizes}"
+
+
+# --------------------------------------------------------------------------- coincidences
+# A count or size computed with a rounding rule (``//``, ``int()``, ``math.ceil``, ``round``)
+# needs a case where every other rule gives a different answer: with C divisible by r,
+# ``round(C / r)`` and ``math.ceil(C / r)`` pass an exercise whose reference truncates. The
+# reference runs on traced numbers (int and float subclasses that record each rounding and can
+# swap its rule), once as written and once per swapped rule; a swap that never changes any
+# case's output is a gap. Divisions of array sizes (H // 2) are covered by the even/odd sizes
+# of the map test above.
+_ROUNDING = {"mode": None, "seen": set()}
+_RULES = {"floor": math.floor, "ceil": math.ceil, "round": round}
+
+
+def _round(rule, q):
+    """Round ``q`` by ``rule``, or by the swapped rule while ``_ROUNDING['mode']`` swaps it."""
+    _ROUNDING["seen"].add(rule)
+    mode = _ROUNDING["mode"]
+    return _RULES[mode[1] if mode and mode[0] == rule else rule](q)
+
+
+class _Traced:
+    """Arithmetic that keeps the trace: every result of traced numbers is traced again."""
+
+    def _op(self, other, fn):
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return NotImplemented
+        return _trace(fn(self._plain(), other._plain() if isinstance(other, _Traced) else other))
+
+    def __add__(self, o): return self._op(o, lambda a, b: a + b)  # noqa: E704
+    def __radd__(self, o): return self._op(o, lambda a, b: b + a)  # noqa: E704
+    def __sub__(self, o): return self._op(o, lambda a, b: a - b)  # noqa: E704
+    def __rsub__(self, o): return self._op(o, lambda a, b: b - a)  # noqa: E704
+    def __mul__(self, o): return self._op(o, lambda a, b: a * b)  # noqa: E704
+    def __rmul__(self, o): return self._op(o, lambda a, b: b * a)  # noqa: E704
+    def __truediv__(self, o): return self._op(o, lambda a, b: a / b)  # noqa: E704
+    def __rtruediv__(self, o): return self._op(o, lambda a, b: b / a)  # noqa: E704
+    def __floordiv__(self, o): return self._op(o, lambda a, b: _round("floor", a / b))  # noqa: E704
+    def __rfloordiv__(self, o): return self._op(o, lambda a, b: _round("floor", b / a))  # noqa: E704
+
+
+class _TInt(_Traced, int):
+    __hash__ = int.__hash__
+
+    def _plain(self):
+        return int.__int__(self)
+
+
+class _TFloat(_Traced, float):
+    __hash__ = float.__hash__
+
+    def _plain(self):
+        return float.__float__(self)
+
+    def __int__(self):
+        q = self._plain()
+        return int(_round("floor", q)) if q >= 0 else int(q)
+
+    def __floor__(self):
+        return int(_round("floor", self._plain()))
+
+    def __ceil__(self):
+        return int(_round("ceil", self._plain()))
+
+    def __round__(self, n=None):
+        return int(_round("round", self._plain())) if n is None else round(self._plain(), n)
+
+
+class _IntMeta(type):
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, builtins.int)
+
+
+class _traced_int(builtins.int, metaclass=_IntMeta):
+    """``int`` inside the reference's module: ``int(traced int)`` keeps the trace."""
+
+    def __new__(cls, x=0, *rest):
+        return x if isinstance(x, _TInt) and not rest else builtins.int(x, *rest)
+
+
+def _trace(v):
+    if isinstance(v, bool) or isinstance(v, _Traced):
+        return v
+    if isinstance(v, int):
+        return _TInt(v)
+    if isinstance(v, float):
+        return _TFloat(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_trace(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _trace(x) for k, x in v.items()}
+    return v
+
+
+def _traced_outputs(ex, cases):
+    """The reference's outputs (modules: their parameter shapes) on traced arguments."""
+    g = getattr(ex.reference, "__globals__", {})
+    had = "int" in g
+    g["int"] = _traced_int
+    try:
+        outs = []
+        for c in cases:
+            out = ex.reference(*_trace(c.args), **_trace(c.kwargs))
+            outs.append([tuple(p.shape) for p in out.parameters()] if ex.kind == "module"
+                        else out)
+        return outs
+    finally:
+        if not had:
+            del g["int"]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    a, b = (x.detach().numpy() if hasattr(x, "detach") else x for x in (a, b))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _all_cases(ex):
+    return [c for seed in ex.seeds for c in ex.cases(np.random.default_rng(seed))]
+
+
+def _rounding_gaps(ex) -> list:
+    """'floor -> ceil' for each swap of a rounding rule that no case's output notices."""
+    cases = _all_cases(ex)
+    _ROUNDING["mode"], _ROUNDING["seen"] = None, set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = _traced_outputs(ex, cases)
+        gaps = []
+        for rule in sorted(_ROUNDING["seen"]):
+            for other in sorted(set(_RULES) - {rule}):
+                _ROUNDING["mode"] = (rule, other)
+                try:
+                    if _same(base, _traced_outputs(ex, cases)):
+                        gaps.append(f"{rule} -> {other}")
+                except Exception:  # noqa: BLE001 - a swap that breaks the reference is noticed
+                    pass
+                finally:
+                    _ROUNDING["mode"] = None
+    return gaps
+
+
+WITH_CASES = [e.id for e in catalog() if get(e.id).cases is not None]
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_every_rounding_rule_is_told_apart(exercise_id):
+    gaps = _rounding_gaps(get(exercise_id))
+    assert not gaps, (f"{exercise_id}: a learner who rounds differently passes ({', '.join(gaps)}"
+                      " changes no case): add a case whose quotient is not an integer, with a "
+                      "fraction above 1/2 (and one below, where the reference rounds)")
+
+
+def test_the_rounding_tracer_finds_a_divisible_only_case():
+    """The tracer sees a floor hidden in ``int(C * ratio)`` and ``C // r``, and a gap when
+    every case divides evenly."""
+    from gclab.exercises.registry import Case, Exercise
+
+    def count(c, ratio):
+        return c * int(c * ratio) + c // 4
+
+    def ex(pairs):
+        return Exercise(id="t.count", notebook="t", title="t", reference=count,
+                        cases=lambda rng: [Case(args=p) for p in pairs])
+
+    assert _rounding_gaps(ex([(16, 0.25), (32, 0.5)])) == ["floor -> ceil", "floor -> round"]
+    assert _rounding_gaps(ex([(16, 0.25), (14, 0.25)])) == []  # 3.5: ceil and round give 4
+
+
+# Maps of shape (..., N, N'): a case with N != N' (a division by N' instead of N, or the two
+# axes swapped, passes where every attention is square). Arrays whose last two axes are equal
+# by definition are listed with the reason.
+SQUARE_BY_DEFINITION = {
+    ("nlgrad.softmax_jacobian", "output"): "the Jacobian of a softmax over N entries is N x N",
+    ("inside.query_map", "argument 0"): "a query's row is read as a map of the same grid",
+}
+
+
+def _arrays(value, where):
+    if hasattr(value, "shape") and not isinstance(value, (int, float)):
+        yield where, tuple(value.shape)
+    elif isinstance(value, (list, tuple)):
+        for i, x in enumerate(value):
+            yield from _arrays(x, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for k, x in value.items():
+            yield from _arrays(x, f"{where}[{k!r}]")
+
+
+def _nn_prime_shapes(ex):
+    """{where: [shapes]} of the 3-d arrays (B, N, N') among arguments and reference outputs."""
+    seen = {}
+    for case in _all_cases(ex):
+        out = ex.reference(*case.args, **case.kwargs)
+        found = [("output" if w == "out" else w, s) for w, s in _arrays(out, "out")]
+        for i, a in enumerate(case.args):
+            found += list(_arrays(a, f"argument {i}"))
+        for where, shape in found:
+            if len(shape) == 3:
+                seen.setdefault(where, []).append(shape)
+    # (P, 1, 1) parameters are not maps: keep arrays whose last two axes exceed 1 somewhere
+    return {w: s for w, s in seen.items() if any(n > 1 or m > 1 for *_, n, m in s)}
+
+
+FUNCTIONS = [e.id for e in catalog() if get(e.id).kind == "function" and get(e.id).cases]
+
+
+@pytest.mark.parametrize("exercise_id", FUNCTIONS)
+def test_every_n_by_n_prime_map_has_a_case_with_n_not_n_prime(exercise_id):
+    for where, shapes in _nn_prime_shapes(get(exercise_id)).items():
+        if (exercise_id, where) in SQUARE_BY_DEFINITION:
+            continue
+        assert any(n != m for *_, n, m in shapes), (
+            f"{exercise_id}: {where} is square (N = N') on every case {sorted(set(shapes))}; "
+            "add one with N != N' (keys sub-sampled)")
+
+
+def test_square_by_definition_entries_exist():
+    for eid, where in SQUARE_BY_DEFINITION:
+        assert where in _nn_prime_shapes(get(eid)), (eid, where)
+
+
+def _bound_arguments(ex, case):
+    """The case's arguments by parameter name, defaults filled in (an omitted kernel is 3)."""
+    try:
+        sig = inspect.signature(ex.reference)
+        bound = sig.bind(*case.args, **case.kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+    except (TypeError, ValueError):
+        return {**{i: a for i, a in enumerate(case.args)}, **case.kwargs}
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_every_number_or_switch_argument_varies(exercise_id):
+    """A number or flag that is the same on every case lets a hard-coded constant pass
+    (kernel 3 in the code where the function gets kernel, use_scale always on); and a map's
+    C, like its B, H and W, takes at least two values."""
+    ex = get(exercise_id)
+    values, channels = {}, set()
+    for case in _all_cases(ex):
+        for name, v in _bound_arguments(ex, case).items():
+            if isinstance(v, (bool, int, float, np.integer, np.floating)):
+                values.setdefault(name, set()).add(v)
+        maps = [a for a in (*case.inputs, *case.args) if getattr(a, "ndim", 0) == 4]
+        if maps:
+            channels.add(maps[0].shape[1])
+    fixed = {k: v for k, v in values.items() if len(v) < 2}
+    assert not fixed, f"{exercise_id}: the same value on every case: {fixed}"
+    assert len(channels) != 1, f"{exercise_id}: every map has C = {channels}"

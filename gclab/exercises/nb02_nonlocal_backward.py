@@ -121,6 +121,10 @@ def _ng_cases(rng: np.random.Generator) -> List[Case]:
     x4 = rng.standard_normal(6)
     out.append(Case(args=(lambda v: float(np.sum(v ** 3)), x4, np.array(1.0)),
                     label="scalar sum(x^3)"))
+    # a step other than the default: h hard-coded as 1e-5 is off by h^2 here
+    x5 = rng.standard_normal(5)
+    out.append(Case(args=(lambda v: float(np.sum(v ** 3)), x5, np.array(1.0)),
+                    kwargs={"h": 1e-2}, label="scalar sum(x^3), h = 0.01"))
     return out
 
 

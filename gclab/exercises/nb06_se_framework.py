@@ -404,7 +404,8 @@ def se_param_count(channels: int, reduction: int = 16) -> int:
 
 
 def cases_param_count(rng):
-    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8)]
+    # C / r = 6.25 and 5.625: a ceil, a round and the floor (P = C // r) all differ there
+    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8), (100, 16), (90, 16)]
     return [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
 
 

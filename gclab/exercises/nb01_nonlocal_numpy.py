@@ -570,8 +570,10 @@ register(Exercise(
     hints=(
         "Each output pixel is the maximum of a non-overlapping 2x2 window. With an odd size the "
         "last row or column fits no window and is dropped (floor), as in torch.",
-        "Crop x to an even size (2 * (H // 2), 2 * (W // 2)), then view it as (B, C, H//2, 2, "
-        "W//2, 2): axes 3 and 5 index the position inside a window.",
+        "x (B, C, H, W) -> (B, C, H//2, W//2). Two steps: drop an odd last row or column so "
+        "that both sizes are even; then give the row and the column inside a window their own "
+        "axes with one reshape (each right after the axis of the output pixel it belongs to), "
+        "and reduce over those two axes.",
         "halve H and W, rounding down\ncrop away the last row and column if they are odd\nview "
         "the crop as windows of 2 by 2 and take the maximum over the two in-window axes",
     ),

@@ -473,9 +473,9 @@ register(Exercise(
     hints=(
         "Write the count as a formula in C: a 1x1 conv from a channels to b channels has a "
         "weight for every (input, output) pair and a bias for every output.",
-        "Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
-        "(C -> C), both with a bias; nothing else (the softmax has no parameters). Its count is "
-        "a polynomial of degree 2 in C (it even factors nicely).",
+        "Input: C (an int); output: one int. Steps: list the layers of the block that hold "
+        "parameters (which convs, from how many channels to how many; a softmax or a sum has "
+        "none), count each one's weights and biases, and add the counts.",
         "W_k: weights for C inputs and one output, plus one bias\n"
         "W_v: weights for every pair of channels, plus one bias per output\n"
         "return the sum as an int",

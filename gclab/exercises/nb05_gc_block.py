@@ -428,9 +428,9 @@ register(Exercise(
         "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): mean "
         "and (biased) variance over everything but the batch axis, then the affine map with gamma "
         "and beta.",
-        "t (B, P, 1, 1) -> mean and variance over axes (1, 2, 3), keeping them -> (B, 1, 1, 1); "
-        "gamma and beta (P, 1, 1) broadcast against (B, P, 1, 1); eps is 1e-5, inside the square "
-        "root.",
+        "t (B, P, 1, 1) -> one mean and one variance per sample, each kept as (B, 1, 1, 1) so "
+        "that it broadcasts back against t; gamma and beta (P, 1, 1) broadcast against "
+        "(B, P, 1, 1). Steps: statistics, normalise, then the affine map.",
         "the mean of each sample over its last three axes\nthe biased variance of each sample "
         "over the same axes\ncentre t and divide by the square root of (variance plus eps)\nscale "
         "by gamma and shift by beta",

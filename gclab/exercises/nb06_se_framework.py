@@ -364,8 +364,9 @@ register(Exercise(
         "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, as an "
         "int).",
         "compute planes from C and the ratio\ncontext modelling: the pooling SE uses\ntransform: "
-        "a Bottleneck without LayerNorm and with its default (non-zero) initialisation\nbuild the "
-        "framework with the fusion SE uses as the key",
+        "a Bottleneck without LayerNorm, and with PyTorch's ordinary (non-zero) initialisation "
+        "of its last conv: Bottleneck zero-initialises it unless told not to (that is GC's "
+        "choice)\nbuild the framework with the fusion SE uses as the key",
     ),
 ))
 

@@ -132,7 +132,7 @@ with torch.no_grad():
 # %%
 def layer_norm(t, gamma, beta):
     """LayerNorm over (P, 1, 1): each sample normalised on its own, then gamma * t_hat + beta."""
-    # exercise gc.layer_norm: mean and variance over axes (1, 2, 3)
+    # exercise gc.layer_norm: each sample's mean and variance, over all but the batch axis
     ### BEGIN SOLUTION
     mu = t.mean(axis=(1, 2, 3), keepdims=True)
     var = t.var(axis=(1, 2, 3), keepdims=True)

@@ -9,6 +9,7 @@ careful learner to a failing answer is a wrong hint.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Callable, Dict, List, NamedTuple
 
@@ -22,24 +23,32 @@ from gclab.nn import AttentionPooling, AveragePooling, Bottleneck, GlobalContext
 
 class Followed(NamedTuple):
     exercise: str
+    hint: str  # the first 10 hex digits of the SHA-256 of the level-3 hint it follows
     obj: Any
 
 
 FROM_HINTS: List[Followed] = []
 
 
-def follows(exercise: str) -> Callable[[Any], Any]:
-    """Decorator: the answer that ``exercise``'s level-3 hint describes."""
+def hint_digest(text: str) -> str:
+    """The digest an answer records of the level-3 hint it was written from."""
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def follows(exercise: str, hint: str) -> Callable[[Any], Any]:
+    """Decorator: the answer that ``exercise``'s level-3 hint describes; ``hint`` is the
+    :func:`hint_digest` of the hint it was written from, so a changed hint asks for the answer
+    to be followed again."""
 
     def deco(obj):
-        FROM_HINTS.append(Followed(exercise, obj))
+        FROM_HINTS.append(Followed(exercise, hint, obj))
         return obj
 
     return deco
 
 
 # =========================================================================== lesson 0
-@follows("rf.theoretical")
+@follows("rf.theoretical", "9c39e0178d")
 def theoretical_rf(kernels, strides):
     field, jump = 1, 1  # a field of 1 pixel and a jump of 1
     for k, s in zip(kernels, strides):  # the layers in order
@@ -48,14 +57,14 @@ def theoretical_rf(kernels, strides):
     return field
 
 
-@follows("rf.layers_to_cover")
+@follows("rf.layers_to_cover", "45e105fd00")
 def layers_to_cover(size, kernel=3):
     missing = size - 1  # the size minus the one pixel of no layer at all
     per_layer = kernel - 1
     return math.ceil(missing / per_layer)  # divide and round UP
 
 
-@follows("rf.erf_1d")
+@follows("rf.erf_1d", "5d30985d41")
 def erf_1d(depth, kernel=3):
     g = np.array([1.0])
     for _ in range(depth):
@@ -63,7 +72,7 @@ def erf_1d(depth, kernel=3):
     return g / g.sum()
 
 
-@follows("rf.erf")
+@follows("rf.erf", "f1085c4826")
 def effective_rf(net, x):
     xc = x.detach().clone().requires_grad_(True)  # a fresh copy that records gradients
     out = net(xc)
@@ -74,7 +83,7 @@ def effective_rf(net, x):
     return (a / a.sum()).numpy()
 
 
-@follows("rf.erf_std")
+@follows("rf.erf_std", "3af96989c8")
 def erf_std(g):
     p = g / g.sum()  # normalise
     h, w = p.shape
@@ -82,13 +91,13 @@ def erf_std(g):
     return float(np.sqrt(np.sum(p * (rows ** 2 + cols ** 2))))
 
 
-@follows("rf.growth_exponent")
+@follows("rf.growth_exponent", "fd01081eb7")
 def growth_exponent(depths, sizes):
     slope, _ = np.polyfit(np.log(depths), np.log(sizes), 1)  # a degree-1 polynomial
     return float(slope)
 
 
-@follows("rf.erf_variance")
+@follows("rf.erf_variance", "c9998e3fc9")
 def erf_variance(depth, kernel=3):
     # one box: offsets centred on 0, one apart; the mean of their squares, from the sum of
     # consecutive squares, is (k^2 - 1) / 12 for every k; independent layers add variances
@@ -97,35 +106,35 @@ def erf_variance(depth, kernel=3):
 
 
 # =========================================================================== lesson 1
-@follows("nl.to_positions")
+@follows("nl.to_positions", "f425e1277d")
 def to_positions(x):
     b, c = x.shape[0], x.shape[1]
     flat = x.reshape(b, c, -1)  # the spatial axes flattened, B and C in place
     return np.swapaxes(flat, 1, 2)  # swap the channel and position axes
 
 
-@follows("nl.to_map")
+@follows("nl.to_map", "f6620b7f47")
 def to_map(t, H, W):
     b, n, c = t.shape
     swapped = np.swapaxes(t, 1, 2)  # swap the position and channel axes
     return swapped.reshape(b, c, H, W)  # split the positions into H rows of W
 
 
-@follows("nl.conv1x1")
+@follows("nl.conv1x1", "6a3dcb4e3d")
 def conv1x1(x, weight, bias):
     w = weight[:, :, 0, 0]  # drop the two size-1 axes
     out = np.einsum("oc,bchw->bohw", w, x)  # contract over the channel axis
     return out + bias.reshape(1, -1, 1, 1)
 
 
-@follows("nl.softmax")
+@follows("nl.softmax", "36a08f46b2")
 def softmax(z):
     top = np.max(z, axis=-1, keepdims=True)  # each row's maximum, axis kept
     e = np.exp(z - top)
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-@follows("nl.embedded_gaussian")
+@follows("nl.embedded_gaussian", "411379fa6a")
 def embedded_gaussian(theta_x, phi_x, use_scale=True):
     logits = np.matmul(theta_x, phi_x)  # the batched matrix product
     if use_scale:
@@ -133,13 +142,13 @@ def embedded_gaussian(theta_x, phi_x, use_scale=True):
     return softmax(logits)
 
 
-@follows("nl.dot_product")
+@follows("nl.dot_product", "e2fec6632c")
 def dot_product(theta_x, phi_x):
     dots = np.matmul(theta_x, phi_x)  # every query-key dot product
     return dots / phi_x.shape[-1]  # divided by the number of keys
 
 
-@follows("nl.concatenation")
+@follows("nl.concatenation", "7ca10fcf89")
 def concatenation(theta_x, phi_x, w):
     ci = theta_x.shape[-1]
     queries = np.einsum("bnc,c->bn", theta_x, w[:ci])  # first half of w, over Ci
@@ -148,7 +157,7 @@ def concatenation(theta_x, phi_x, w):
     return np.maximum(pairs, 0) / phi_x.shape[-1]  # positive part, over the number of keys
 
 
-@follows("nl.max_pool2x2")
+@follows("nl.max_pool2x2", "ac208d7aee")
 def max_pool2x2(x):
     b, c, h, w = x.shape
     h2, w2 = h // 2, w // 2  # halve H and W, rounding down
@@ -161,7 +170,7 @@ def gaussian(theta_x, phi_x):  # given in the lesson
     return softmax(theta_x @ phi_x)
 
 
-@follows("nl.context_modeling")
+@follows("nl.context_modeling", "fc489285fb")
 def context_modeling(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
     B, C, H, W = x.shape
     g = conv1x1(x, params["g.weight"], params["g.bias"])  # embed g, pool it if sub_sample
@@ -188,20 +197,20 @@ def context_modeling(x, params, mode="embedded_gaussian", use_scale=True, sub_sa
     return y, attention
 
 
-@follows("nl.forward")
+@follows("nl.forward", "fe8f1d2a6d")
 def nl_forward(x, params, mode="embedded_gaussian", use_scale=True, sub_sample=False):
     y = context_modeling(x, params, mode, use_scale, sub_sample)[0]
     return conv1x1(y, params["conv_out.weight"], params["conv_out.bias"]) + x
 
 
 # =========================================================================== lesson 2
-@follows("nlgrad.rel_error")
+@follows("nlgrad.rel_error", "02de294b8b")
 def rel_error(a, b):
     ratio = np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))
     return float(np.max(ratio))
 
 
-@follows("nlgrad.numerical_gradient")
+@follows("nlgrad.numerical_gradient", "6304d2613c")
 def numerical_gradient(f, x, df, h=1e-5):
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"])
@@ -217,20 +226,20 @@ def numerical_gradient(f, x, df, h=1e-5):
     return grad
 
 
-@follows("nlgrad.softmax_backward")
+@follows("nlgrad.softmax_backward", "996bb30a37")
 def softmax_backward(dout, p):
     inner = np.sum(dout * p, axis=-1, keepdims=True)  # one number per row, axis kept
     return p * dout - p * inner  # the diagonal part minus the outer-product part
 
 
-@follows("nlgrad.matmul_backward")
+@follows("nlgrad.matmul_backward", "9c97cb8b22")
 def matmul_backward(dout, a, b):
     da = dout @ np.swapaxes(b, -1, -2)
     db = np.swapaxes(a, -1, -2) @ dout
     return da, db
 
 
-@follows("nlgrad.conv1x1_backward")
+@follows("nlgrad.conv1x1_backward", "bb2d54f9a6")
 def conv1x1_backward(dout, x, weight):
     w = weight[:, :, 0, 0]  # squeeze the weight to a matrix
     b, c, h, wd = x.shape
@@ -242,7 +251,7 @@ def conv1x1_backward(dout, x, weight):
     return dx, dw, dbias
 
 
-@follows("nlgrad.embedded_gaussian_backward")
+@follows("nlgrad.embedded_gaussian_backward", "ce71bacb37")
 def embedded_gaussian_backward(dattn, theta_x, phi_x, attention, use_scale=True):
     dlogits = softmax_backward(dattn, attention)
     if use_scale:
@@ -284,27 +293,27 @@ def _nonlocal_backward(dout, cache):
     return dx, grads
 
 
-@follows("nlgrad.block_backward")
+@follows("nlgrad.block_backward", "8c07868261")
 def nonlocal_grads(x, params, dout, use_scale=True):  # the lesson's wrapper
     _, cache = _nonlocal_forward(x, params, use_scale)
     return _nonlocal_backward(dout, cache)
 
 
-@follows("nlgrad.softmax_jacobian")
+@follows("nlgrad.softmax_jacobian", "7e1913ee35")
 def softmax_jacobian(p):
     outer = p[..., :, np.newaxis] * p[..., np.newaxis, :]  # p as a column times p as a row
     diagonal = p[..., :, np.newaxis] * np.eye(p.shape[-1])
     return diagonal - outer
 
 
-@follows("nlgrad.scale_backward")
+@follows("nlgrad.scale_backward", "7bbe800cee")
 def scale_backward(dout, u, s):
     du = dout * (1 / s)  # d(u_k / s) / du_k = 1 / s
     ds = np.sum(dout * (-u / s ** 2))  # d(u_k / s) / ds = -u_k / s^2
     return du, float(ds)
 
 
-@follows("nlgrad.maxpool_backward")
+@follows("nlgrad.maxpool_backward", "d1883b07fb")
 def maxpool_backward(dout, x):
     b, c, h, w = x.shape
     dx = np.zeros_like(x)
@@ -316,7 +325,7 @@ def maxpool_backward(dout, x):
     return dx
 
 
-@follows("nlgrad.dot_product_backward")
+@follows("nlgrad.dot_product_backward", "d4269a9b4f")
 def dot_product_backward(dattn, theta_x, phi_x):
     scaled = dattn / phi_x.shape[-1]  # divided by the number of keys
     dtheta_x, dphi_x = matmul_backward(scaled, theta_x, phi_x)
@@ -324,13 +333,13 @@ def dot_product_backward(dattn, theta_x, phi_x):
 
 
 # =========================================================================== lesson 3
-@follows("inside.cosine_distance")
+@follows("inside.cosine_distance", "97beac8b57")
 def cosine_distance(u, v):
     dot = np.sum(u * v, axis=-1)
     return 1 - dot / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
 
 
-@follows("inside.pairwise_distance")
+@follows("inside.pairwise_distance", "f650cfb4b0")
 def pairwise_distance(vectors):
     unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
     cos = unit @ np.swapaxes(unit, 1, 2)  # all cosines
@@ -339,19 +348,19 @@ def pairwise_distance(vectors):
     return 1 - total / (n * (n - 1))
 
 
-@follows("inside.query_map")
+@follows("inside.query_map", "97941b272a")
 def query_map(attention, row, col, height, width):
     index = row * width + col  # whole rows before it times the width, plus the column
     return attention[:, index, :].reshape(attention.shape[0], height, width)
 
 
-@follows("inside.mean_map")
+@follows("inside.mean_map", "b5b13b5c61")
 def mean_map(attention):
     return np.mean(attention, axis=1)  # the query axis
 
 
 # =========================================================================== lesson 4
-@follows("snl.attention")
+@follows("snl.attention", "becb7b2dc1")
 def attention_weights(x, w_k, b_k):
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
@@ -360,7 +369,7 @@ def attention_weights(x, w_k, b_k):
     return e / e.sum(axis=1, keepdims=True)
 
 
-@follows("snl.pool")
+@follows("snl.pool", "d768573ac0")
 def attention_pool(x, alpha):
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
@@ -368,7 +377,7 @@ def attention_pool(x, alpha):
     return pooled[:, :, np.newaxis, np.newaxis]
 
 
-@follows("snl.forward")
+@follows("snl.forward", "3fd88d8d0d")
 def snl_forward(x, w_k, b_k, w_v, b_v):
     alpha = attention_weights(x, w_k, b_k)
     context = attention_pool(x, alpha).reshape(x.shape[0], x.shape[1])  # a (B, C) matrix
@@ -376,7 +385,7 @@ def snl_forward(x, w_k, b_k, w_v, b_v):
     return x + term[:, :, np.newaxis, np.newaxis]
 
 
-@follows("snl.from_nonlocal")
+@follows("snl.from_nonlocal", "c3fcfa7b90")
 def nonlocal_to_snl(nl):
     w_theta = nl["theta.weight"][:, :, 0, 0]  # the four weights as matrices
     w_phi, w_g, w_z = (nl[k][:, :, 0, 0] for k in ("phi.weight", "g.weight", "conv_out.weight"))
@@ -395,25 +404,25 @@ def nonlocal_to_snl(nl):
     }
 
 
-@follows("snl.param_count")
+@follows("snl.param_count", "f56a3e7161")
 def snl_param_count(channels):
     w_k = channels * 1 + 1  # C inputs, one output, one bias
     w_v = channels * channels + channels  # every pair of channels, one bias per output
     return int(w_k + w_v)
 
 
-follows("snl.params")(snl_param_count(1024))
+follows("snl.params", "9abdd6046e")(snl_param_count(1024))
 
 
 # =========================================================================== lesson 5
-@follows("gc.layer_norm")
+@follows("gc.layer_norm", "cc464e03cd")
 def layer_norm(t, gamma, beta):
     mean = t.mean(axis=(1, 2, 3), keepdims=True)  # each sample over its last three axes
     var = t.var(axis=(1, 2, 3), keepdims=True)  # biased
     return (t - mean) / np.sqrt(var + 1e-5) * gamma + beta
 
 
-@follows("gc.transform")
+@follows("gc.transform", "88621226e7")
 def bottleneck(context, params):
     h = conv1x1(context, params["0.weight"], params["0.bias"])
     h = layer_norm(h, params["1.weight"], params["1.bias"])
@@ -421,7 +430,7 @@ def bottleneck(context, params):
     return conv1x1(h, params["3.weight"], params["3.bias"])
 
 
-@follows("gc.fusion")
+@follows("gc.fusion", "d076746e38")
 def fuse(x, add=None, mul=None):
     out = x
     if mul is not None:
@@ -431,7 +440,7 @@ def fuse(x, add=None, mul=None):
     return out
 
 
-@follows("gc.forward")
+@follows("gc.forward", "6114fbb3ea")
 def gc_forward(x, params):
     logits = conv1x1(x, params["context_modeling.conv_mask.weight"],
                      params["context_modeling.conv_mask.bias"])
@@ -451,13 +460,13 @@ def _conv(a, b):
 
 
 _C, _P = 1024, 1024 // 16
-follows("gc.params")((_C * 1 + 1) + 2 * (_conv(_C, _P) + 2 * _P + _conv(_P, _C)))
+follows("gc.params", "911ce86140")((_C * 1 + 1) + 2 * (_conv(_C, _P) + 2 * _P + _conv(_P, _C)))
 
 _C, _N, _P = 256, 14 * 20, 16
-follows("gc.flops")(2 * (_C * 1 * _N + _C * _N + _C * _P * 1 + _P * _C * 1))
+follows("gc.flops", "b15e96d5b1")(2 * (_C * 1 * _N + _C * _N + _C * _P * 1 + _P * _C * 1))
 
 
-@follows("gc.module")
+@follows("gc.module", "a80519634e")
 class GCModule(nn.Module):
     def __init__(self, in_channels, ratio):
         super().__init__()
@@ -474,7 +483,7 @@ class GCModule(nn.Module):
         return x + self.transform["add"](self.context_modeling(x))
 
 
-@follows("gc.mul_fusion_backward")
+@follows("gc.mul_fusion_backward", "190b38deab")
 def mul_fusion_backward(dout, x, m):
     gate = 1 / (1 + np.exp(-m))
     dx = dout * gate  # the chain rule through the product
@@ -482,25 +491,25 @@ def mul_fusion_backward(dout, x, m):
     return dx, dgate * gate * (1 - gate)  # the sigmoid's derivative at m
 
 
-@follows("gc.add_fusion_backward")
+@follows("gc.add_fusion_backward", "26632b0710")
 def add_fusion_backward(dout):
     return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)
 
 
 # =========================================================================== lesson 6
-@follows("se.squeeze")
+@follows("se.squeeze", "c613bb8fe8")
 def squeeze(x):
     return x.mean(axis=(2, 3), keepdims=True)
 
 
-@follows("se.excitation")
+@follows("se.excitation", "48d42a5934")
 def excitation(context, params):
     h = np.maximum(conv1x1(context, params["0.weight"], params["0.bias"]), 0)
     s = conv1x1(h, params["3.weight"], params["3.bias"])
     return 1 / (1 + np.exp(-s))
 
 
-@follows("se.forward")
+@follows("se.forward", "36438b9e0b")
 def se_forward(x, params):
     context = squeeze(x)
     mine = {k[len("transform.mul."):]: v for k, v in params.items()
@@ -509,14 +518,14 @@ def se_forward(x, params):
     return x * gates
 
 
-@follows("se.assemble")
+@follows("se.assemble", "d0b6a7a17e")
 def make_se(in_channels, ratio):
     planes = int(in_channels * ratio)
     transform = Bottleneck(in_channels, planes, layer_norm=False, zero_init=False)
     return GlobalContextFramework(in_channels, AveragePooling(), {"mul": transform})
 
 
-@follows("se.param_count")
+@follows("se.param_count", "8d3d415649")
 def se_param_count(channels, reduction=16):
     p = channels // reduction  # C divided by r, rounded down
     first = channels * p + p
@@ -524,23 +533,23 @@ def se_param_count(channels, reduction=16):
     return int(first + second)
 
 
-follows("se.params")(sum(n * se_param_count(c, 16)
+follows("se.params", "4e9673e83f")(sum(n * se_param_count(c, 16)
                          for c, n in ((256, 3), (512, 4), (1024, 6), (2048, 3))))
 
 
 # =========================================================================== lesson 7
-@follows("exp.mean_std")
+@follows("exp.mean_std", "760aa741f4")
 def mean_std(acc):
     return acc.mean(axis=1), acc.std(axis=1, ddof=1)
 
 
-@follows("exp.welch_t")
+@follows("exp.welch_t", "9f31bf5817")
 def welch_t(a, b):
     se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
     return float((np.mean(a) - np.mean(b)) / se)
 
 
-@follows("exp.nl_flops")
+@follows("exp.nl_flops", "5a9f2d6e07")
 def nl_flops(channels, height, width):
     ci, n = channels // 2, height * width
     convs = 3 * channels * ci * n + ci * channels * n  # three embeddings, one transform
@@ -548,7 +557,7 @@ def nl_flops(channels, height, width):
     return int(2 * (convs + attention))
 
 
-@follows("exp.gc_flops")
+@follows("exp.gc_flops", "15a77d0f2d")
 def gc_flops(channels, height, width, ratio):
     n, p = height * width, int(channels * ratio)
     context = channels * n + channels * n  # conv_mask and the weighted sum
@@ -557,7 +566,7 @@ def gc_flops(channels, height, width, ratio):
 
 
 # =========================================================================== lesson 8
-@follows("use.unit_output")
+@follows("use.unit_output", "45f8cde858")
 def unit_output(identity, branch, mul, add, position):
     def block(t):
         return t * (1 / (1 + np.exp(-mul))) + add
@@ -567,7 +576,7 @@ def unit_output(identity, branch, mul, add, position):
     return block(np.maximum(identity + branch, 0))
 
 
-@follows("use.every_kth")
+@follows("use.every_kth", "63b584fedc")
 def every_kth(n_units, k):
     kept = []
     for count in range(1, n_units + 1):  # counting from one
@@ -576,7 +585,7 @@ def every_kth(n_units, k):
     return kept
 
 
-@follows("use.gc_params")
+@follows("use.gc_params", "8c42d3e6da")
 def gc_params(stages, ratio):
     total = 0
     for channels, units in stages:
@@ -586,7 +595,7 @@ def gc_params(stages, ratio):
     return total
 
 
-@follows("use.map_key")
+@follows("use.map_key", "196eb71912")
 def map_key(key):
     if not key.startswith("backbone."):
         return None

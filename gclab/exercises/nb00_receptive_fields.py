@@ -476,7 +476,12 @@ def erf_variance(depth: int, kernel: int = 3) -> float:
 def _variance_cases(rng: np.random.Generator) -> List[Case]:
     pairs = [(1, 3), (4, 3), (3, 5), (10, 7), (2, 2), (5, 4)]
     extra = (int(rng.integers(2, 30)), int(rng.integers(2, 9)))
-    return [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+    cases = [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+    # the derivation itself: no ERF array of this size can be built or enumerated (so every
+    # mistake registered here is a closed form too: mistakes run on this case as well)
+    cases.append(Case(args=(10**9, 10**12 + 1), label="depth 1e9, kernel 1e12 + 1 (too large "
+                      "to convolve or enumerate: only the closed form gets there)"))
+    return cases
 
 
 register(

@@ -692,3 +692,57 @@ register(Exercise(
         "keeping the two spatial axes of size 1",
     ),
 ))
+
+
+# ----------------------------------------------------------------------------- the derivation
+def ref_sigmoid_grad(g):
+    """d sigmoid(m) / dm written with the gate g = sigmoid(m) alone."""
+    return g * (1 - g)
+
+
+def _sigmoid_grad_cases(rng):
+    """Gates as floats, and as exact fractions (``fractions.Fraction``), where only arithmetic
+    on g works: exp, log and autograd fail there, so a derivative that was not derived in g
+    cannot pass."""
+    from fractions import Fraction
+
+    out = [Case(args=(rng.uniform(0.02, 0.98, (2, 3, 1, 1)),), label="g (2, 3, 1, 1), floats"),
+           Case(args=(rng.uniform(0.3, 0.7, (1, 5, 1, 1)),), label="g (1, 5, 1, 1), floats")]
+    exact = [Fraction(1, 2), Fraction(1, 3), Fraction(7, 8), Fraction(10**12 - 1, 10**12),
+             Fraction(1, 10**15), Fraction(int(rng.integers(1, 99)), 100)]
+    out.append(Case(args=(np.array(exact, dtype=object).reshape(1, 6, 1, 1),),
+                    label="g (1, 6, 1, 1) as exact fractions (only arithmetic on g works: no "
+                          "exp, log or autograd)"))
+    return out
+
+
+def _quarter_at_most(out, g):
+    o = np.asarray(out)
+    return bool(np.all(o >= 0) and np.all(o <= 0.25)), "sigma'(m) lies in [0, 1/4]"
+
+
+register(Exercise(
+    id="gc.sigmoid_grad",
+    notebook=NOTEBOOK,
+    title="Derive the sigmoid's derivative, written with the gate itself",
+    reference=ref_sigmoid_grad,
+    cases=_sigmoid_grad_cases,
+    rtol=1e-12,
+    mistakes={
+        "the factor (1 - g) is missing: that is the derivative of exp, not of the sigmoid": (
+            lambda g: g * 1),
+        "the factor g is missing: only (1 - g) is left": lambda g: 1 - g,
+        "the sign is flipped: the sigmoid increases, so its derivative is positive": (
+            lambda g: g * (g - 1)),
+    },
+    properties=[Property("between 0 and 1/4", _quarter_at_most)],
+    hints=(
+        "Differentiate sigmoid(m), one over (1 plus e to the minus m), with the chain rule; then "
+        "rewrite every e to the minus m with the sigmoid itself, until no exponential is left.",
+        "Input: the gate g, any shape (floats, or exact fractions in one case); output: the "
+        "same shape. Only arithmetic on g: exp, log and autograd fail on the exact fractions.",
+        "write the derivative as e to the minus m over the square of (1 plus e to the minus m)\n"
+        "split it into the sigmoid times one other factor\nrecognise that factor as one minus "
+        "the gate\nreturn the gate times that factor",
+    ),
+))

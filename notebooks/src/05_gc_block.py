@@ -243,6 +243,27 @@ def mul_fusion_backward(dout, x, m):
 check("gc.mul_fusion_backward", mul_fusion_backward)
 
 # %% [markdown]
+# That check compares numbers: it cannot see whether you derived $\partial m$ or let
+# `torch.autograd` compute it. The derivation itself is the sigmoid's derivative.
+#
+# **Exercise `gc.sigmoid_grad`** (derive it). Write $\sigma'(m)$ as a function of the gate
+# $g = \sigma(m)$ alone. One case gives $g$ as exact fractions (`fractions.Fraction`), where
+# only arithmetic on $g$ works (no `exp`, no `log`, no autograd): a derived expression passes
+# it, a computed one cannot.
+
+# %%
+def sigmoid_grad(g):
+    """d sigmoid(m) / dm, written with the gate g = sigmoid(m) only."""
+    # exercise gc.sigmoid_grad: arithmetic on g only
+    ### BEGIN SOLUTION
+    return g * (1 - g)
+    ### END SOLUTION
+
+
+# %%
+check("gc.sigmoid_grad", sigmoid_grad)
+
+# %% [markdown]
 # <details><summary>Worked derivation (open after your check passes)</summary>
 #
 # A broadcast copies one value to $HW$ places, so in the backward the $HW$ gradients are

@@ -491,6 +491,13 @@ def mul_fusion_backward(dout, x, m):
     return dx, dgate * gate * (1 - gate)  # the sigmoid's derivative at m
 
 
+@follows("gc.sigmoid_grad", "0526b1f4d5")
+def sigmoid_grad(g):
+    # e^-m / (1 + e^-m)^2 = sigmoid(m) * e^-m / (1 + e^-m), and e^-m / (1 + e^-m) = 1 - sigmoid
+    other = 1 - g  # one minus the gate
+    return g * other
+
+
 @follows("gc.add_fusion_backward", "26632b0710")
 def add_fusion_backward(dout):
     return dout.copy(), dout.sum(axis=(2, 3), keepdims=True)

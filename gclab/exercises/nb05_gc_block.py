@@ -740,7 +740,8 @@ register(Exercise(
         "Differentiate sigmoid(m), one over (1 plus e to the minus m), with the chain rule; then "
         "rewrite every e to the minus m with the sigmoid itself, until no exponential is left.",
         "Input: the gate g, any shape (floats, or exact fractions in one case); output: the "
-        "same shape. Only arithmetic on g: exp, log and autograd fail on the exact fractions.",
+        "same shape and type as g (fractions stay fractions: no conversion to floats, no new "
+        "float array to fill). Only arithmetic on g: exp, log and autograd fail on fractions.",
         "write the derivative as e to the minus m over the square of (1 plus e to the minus m)\n"
         "split it into the sigmoid times one other factor\nrecognise that factor as one minus "
         "the gate\nreturn the gate times that factor",

@@ -248,8 +248,8 @@ check("gc.mul_fusion_backward", mul_fusion_backward)
 #
 # **Exercise `gc.sigmoid_grad`** (derive it). Write $\sigma'(m)$ as a function of the gate
 # $g = \sigma(m)$ alone. One case gives $g$ as exact fractions (`fractions.Fraction`), where
-# only arithmetic on $g$ works (no `exp`, no `log`, no autograd): a derived expression passes
-# it, a computed one cannot.
+# only arithmetic on $g$ works (no `exp`, no `log`, no autograd, and no conversion to floats):
+# a derived expression passes it, a computed one cannot.
 
 # %%
 def sigmoid_grad(g):

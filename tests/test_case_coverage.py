@@ -372,6 +372,7 @@ def test_the_rounding_tracer_finds_a_divisible_only_case():
 SQUARE_BY_DEFINITION = {
     ("nlgrad.softmax_jacobian", "output"): "the Jacobian of a softmax over N entries is N x N",
     ("inside.query_map", "argument 0"): "a query's row is read as a map of the same grid",
+    ("snl.forward", "argument 3"): "W_v maps C channels to C channels",
 }
 
 
@@ -416,7 +417,49 @@ def test_every_n_by_n_prime_map_has_a_case_with_n_not_n_prime(exercise_id):
 
 def test_square_by_definition_entries_exist():
     for eid, where in SQUARE_BY_DEFINITION:
-        assert where in _nn_prime_shapes(get(eid)), (eid, where)
+        assert where in _nn_prime_shapes(get(eid)) or where in _argument_shapes(get(eid)), (
+            eid, where)
+
+
+def _argument_shapes(ex):
+    """{where: [shapes]} of every array among a case's arguments and module inputs."""
+    seen = {}
+    for case in _all_cases(ex):
+        found = [w for i, a in enumerate(case.args) for w in _arrays(a, f"argument {i}")]
+        found += [w for i, a in enumerate(case.inputs) for w in _arrays(a, f"input {i}")]
+        for where, shape in found:
+            seen.setdefault(where, []).append(shape)
+    return seen
+
+
+def _distinct_axes(shape) -> bool:
+    sizes = [n for n in shape if n > 1]
+    return len(set(sizes)) == len(sizes)
+
+
+def _same_size_gaps(ex):
+    return {w: sorted(set(s)) for w, s in _argument_shapes(ex).items()
+            if (ex.id, w) not in SQUARE_BY_DEFINITION
+            and any(sum(n > 1 for n in shape) >= 2 for shape in s)
+            and not any(_distinct_axes(shape) for shape in s)}
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_every_array_has_a_case_whose_axes_all_differ(exercise_id):
+    """Two axes of the same size let a transpose or the wrong axis pass (C = H, N = C_i,
+    Co = C): every array has a case whose sizes above 1 are pairwise different."""
+    gaps = _same_size_gaps(get(exercise_id))
+    assert not gaps, f"{exercise_id}: two axes of equal size on every case: {gaps}"
+
+
+def test_the_same_size_check_finds_c_equal_h():
+    from gclab.exercises.registry import Case, Exercise
+
+    def cases(rng):
+        return [Case(args=(np.zeros(s),)) for s in ((2, 4, 4, 5), (1, 3, 3, 7))]
+
+    ex = Exercise(id="t.map", notebook="t", title="t", reference=lambda x: x, cases=cases)
+    assert "argument 0" in _same_size_gaps(ex)
 
 
 def _bound_arguments(ex, case):

@@ -701,24 +701,30 @@ def ref_sigmoid_grad(g):
 
 
 def _sigmoid_grad_cases(rng):
-    """Gates as floats, and as exact fractions (``fractions.Fraction``), where only arithmetic
-    on g works: exp, log and autograd fail there, so a derivative that was not derived in g
-    cannot pass."""
-    from fractions import Fraction
+    """Gates in (0, 1), and values no gate takes (outside [0, 1]): there an expression in g
+    still evaluates, while a derivative computed through m = logit(g) (autograd, finite
+    differences, exp and log) has no m to start from."""
+    beyond = np.array([2.0, -0.5, 1.5, 3.0, -2.0, float(rng.uniform(1.1, 4.0))])
+    inside = "gates between 0 and 1"
+    return [Case(args=(rng.uniform(0.02, 0.98, (2, 3, 1, 1)),), label=f"g (2, 3, 1, 1), {inside}"),
+            Case(args=(rng.uniform(0.3, 0.7, (1, 5, 1, 1)),), label=f"g (1, 5, 1, 1), {inside}"),
+            Case(args=(beyond.reshape(1, 6, 1, 1),),
+                 label="g (1, 6, 1, 1) outside [0, 1] (no m has these gates: only an expression "
+                       "in g gets there)")]
 
-    out = [Case(args=(rng.uniform(0.02, 0.98, (2, 3, 1, 1)),), label="g (2, 3, 1, 1), floats"),
-           Case(args=(rng.uniform(0.3, 0.7, (1, 5, 1, 1)),), label="g (1, 5, 1, 1), floats")]
-    exact = [Fraction(1, 2), Fraction(1, 3), Fraction(7, 8), Fraction(10**12 - 1, 10**12),
-             Fraction(1, 10**15), Fraction(int(rng.integers(1, 99)), 100)]
-    out.append(Case(args=(np.array(exact, dtype=object).reshape(1, 6, 1, 1),),
-                    label="g (1, 6, 1, 1) as exact fractions (only arithmetic on g works: no "
-                          "exp, log or autograd)"))
-    return out
+
+def _through_logit(g):
+    """The derivative at m = logit(g), computed from m: what autograd gives (NaN outside)."""
+    with np.errstate(all="ignore"):
+        s = 1.0 / (1.0 + np.exp(-np.log(g / (1.0 - g))))
+    return s * (1.0 - s)
 
 
 def _quarter_at_most(out, g):
-    o = np.asarray(out)
-    return bool(np.all(o >= 0) and np.all(o <= 0.25)), "sigma'(m) lies in [0, 1/4]"
+    o, g = np.asarray(out, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    gates = (g >= 0) & (g <= 1)
+    ok = bool(np.all(o[gates] >= 0) and np.all(o[gates] <= 0.25))
+    return ok, "sigma'(m) lies in [0, 1/4] for every gate in [0, 1]"
 
 
 register(Exercise(
@@ -734,14 +740,16 @@ register(Exercise(
         "the factor g is missing: only (1 - g) is left": lambda g: 1 - g,
         "the sign is flipped: the sigmoid increases, so its derivative is positive": (
             lambda g: g * (g - 1)),
+        "computed through m = logit(g) (autograd or exp and log), not derived in g: outside "
+        "[0, 1] there is no such m, while an expression in g still evaluates": _through_logit,
     },
-    properties=[Property("between 0 and 1/4", _quarter_at_most)],
+    properties=[Property("between 0 and 1/4 for gates in [0, 1]", _quarter_at_most)],
     hints=(
         "Differentiate sigmoid(m), one over (1 plus e to the minus m), with the chain rule; then "
         "rewrite every e to the minus m with the sigmoid itself, until no exponential is left.",
-        "Input: the gate g, any shape (floats, or exact fractions in one case); output: the "
-        "same shape and type as g (fractions stay fractions: no conversion to floats, no new "
-        "float array to fill). Only arithmetic on g: exp, log and autograd fail on fractions.",
+        "Input: the gate g, an array of any shape; output: the same shape. One case evaluates "
+        "your expression at values no gate takes (outside 0 to 1), where there is no m: only "
+        "arithmetic on g works there, not exp, log or autograd.",
         "write the derivative as e to the minus m over the square of (1 plus e to the minus m)\n"
         "split it into the sigmoid times one other factor\nrecognise that factor as one minus "
         "the gate\nreturn the gate times that factor",

@@ -247,9 +247,9 @@ check("gc.mul_fusion_backward", mul_fusion_backward)
 # `torch.autograd` compute it. The derivation itself is the sigmoid's derivative.
 #
 # **Exercise `gc.sigmoid_grad`** (derive it). Write $\sigma'(m)$ as a function of the gate
-# $g = \sigma(m)$ alone. One case gives $g$ as exact fractions (`fractions.Fraction`), where
-# only arithmetic on $g$ works (no `exp`, no `log`, no autograd, and no conversion to floats):
-# a derived expression passes it, a computed one cannot.
+# $g = \sigma(m)$ alone. One case evaluates your expression at values no gate takes ($g$
+# outside $[0, 1]$, where no $m$ exists): a derived expression in $g$ still gives a number
+# there, a derivative computed through $m$ (autograd, finite differences) cannot.
 
 # %%
 def sigmoid_grad(g):

@@ -323,3 +323,27 @@ def test_level_two_may_not_spell_out_a_step(code, text):
 def test_a_shape_made_of_names_is_not_a_step():
     code = "    return x.reshape(b, c, 1, 1)"
     assert not any(e in _norm("shape (B, C, 1, 1)").lower() for e in _step_expressions(code))
+
+
+# a layer given as its channels, "C -> P", "W_v maps C to C", "from C to 1"
+_LAYER = re.compile(r"\b(?:C|P|1|C_i|Ci|C/\d+|C/r)\s*(?:->|to)\s*(?:C|P|1|C_i|Ci|C/\d+|C/r)\b"
+                    r"(?!\s*\w*\s*(?:times|positions))")
+DERIVATIONS = [e.id for e in catalog() if get(e.id).title.lower().startswith("derive")]
+
+
+@pytest.mark.parametrize("exercise_id", DERIVATIONS)
+def test_a_derivation_s_first_two_hints_do_not_list_its_layers(exercise_id):
+    """Where counting is the derivation (snl.param_count, se.param_count), the layers with
+    their channels are what the learner works out: levels 1 and 2 may name the steps, not list
+    two or more layers as "C -> P" (level 3 walks through them)."""
+    for level, text in enumerate(get(exercise_id).hints[:2], start=1):
+        layers = _LAYER.findall(text)
+        assert len(layers) < 2, f"{exercise_id}: hint {level} lists the layers {layers}"
+
+
+def test_the_layer_list_detector_catches_the_old_hints():
+    old = ("Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
+           "(C -> C), both with a bias; nothing else (the softmax has no parameters).")
+    assert len(_LAYER.findall(old)) == 2
+    assert len(_LAYER.findall("The two convs map C -> P and P -> C, each with a bias")) == 2
+    assert not _LAYER.findall("p (..., N) -> J (..., N, N), an outer product")

@@ -433,8 +433,9 @@ register(Exercise(
     hints=(
         "Go through the three steps and ask which of them has parameters: average pooling has "
         "none; the transform is a bottleneck of two 1x1 convs; the fusion (a product) has none.",
-        "Inputs: C and the reduction r (P is C // r); output: one int. The two convs map C -> P "
-        "and P -> C, each with a bias; no LayerNorm, no W_k.",
+        "Inputs: C and the reduction r (P is C // r); output: one int. Steps: write down the "
+        "channels each conv goes from and to, count each conv's weights and biases, and add; "
+        "SE has no LayerNorm and no W_k.",
         "P: C divided by r, rounded down\n"
         "the first conv: a weight per (input, output) pair and a bias per output\n"
         "the second conv: the same, in the other direction\n"

@@ -680,3 +680,46 @@ def test_the_label_checks_catch_a_wrong_label():
     assert len(_label_problems(ex, bad)) == 2
     assert _SUBSET.search("finite for logits of 1e4") and not _SUBSET.search(
         "finite on every case (logits up to ~1e4)")
+
+
+def _numeric(a):
+    a = a.detach().numpy() if hasattr(a, "detach") else a
+    return np.asarray(a, dtype=np.float64)
+
+
+def _value_coincidences(ex):
+    """Inputs whose values let a wrong answer pass: a square matrix equal to its transpose (a
+    row read as a column passes), or a batch whose items are all equal (mixing them passes)."""
+    found = []
+    for case in _all_cases(ex):
+        for where, a in [*((f"argument {i}", a) for i, a in enumerate(case.args)),
+                         *((f"input {i}", a) for i, a in enumerate(case.inputs))]:
+            if getattr(a, "ndim", 0) < 2 or getattr(a, "dtype", None) is None:
+                continue
+            if a.dtype == object or str(a.dtype) == "bool":
+                continue
+            x = _numeric(a)
+            if x.shape[-1] == x.shape[-2] > 1 and np.allclose(x, np.swapaxes(x, -1, -2)):
+                found.append(f"{where} of {case.label!r} is symmetric")
+            if x.ndim >= 3 and x.shape[0] > 1 and all(np.allclose(x[0], x[b])
+                                                        for b in range(1, x.shape[0])):
+                found.append(f"{where} of {case.label!r} has identical batch items")
+    return found
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_no_input_values_coincide(exercise_id):
+    found = _value_coincidences(get(exercise_id))
+    assert not found, f"{exercise_id}: " + "; ".join(found)
+
+
+def test_the_value_check_finds_a_symmetric_map_and_a_repeated_batch():
+    from gclab.exercises.registry import Case, Exercise
+
+    sym = np.eye(4)[None].repeat(2, axis=0)
+
+    def cases(rng):
+        return [Case(args=(sym,), label="eye")]
+
+    ex = Exercise(id="t.sym", notebook="t", title="t", reference=lambda a: a, cases=cases)
+    assert len(_value_coincidences(ex)) == 4  # two findings on each of the two seeds

@@ -723,3 +723,30 @@ def test_the_value_check_finds_a_symmetric_map_and_a_repeated_batch():
 
     ex = Exercise(id="t.sym", notebook="t", title="t", reference=lambda a: a, cases=cases)
     assert len(_value_coincidences(ex)) == 4  # two findings on each of the two seeds
+
+
+# --------------------------------------------------------------------------- derivation cases
+# Derivation exercises have a case only the derivation passes (sizes no array or module can
+# reach, gates no m has). Their registered mistakes run on it too: one computed numerically
+# would crash there and could never be named, so each mistake must evaluate on every case.
+DERIVATION_CASE = re.compile(r"too large|only an expression")
+DERIVATION_EXERCISES = [e.id for e in catalog() if get(e.id).cases is not None
+                        and any(DERIVATION_CASE.search(c.label) for c in _all_cases(get(e.id)))]
+
+
+def test_the_derivation_exercises_have_their_case():
+    assert set(DERIVATION_EXERCISES) >= {"rf.erf_variance", "snl.param_count", "se.param_count",
+                                         "gc.sigmoid_grad"}, DERIVATION_EXERCISES
+
+
+@pytest.mark.parametrize("exercise_id", DERIVATION_EXERCISES)
+def test_every_mistake_of_a_derivation_exercise_evaluates_on_every_case(exercise_id):
+    ex = get(exercise_id)
+    for name, variant in ex.mistakes.items():
+        for case in _all_cases(ex):
+            try:
+                with np.errstate(all="ignore"):
+                    variant(*case.args, **case.kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported as the finding
+                pytest.fail(f"{exercise_id}: the mistake {name!r} raises {exc!r} on "
+                            f"{case.label!r}; write it as a closed form")

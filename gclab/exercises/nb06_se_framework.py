@@ -361,8 +361,8 @@ register(Exercise(
         "Pick one piece per step: which context modelling does SE use, which transform, which "
         "fusion? The framework applies the sigmoid to a 'mul' term by itself.",
         "The framework takes C, a context-modelling module and a dict {fusion name: transform}; "
-        "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, as an "
-        "int).",
+        "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, "
+        "rounded down to an int as mmcv's int() does).",
         "compute planes from C and the ratio\ncontext modelling: the pooling SE uses\ntransform: "
         "a Bottleneck without LayerNorm, and with PyTorch's ordinary (non-zero) initialisation "
         "of its last conv: Bottleneck zero-initialises it unless told not to (that is GC's "

@@ -262,9 +262,9 @@ register(Exercise(
     hints=(
         "Context modelling touches every position twice (the logits, C -> 1, and the weighted sum "
         "of the x_j); the transform acts on ONE vector per image.",
-        "N is H times W and P is C times ratio (an int). conv_mask costs C multiply-adds per "
-        "position; the weighted sum is a (C, N) by (N, 1) product; the bottleneck two convs on a "
-        "1x1 map.",
+        "N is H times W and P is C times ratio, rounded down to an int. conv_mask costs C "
+        "multiply-adds per position; the weighted sum is a (C, N) by (N, 1) product; the "
+        "bottleneck two convs on a 1x1 map.",
         "the context modelling: conv_mask and the weighted sum, both over all positions\nthe "
         "transform: the two bottleneck convs on a single vector\ntwo FLOPs per multiply-add; add "
         "them up as an int",

@@ -750,3 +750,27 @@ def test_every_mistake_of_a_derivation_exercise_evaluates_on_every_case(exercise
             except Exception as exc:  # noqa: BLE001 - reported as the finding
                 pytest.fail(f"{exercise_id}: the mistake {name!r} raises {exc!r} on "
                             f"{case.label!r}; write it as a closed form")
+
+
+_RULE_WORDS = {"floor": re.compile(r"rounded down|round(?:ing)? down|//|floor|int\(\)"),
+               "ceil": re.compile(r"round(?:ed)? up|ceil", re.I),
+               "round": re.compile(r"rounded to the nearest|round\(\)")}
+
+
+def _rounding_rules(ex) -> set:
+    _ROUNDING["mode"], _ROUNDING["seen"] = None, set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _traced_outputs(ex, _all_cases(ex))
+    return set(_ROUNDING["seen"])
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_the_hints_name_every_rounding_rule_the_cases_tell_apart(exercise_id):
+    """Once the cases tell floor, ceil and round apart, "as an int" is ambiguous: a learner who
+    reads it as round() fails. Some hint names the rule the reference uses."""
+    ex = get(exercise_id)
+    text = "\n".join(ex.hints)
+    for rule in _rounding_rules(ex):
+        assert _RULE_WORDS[rule].search(text), (
+            f"{exercise_id}: the reference rounds by {rule}, and no hint says so")

@@ -1,15 +1,24 @@
-"""Issue 10, section 2: every exercise's cases can tell a wrong answer from a right one.
+"""Every exercise's cases can tell a wrong answer from a right one.
 
 Maps: even and odd sizes, H != W, B = 1 and B > 1 (and one channel where the exercise allows
 it), so a centre half a pixel off, H/W swapped or the batch mixed in cannot pass. Softmax: every
 exercise whose computation contains a softmax has a case with large logits, so an exp without
-max-subtraction overflows there (the learner simulation checks that such code fails).
+max-subtraction overflows there (the learner simulation checks that such code fails). No
+coincidence a wrong answer can hide behind: N != N' for (B, N, N') maps, every number argument
+varies, every array has a case whose sizes all differ, no square input is symmetric and no
+batch repeats one item. Derivation exercises' mistakes evaluate on their derivation case.
+Rounding rules: test_case_rounding.py; labels and names against their evidence:
+test_case_labels.py.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
+from _case_tools import WITH_CASES, all_cases, arrays, bound_arguments  # tests/ on sys.path
 
 from gclab.exercises import catalog, get
 
@@ -105,7 +114,6 @@ SOFTMAX_EXERCISES = ["nl.softmax", "nl.embedded_gaussian", "nl.context_modeling"
 def test_every_softmax_exercise_fails_a_softmax_without_max_subtraction():
     """The learner simulation holds, for each of these exercises, code whose softmax skips the
     max-subtraction; each must fail (the cases' logits reach ~1e3, where exp overflows)."""
-    import warnings
 
     from learner_sim import WRONG, load
 
@@ -188,3 +196,177 @@ def test_batched_3d_cases_cover_b_1_and_b_above_1():
             continue
         sizes = {a.shape[0] for a in firsts}
         assert 1 in sizes and any(b > 1 for b in sizes), f"{e.id}: batch sizes {sizes}"
+
+
+# Maps of shape (..., N, N'): a case with N != N' (a division by N' instead of N, or the two
+# axes swapped, passes where every attention is square). Arrays whose last two axes are equal
+# by definition are listed with the reason.
+SQUARE_BY_DEFINITION = {
+    ("nlgrad.softmax_jacobian", "output"): "the Jacobian of a softmax over N entries is N x N",
+    ("inside.query_map", "argument 0"): "a query's row is read as a map of the same grid",
+    ("snl.forward", "argument 3"): "W_v maps C channels to C channels",
+}
+
+
+def _nn_prime_shapes(ex):
+    """{where: [shapes]} of the 3-d arrays (B, N, N') among arguments and reference outputs."""
+    seen = {}
+    for case in all_cases(ex):
+        out = ex.reference(*case.args, **case.kwargs)
+        found = [("output" if w == "out" else w, s) for w, s in arrays(out, "out")]
+        for i, a in enumerate(case.args):
+            found += list(arrays(a, f"argument {i}"))
+        for where, shape in found:
+            if len(shape) == 3:
+                seen.setdefault(where, []).append(shape)
+    # (P, 1, 1) parameters are not maps: keep arrays whose last two axes exceed 1 somewhere
+    return {w: s for w, s in seen.items() if any(n > 1 or m > 1 for *_, n, m in s)}
+
+
+FUNCTIONS = [e.id for e in catalog() if get(e.id).kind == "function" and get(e.id).cases]
+
+
+@pytest.mark.parametrize("exercise_id", FUNCTIONS)
+def test_every_n_by_n_prime_map_has_a_case_with_n_not_n_prime(exercise_id):
+    for where, shapes in _nn_prime_shapes(get(exercise_id)).items():
+        if (exercise_id, where) in SQUARE_BY_DEFINITION:
+            continue
+        assert any(n != m for *_, n, m in shapes), (
+            f"{exercise_id}: {where} is square (N = N') on every case {sorted(set(shapes))}; "
+            "add one with N != N' (keys sub-sampled)")
+
+
+def test_square_by_definition_entries_exist():
+    for eid, where in SQUARE_BY_DEFINITION:
+        assert where in _nn_prime_shapes(get(eid)) or where in _argument_shapes(get(eid)), (
+            eid, where)
+
+
+def _argument_shapes(ex):
+    """{where: [shapes]} of every array among a case's arguments and module inputs."""
+    seen = {}
+    for case in all_cases(ex):
+        found = [w for i, a in enumerate(case.args) for w in arrays(a, f"argument {i}")]
+        found += [w for i, a in enumerate(case.inputs) for w in arrays(a, f"input {i}")]
+        for where, shape in found:
+            seen.setdefault(where, []).append(shape)
+    return seen
+
+
+def _distinct_axes(shape) -> bool:
+    sizes = [n for n in shape if n > 1]
+    return len(set(sizes)) == len(sizes)
+
+
+def _same_size_gaps(ex):
+    return {w: sorted(set(s)) for w, s in _argument_shapes(ex).items()
+            if (ex.id, w) not in SQUARE_BY_DEFINITION
+            and any(sum(n > 1 for n in shape) >= 2 for shape in s)
+            and not any(_distinct_axes(shape) for shape in s)}
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_every_array_has_a_case_whose_axes_all_differ(exercise_id):
+    """Two axes of the same size let a transpose or the wrong axis pass (C = H, N = C_i,
+    Co = C): every array has a case whose sizes above 1 are pairwise different."""
+    gaps = _same_size_gaps(get(exercise_id))
+    assert not gaps, f"{exercise_id}: two axes of equal size on every case: {gaps}"
+
+
+def test_the_same_size_check_finds_c_equal_h():
+    from gclab.exercises.registry import Case, Exercise
+
+    def cases(rng):
+        return [Case(args=(np.zeros(s),)) for s in ((2, 4, 4, 5), (1, 3, 3, 7))]
+
+    ex = Exercise(id="t.map", notebook="t", title="t", reference=lambda x: x, cases=cases)
+    assert "argument 0" in _same_size_gaps(ex)
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_every_number_or_switch_argument_varies(exercise_id):
+    """A number or flag that is the same on every case lets a hard-coded constant pass
+    (kernel 3 in the code where the function gets kernel, use_scale always on); and a map's
+    C, like its B, H and W, takes at least two values."""
+    ex = get(exercise_id)
+    values, channels = {}, set()
+    for case in all_cases(ex):
+        for name, v in bound_arguments(ex, case).items():
+            if isinstance(v, (bool, int, float, np.integer, np.floating)):
+                values.setdefault(name, set()).add(v)
+        maps = [a for a in (*case.inputs, *case.args) if getattr(a, "ndim", 0) == 4]
+        if maps:
+            channels.add(maps[0].shape[1])
+    fixed = {k: v for k, v in values.items() if len(v) < 2}
+    assert not fixed, f"{exercise_id}: the same value on every case: {fixed}"
+    assert len(channels) != 1, f"{exercise_id}: every map has C = {channels}"
+
+
+def _numeric(a):
+    a = a.detach().numpy() if hasattr(a, "detach") else a
+    return np.asarray(a, dtype=np.float64)
+
+
+def _value_coincidences(ex):
+    """Inputs whose values let a wrong answer pass: a square matrix equal to its transpose (a
+    row read as a column passes), or a batch whose items are all equal (mixing them passes)."""
+    found = []
+    for case in all_cases(ex):
+        for where, a in [*((f"argument {i}", a) for i, a in enumerate(case.args)),
+                         *((f"input {i}", a) for i, a in enumerate(case.inputs))]:
+            if getattr(a, "ndim", 0) < 2 or getattr(a, "dtype", None) is None:
+                continue
+            if a.dtype == object or str(a.dtype) == "bool":
+                continue
+            x = _numeric(a)
+            if x.shape[-1] == x.shape[-2] > 1 and np.allclose(x, np.swapaxes(x, -1, -2)):
+                found.append(f"{where} of {case.label!r} is symmetric")
+            if x.ndim >= 3 and x.shape[0] > 1 and all(np.allclose(x[0], x[b])
+                                                        for b in range(1, x.shape[0])):
+                found.append(f"{where} of {case.label!r} has identical batch items")
+    return found
+
+
+@pytest.mark.parametrize("exercise_id", WITH_CASES)
+def test_no_input_values_coincide(exercise_id):
+    found = _value_coincidences(get(exercise_id))
+    assert not found, f"{exercise_id}: " + "; ".join(found)
+
+
+def test_the_value_check_finds_a_symmetric_map_and_a_repeated_batch():
+    from gclab.exercises.registry import Case, Exercise
+
+    sym = np.eye(4)[None].repeat(2, axis=0)
+
+    def cases(rng):
+        return [Case(args=(sym,), label="eye")]
+
+    ex = Exercise(id="t.sym", notebook="t", title="t", reference=lambda a: a, cases=cases)
+    assert len(_value_coincidences(ex)) == 4  # two findings on each of the two seeds
+
+
+# --------------------------------------------------------------------------- derivation cases
+# Derivation exercises have a case only the derivation passes (sizes no array or module can
+# reach, gates no m has). Their registered mistakes run on it too: one computed numerically
+# would crash there and could never be named, so each mistake must evaluate on every case.
+DERIVATION_CASE = re.compile(r"too large|only an expression")
+DERIVATION_EXERCISES = [e.id for e in catalog() if get(e.id).cases is not None
+                        and any(DERIVATION_CASE.search(c.label) for c in all_cases(get(e.id)))]
+
+
+def test_the_derivation_exercises_have_their_case():
+    assert set(DERIVATION_EXERCISES) >= {"rf.erf_variance", "snl.param_count", "se.param_count",
+                                         "gc.sigmoid_grad"}, DERIVATION_EXERCISES
+
+
+@pytest.mark.parametrize("exercise_id", DERIVATION_EXERCISES)
+def test_every_mistake_of_a_derivation_exercise_evaluates_on_every_case(exercise_id):
+    ex = get(exercise_id)
+    for name, variant in ex.mistakes.items():
+        for case in all_cases(ex):
+            try:
+                with np.errstate(all="ignore"):
+                    variant(*case.args, **case.kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported as the finding
+                pytest.fail(f"{exercise_id}: the mistake {name!r} raises {exc!r} on "
+                            f"{case.label!r}; write it as a closed form")

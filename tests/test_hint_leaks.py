@@ -97,6 +97,62 @@ def _key_expressions(code: str, short: bool = False) -> List[str]:
     return sorted(found)
 
 
+class _Inline(ast.NodeTransformer):
+    """Replace each name assigned once from an expression by that expression, so that
+    ``h2 = h // 2; x.reshape(b, c, h2, 2, ...)`` reads ``x.reshape(b, c, h // 2, 2, ...)``."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id in self.values:
+            return self.values[node.id]
+        return node
+
+
+def _inlined(tree: ast.AST) -> ast.AST:
+    targets: Dict[str, List[ast.AST]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        target, value = node.targets[0], node.value
+        if isinstance(target, ast.Name):
+            targets.setdefault(target.id, []).append(value)
+        elif (isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+              and len(target.elts) == len(value.elts)):  # h2, w2 = h // 2, w // 2
+            for t, v in zip(target.elts, value.elts):
+                if isinstance(t, ast.Name):
+                    targets.setdefault(t.id, []).append(v)
+    once = {k: v[0] for k, v in targets.items() if len(v) == 1}
+    for _ in range(3):  # names defined from names defined earlier
+        once = {k: _Inline({n: e for n, e in once.items() if n != k}).visit(
+            ast.parse(ast.unparse(v), mode="eval").body) for k, v in once.items()}
+    return _Inline(once).visit(ast.parse(ast.unparse(tree)))
+
+
+def _step_expressions(code: str) -> List[str]:
+    """What level 2 (shapes and steps) and level 3 must not spell out either: the solution's
+    expressions with its intermediate names inlined (``2*(h//2)``, ``x.mean(axis=(1,2,3))``),
+    its short arithmetic, and the argument lists of its calls (a reshape's target
+    ``(b,c,h//2,2,w//2,2)``, the axes ``(1,2,3)``), lower-case and without whitespace."""
+    tree = _inlined(ast.parse(textwrap.dedent(code)))
+    found = set(_key_expressions(ast.unparse(tree), short=True))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        groups = [node.args] if len(node.args) >= 3 else []
+        groups += [v.elts for v in [*node.args, *(k.value for k in node.keywords)]
+                   if isinstance(v, ast.Tuple) and len(v.elts) >= 2]
+        for elts in groups:
+            # a shape made of names, (b, c, 1, 1), is the exercise's statement; an argument
+            # list with arithmetic in it, or axes (1, 2, 3), is a step of the solution
+            axes = all(isinstance(e, ast.Constant) and isinstance(e.value, int) for e in elts)
+            if not axes and not any(isinstance(e, ast.BinOp) for e in elts):
+                continue
+            found.add(_norm("(" + ",".join(ast.unparse(e) for e in elts) + ")"))
+    return sorted(x.lower() for x in found)
+
+
 def _words_of(code: str) -> str:
     """The comments and string literals (docstrings, messages) of a cell's code."""
     parts = []
@@ -171,6 +227,14 @@ def _leaks(ex_id: str) -> List[str]:
         places = {f"hint {i + 1}": h for i, h in enumerate(hints)}
         places["the stub's comments/docstring"] = entry["stub"]
         places["the markdown above the exercise"] = entry["markdown"]
+        steps = [x for code in entry["regions"] for x in _step_expressions(code)]
+        for where in ("hint 2", "hint 3", "the stub's comments/docstring"):
+            flat = _norm(places.get(where, "")).lower()
+            for expr in steps:
+                if expr in flat and expr not in strict and expr not in exprs:
+                    problems.append(f"{where} spells out a step of the solution {expr!r} "
+                                    "(level 2 gives shapes and steps in words, not the "
+                                    "expression)")
         for where, text in places.items():
             flat = _norm(text)
             short = where in ("hint 3", "the stub's comments/docstring")
@@ -234,3 +298,52 @@ def test_the_detector_flags_the_old_leaks(code, text):
     pasted = any(e in _norm(text) for e in exprs)
     looks_like_code = _code_assignment(text) or any(rx.search(text) for _, rx in CODE_PATTERNS)
     assert pasted or looks_like_code
+
+
+OLD_STEP_LEAKS = [  # (solution region, a level-2 hint the course had before issue 18)
+    ("    b, c, h, w = x.shape\n    h2, w2 = h // 2, w // 2\n"
+     "    return x[:, :, : 2 * h2, : 2 * w2].reshape(b, c, h2, 2, w2, 2).max(axis=(3, 5))",
+     "Crop x to an even size (2 * (H // 2), 2 * (W // 2)), then view it as (B, C, H//2, 2, "
+     "W//2, 2): axes 3 and 5 index the position inside a window."),
+    ("    mu = t.mean(axis=(1, 2, 3), keepdims=True)\n"
+     "    var = t.var(axis=(1, 2, 3), keepdims=True)\n"
+     "    return gamma * (t - mu) / np.sqrt(var + 1e-5) + beta",
+     "t (B, P, 1, 1) -> mean and variance over axes (1, 2, 3), keeping them -> (B, 1, 1, 1)"),
+]
+
+
+@pytest.mark.parametrize("code,text", OLD_STEP_LEAKS)
+def test_level_two_may_not_spell_out_a_step(code, text):
+    """The intermediate names inlined and the call arguments compared, the old level-2 hints
+    are caught although no expression of the solution appears in them verbatim."""
+    assert not any(e in _norm(text) for e in _key_expressions(code))
+    assert any(e in _norm(text).lower() for e in _step_expressions(code))
+
+
+def test_a_shape_made_of_names_is_not_a_step():
+    code = "    return x.reshape(b, c, 1, 1)"
+    assert not any(e in _norm("shape (B, C, 1, 1)").lower() for e in _step_expressions(code))
+
+
+# a layer given as its channels, "C -> P", "W_v maps C to C", "from C to 1"
+_LAYER = re.compile(r"\b(?:C|P|1|C_i|Ci|C/\d+|C/r)\s*(?:->|to)\s*(?:C|P|1|C_i|Ci|C/\d+|C/r)\b"
+                    r"(?!\s*\w*\s*(?:times|positions))")
+DERIVATIONS = [e.id for e in catalog() if get(e.id).title.lower().startswith("derive")]
+
+
+@pytest.mark.parametrize("exercise_id", DERIVATIONS)
+def test_a_derivation_s_first_two_hints_do_not_list_its_layers(exercise_id):
+    """Where counting is the derivation (snl.param_count, se.param_count), the layers with
+    their channels are what the learner works out: levels 1 and 2 may name the steps, not list
+    two or more layers as "C -> P" (level 3 walks through them)."""
+    for level, text in enumerate(get(exercise_id).hints[:2], start=1):
+        layers = _LAYER.findall(text)
+        assert len(layers) < 2, f"{exercise_id}: hint {level} lists the layers {layers}"
+
+
+def test_the_layer_list_detector_catches_the_old_hints():
+    old = ("Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
+           "(C -> C), both with a bias; nothing else (the softmax has no parameters).")
+    assert len(_LAYER.findall(old)) == 2
+    assert len(_LAYER.findall("The two convs map C -> P and P -> C, each with a bias")) == 2
+    assert not _LAYER.findall("p (..., N) -> J (..., N, N), an outer product")

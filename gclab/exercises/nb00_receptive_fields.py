@@ -399,7 +399,8 @@ register(
             "absolute values over batch and channels to get (H, W), then divide by the total. "
             "Return a float64 NumPy array.",
             "make a fresh copy of x that records gradients\nrun the net; pick the output at the "
-            "centre row and column, summed over channels\nask autograd for the gradient of that "
+            "centre row and column (for an even size, the second of the two middle ones), summed "
+            "over channels\nask autograd for the gradient of that "
             "scalar with respect to the input copy\nabsolute value, sum over batch and channels, "
             "normalise to total 1, convert to NumPy",
         ),
@@ -475,7 +476,12 @@ def erf_variance(depth: int, kernel: int = 3) -> float:
 def _variance_cases(rng: np.random.Generator) -> List[Case]:
     pairs = [(1, 3), (4, 3), (3, 5), (10, 7), (2, 2), (5, 4)]
     extra = (int(rng.integers(2, 30)), int(rng.integers(2, 9)))
-    return [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+    cases = [Case(args=(d, k), label=f"depth {d}, kernel {k}") for d, k in pairs + [extra]]
+    # the derivation itself: no ERF array of this size can be built or enumerated (so every
+    # mistake registered here is a closed form too: mistakes run on this case as well)
+    cases.append(Case(args=(10**9, 10**12 + 1), label="depth 1e9, kernel 1e12 + 1 (too large "
+                      "to convolve or enumerate: only the closed form gets there)"))
+    return cases
 
 
 register(
@@ -502,9 +508,10 @@ register(
             "Each all-ones layer spreads a gradient uniformly over k neighbouring pixels: one "
             "layer is a discrete uniform distribution of offsets. Convolving distributions adds "
             "independent random offsets, and variances of independent offsets add.",
-            "One layer: the offsets are k equally likely integers centred on 0 (for k 3: -1, 0, "
-            "1). Find the variance of that distribution as a function of k (the mean of the "
-            "squared offsets, since the mean is 0), then account for depth layers. One float.",
+            "One layer: the offsets are k equally likely values one apart, centred on 0 (for k 3: "
+            "-1, 0, 1; for k 2: -1/2, 1/2). Find the variance of that distribution as a "
+            "function of k (the mean of the squared offsets, since the mean is 0), then account "
+            "for depth layers. One float.",
             "variance of one box: the average of the squared offsets from the centre (the sum of "
             "consecutive squares has a closed form)\nthe depth layers are independent: multiply "
             "by the depth\ncheck your formula against the variance of your erf_1d array",

@@ -430,7 +430,7 @@ register(Exercise(
     },
     properties=[
         Property("rows sum to 1", _rows_sum_to_one),
-        Property("finite for logits of 1e4", _finite),
+        Property("finite on every case (logits up to ~1e4)", _finite),
     ],
     hints=(
         "softmax(z)_j is exp(z_j) divided by the row's sum of exponentials. Subtracting the row's "
@@ -469,7 +469,7 @@ register(Exercise(
         Property("shape (B, N, N')", _shape_is(
             lambda th, ph, use_scale=True: (th.shape[0], th.shape[1], ph.shape[2]))),
         Property("rows sum to 1", _rows_sum_to_one),
-        Property("finite for large logits", _finite),
+        Property("finite on every case (logits up to ~1e3)", _finite),
     ],
     hints=(
         "Similarity of query i and key j is the dot product of theta_i and phi_j; divide it by "
@@ -570,8 +570,10 @@ register(Exercise(
     hints=(
         "Each output pixel is the maximum of a non-overlapping 2x2 window. With an odd size the "
         "last row or column fits no window and is dropped (floor), as in torch.",
-        "Crop x to an even size (2 * (H // 2), 2 * (W // 2)), then view it as (B, C, H//2, 2, "
-        "W//2, 2): axes 3 and 5 index the position inside a window.",
+        "x (B, C, H, W) -> (B, C, H//2, W//2). Two steps: drop an odd last row or column so "
+        "that both sizes are even; then give the row and the column inside a window their own "
+        "axes with one reshape (each right after the axis of the output pixel it belongs to), "
+        "and reduce over those two axes.",
         "halve H and W, rounding down\ncrop away the last row and column if they are odd\nview "
         "the crop as windows of 2 by 2 and take the maximum over the two in-window axes",
     ),

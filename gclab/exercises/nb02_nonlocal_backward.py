@@ -121,6 +121,10 @@ def _ng_cases(rng: np.random.Generator) -> List[Case]:
     x4 = rng.standard_normal(6)
     out.append(Case(args=(lambda v: float(np.sum(v ** 3)), x4, np.array(1.0)),
                     label="scalar sum(x^3)"))
+    # a step other than the default: h hard-coded as 1e-5 is off by h^2 here
+    x5 = rng.standard_normal(5)
+    out.append(Case(args=(lambda v: float(np.sum(v ** 3)), x5, np.array(1.0)),
+                    kwargs={"h": 1e-2}, label="scalar sum(x^3), h = 0.01"))
     return out
 
 
@@ -661,8 +665,10 @@ register(Exercise(
         "that won the window and the three that lost behave differently. The gradient follows "
         "that.",
         "x (B, C, H, W), dout (B, C, H//2, W//2), dx shaped like x. View the even crop of x as "
-        "windows (B, C, H//2, 2, W//2, 2); a boolean mask of the same shape marks each window's "
-        "maximum; the odd last row or column (never in a window) gets gradient 0.",
+        "windows, as in the forward pass (one axis for the row and one for the column inside a "
+        "window); a boolean mask of that shape marks each window's maximum; dout needs a size-1 "
+        "axis at each in-window position to broadcast against it; the odd last row or column "
+        "(never in a window) gets gradient 0.",
         "dx starts as zeros shaped like x\nview the even crop as 2 by 2 windows and mark where "
         "each window reaches its max\nput each window's upstream gradient where the mark is, 0 "
         "elsewhere\nwrite the result back into the cropped part of dx",

@@ -449,7 +449,11 @@ def snl_param_count(channels: int) -> int:
 
 def cases_param_count(rng):
     cs = [1, 3, 64, 256, 1024, int(rng.integers(5, 500))]
-    return [Case(args=(c,), label=f"C = {c}") for c in cs]
+    cases = [Case(args=(c,), label=f"C = {c}") for c in cs]
+    # the derivation itself: a block with C^2 = 1e18 weights cannot be built and counted
+    cases.append(Case(args=(10**9,), label="C = 1e9 (too large to build a module and count "
+                      "it: only the formula gets there)"))
+    return cases
 
 
 register(Exercise(
@@ -473,9 +477,9 @@ register(Exercise(
     hints=(
         "Write the count as a formula in C: a 1x1 conv from a channels to b channels has a "
         "weight for every (input, output) pair and a bias for every output.",
-        "Input: C (an int); output: one int. The block has two convs, W_k (C -> 1) and W_v "
-        "(C -> C), both with a bias; nothing else (the softmax has no parameters). Its count is "
-        "a polynomial of degree 2 in C (it even factors nicely).",
+        "Input: C (an int); output: one int. Steps: list the layers of the block that hold "
+        "parameters (which convs, from how many channels to how many; a softmax or a sum has "
+        "none), count each one's weights and biases, and add the counts.",
         "W_k: weights for C inputs and one output, plus one bias\n"
         "W_v: weights for every pair of channels, plus one bias per output\n"
         "return the sum as an int",

@@ -428,9 +428,9 @@ register(Exercise(
         "LayerNorm normalises each sample on its own, over the normalized_shape (P, 1, 1): mean "
         "and (biased) variance over everything but the batch axis, then the affine map with gamma "
         "and beta.",
-        "t (B, P, 1, 1) -> mean and variance over axes (1, 2, 3), keeping them -> (B, 1, 1, 1); "
-        "gamma and beta (P, 1, 1) broadcast against (B, P, 1, 1); eps is 1e-5, inside the square "
-        "root.",
+        "t (B, P, 1, 1) -> one mean and one variance per sample, each kept as (B, 1, 1, 1) so "
+        "that it broadcasts back against t; gamma and beta (P, 1, 1) broadcast against "
+        "(B, P, 1, 1). Steps: statistics, normalise, then the affine map.",
         "the mean of each sample over its last three axes\nthe biased variance of each sample "
         "over the same axes\ncentre t and divide by the square root of (variance plus eps)\nscale "
         "by gamma and shift by beta",
@@ -690,5 +690,68 @@ register(Exercise(
         "dx: the upstream gradient itself (a copy)\n"
         "dadd: the upstream gradient collected over every position of its image and channel, "
         "keeping the two spatial axes of size 1",
+    ),
+))
+
+
+# ----------------------------------------------------------------------------- the derivation
+def ref_sigmoid_grad(g):
+    """d sigmoid(m) / dm written with the gate g = sigmoid(m) alone."""
+    return g * (1 - g)
+
+
+def _sigmoid_grad_cases(rng):
+    """Gates in (0, 1), and values no gate takes (outside [0, 1]): there an expression in g
+    still evaluates, while a derivative computed through m = logit(g) (autograd, finite
+    differences, exp and log) has no m to start from."""
+    beyond = np.array([2.0, -0.5, 1.5, 3.0, -2.0, float(rng.uniform(1.1, 4.0))])
+    inside = "gates between 0 and 1"
+    return [Case(args=(rng.uniform(0.02, 0.98, (2, 3, 1, 1)),), label=f"g (2, 3, 1, 1), {inside}"),
+            Case(args=(rng.uniform(0.3, 0.7, (1, 5, 1, 1)),), label=f"g (1, 5, 1, 1), {inside}"),
+            Case(args=(beyond.reshape(1, 6, 1, 1),),
+                 label="g (1, 6, 1, 1) outside [0, 1] (no m has these gates: only an expression "
+                       "in g gets there)")]
+
+
+def _through_logit(g):
+    """The derivative at m = logit(g), computed from m: what autograd gives (NaN outside)."""
+    with np.errstate(all="ignore"):
+        s = 1.0 / (1.0 + np.exp(-np.log(g / (1.0 - g))))
+    return s * (1.0 - s)
+
+
+def _quarter_at_most(out, g):
+    o, g = np.asarray(out, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    gates = (g >= 0) & (g <= 1)
+    ok = bool(np.all(o[gates] >= 0) and np.all(o[gates] <= 0.25))
+    return ok, "sigma'(m) lies in [0, 1/4] for every gate in [0, 1]"
+
+
+register(Exercise(
+    id="gc.sigmoid_grad",
+    notebook=NOTEBOOK,
+    title="Derive the sigmoid's derivative, written with the gate itself",
+    reference=ref_sigmoid_grad,
+    cases=_sigmoid_grad_cases,
+    rtol=1e-12,
+    mistakes={
+        "the factor (1 - g) is missing: that is the derivative of exp, not of the sigmoid": (
+            lambda g: g * 1),
+        "the factor g is missing: only (1 - g) is left": lambda g: 1 - g,
+        "the sign is flipped: the sigmoid increases, so its derivative is positive": (
+            lambda g: g * (g - 1)),
+        "computed through m = logit(g) (autograd or exp and log), not derived in g: outside "
+        "[0, 1] there is no such m, while an expression in g still evaluates": _through_logit,
+    },
+    properties=[Property("between 0 and 1/4 for gates in [0, 1]", _quarter_at_most)],
+    hints=(
+        "Differentiate sigmoid(m), one over (1 plus e to the minus m), with the chain rule; then "
+        "rewrite every e to the minus m with the sigmoid itself, until no exponential is left.",
+        "Input: the gate g, an array of any shape; output: the same shape. One case evaluates "
+        "your expression at values no gate takes (outside 0 to 1), where there is no m: only "
+        "arithmetic on g works there, not exp, log or autograd.",
+        "write the derivative as e to the minus m over the square of (1 plus e to the minus m)\n"
+        "split it into the sigmoid times one other factor\nrecognise that factor as one minus "
+        "the gate\nreturn the gate times that factor",
     ),
 ))

@@ -361,11 +361,12 @@ register(Exercise(
         "Pick one piece per step: which context modelling does SE use, which transform, which "
         "fusion? The framework applies the sigmoid to a 'mul' term by itself.",
         "The framework takes C, a context-modelling module and a dict {fusion name: transform}; "
-        "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, as an "
-        "int).",
+        "the transform maps (B, C, 1, 1) to (B, C, 1, 1) through P channels (C times ratio, "
+        "rounded down to an int as mmcv's int() does).",
         "compute planes from C and the ratio\ncontext modelling: the pooling SE uses\ntransform: "
-        "a Bottleneck without LayerNorm and with its default (non-zero) initialisation\nbuild the "
-        "framework with the fusion SE uses as the key",
+        "a Bottleneck without LayerNorm, and with PyTorch's ordinary (non-zero) initialisation "
+        "of its last conv: Bottleneck zero-initialises it unless told not to (that is GC's "
+        "choice)\nbuild the framework with the fusion SE uses as the key",
     ),
 ))
 
@@ -404,8 +405,13 @@ def se_param_count(channels: int, reduction: int = 16) -> int:
 
 
 def cases_param_count(rng):
-    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8)]
-    return [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
+    # C / r = 6.25 and 5.625: a ceil, a round and the floor (P = C // r) all differ there
+    pairs = [(64, 16), (256, 16), (48, 4), (2048, 16), (10, 2), (96, 8), (100, 16), (90, 16)]
+    cases = [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
+    # the derivation itself: a block with 2 C^2 / r = 1.25e17 weights cannot be built and counted
+    cases.append(Case(args=(10**9 + 7, 16), label="C = 1e9 + 7, r = 16 (too large to build a "
+                      "module and count it: only the formula gets there)"))
+    return cases
 
 
 register(Exercise(
@@ -427,8 +433,9 @@ register(Exercise(
     hints=(
         "Go through the three steps and ask which of them has parameters: average pooling has "
         "none; the transform is a bottleneck of two 1x1 convs; the fusion (a product) has none.",
-        "Inputs: C and the reduction r (P is C // r); output: one int. The two convs map C -> P "
-        "and P -> C, each with a bias; no LayerNorm, no W_k.",
+        "Inputs: C and the reduction r (P is C // r); output: one int. Steps: write down the "
+        "channels each conv goes from and to, count each conv's weights and biases, and add; "
+        "SE has no LayerNorm and no W_k.",
         "P: C divided by r, rounded down\n"
         "the first conv: a weight per (input, output) pair and a bias per output\n"
         "the second conv: the same, in the other direction\n"

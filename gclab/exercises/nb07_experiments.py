@@ -143,13 +143,16 @@ def cases_welch(rng):
 
 
 def cases_nl(rng):
+    # C = 15: C_i = C // 2 = 7, where C / 2 rounded up or to even gives 8
     return [Case(args=(c, h, w), label=f"C={c}, {h}x{w}")
-            for c, h, w in ((64, 4, 16), (16, 3, 5), (256, 14, 14))]
+            for c, h, w in ((64, 4, 16), (16, 3, 5), (256, 14, 14), (15, 4, 3))]
 
 
 def cases_gc(rng):
+    # C * ratio = 6.25 and 5.625: int() (the reference), round() and ceil() all differ there
     return [Case(args=(c, h, w, r), label=f"C={c}, {h}x{w}, ratio={r:g}")
-            for c, h, w, r in ((64, 4, 16, 1 / 16), (64, 4, 16, 1 / 4), (256, 7, 9, 1 / 16))]
+            for c, h, w, r in ((64, 4, 16, 1 / 16), (64, 4, 16, 1 / 4), (256, 7, 9, 1 / 16),
+                               (100, 5, 7, 1 / 16), (90, 3, 4, 1 / 16))]
 
 
 def _std_nonneg(out, *args, **kw):
@@ -259,9 +262,9 @@ register(Exercise(
     hints=(
         "Context modelling touches every position twice (the logits, C -> 1, and the weighted sum "
         "of the x_j); the transform acts on ONE vector per image.",
-        "N is H times W and P is C times ratio (an int). conv_mask costs C multiply-adds per "
-        "position; the weighted sum is a (C, N) by (N, 1) product; the bottleneck two convs on a "
-        "1x1 map.",
+        "N is H times W and P is C times ratio, rounded down to an int. conv_mask costs C "
+        "multiply-adds per position; the weighted sum is a (C, N) by (N, 1) product; the "
+        "bottleneck two convs on a 1x1 map.",
         "the context modelling: conv_mask and the weighted sum, both over all positions\nthe "
         "transform: the two bottleneck convs on a single vector\ntwo FLOPs per multiply-add; add "
         "them up as an int",

@@ -215,6 +215,8 @@ def cases_gc_params(rng: np.random.Generator) -> List[Case]:
         Case(args=(resnet50_c3_c5, 1 / 4), label="ResNet-50 c3-c5, r4"),
         Case(args=(small, 1 / 4), label=f"{small}, r4"),
         Case(args=(rand, 1 / 8), label=f"{rand}, r8"),
+        # C * ratio = 6.25 and 5.625: int() (mmcv), round() and ceil() all differ there
+        Case(args=([(100, 2), (90, 1)], 1 / 16), label="[(100, 2), (90, 1)], r16"),
     ]
 
 
@@ -234,8 +236,8 @@ register(Exercise(
     properties=[Property(COUNT, count_is_int)],
     hints=(
         "A GC block is W_k (1x1 conv C -> 1, with bias) and a bottleneck: 1x1 conv C -> P, "
-        "LayerNorm over P (weight and bias), ReLU, 1x1 conv P -> C; P is C times ratio, as an "
-        "int. Every residual unit of a chosen stage gets one.",
+        "LayerNorm over P (weight and bias), ReLU, 1x1 conv P -> C; P is C times ratio, rounded "
+        "down to an int (as mmcv's int() does). Every residual unit of a chosen stage gets one.",
         "Per block: the four parameterised layers, each with its weights and biases. Multiply by "
         "the units of the stage and sum over the stages. Return a Python int.",
         "start a running total at zero\nfor every stage (channels, units): compute its P, count "

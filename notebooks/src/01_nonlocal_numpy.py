@@ -332,7 +332,7 @@ for side in (14, 28, 56):
 # %%
 def max_pool2x2(x):
     """2x2 max-pool with stride 2 over the last two axes; odd edges dropped."""
-    # exercise nl.max_pool2x2: crop, reshape to (B, C, H//2, 2, W//2, 2), max over the 2s
+    # exercise nl.max_pool2x2: crop to even sizes, one reshape, a max over the window axes
     ### BEGIN SOLUTION
     b, c, h, w = x.shape
     h2, w2 = h // 2, w // 2

@@ -135,6 +135,12 @@ check("nlgrad.numerical_gradient", numerical_gradient)
 # $p_j = e^{s_j} / \sum_k e^{s_k}$. Every $p_j$ depends on every $s_k$, so the derivative is an
 # $N' \times N'$ matrix, the Jacobian $J_{jk} = \partial p_j / \partial s_k$.
 #
+# What the checks of this lesson can and cannot see: they compare your numbers with the
+# reference's on float inputs, so they cannot tell a derived backward from one that
+# `torch.autograd` computed for you. The derivation on paper is the exercise; the gradient
+# checks in this lesson test the numbers, and the worked derivation after each check lets you
+# compare your steps.
+#
 # **Exercise `nlgrad.softmax_jacobian`** (derive it on paper first). Differentiate $p_j$ with
 # respect to $s_k$, separately for $k = j$ and for $k \ne j$, and write both cases with $p$
 # alone. Then implement `softmax_jacobian(p)`: `p` is `(..., N')`, the result `(..., N', N')`.

@@ -132,7 +132,7 @@ with torch.no_grad():
 # %%
 def layer_norm(t, gamma, beta):
     """LayerNorm over (P, 1, 1): each sample normalised on its own, then gamma * t_hat + beta."""
-    # exercise gc.layer_norm: mean and variance over axes (1, 2, 3)
+    # exercise gc.layer_norm: each sample's mean and variance, over all but the batch axis
     ### BEGIN SOLUTION
     mu = t.mean(axis=(1, 2, 3), keepdims=True)
     var = t.var(axis=(1, 2, 3), keepdims=True)
@@ -241,6 +241,27 @@ def mul_fusion_backward(dout, x, m):
 
 # %%
 check("gc.mul_fusion_backward", mul_fusion_backward)
+
+# %% [markdown]
+# That check compares numbers: it cannot see whether you derived $\partial m$ or let
+# `torch.autograd` compute it. The derivation itself is the sigmoid's derivative.
+#
+# **Exercise `gc.sigmoid_grad`** (derive it). Write $\sigma'(m)$ as a function of the gate
+# $g = \sigma(m)$ alone. One case evaluates your expression at values no gate takes ($g$
+# outside $[0, 1]$, where no $m$ exists): a derived expression in $g$ still gives a number
+# there, a derivative computed through $m$ (autograd, finite differences) cannot.
+
+# %%
+def sigmoid_grad(g):
+    """d sigmoid(m) / dm, written with the gate g = sigmoid(m) only."""
+    # exercise gc.sigmoid_grad: arithmetic on g only
+    ### BEGIN SOLUTION
+    return g * (1 - g)
+    ### END SOLUTION
+
+
+# %%
+check("gc.sigmoid_grad", sigmoid_grad)
 
 # %% [markdown]
 # <details><summary>Worked derivation (open after your check passes)</summary>

@@ -166,6 +166,7 @@ def test_markdown_escapes_ids_and_messages():
         if line.startswith("| ") and "student" not in line and "exercise" not in line:
             assert line.replace("\\|", "").count("|") in (5, 7), line
     assert md_escape("a|b\nc") == "a\\|b c"
+    assert md_escape("$x$ &amp;") == "\\$x\\$ \\&amp;"  # no math, no entity
 
 
 def test_csv_fields_cannot_run_as_formulas(tmp_path):

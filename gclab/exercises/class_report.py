@@ -136,8 +136,9 @@ def _causes_text(e: ExerciseStats, sep: str = ", ") -> str:
 # Markdown
 # --------------------------------------------------------------------------------------------
 def md_escape(text: Any) -> str:
-    """Text that Markdown shows as it is (no emphasis, links, HTML or table breaks)."""
-    return re.sub(r"([\\`*_{}\[\]<>#!|~])", r"\\\1", _one_line(text))
+    """Text that Markdown shows as it is (no emphasis, links, HTML, entities, math or table
+    breaks)."""
+    return re.sub(r"([\\`*_{}\[\]<>#!|~$&])", r"\\\1", _one_line(text))
 
 
 def to_markdown(report: ClassReport, plot: str | None = None) -> str:

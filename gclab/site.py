@@ -152,7 +152,8 @@ def _fence(code: str) -> str:
 def lesson_page(solution, learner, name: str, solutions: bool = True):
     """The page of one lesson: the executed solution copy, in which each exercise cell (one
     whose learner copy differs) is preceded by the learner's stub, shown as the exercise, and
-    its solution is folded (``solutions=False``: removed; its outputs stay)."""
+    its solution is folded (``solutions=False``: removed; its outputs stay). The text is the
+    learner copy's, so worked derivations stay folded (``<details>``) as in JupyterLab."""
     import nbformat
 
     if len(solution.cells) != len(learner.cells):
@@ -165,6 +166,9 @@ def lesson_page(solution, learner, name: str, solutions: bool = True):
            "executed.")
     page.cells.append(nbformat.v4.new_markdown_cell(run))
     for sol, lea in zip(solution.cells, learner.cells):
+        if sol.cell_type == "markdown":  # the learner's text: worked derivations folded
+            page.cells.append(lea)
+            continue
         if sol.cell_type != "code" or sol.source == lea.source:
             page.cells.append(sol)
             continue

@@ -74,6 +74,8 @@ def test_exercises_show_the_stub_and_fold_the_solution(built):
     assert re.search(r"<details[^>]*>\s*<summary[^>]*>[\s\S]{0,400}Show the solution", text)
     assert "t.mean(axis=(1, 2, 3)" in re.sub(r"<[^>]+>", "", text)
     assert "gclab-verdict-passed" in text  # the verdict as JupyterLab shows it
+    # worked derivations are folded, as in the learner copy
+    assert "<details>" in text and "<details open" not in text
     # "run this lesson": the learner copy, as a download
     link = re.search(r'href="(\.\./_downloads/[^"]+/05_gc_block\.ipynb)"', text)
     assert link, "no download link to the learner copy"

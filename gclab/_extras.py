@@ -36,6 +36,9 @@ EXTRA_OF = {
     "onnxruntime": "export",
     "mmcv": "mmcv",
     "mmengine": "mmcv",
+    "sphinx": "site",
+    "myst_nb": "site",
+    "furo": "site",
 }
 
 

@@ -4,6 +4,7 @@
     gclab notebooks [--check]       regenerate learner/solution copies from notebooks/src
     gclab reproduce [--quick]       train and evaluate the ablation table
     gclab bench                     time and measure the blocks against mmcv (and timm)
+    gclab site --out DIR            build the course as a static website (offline, no execution)
 
 Each sub-command lives in its own module, which exposes ``main(argv) -> int``.
 
@@ -28,6 +29,7 @@ COMMANDS = {
     "notebooks": ("gclab.course", "generate learner and solution copies of the notebooks"),
     "reproduce": ("gclab.experiments.reproduce", "train and evaluate the ablation table"),
     "bench": ("gclab.experiments.bench", "benchmark the blocks against mmcv and timm"),
+    "site": ("gclab.site", "build the course as a static website from the executed notebooks"),
 }
 
 

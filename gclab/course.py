@@ -364,14 +364,23 @@ def _same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
 def _with_outputs_of(
     fresh: nbformat.NotebookNode, old: nbformat.NotebookNode | None
 ) -> nbformat.NotebookNode:
-    """``fresh`` with the outputs of ``old`` when both have the same cells."""
+    """``fresh`` with the outputs of ``old`` when both have the same cells, and the widget
+    state those outputs refer to (an executed notebook keeps it in ``metadata.widgets``)."""
     if old is None or not _same_cells(fresh, old):
         return fresh
     for new_cell, old_cell in zip(fresh.cells, old.cells):
         if new_cell.cell_type == "code":
             new_cell.outputs = old_cell.get("outputs", [])
             new_cell.execution_count = old_cell.get("execution_count")
+    if "widgets" in old.metadata:
+        fresh.metadata["widgets"] = old.metadata["widgets"]
     return fresh
+
+
+def _solution_text(lesson: Lesson, text: str) -> str:
+    """What ``gclab notebooks`` (without --execute) writes as the lesson's solution copy: the
+    fresh copy with the committed outputs when its cells are unchanged."""
+    return dumps(_with_outputs_of(solution_notebook(text, lesson.name), _read(lesson.solution)))
 
 
 def _read(path: Path) -> nbformat.NotebookNode | None:
@@ -428,21 +437,22 @@ def build(
         text = lesson.source.read_text(encoding="utf-8")
         learner = dumps(learner_notebook(text, lesson.name))
         _write(lesson.learner, learner, written)
-        fresh = solution_notebook(text, lesson.name)
         run = execute is not None and (not execute or _selected(lesson.name, execute))
         if run:
+            fresh = solution_notebook(text, lesson.name)
             start = time.perf_counter()
             execute_notebook(fresh, lesson.solution.parent)
             if not quiet:
                 print(f"[gclab] executed {lesson.name} in {time.perf_counter() - start:.1f} s")
-        else:
-            fresh = _with_outputs_of(fresh, _read(lesson.solution))
-            if not quiet and any(_unexecuted(fresh)):
-                print(
-                    f"[gclab] {lesson.solution.relative_to(root)} has unexecuted cells; run "
-                    f"python -m gclab notebooks --execute {lesson.name[:2]}"
-                )
-        _write(lesson.solution, dumps(fresh), written)
+            _write(lesson.solution, dumps(fresh), written)
+            continue
+        solution = _solution_text(lesson, text)
+        if not quiet and any(_unexecuted(nbformat.reads(solution, as_version=4))):
+            print(
+                f"[gclab] {lesson.solution.relative_to(root)} has unexecuted cells; run "
+                f"python -m gclab notebooks --execute {lesson.name[:2]}"
+            )
+        _write(lesson.solution, solution, written)
     return written
 
 
@@ -491,6 +501,9 @@ def check_copies(root: Path = ROOT) -> List[str]:
             continue
         if not _same_cells(solution, committed):
             problems.append(f"{rel_s} is stale (its cells differ from the source)")
+        elif lesson.solution.read_text(encoding="utf-8") != _solution_text(lesson, text):
+            problems.append(f"{rel_s} is stale (python -m gclab notebooks would rewrite it: "
+                            "its metadata or format differ from what the build writes)")
         bad = _unexecuted(committed)
         if bad:
             problems.append(f"{rel_s} has unexecuted code cells: {bad[:10]}")

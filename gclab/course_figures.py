@@ -223,17 +223,27 @@ def cost_curves(flops: Callable, n_params: Callable,
         cost_c = {k: [(n_params(f(c)), flops(f(c), (1, c, 14, 14))) for c in channels]
                   for k, f in blocks.items()}
         cost_n = {k: [flops(f(256), (1, 256, s, s)) for s in sides] for k, f in blocks.items()}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for k in blocks:
-        axes[0].loglog(channels, [p for p, _ in cost_c[k]], "o-", label=k)
-        axes[1].loglog(channels, [f for _, f in cost_c[k]], "o-", label=k)
-        axes[2].loglog([s * s for s in sides], cost_n[k], "o-", label=k)
-    axes[0].set(xlabel="channels C", ylabel="parameters", title="parameters vs C")
-    axes[1].set(xlabel="channels C", ylabel="FLOPs", title="FLOPs vs C (14x14 map)")
-    axes[2].set(xlabel="positions N = H*W", ylabel="FLOPs", title="FLOPs vs N (C = 256)")
+    # GC r16 and SE r16 cost nearly the same: each block has its own line style and marker,
+    # and the later ones are drawn thinner, so that a curve under another still shows
+    style = {"NL": ("-", "o", 2.6, 7), "SNL": ("--", "s", 2.2, 6),
+             "GC r16": ("-", "D", 3.0, 8), "SE r16": (":", "x", 1.6, 7)}
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    series = [(channels, [p for p, _ in cost_c[k]], [f for _, f in cost_c[k]],
+               [s * s for s in sides], cost_n[k]) for k in blocks]
+    for k, (cs, params, fl, ns, fl_n) in zip(blocks, series):
+        ls, marker, lw, ms = style[k]
+        kw = dict(ls=ls, marker=marker, lw=lw, ms=ms, label=k, mfc="none" if k == "GC r16"
+                  else None)
+        axes[0].loglog(cs, params, **kw)
+        axes[1].loglog(cs, fl, **kw)
+        axes[2].loglog(ns, fl_n, **kw)
+    axes[0].set(xlabel="channels C", ylabel="parameters", title="parameters vs C\n"
+                "(GC r16 ≈ SE r16: the diamonds)")
+    axes[1].set(xlabel="channels C", ylabel="FLOPs", title="FLOPs vs C (14×14 map)")
+    axes[2].set(xlabel="positions N = H·W", ylabel="FLOPs", title="FLOPs vs N (C = 256)")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+    axes[0].legend(fontsize=9)
     plt.tight_layout()
     plt.show()
     return cost_c, cost_n

@@ -133,8 +133,6 @@ def stage_names(fig) -> List[str]:
 
 def draw_block(name: str, ax) -> None:
     """Draw block ``name`` ('nl', 'snl', 'gc', 'se') into the matplotlib axes ``ax``."""
-    from matplotlib.patches import FancyBboxPatch
-
     block = BLOCKS[name.lower()]()
     nodes = block.nodes
     xs = [nd.x for nd in nodes.values()]
@@ -165,41 +163,26 @@ def draw_block(name: str, ax) -> None:
         (x0, y0), (x1, y1) = inv.transform([(ext.x0, ext.y0), (ext.x1, ext.y1)])
         pad = 0.0 if nodes[key].stage is None else 0.08
         box[key] = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-    # the stage regions (behind everything)
-    for stage in STAGES:
-        members = [box[k] for k, nd in nodes.items() if nd.stage == stage]
-        if not members:
-            continue
-        x0 = min(b[0] for b in members) - 0.12
-        x1 = max(b[2] for b in members) + 0.12
-        y0 = min(b[1] for b in members) - 0.14
-        y1 = max(b[3] for b in members) + 0.36  # room for the stage's name inside
-        if x1 - x0 < 1.5:  # wide enough for its name
-            mid = (x0 + x1) / 2
-            x0, x1 = mid - 0.75, mid + 0.75
-        region = FancyBboxPatch((x0, y0), x1 - x0, y1 - y0,
-                                boxstyle="round,pad=0.02,rounding_size=0.12",
-                                fc=STAGE_COLOURS[stage], ec=STAGE_EDGES[stage], lw=1.0, zorder=0)
-        region.set_gid(f"stage:{stage}")
-        ax.add_patch(region)
-        ax.text(x0 + 0.06, y1 - 0.03, stage, ha="left", va="top", fontsize=8, style="italic",
-                weight="bold", color=STAGE_EDGES[stage], zorder=1)
+    segments = _arrow_segments(block, box)
+    _draw_stages(ax, block, box, segments, renderer, inv)
     # the arrows, with the shape of the tensor they carry
     for edge in block.edges:
         src, dst, label = edge[:3]
         frac = edge[3] if len(edge) > 3 else 0.5
-        a, b = nodes[src], nodes[dst]
-        start = (a.x, box[src][1])
-        end = (b.x, box[dst][3])
-        ax.annotate("", end, start, arrowprops=dict(arrowstyle="-|>", lw=1.0, color="#333333",
-                                                    shrinkA=0, shrinkB=0), zorder=2)
+        start, end = segments[(src, dst)]
+        arrow = ax.annotate("", end, start, arrowprops=dict(arrowstyle="-|>", lw=1.0,
+                                                            color="#333333", shrinkA=0,
+                                                            shrinkB=0), zorder=2)
+        arrow.set_gid(f"arrow:{src}->{dst}")
         if label:
             mx = start[0] + frac * (end[0] - start[0])
             my = start[1] + frac * (end[1] - start[1])
-            left = end[0] < start[0] - 0.05 or (abs(end[0] - start[0]) > 0.05 and mx < a.x)
-            ax.text(mx - 0.07 if left else mx + 0.07, my, label, fontsize=7.5,
-                    ha="right" if left else "left", va="center", color="#222222", zorder=4,
-                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
+            left = _label_on_left(block, src, dst)
+            text = ax.text(mx - 0.07 if left else mx + 0.07, my, label, fontsize=7.5,
+                           ha="right" if left else "left", va="center", color="#222222",
+                           zorder=4, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none",
+                                               alpha=0.85))
+            text.set_gid(f"shape:{src}->{dst}")
     if block.residual:
         src, dst = block.residual
         a, b = nodes[src], nodes[dst]
@@ -213,14 +196,123 @@ def draw_block(name: str, ax) -> None:
                 fontsize=7.5, ha="left", va="center", color="#555555")
 
 
+def _arrow_segments(block: _Block, box: Dict[str, tuple]) -> Dict[tuple, tuple]:
+    """(src, dst) -> ((x, y) start, (x, y) end) of every arrow, from the bottom of the source's
+    box to the top of the destination's."""
+    nodes = block.nodes
+    return {(e[0], e[1]): ((nodes[e[0]].x, box[e[0]][1]), (nodes[e[1]].x, box[e[1]][3]))
+            for e in block.edges}
+
+
+def _label_on_left(block: _Block, src: str, dst: str) -> bool:
+    """Which side of its arrow a shape label goes: the outer side of a fan. Arrows into the
+    same node (or out of the same node) are ordered by their other end's x; the leftmost gets
+    its label on the left, the rightmost on the right, so no label sits between two arrows
+    where it would read as the other arrow's. A lone arrow: on the side it leans to."""
+    nodes = block.nodes
+    for shared, other in ((1, 0), (0, 1)):
+        fan = [e for e in block.edges if e[shared] == (src, dst)[shared]]
+        if len(fan) > 1:
+            xs = sorted(nodes[e[other]].x for e in fan)
+            mine = nodes[(src, dst)[other]].x
+            if mine == xs[0] and xs[0] < xs[-1]:
+                return True
+            if mine == xs[-1]:
+                return False
+    return nodes[dst].x < nodes[src].x - 0.05
+
+
+def _crosses(seg: tuple, rect: tuple) -> bool:
+    """Whether the segment ((x0, y0), (x1, y1)) meets the rectangle (x0, y0, x1, y1)."""
+    (ax_, ay), (bx, by) = seg
+    rx0, ry0, rx1, ry1 = rect
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-(bx - ax_), ax_ - rx0), (bx - ax_, rx1 - ax_),
+                 (-(by - ay), ay - ry0), (by - ay, ry1 - ay)):
+        if p == 0:
+            if q < 0:
+                return False
+        else:
+            t = q / p
+            if p < 0:
+                t0 = max(t0, t)
+            else:
+                t1 = min(t1, t)
+            if t0 > t1:
+                return False
+    return True
+
+
+def _draw_stages(ax, block: _Block, box, segments, renderer, inv) -> None:
+    """The shaded stage regions (behind everything), each with its name in a corner that no
+    arrow and no box crosses (the region grows on the left when every corner is taken)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    lines = list(segments.values())
+    for stage in STAGES:
+        members = [box[k] for k, nd in block.nodes.items() if nd.stage == stage]
+        if not members:
+            continue
+        x0 = min(b[0] for b in members) - 0.12
+        x1 = max(b[2] for b in members) + 0.12
+        y0 = min(b[1] for b in members) - 0.14
+        y1 = max(b[3] for b in members) + 0.14
+        if x1 - x0 < 1.5:
+            mid = (x0 + x1) / 2
+            x0, x1 = mid - 0.75, mid + 0.75
+        name = ax.text(0, 0, stage, ha="left", va="bottom", fontsize=8, style="italic",
+                       weight="bold", color=STAGE_EDGES[stage], zorder=1)
+        ext = name.get_window_extent(renderer)
+        (ex0, ey0), (ex1, ey1) = inv.transform([(ext.x0, ext.y0), (ext.x1, ext.y1)])
+        w, h = ex1 - ex0, ey1 - ey0
+        others = [b for k, b in box.items() if block.nodes[k].stage != stage]
+        x0, y0, y1, lx, ly = _stage_label_place(x0, x1, y0, y1, w, h, lines, others)
+        name.set_position((lx, ly))
+        name.set_gid(f"stagename:{stage}")
+        region = FancyBboxPatch((x0, y0), x1 - x0, y1 - y0,
+                                boxstyle="round,pad=0.02,rounding_size=0.12",
+                                fc=STAGE_COLOURS[stage], ec=STAGE_EDGES[stage], lw=1.0, zorder=0)
+        region.set_gid(f"stage:{stage}")
+        ax.add_patch(region)
+        left, right = ax.get_xlim()
+        ax.set_xlim(min(left, x0 - 0.1), right)  # a region grown for its name stays in view
+
+
+def _stage_label_place(x0, x1, y0, y1, w, h, lines, others):
+    """(x0, y0, y1, label x, label y): the region's bounds grown by a band for the label, and
+    where the label's lower-left corner goes: top-left, top-right, bottom-left or bottom-right,
+    the first that no arrow crosses; else top-left with the region grown to the left."""
+    room = h + 0.1
+    for top in (True, False):
+        for left in (True, False):
+            lx = x0 + 0.06 if left else x1 - 0.06 - w
+            ly = y1 + 0.04 if top else y0 - room + 0.04
+            rect = (lx - 0.03, ly - 0.02, lx + w + 0.03, ly + h + 0.02)
+            clear = not any(_crosses(seg, rect) for seg in lines) and not any(
+                b[0] < rect[2] and rect[0] < b[2] and b[1] < rect[3] and rect[1] < b[3]
+                for b in others)
+            if clear:
+                return x0, (y0 if top else y0 - room), (y1 + room if top else y1), lx, ly
+    ly = y1 + 0.04
+    band = [s for s in lines if _crosses(s, (x0, ly, x1, ly + h))]
+    crossing = min((min(s[0][0], s[1][0]) for s in band), default=x0 + w + 0.2)
+    x0 = min(x0, crossing - w - 0.2)
+    return x0, y0, y1 + room, x0 + 0.06, ly
+
+
 def blocks(*names: str, height: float = 6.0):
-    """A figure with one panel per block (default: all four), in the order given."""
+    """A figure with one panel per block (default: all four), in the order given, two a row."""
     import matplotlib.pyplot as plt
 
     names = names or ("nl", "snl", "gc", "se")
-    fig, axes = plt.subplots(1, len(names), figsize=(4.3 * len(names), height), squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.01, wspace=0.05)
-    for ax, name in zip(axes[0], names):
+    ncols = min(2, len(names))  # two a row: a notebook shows ~800 px, shapes stay legible
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, height * nrows), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.07 / nrows, bottom=0.01, wspace=0.05,
+                        hspace=0.08)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
         draw_block(name, ax)
     return fig
 

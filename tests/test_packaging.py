@@ -163,7 +163,7 @@ def test_parity_dependencies_are_test_extras(pyproject):
     test_deps = _closure(pyproject, {"test"})
     for name in ("mmcv-lite", "mmengine", "hypothesis", "pytest", "onnxruntime", "onnxscript"):
         assert name in test_deps, f"{name} missing from the test extra"
-    assert set(_closure(pyproject, {"dev"})) == set(_closure(pyproject, {"course", "test"}))
+    assert set(_closure(pyproject, {"dev"})) == set(_closure(pyproject, {"course", "test", "site"}))
 
 
 def test_export_extra_brings_what_onnx_export_needs(pyproject):

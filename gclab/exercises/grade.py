@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from gclab.exercises.class_report import report_path, write_report
 from gclab.exercises.submission import (  # noqa: F401 - reading submissions, as before
     TEXT_CAP,
     SubmissionError,
@@ -424,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="write the gradebook here (and a .json twin)")
     parser.add_argument("--feedback", type=Path, metavar="DIR",
                         help="write one Markdown feedback file per student here")
+    parser.add_argument("--report", type=report_path, metavar="FILE.html",
+                        help="write the class report here (and .md, .csv, .png twins)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     try:
         args = parser.parse_args(argv)
@@ -483,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.feedback:
         write_feedback(results, args.feedback)
         print(f"feedback: {len(results)} files in {args.feedback}")
+    if args.report:
+        print("class report: " + ", ".join(map(str, write_report(results, args.report))))
     if any(g.error for g in results):
         return 2
     return 0 if all(g.ok for g in results) else 1

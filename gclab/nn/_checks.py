@@ -126,7 +126,7 @@ def check_input(
     if x.shape[1] != in_channels:
         raise ValueError(
             f"{who} was built for in_channels={in_channels}, got an input with "
-            f"{x.shape[1]} channels (shape {tuple(x.shape)})"
+            f"{x.shape[1]} channels (shape {tuple(x.shape)}){_channels_last_tip(x, in_channels)}"
         )
     if any(s == 0 for s in x.shape[2:]):
         raise ValueError(
@@ -136,6 +136,16 @@ def check_input(
     if module is not None:
         check_dtype(x, module, who)
     return x
+
+
+def _channels_last_tip(x: Tensor, in_channels: int) -> str:
+    """A pointer to the permute when the channels sit in the last dimension, as in a
+    channels-last (B, *spatial, C) array from NumPy, PIL or TensorFlow."""
+    if x.shape[-1] != in_channels:
+        return ""
+    order = (0, x.dim() - 1, *range(1, x.dim() - 1))
+    return (f"; the channels look like the last dimension (channels-last): use "
+            f"x.permute{order} to make it (B, C, *spatial)")
 
 
 def check_dtype(x: Tensor, module: object, who: str) -> None:

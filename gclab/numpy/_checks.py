@@ -32,7 +32,7 @@ def check_input(
     if x.shape[1] != channels:
         raise ValueError(
             f"{who}: the params are for {channels} input channels, got an input with "
-            f"{x.shape[1]} channels (shape {x.shape})"
+            f"{x.shape[1]} channels (shape {x.shape}){_channels_last_tip(x, channels)}"
         )
     if any(s == 0 for s in x.shape[2:]):
         raise ValueError(
@@ -40,6 +40,15 @@ def check_input(
             f"(an empty batch, B = 0, is fine; an empty map is not)"
         )
     return x
+
+
+def _channels_last_tip(x: np.ndarray, channels: int) -> str:
+    """A pointer to the transpose when the channels sit in the last axis (channels-last)."""
+    if x.shape[-1] != channels:
+        return ""
+    order = (0, x.ndim - 1, *range(1, x.ndim - 1))
+    return (f"; the channels look like the last axis (channels-last): use "
+            f"x.transpose{order} to make it (B, C, *spatial)")
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import builtins
 import copy
+import hashlib
 import pickle
+import secrets
 import re
 import sys
 import threading
@@ -36,11 +38,13 @@ from . import wire
 from .compare import _clone
 from .running import _CappedStream, _Outcome
 from .sandbox import Sandbox, SandboxBroken
+from .view import view_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GCLAB_DIR = str(Path(__file__).resolve().parent.parent) + "/"
 _LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
 _CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
+_RUN_SECRET = secrets.token_hex(16)  # drawn once per grading process: the cases' seeds
 
 _CHECK_NAME = re.compile(
     r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*([A-Za-z_]\w*)\s*\)"""
@@ -255,13 +259,14 @@ class _Remote:
         self.answer = answer
         self.forbidden = forbidden
 
-    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream, draw=(0, 0)) -> tuple:
+    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream) -> tuple:
+        """``(reply header, decoded data)``: the data decoded outside the batch's lock, within
+        this submission's own time (a :class:`wire.WireError` when it could not be)."""
         # grader -> sandbox may be pickled (the grader's own objects, e.g. a network to probe);
         # sandbox -> grader is data only (wire.loads, no pickle)
         blob = _pickled(payload) if payload is not None else b""
-        if blob is None:  # e.g. a lambda among the inputs
-            header = {**header, "draw": [ex.id, *draw]}
-            blob = b""
+        if blob is None:
+            return {"outcome": "broken", "message": "its inputs could not be sent"}, None
         header = {
             "op": "call",
             "target": self.answer.target,
@@ -270,29 +275,35 @@ class _Remote:
             "forbidden": self.forbidden,
             **header,
         }
+        value: Any = None
         _LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
         try:
             self.box.send(header, blob)
             reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
+            if data:
+                try:
+                    value = wire.loads(data, self.box.deadline)
+                except wire.WireError as exc:
+                    value = exc
         finally:
             _LOCK.acquire()
         text = str(reply.get("printed_text", ""))[:2000]
         out.write(text)
         try:
             out.count += max(0, int(reply.get("printed", 0)) - len(text))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
         if reply.get("reference") and self.answer.reference is None:
             self.answer.reference = str(reply["reference"])[:120]
-        return reply, data
+        return reply, value
 
-    def _outcome(self, reply: dict, data: bytes) -> Tuple[_Outcome, Any]:
+    def _outcome(self, reply: dict, value: Any) -> Tuple[_Outcome, Any]:
         kind = reply.get("outcome")
         if kind == "ok":
-            try:
-                return _Outcome(value=None), wire.loads(data)
-            except wire.WireError as exc:
-                return _Outcome(error=RuntimeError(f"its output could not be read ({exc})")), None
+            if isinstance(value, wire.WireError) or value is None:
+                why = f"its output could not be read ({value or 'no data'})"
+                return _Outcome(error=RuntimeError(why)), None
+            return _Outcome(value=None), value
         if kind == "timeout":
             return _Outcome(timed_out=True), None
         if kind == "error":
@@ -313,16 +324,15 @@ class _Remote:
             reply, data = self._ask(ex, {"call_it": call_it}, None, out)
             outcome, result = self._outcome(reply, data)
             if result is not None:
-                outcome.value = result[0]
+                outcome.value = _part(result, 1)[0]
             return outcome, None, None, None
         if ex.kind == "function":
             snapshot = (_clone(case.args), _clone(case.kwargs))
-            draw = (trial.seed // 1000, trial.seed % 1000)
-            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out, draw)
+            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out)
             outcome, result = self._outcome(reply, data)
             if result is None:
                 return outcome, None, None, None
-            value, args, kwargs = result
+            value, args, kwargs = _part(result, 3)
             outcome.value = value
             return outcome, snapshot, _rehydrate(snapshot, (args, kwargs)), None
         ref = _build_reference_module(ex, ex.reference, case, trial.seed)
@@ -331,7 +341,7 @@ class _Remote:
         reply, data = self._ask(ex, {}, payload, out)
         if reply.get("outcome") == "build_error":
             message = str(reply.get("message", ""))[:600]
-            layers = _layers(data, ref) if data else None
+            layers = _layers(data, ref) if data is not None else None
             if layers:  # as core._run_learner says it: which layer differs
                 return _Outcome(), None, None, (
                     "its parameters do not load into the reference's state_dict: " + layers,
@@ -341,7 +351,7 @@ class _Remote:
         outcome, result = self._outcome(reply, data)
         if result is None:
             return outcome, None, None, None
-        value, inputs = result
+        value, inputs = _part(result, 2)
         outcome.value = value
         kept = _clone(case.inputs)
         return outcome, kept, _rehydrate(kept, inputs), None
@@ -351,21 +361,34 @@ class _Remote:
         """core._check_structure's module: the sandbox builds the learner's module afresh and
         sends its tree as data; this is its skeleton (no learner code), or None."""
         reply, data = self._ask(ex, {"op": "structure"}, (case.args, case.kwargs), out)
-        if reply.get("outcome") != "ok" or not data:
+        if reply.get("outcome") != "ok" or data is None:
             return None
         return _skeleton(data)
 
 
-def _skeleton(data: bytes) -> Any:
+class MalformedReply(ValueError):
+    """The sandbox's reply does not have the shape of an answer."""
+
+
+def _part(result: Any, n: int) -> tuple:
+    """``result`` as the tuple of ``n`` parts the worker sends; MalformedReply otherwise."""
+    if not isinstance(result, tuple) or len(result) != n:
+        raise MalformedReply(f"expected {n} parts, got a {type(result).__name__}")
+    return result
+
+
+def _skeleton(data: Any) -> Any:
     from . import skeleton
 
+    if isinstance(data, wire.WireError):
+        return None
     try:
-        return skeleton.rebuild(wire.loads(data))
+        return skeleton.rebuild(data)
     except Exception:  # noqa: BLE001 - a malformed description: no structure to check
         return None
 
 
-def _layers(data: bytes, ref: Any) -> str | None:
+def _layers(data: Any, ref: Any) -> str | None:
     from .diagnose import describe_structure
 
     module = _skeleton(data)
@@ -390,15 +413,56 @@ def _rehydrate(original: Any, returned: Any) -> Any:
     if isinstance(original, (tuple, list)) and isinstance(returned, (tuple, list)):
         if len(original) == len(returned):
             return type(returned)(_rehydrate(o, r) for o, r in zip(original, returned))
-    same_keys = isinstance(returned, dict) and original.keys() == returned.keys()
-    if isinstance(original, dict) and same_keys:
+    if isinstance(original, dict) and isinstance(returned, dict) and (
+            original.keys() == returned.keys()):
         return {k: _rehydrate(original[k], returned[k]) for k in returned}
     return returned
 
 
+def secret_seeds(ex) -> Tuple[int, ...]:
+    """The seeds ``ex``'s cases are drawn with in this grading run: as many as the exercise
+    names, derived from a secret drawn once per process, so that no table of answers made
+    beforehand matches them (the same for every notebook of one batch)."""
+    digest = hashlib.sha256(f"{_RUN_SECRET}:{ex.id}".encode()).digest()
+    first = int.from_bytes(digest[:4], "big") % (2**31 - 1000)
+    return tuple(first + k for k in range(len(ex.seeds)))
+
+
+def in_view(keys: List[list], box: Sandbox) -> List[list]:
+    """Tripwire keys (file, line, qualname) as the sandbox sees them: (file in its view,
+    qualname)."""
+    out = []
+    for filename, _line, qualname in keys:
+        try:
+            rel = Path(filename).resolve().relative_to(Path(GCLAB_DIR).resolve())
+        except ValueError:
+            continue
+        out.append([box.view_file(rel), qualname])
+    return out
+
+
+def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
+    """(file, qualname) of the gclab code that answers these exercises: each one's reference,
+    mistakes and the gclab code its reference calls, minus the helpers the lesson's solution
+    uses (:func:`forbidden_code`); the sandbox's view of gclab has stubs instead."""
+    from .core import _trials
+
+    found = set()
+    with _LOCK:
+        for ex in exercises:
+            code = getattr(ex.reference, "__code__", None)
+            if code is not None and code.co_filename.startswith(GCLAB_DIR):
+                found.add((code.co_filename, getattr(code, "co_qualname", code.co_name)))
+            if ex.kind == "value":
+                continue
+            for filename, _line, qualname in forbidden_code(ex, _trials(ex)):
+                found.add((filename, qualname))
+    return sorted(found)
+
+
 def remote_check(box: Sandbox, ex, target: dict):
     """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
-    the target is not there."""
+    the target is not there. Its cases are drawn with :func:`secret_seeds`."""
     from .core import _check, _trials
 
     box.send({"op": "describe", "target": target})
@@ -406,9 +470,20 @@ def remote_check(box: Sandbox, ex, target: dict):
     if not info.get("found"):
         return None
     answer = _Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
+    drawn = copy.copy(ex)
+    drawn.seeds = secret_seeds(ex)
     with _LOCK:
         forbidden = forbidden_code(ex, _trials(ex)) if ex.kind != "value" else []
-        result = _check(ex, _stand_in(answer), run_learner=_Remote(box, answer, forbidden))
+        try:
+            result = _check(drawn, _stand_in(answer),
+                            run_learner=_Remote(box, answer, in_view(forbidden, box)))
+        except SandboxBroken:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a reply that is not an answer: its verdict
+            from .verdict import CheckItem, CheckResult
+
+            why = f"the sandbox's reply could not be read ({type(exc).__name__})"
+            return CheckResult(ex.id, ex.title, "failed", [CheckItem("ran", False, why)], why)
     if answer.reference:
         result.status = "failed"
         # a wrong build (SEBlock handed in whole) still says what the exercise asked for
@@ -451,7 +526,8 @@ def run_and_grade(
     run = SandboxRun("error")
     current = None  # the exercise being checked, if any
     start = time.monotonic()
-    with Sandbox(timeout, memory, use_bwrap=use_bwrap) as box:
+    view = view_for(lesson, answer_code(exercises))
+    with Sandbox(timeout, memory, use_bwrap=use_bwrap, view=view) as box:
         try:
             box.send({"op": "run", "cells": cells})
             while True:
@@ -493,6 +569,9 @@ def run_and_grade(
                     current.id, current.title, "failed", [CheckItem("ran", False, why)], why)
             if exc.outcome == "timed out" and time.monotonic() >= box.deadline - 0.01:
                 run.detail = f"stopped after the time limit of {timeout:g} s"
+            cause = box.memory_cause() if exc.outcome == "kernel died" else ""
+            if cause:
+                run.detail = f"{run.detail}; likely cause: {cause}".lstrip("; ")
         run.output = box.output_tail()
     run.seconds = time.monotonic() - start
     return run

@@ -18,13 +18,13 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 __all__ = ["Group", "available", "PIDS_MAX"]
 
 PIDS_MAX = 256  # processes + threads of one notebook (an honest one uses about 40)
 _ROOT = Path("/sys/fs/cgroup")
-_PROBED: Dict[str, Optional[str]] = {}
+_PROBED: Dict[str, str | None] = {}
 
 
 def _own_paths() -> Dict[str, str]:
@@ -43,7 +43,7 @@ def _own_paths() -> Dict[str, str]:
     return out
 
 
-def _v2_mount() -> Optional[Path]:
+def _v2_mount() -> Path | None:
     try:
         for line in Path("/proc/self/mounts").read_text().splitlines():
             fields = line.split()
@@ -54,7 +54,7 @@ def _v2_mount() -> Optional[Path]:
     return None
 
 
-def _v2_parent() -> Optional[Path]:
+def _v2_parent() -> Path | None:
     mount = _v2_mount()
     own = _own_paths().get("")
     if mount is None or own is None:
@@ -72,7 +72,7 @@ def _v2_parent() -> Optional[Path]:
     return parent
 
 
-def _v1_parents() -> Optional[Dict[str, Path]]:
+def _v1_parents() -> Dict[str, Path] | None:
     own = _own_paths()
     found = {}
     for ctl in ("memory", "pids"):
@@ -93,7 +93,7 @@ def _try(kind: str) -> bool:
     return True
 
 
-def available() -> Optional[str]:
+def available() -> str | None:
     """``"cgroup v2"``, ``"cgroup v1"`` or None: which kind of group can be made here."""
     if "kind" not in _PROBED:
         kind = None
@@ -110,7 +110,7 @@ class Group:
     """One control group with a memory limit (bytes, swap included where the kernel counts
     it) and a pids limit. Raises OSError when it cannot be made."""
 
-    def __init__(self, memory: int, pids: int = PIDS_MAX, kind: Optional[str] = None) -> None:
+    def __init__(self, memory: int, pids: int = PIDS_MAX, kind: str | None = None) -> None:
         kind = kind or available()
         name = f"gclab-grade-{uuid.uuid4().hex[:12]}"
         self.kind = kind
@@ -130,7 +130,7 @@ class Group:
                 parents = _v1_parents()
                 if parents is None:
                     raise OSError("no writable cgroup v1 memory and pids hierarchies")
-                for ctl, parent in parents.items():
+                for _ctl, parent in parents.items():
                     d = parent / name
                     d.mkdir()
                     self.dirs.append(d)

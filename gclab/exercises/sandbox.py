@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from . import limits, wire
 from ._reaper import become_subreaper, children_of, kill_children  # noqa: F401 (grade uses them)
@@ -125,7 +125,7 @@ def missing_protections() -> List[str]:
     return [p for p in ALL_PROTECTIONS if p not in have]
 
 
-def limits_in_force(memory: int, timeout: float, use_bwrap: Optional[bool] = None) -> str:
+def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None) -> str:
     """One line: the resource limits a notebook runs under here."""
     use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
     group = limits.available()
@@ -157,7 +157,7 @@ def _can_subreap() -> bool:
     return sys.platform.startswith("linux")
 
 
-def _limits(memory: int, group: Optional[limits.Group]):
+def _limits(memory: int, group: limits.Group | None):
     nproc = None
     if group is None and os.getuid() != 0:
         nproc = len([p for p in os.listdir("/proc") if p.isdigit()]) + limits.PIDS_MAX
@@ -299,13 +299,13 @@ class Sandbox:
     are gone when the ``with`` block ends."""
 
     def __init__(self, timeout: float, memory: int, use_bwrap: bool | None = None,
-                 view: Optional[Path] = None) -> None:
+                 view: Path | None = None) -> None:
         self.timeout = timeout
         self.memory = memory
         self.use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
         self.view = view
         self.proc: subprocess.Popen | None = None
-        self.group: Optional[limits.Group] = None
+        self.group: limits.Group | None = None
         self.deadline = 0.0
         self._tmp: tempfile.TemporaryDirectory | None = None
 

@@ -25,8 +25,8 @@ import builtins
 import copy
 import hashlib
 import pickle
-import secrets
 import re
+import secrets
 import sys
 import threading
 import time
@@ -442,12 +442,16 @@ def in_view(keys: List[list], box: Sandbox) -> List[list]:
 
 
 def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
-    """(file, qualname) of the gclab code that answers these exercises: each one's reference,
-    mistakes and the gclab code its reference calls, minus the helpers the lesson's solution
-    uses (:func:`forbidden_code`); the sandbox's view of gclab has stubs instead."""
+    """(file, qualname) of the gclab code that answers these exercises, which the sandbox's
+    view of gclab replaces by stubs (the lesson content modules are stubbed whole besides):
+    each reference that lives in the library, and the tripwire code (:func:`forbidden_code`)
+    of gclab's blocks (:data:`BLOCK_MODULES`) -- except in a block module that the lesson's
+    own solution needs, directly or through the modules it imports (a helper such as
+    ``Bottleneck`` keeps its module whole)."""
     from .core import _trials
 
     found = set()
+    needed: set = set()
     with _LOCK:
         for ex in exercises:
             code = getattr(ex.reference, "__code__", None)
@@ -455,9 +459,53 @@ def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
                 found.add((code.co_filename, getattr(code, "co_qualname", code.co_name)))
             if ex.kind == "value":
                 continue
+            regions, imports = _solution_text(ex.notebook)
+            for (filename, _line, _name), qual in _block_code().items():
+                if regions and _allowed(qual, filename, regions, imports):
+                    needed.add(filename)
+            blocks = {k[0] for k in _block_code()}
             for filename, _line, qualname in forbidden_code(ex, _trials(ex)):
-                found.add((filename, qualname))
-    return sorted(found)
+                if filename in blocks:
+                    found.add((filename, qualname))
+    needed = _imported_closure(needed)
+    return sorted((f, q) for f, q in found if f not in needed)
+
+
+def _imported_closure(files: set) -> set:
+    """``files`` and every gclab module file they import, transitively (static: the
+    ``import`` statements)."""
+    import ast
+
+    package = Path(GCLAB_DIR)
+    todo, seen = list(files), set(files)
+    while todo:
+        path = Path(todo.pop())
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                base = path.parent
+                for _ in range(max(0, node.level - 1)):
+                    base = base.parent
+                if node.level == 0:
+                    if not (node.module or "").startswith("gclab"):
+                        continue
+                    base = package.parent
+                mod = (node.module or "").split(".") if node.module else []
+                names = [base.joinpath(*mod)] + [base.joinpath(*mod, a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [package.parent.joinpath(*a.name.split("."))
+                         for a in node.names if a.name.startswith("gclab")]
+            for n in names:
+                for cand in (n.with_suffix(".py"), n / "__init__.py"):
+                    key = str(cand)
+                    if cand.is_file() and key not in seen:
+                        seen.add(key)
+                        todo.append(key)
+    return seen
 
 
 def remote_check(box: Sandbox, ex, target: dict):

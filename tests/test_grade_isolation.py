@@ -257,9 +257,8 @@ def test_no_answer_can_be_computed_read_or_imported_in_the_sandbox(graded):
     rows = _rows(g)
     for ex_id in ("snl.forward", "snl.attention", "snl.params", "snl.param_count"):
         assert rows[ex_id]["status"] != "passed", g.table()
-    assert "not available while grading" in rows["snl.attention"]["detail"], rows
-    assert "not available while grading" in rows["snl.param_count"]["detail"] or (
-        "uses the reference implementation" in rows["snl.param_count"]["detail"])
+    for ex_id in ("snl.attention", "snl.param_count"):  # a stub called: said as such
+        assert "uses the reference implementation" in rows[ex_id]["detail"], rows[ex_id]
     assert rows["snl.pool"]["status"] == "passed"  # the learner's own work still counts
 
 

@@ -261,8 +261,11 @@ class Worker:
         return guarded(forward), {}
 
     def _tripwired(self, fn, forbidden, hits):
-        if not forbidden:
-            return fn
+        """``fn`` with the tripwires on: a call into gclab's stubs (the answer-free view's
+        :data:`gclab.exercises.view.CALLED`) or, where the profiler still runs, into the
+        ``forbidden`` code is a hit."""
+        from gclab.exercises import view
+
         gclab_dir, trusted = self.gclab_dir, self.trusted_callers
 
         def hook(frame, event, arg):  # noqa: ARG001
@@ -278,11 +281,16 @@ class Worker:
                 hits.append(qual)
 
         def run():
-            sys.setprofile(hook)
+            del view.CALLED[:]
+            if forbidden:
+                sys.setprofile(hook)
             try:
                 return fn()
             finally:
-                sys.setprofile(None)
+                if forbidden:
+                    sys.setprofile(None)
+                if view.CALLED:
+                    hits.append(view.CALLED[0])
 
         return run
 

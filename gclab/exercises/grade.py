@@ -45,6 +45,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,7 @@ class Grade:
         lines += [f"warning: {safe(w)}" for w in self.warnings]
         lines += [f"flag: {safe(f)}" for f in self.flags]
         lines += [html.escape(self._run_line(), quote=False)]
-        lines += [f"limits: {self.limits}"] if self.limits else []
+        lines += textwrap.wrap(f"limits: {self.limits}", 100, subsequent_indent="  ")
         lines.append("")
         w_id = max([len("exercise")] + [len(r["id"]) for r in self.rows])
         w_st = max(len("not implemented"), len("not attempted"))
@@ -416,7 +417,7 @@ def summary(results: List[Grade]) -> str:
     lines = [f"{'student':<{w}}  score  run", f"{'-' * w}  -----  {'-' * 30}"]
     for g in results:
         outcome = "unreadable: " + safe(g.error, 60) if g.error else g.run.outcome
-        flag = "  FLAG: " + "; ".join(safe(f, 200) for f in g.flags) if g.flags else ""
+        flag = "  (flagged: see below)" if g.flags else ""
         lines.append(f"{safe(g.student):<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}{flag}")
     return "\n".join(lines)
 
@@ -540,7 +541,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(results[0].table())
     else:
         print(summary(results))
-        print(f"limits: {sandbox.limits_in_force(args.memory, args.timeout)}")
+        for g in results:
+            for f in g.flags:
+                print(f"flag: {safe(g.student, 80)}: {safe(f)}")
+        print(f"gclab grade: limits: {sandbox.limits_in_force(args.memory, args.timeout)}",
+              file=sys.stderr)
     if args.csv:
         json_path = write_gradebook(results, args.csv)
         print(f"gradebook: {args.csv} and {json_path}")

@@ -250,6 +250,7 @@ def _bwrap_command(view: Path, output: Path) -> List[str]:
         "--dir", "/tmp/work",
         "--dir", "/tmp/home",
         "--bind", str(output), "/tmp/output.txt",
+        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing is written outside /tmp
         "--chdir", "/tmp/work",
         "--unshare-net",
         "--unshare-pid",

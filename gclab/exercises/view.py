@@ -27,13 +27,16 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
-__all__ = ["UNAVAILABLE", "build_view", "view_for"]
+__all__ = ["CALLED", "UNAVAILABLE", "build_view", "unavailable", "view_for"]
 
 PACKAGE = Path(__file__).resolve().parent.parent  # the real gclab/
 UNAVAILABLE = "is not available while grading"
 _CONTENT = re.compile(r"^nb\d\d_\w+\.py$")
 _VIEWS: Dict[Tuple, Path] = {}
 _LOCK = threading.Lock()
+
+#: the stubs called in this process (the sandbox's worker reads and clears it around a call)
+CALLED: List[str] = []
 
 _CONTENT_STUB = f'''"""This lesson's answers {UNAVAILABLE}."""
 
@@ -42,17 +45,25 @@ def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)
 
-    def unavailable(*args, **kwargs):
-        raise RuntimeError(f"gclab's {{name}} {UNAVAILABLE} (the lesson's reference)")
+    def stub(*args, **kwargs):
+        from gclab.exercises.view import unavailable
 
-    unavailable.__name__ = unavailable.__qualname__ = name
-    return unavailable
+        raise unavailable(name, "the lesson's reference")
+
+    stub.__name__ = stub.__qualname__ = name
+    return stub
 '''
 
 
+def unavailable(name: str, what: str) -> RuntimeError:
+    """The error a stub raises (and a note in :data:`CALLED` that it was called)."""
+    CALLED.append(name)
+    return RuntimeError(f"gclab's {name} {UNAVAILABLE} ({what})")
+
+
 def _stub_line(qualname: str) -> str:
-    return (f"raise RuntimeError({f'gclab.{qualname}'!r} + {' ' + UNAVAILABLE!r} + "
-            "' (an exercise asks you to write it)')")
+    return ('raise __import__("gclab.exercises.view", fromlist=["unavailable"]).unavailable('
+            f'{qualname!r}, "an exercise asks you to write it")')
 
 
 def _functions(tree: ast.AST) -> Iterable[Tuple[ast.AST, str]]:

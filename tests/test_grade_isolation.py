@@ -378,3 +378,17 @@ def test_grade_says_which_limits_are_in_force(tmp_path, capsys):
     assert "limits:" in out and "wall clock 120 s" in out, out
     if limits.available():
         assert "for all its processes together" in out and limits.available() in out
+
+
+def test_a_memory_limit_too_low_for_torch_is_named_as_the_cause(tmp_path, monkeypatch):
+    """Per-process address space (no cgroup): 300M cannot even import torch; the output says
+    that the limit is the likely cause instead of only "kernel died"."""
+    monkeypatch.setitem(limits._PROBED, "kind", None)
+    cells = [HEAD0 + "import torch\nx = torch.ones(3)",
+             "def theoretical_rf(kernels, strides):\n    raise NotImplementedError\n"
+             "check('rf.theoretical', theoretical_rf)"]
+    path = write_notebook(tmp_path / "low.ipynb", cells, L0)
+    g = grade(path, timeout=120, lesson="00", memory=300 * 2**20)
+    if g.run.outcome == "completed":
+        pytest.skip("torch imported under 300M of address space here")
+    assert "memory limit" in g.table() and "torch" in g.table(), g.table()

@@ -108,7 +108,7 @@ def test_the_published_solutions_handed_in_are_flagged_without_changing_the_scor
     alice = results["alice"]
     assert alice.ok, alice.table()  # the score is the instructor's to change
     assert any("published solution" in f for f in alice.flags), alice.flags
-    assert any("bob" in f for f in alice.flags), alice.flags
+    assert any("bob" in f for f in alice.flags) and "carol" not in str(alice.flags), alice.flags
     assert results["carol"].flags == []
     out = tmp_path / "grades.csv"
     json_path = write_gradebook(list(results.values()), out)

@@ -2,7 +2,8 @@
 calls the learner's objects on inputs the grader sends. Nothing it says is a verdict.
 
 Started by :mod:`gclab.exercises.sandbox` with the request channel on fd 0 and the reply channel
-on fd 1 (both moved to private descriptors at once; the learner's output goes to a file). The
+on fd 1 (both moved to private descriptors at once; the learner's output goes to the file named
+by its argument). It imports gclab from the answer-free view (:mod:`gclab.exercises.view`). The
 grader first sends ``{"op": "run", "cells": [...]}``. The worker then executes the code cells
 in an IPython shell, announcing each (``{"ev": "cell"}``). The notebook's ``check(id, obj)`` is
 replaced by a recorder: it keeps ``obj``, tells the grader ``{"ev": "check", "id": ...}`` and
@@ -13,9 +14,10 @@ Requests: ``describe`` (is the target there, is it callable, its type name) and 
 the target on the inputs in the blob, with the exercise's time limit, and send back its output
 and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`) and ``structure``
 (build a module afresh and send its tree as data, :func:`gclab.exercises.skeleton.describe`, for
-the exercise's structure checks; a state_dict that does not load sends it too). During a call
-the functions the grader names as the exercise's reference are tripwires: calling one from the
-learner's code is reported, and the grader fails the exercise.
+the exercise's structure checks; a state_dict that does not load sends it too). The inputs
+always come from the grader (its cases, drawn from its secret seed). During a call a stub of
+the view that gets called, and the functions the grader names as the exercise's reference
+(a profiler, second line), are tripwires: the grader fails the exercise.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 learner notebooks where the learner's code cannot touch the verdict.
 
 Each notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`: bubblewrap on Linux -- no
-network, own PID namespace, read-only file system, empty HOME, scrubbed environment, memory and
-wall-clock limits). The verdicts are computed in this process by
-:mod:`gclab.exercises.trusted`, which draws the inputs, computes the references itself and
-compares what the learner's objects return; nothing the sandbox writes is a verdict. The
-lesson comes from ``--lesson`` or from the exercises the notebook's cells check (a warning says
-when that disagrees with the file name or the notebook's metadata), never from the metadata
-alone.
+network, own PID namespace, nothing of the host but the interpreter and an answer-free gclab,
+empty HOME, scrubbed environment, memory and process limits for all its processes together
+(cgroup), capped tmpfs, wall clock; the output's ``limits:`` line says which hold). The
+verdicts are computed in this process by :mod:`gclab.exercises.trusted`, which draws the
+inputs (from a secret seed), computes the references itself and compares what the learner's
+objects return; nothing the sandbox writes is a verdict. The lesson comes from ``--lesson`` or
+from the exercises the notebook's cells check (a warning says when that disagrees with the
+file name, the notebook's metadata or, in a batch, the lesson of most of the batch), never from
+the metadata alone.
 
 Per exercise of the lesson: ``passed`` / ``failed`` (with the reason and the likely cause) /
 ``not implemented`` -- the LAST check of it counts (an exercise whose check cell is missing is
@@ -16,9 +18,12 @@ graded by the name the lesson's source checks) -- or ``not attempted``: the note
 there because the kernel died or the time ran out (the report says which).
 
 Many notebooks at once: ``--jobs N`` in parallel, a progress bar on stderr, ``--csv
-grades.csv`` (one row per student and exercise: student, exercise, status, points, message) with
-a JSON twin (``grades.json``), ``--feedback DIR`` (one Markdown file per student: each verdict,
-its likely cause, the level-1 hint for what failed). The student is named by the submission's
+grades.csv`` (one row per student and exercise: student, exercise, status, points, message,
+flag) with a JSON twin (``grades.json``); ``flag`` says when a submission's answers match the
+published solutions or a classmate's (:mod:`gclab.exercises.similarity`; the score is not
+changed); learner text is HTML-escaped in every output; ``--feedback DIR`` (one Markdown
+file per student, distinct students in distinct files: each verdict, its likely cause, the
+level-1 hint for what failed). The student is named by the submission's
 file (``alice.ipynb``) or, when the file is named like a lesson, its folder
 (``submissions/alice/04_simplified_nl.ipynb``).
 
@@ -417,7 +422,7 @@ def summary(results: List[Grade]) -> str:
     lines = [f"{'student':<{w}}  score  run", f"{'-' * w}  -----  {'-' * 30}"]
     for g in results:
         outcome = "unreadable: " + safe(g.error, 60) if g.error else g.run.outcome
-        flag = "  (flagged: see below)" if g.flags else ""
+        flag = "  (flagged)" if g.flags else ""
         lines.append(f"{safe(g.student):<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}{flag}")
     return "\n".join(lines)
 
@@ -543,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary(results))
         for g in results:
             for f in g.flags:
-                print(f"flag: {safe(g.student, 80)}: {safe(f)}")
+                print(f"gclab grade: flag: {safe(g.student, 80)}: {safe(f)}", file=sys.stderr)
         print(f"gclab grade: limits: {sandbox.limits_in_force(args.memory, args.timeout)}",
               file=sys.stderr)
     if args.csv:

@@ -92,11 +92,15 @@ def flag_copies(results: List[Any], root: Path = ROOT) -> None:
                            "solution copy appear in it token for token (a copy of the "
                            "solutions?)")
     for i, g in enumerate(results):
+        same = []
         for j, other in enumerate(results):
             if i == j or getattr(g, "lesson", "") != getattr(other, "lesson", ""):
                 continue
             common = answers[i] & answers[j]
             smaller = min(len(answers[i]), len(answers[j]))
             if len(common) >= MIN_MATCHES and len(common) >= SHARE * smaller:
-                g.flags.append(f"{len(common)} of its answer cells are token for token the "
-                               f"same as {other.student}'s")
+                same.append(f"{other.student} ({len(common)})")
+        if same:
+            more = f" and {len(same) - 10} more" if len(same) > 10 else ""
+            g.flags.append("answer cells token for token the same as those of "
+                           + ", ".join(same[:10]) + more)

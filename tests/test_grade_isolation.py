@@ -389,6 +389,4 @@ def test_a_memory_limit_too_low_for_torch_is_named_as_the_cause(tmp_path, monkey
              "check('rf.theoretical', theoretical_rf)"]
     path = write_notebook(tmp_path / "low.ipynb", cells, L0)
     g = grade(path, timeout=120, lesson="00", memory=300 * 2**20)
-    if g.run.outcome == "completed":
-        pytest.skip("torch imported under 300M of address space here")
     assert "memory limit" in g.table() and "torch" in g.table(), g.table()

@@ -137,14 +137,14 @@ class Grade:
         if self.error:
             return f"the submission could not be read: {self.error}"
         where = f" at cell {run.cell}" if run.cell else ""
+        memory = getattr(run, "memory", "")
         if run.outcome == "completed":
-            return f"the notebook ran to the end in {run.seconds:.1f} s"
+            return f"the notebook ran to the end in {run.seconds:.1f} s" + (
+                f" (with memory errors; likely cause: {memory})" if memory else "")
         if run.outcome == "kernel died":
-            cause = run.detail.split("likely cause: ", 1)[1] if "likely cause: " in (
-                run.detail or "") else ""
             return (
                 f"the kernel died{where} after {run.seconds:.1f} s"
-                + (f" (likely cause: {clean(cause, 200)})" if cause else "")
+                + (f" (likely cause: {memory})" if memory else "")
                 + "; exercises after that point are not attempted"
             )
         if run.outcome == "timed out":

@@ -35,6 +35,7 @@ says which protections are active; ``gclab grade`` prints the missing ones.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -60,6 +61,8 @@ SHM_LIMIT = 64 * 2**20  # bytes of its /dev/shm
 AS_SLACK = 2**30  # address space beyond --memory per process, where a cgroup holds the memory
 TORCH_NEEDS = 768 * 2**20  # address space importing torch takes (its thread-local data)
 VIEW_MOUNT = "/gclab"  # where the answer-free gclab is inside the sandbox
+_OUT_OF_MEMORY = re.compile(r"MemoryError|failed to map segment|Cannot allocate memory|"
+                            r"bad_alloc|out of memory")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
 
 _BWRAP: Dict[str, object] = {}
@@ -358,17 +361,21 @@ class Sandbox:
             return f"{VIEW_MOUNT}/gclab/{Path(rel).as_posix()}"
         return str(Path(self.view) / "gclab" / rel)
 
-    def memory_cause(self) -> str:
-        """Why the run may have died for memory ("" when nothing says so)."""
-        if self.group is not None:
-            if self.group.memory_hit():
-                return (f"it reached the memory limit ({_size(self.memory)} for all its "
-                        "processes together; --memory)")
+    def memory_cause(self, died: bool) -> str:
+        """Why the memory limit may be the cause of a kernel that ``died`` or of memory errors
+        in the learner's output ("" when nothing says so)."""
+        if not (died or _OUT_OF_MEMORY.search(self.output_tail(1 << 16))):
             return ""
-        if self.memory < TORCH_NEEDS + 256 * 2**20:
+        if self.group is not None and self.group.memory_hit():
+            return (f"it reached the memory limit ({_size(self.memory)} for all its processes "
+                    "together; --memory)")
+        if self.group is None and self.memory < TORCH_NEEDS + 256 * 2**20:
             return (f"the memory limit ({_size(self.memory)} address space per process; "
-                    f"--memory) may be too low: importing torch alone takes about "
+                    f"--memory) is too low: importing torch alone takes about "
                     f"{_size(TORCH_NEEDS)} of it")
+        if self.group is None and not died:
+            return (f"it ran out of memory under the limit ({_size(self.memory)} address "
+                    "space per process; --memory)")
         return ""
 
     def __exit__(self, *exc) -> None:

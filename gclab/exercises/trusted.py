@@ -558,6 +558,7 @@ class SandboxRun:
     seconds: float = 0.0
     verdicts: Dict[str, Any] = field(default_factory=dict)  # id -> CheckResult
     output: str = ""
+    memory: str = ""  # why the memory limit may be the cause of what went wrong ("" if not)
 
 
 def run_and_grade(
@@ -617,9 +618,7 @@ def run_and_grade(
                     current.id, current.title, "failed", [CheckItem("ran", False, why)], why)
             if exc.outcome == "timed out" and time.monotonic() >= box.deadline - 0.01:
                 run.detail = f"stopped after the time limit of {timeout:g} s"
-            cause = box.memory_cause() if exc.outcome == "kernel died" else ""
-            if cause:
-                run.detail = f"{run.detail}; likely cause: {cause}".lstrip("; ")
         run.output = box.output_tail()
+        run.memory = box.memory_cause(run.outcome == "kernel died")
     run.seconds = time.monotonic() - start
     return run

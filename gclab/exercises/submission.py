@@ -150,7 +150,7 @@ def checked_lesson(cells: List[str]) -> str | None:
     later lesson), or None when they name none."""
     from gclab.exercises import catalog
 
-    from .trusted import checked_ids
+    from .reference_code import checked_ids
 
     owner = {e.id: e.notebook for e in catalog()}
     counts: Dict[str, int] = {}

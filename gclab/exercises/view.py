@@ -7,7 +7,7 @@
   (a demonstration cell that used one says so and the notebook goes on);
 * every library function or method the grader names as an exercise's implementation (its
   reference and the gclab code the reference calls, minus the helpers the lesson's own
-  solution uses: :func:`gclab.exercises.trusted.answer_code`) keeps its signature and
+  solution uses: :func:`gclab.exercises.reference_code.answer_code`) keeps its signature and
   decorators, but its body is one ``raise`` of the same message, so neither calling it nor
   reading its source (``inspect.getsource``) gives the answer.
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Best-effort install of bubblewrap (bwrap), the sandbox `gclab grade` runs learner notebooks
-# in (no network, own PID namespace, read-only file system, empty HOME). Without it grading
+# in (no network, own PID namespace, nothing of the host but the interpreter and an answer-free
+# gclab, capped tmpfs, empty HOME). Without it grading
 # still works, with fewer protections, and `gclab grade` says which ones are off.
 set -uo pipefail
 if command -v bwrap >/dev/null 2>&1; then

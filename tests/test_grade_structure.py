@@ -14,6 +14,8 @@ All variants are graded in one batch, two at a time.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from gradekit import SOLUTIONS, code_cells, write_notebook
 
@@ -123,6 +125,10 @@ def graded(tmp_path_factory):
             for name, g in zip(SOURCES, grades)}
 
 
+def _seedless(message: str) -> str:
+    return re.sub(r"\[seed \d+\]", "[seed]", message)
+
+
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_grade_gives_checks_verdict(graded, name):
     rows, expected = graded[name]
@@ -133,8 +139,8 @@ def test_grade_gives_checks_verdict(graded, name):
         assert row["diagnosis"] == res.diagnosis, (ex_id, row, res.message)
         if "uses the reference implementation" in row["message"]:  # the tripwire, too
             assert name in ("seblock", "gcblock"), row
-        else:
-            assert row["message"] == res.message, (ex_id, row)
+        else:  # the grader draws its cases from a secret seed: the rest is the same
+            assert _seedless(row["message"]) == _seedless(res.message), (ex_id, row)
 
 
 def test_the_structure_checks_decide(graded):

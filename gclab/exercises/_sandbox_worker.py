@@ -2,7 +2,8 @@
 calls the learner's objects on inputs the grader sends. Nothing it says is a verdict.
 
 Started by :mod:`gclab.exercises.sandbox` with the request channel on fd 0 and the reply channel
-on fd 1 (both moved to private descriptors at once; the learner's output goes to a file). The
+on fd 1 (both moved to private descriptors at once; the learner's output goes to the file named
+by its argument). It imports gclab from the answer-free view (:mod:`gclab.exercises.view`). The
 grader first sends ``{"op": "run", "cells": [...]}``. The worker then executes the code cells
 in an IPython shell, announcing each (``{"ev": "cell"}``). The notebook's ``check(id, obj)`` is
 replaced by a recorder: it keeps ``obj``, tells the grader ``{"ev": "check", "id": ...}`` and
@@ -13,9 +14,10 @@ Requests: ``describe`` (is the target there, is it callable, its type name) and 
 the target on the inputs in the blob, with the exercise's time limit, and send back its output
 and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`) and ``structure``
 (build a module afresh and send its tree as data, :func:`gclab.exercises.skeleton.describe`, for
-the exercise's structure checks; a state_dict that does not load sends it too). During a call
-the functions the grader names as the exercise's reference are tripwires: calling one from the
-learner's code is reported, and the grader fails the exercise.
+the exercise's structure checks; a state_dict that does not load sends it too). The inputs
+always come from the grader (its cases, drawn from its secret seed). During a call a stub of
+the view that gets called, and the functions the grader names as the exercise's reference
+(a profiler, second line), are tripwires: the grader fails the exercise.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import sys
 _OUTPUT_CAP = 2000
 
 
-def _private_channels() -> tuple:
+def _private_channels(output: str) -> tuple:
     rfd, wfd = os.dup(0), os.dup(1)  # os.dup: not inherited by the learner's subprocesses
-    out = os.open("output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
@@ -131,8 +133,6 @@ class Worker:
         hits: list = []
         out = _CappedStream()
         payload = pickle.loads(blob) if blob else ()  # the grader's own data
-        if header.get("draw") and kind == "function":  # inputs that cannot be sent: draw them
-            payload = _draw(*header["draw"])
 
         def guarded(fn):
             return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
@@ -263,27 +263,36 @@ class Worker:
         return guarded(forward), {}
 
     def _tripwired(self, fn, forbidden, hits):
-        if not forbidden:
-            return fn
+        """``fn`` with the tripwires on: a call into gclab's stubs (the answer-free view's
+        :data:`gclab.exercises.view.CALLED`) or, where the profiler still runs, into the
+        ``forbidden`` code is a hit."""
+        from gclab.exercises import view
+
         gclab_dir, trusted = self.gclab_dir, self.trusted_callers
 
         def hook(frame, event, arg):  # noqa: ARG001
             if event != "call":
                 return
             code = frame.f_code
-            if (code.co_filename, code.co_firstlineno, code.co_name) not in forbidden:
+            qual = getattr(code, "co_qualname", code.co_name)
+            if (code.co_filename, qual) not in forbidden:
                 return
             caller = frame.f_back
             where = caller.f_code.co_filename if caller is not None else ""
             if not where.startswith(gclab_dir) or where in trusted:
-                hits.append(getattr(code, "co_qualname", code.co_name))
+                hits.append(qual)
 
         def run():
-            sys.setprofile(hook)
+            del view.CALLED[:]
+            if forbidden:
+                sys.setprofile(hook)
             try:
                 return fn()
             finally:
-                sys.setprofile(None)
+                if forbidden:
+                    sys.setprofile(None)
+                if view.CALLED:
+                    hits.append(view.CALLED[0])
 
         return run
 
@@ -326,20 +335,6 @@ class Worker:
         self.serve(until="exit")
 
 
-def _draw(exercise_id: str, seed: int, index: int) -> tuple:
-    """Case ``index`` of seed ``seed``, drawn here with the exercise's own code (only used for
-    inputs the grader cannot send, such as lambdas)."""
-    import numpy as np
-
-    from gclab.exercises.core import _seed_torch, get
-
-    ex = get(exercise_id)
-    rng = np.random.default_rng(int(seed))
-    _seed_torch(int(seed))
-    case = list(ex.cases(rng))[int(index)]
-    return case.args, case.kwargs
-
-
 def _type_name(x) -> str:
     try:
         import numpy as np
@@ -356,7 +351,7 @@ def _type_name(x) -> str:
 
 
 def main() -> int:
-    rfd, wfd = _private_channels()
+    rfd, wfd = _private_channels(sys.argv[1] if len(sys.argv) > 1 else "output.txt")
     Worker(rfd, wfd).run()
     return 0
 

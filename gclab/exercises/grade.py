@@ -2,13 +2,15 @@
 learner notebooks where the learner's code cannot touch the verdict.
 
 Each notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`: bubblewrap on Linux -- no
-network, own PID namespace, read-only file system, empty HOME, scrubbed environment, memory and
-wall-clock limits). The verdicts are computed in this process by
-:mod:`gclab.exercises.trusted`, which draws the inputs, computes the references itself and
-compares what the learner's objects return; nothing the sandbox writes is a verdict. The
-lesson comes from ``--lesson`` or from the exercises the notebook's cells check (a warning says
-when that disagrees with the file name or the notebook's metadata), never from the metadata
-alone.
+network, own PID namespace, nothing of the host but the interpreter and an answer-free gclab,
+empty HOME, scrubbed environment, memory and process limits for all its processes together
+(cgroup), capped tmpfs, wall clock; the output's ``limits:`` line says which hold). The
+verdicts are computed in this process by :mod:`gclab.exercises.trusted`, which draws the
+inputs (from a secret seed), computes the references itself and compares what the learner's
+objects return; nothing the sandbox writes is a verdict. The lesson comes from ``--lesson`` or
+from the exercises the notebook's cells check (a warning says when that disagrees with the
+file name, the notebook's metadata or, in a batch, the lesson of most of the batch), never from
+the metadata alone.
 
 Per exercise of the lesson: ``passed`` / ``failed`` (with the reason and the likely cause) /
 ``not implemented`` -- the LAST check of it counts (an exercise whose check cell is missing is
@@ -16,9 +18,12 @@ graded by the name the lesson's source checks) -- or ``not attempted``: the note
 there because the kernel died or the time ran out (the report says which).
 
 Many notebooks at once: ``--jobs N`` in parallel, a progress bar on stderr, ``--csv
-grades.csv`` (one row per student and exercise: student, exercise, status, points, message) with
-a JSON twin (``grades.json``), ``--feedback DIR`` (one Markdown file per student: each verdict,
-its likely cause, the level-1 hint for what failed). The student is named by the submission's
+grades.csv`` (one row per student and exercise: student, exercise, status, points, message,
+flag) with a JSON twin (``grades.json``); ``flag`` says when a submission's answers match the
+published solutions or a classmate's (:mod:`gclab.exercises.similarity`; the score is not
+changed); learner text is HTML-escaped in every output; ``--feedback DIR`` (one Markdown
+file per student, distinct students in distinct files: each verdict, its likely cause, the
+level-1 hint for what failed). The student is named by the submission's
 file (``alice.ipynb``) or, when the file is named like a lesson, its folder
 (``submissions/alice/04_simplified_nl.ipynb``).
 
@@ -38,20 +43,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import html
 import json
 import math
 import os
 import re
 import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from gclab.exercises.class_report import report_path, write_report
+from gclab.exercises.similarity import flag_copies
 from gclab.exercises.submission import (  # noqa: F401 - reading submissions, as before
     TEXT_CAP,
     SubmissionError,
+    batch_lessons,
+    checked_lesson,
     clean,
     detect_lesson,
     known_lessons,
@@ -82,6 +93,9 @@ class Grade:
     student: str = ""
     warnings: List[str] = field(default_factory=list)
     error: str = ""  # set when the submission could not be read
+    limits: str = ""  # the resource limits it ran under (sandbox.limits_in_force)
+    flags: List[str] = field(default_factory=list)  # similarity.flag_copies: for the instructor
+    cells: List[str] = field(default_factory=list, repr=False)  # its code cells, as handed in
 
     @property
     def passed(self) -> int:
@@ -100,15 +114,18 @@ class Grade:
         return not self.error and self.total > 0 and self.passed == self.total
 
     def table(self, width: int = TABLE_WIDTH) -> str:
-        lines = [f"gclab grade: {clean(self.notebook, 120)} (lesson {self.lesson})"]
-        lines += [f"warning: {w}" for w in self.warnings]
-        lines += [self._run_line(), ""]
+        lines = [f"gclab grade: {safe(self.notebook, 120)} (lesson {self.lesson})"]
+        lines += [f"warning: {safe(w)}" for w in self.warnings]
+        lines += [f"flag: {safe(f)}" for f in self.flags]
+        lines += [html.escape(self._run_line(), quote=False)]
+        lines += textwrap.wrap(f"limits: {self.limits}", 100, subsequent_indent="  ")
+        lines.append("")
         w_id = max([len("exercise")] + [len(r["id"]) for r in self.rows])
         w_st = max(len("not implemented"), len("not attempted"))
         lines.append(f"{'exercise':<{w_id}}  {'result':<{w_st}}  details")
         lines.append(f"{'-' * w_id}  {'-' * w_st}  {'-' * 40}")
         for r in self.rows:
-            lines.append(f"{r['id']:<{w_id}}  {r['status']:<{w_st}}  {clean(r['detail'], width)}")
+            lines.append(f"{r['id']:<{w_id}}  {r['status']:<{w_st}}  {safe(r['detail'], width)}")
         lines.append("")
         lines.append(
             f"score: {self.passed}/{self.total} exercises passed their public checks"
@@ -121,12 +138,15 @@ class Grade:
         if self.error:
             return f"the submission could not be read: {self.error}"
         where = f" at cell {run.cell}" if run.cell else ""
+        memory = getattr(run, "memory", "")
         if run.outcome == "completed":
-            return f"the notebook ran to the end in {run.seconds:.1f} s"
+            return f"the notebook ran to the end in {run.seconds:.1f} s" + (
+                f" (with memory errors; likely cause: {memory})" if memory else "")
         if run.outcome == "kernel died":
             return (
-                f"the kernel died{where} after {run.seconds:.1f} s; exercises after that point "
-                "are not attempted"
+                f"the kernel died{where} after {run.seconds:.1f} s"
+                + (f" (likely cause: {memory})" if memory else "")
+                + "; exercises after that point are not attempted"
             )
         if run.outcome == "timed out":
             return (
@@ -137,15 +157,17 @@ class Grade:
 
     def records(self) -> List[Dict[str, Any]]:
         """One dict per exercise: student, exercise, status, points, message (and more)."""
+        flag = "; ".join(safe(f) for f in self.flags)
         return [
             {
-                "student": self.student,
+                "student": safe(self.student),
                 "exercise": r["id"],
                 "status": r["status"],
                 "points": r["points"],
-                "message": clean(r["detail"], TEXT_CAP),
+                "message": safe(r["detail"], TEXT_CAP),
                 "lesson": self.lesson,
-                "notebook": self.notebook,
+                "notebook": safe(self.notebook),
+                "flag": flag,
             }
             for r in self.rows
         ]
@@ -153,20 +175,20 @@ class Grade:
     def feedback(self) -> str:
         """Markdown feedback for the student: each verdict, its likely cause, a hint."""
         lines = [
-            f"# Feedback for {self.student}: lesson {self.lesson}",
+            f"# Feedback for {_md(self.student)}: lesson {self.lesson}",
             "",
             f"Score: **{self.passed}/{self.total}** exercises passed their public checks.",
             "",
-            self._run_line().replace("*", "\\*"),
+            _md(self._run_line()),
             "",
         ]
         for r in self.rows:
             lines.append(f"## `{r['id']}`: {_md(r['title'])}")
             lines.append("")
-            lines.append(f"**{r['status']}**: {_md(clean(r['message'], TEXT_CAP))}")
+            lines.append(f"**{r['status']}**: {_md(r['message'])}")
             if r.get("diagnosis"):
                 lines.append("")
-                lines.append(f"Likely cause: {_md(clean(r['diagnosis'], TEXT_CAP))}")
+                lines.append(f"Likely cause: {_md(r['diagnosis'])}")
             if r["status"] != "passed" and r.get("hint"):
                 lines.append("")
                 lines.append(f"Try this: {_md(r['hint'])}")
@@ -174,8 +196,16 @@ class Grade:
         return "\n".join(lines)
 
 
-def _md(text: str) -> str:
-    return re.sub(r"([\\`*_<>\[\]#|])", r"\\\1", str(text))
+def safe(text: Any, cap: int = TEXT_CAP) -> str:
+    """Learner-controlled ``text`` for any output: one clean line (:func:`clean`) with the
+    HTML specials escaped, so no viewer of the CSV, JSON or Markdown renders it as markup."""
+    return html.escape(clean(text, cap), quote=False)
+
+
+def _md(text: Any) -> str:
+    """``text`` safe in Markdown: HTML-escaped (:func:`safe`), Markdown's specials
+    backslash-escaped (an entity's ``&`` and ``;`` stay as they are)."""
+    return re.sub(r"([\\`*_\[\]#|])", r"\\\1", safe(text))
 
 
 _STOPPED = {
@@ -218,22 +248,28 @@ def grade(
     lesson: str | None = None,
     memory: int = DEFAULT_MEMORY,
     use_bwrap: bool | None = None,
+    fallback: str | None = None,
 ) -> Grade:
-    """Execute the submission at ``path`` in a sandbox and grade its lesson's exercises.
+    """Execute the submission at ``path`` in a sandbox and grade its lesson's exercises
+    (``fallback``: the lesson to grade it as when its cells check no known exercise).
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
     from gclab.exercises.registry import _REGISTRY
 
+    from .sandbox import limits_in_force
     from .trusted import run_and_grade
 
     path = resolve_submission(Path(path), lesson)
     cells, meta = read_notebook(path)
     wanted = resolve_lesson(lesson) if lesson else None
-    name, warnings = detect_lesson(path, cells, meta, wanted)
+    name, warnings = detect_lesson(path, cells, meta, wanted, fallback)
     exercises = [e for e in _REGISTRY.values() if e.notebook == name]
     run = run_and_grade(cells, name, exercises, timeout, memory, use_bwrap=use_bwrap)
-    return Grade(str(path), name, run, _rows(exercises, run.verdicts, run.outcome),
-                 student_of(path), warnings)
+    g = Grade(str(path), name, run, _rows(exercises, run.verdicts, run.outcome),
+              student_of(path), warnings)
+    g.limits = limits_in_force(memory, timeout, use_bwrap)
+    g.cells = cells
+    return g
 
 
 def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
@@ -262,10 +298,11 @@ def grade_many(
     from tqdm.auto import tqdm
 
     name = resolve_lesson(lesson) if lesson else None
+    majority, disagree = batch_lessons([None if name else _own_lesson(p) for p in paths])
 
     def one(path: Path) -> Grade:
         try:
-            return grade(path, timeout, name, memory, use_bwrap)
+            return grade(path, timeout, name, memory, use_bwrap, fallback=majority)
         except SubmissionError as exc:
             return _unreadable(Path(path), name, clean(exc, 300))
         except Exception as exc:  # noqa: BLE001 - one submission must not stop the batch
@@ -283,8 +320,20 @@ def grade_many(
             results.append(g)
             bar.update(1)
     bar.close()
+    for g, w in zip(results, disagree):
+        if w:
+            g.warnings.append(w)
     _unique_students(results)
+    flag_copies(results)
     return results
+
+
+def _own_lesson(path: Path) -> str | None:
+    """The lesson a submission's cells check (None when unreadable or none)."""
+    try:
+        return checked_lesson(read_notebook(resolve_submission(Path(path)))[0])
+    except SubmissionError:
+        return None
 
 
 def _unique_students(results: List[Grade]) -> None:
@@ -312,7 +361,7 @@ def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
     """``csv_path`` (one row per student and exercise) and its JSON twin; returns the JSON."""
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["student", "exercise", "status", "points", "message"]
+    fields = ["student", "exercise", "status", "points", "message", "flag"]
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -322,14 +371,16 @@ def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
     json_path = csv_path.with_suffix(".json")
     data = [
         {
-            "student": g.student,
-            "notebook": g.notebook,
+            "student": safe(g.student),
+            "notebook": safe(g.notebook),
             "lesson": g.lesson,
             "outcome": "unreadable" if g.error else g.run.outcome,
             "seconds": round(float(getattr(g.run, "seconds", 0.0)), 1),
             "points": g.points,
             "total": g.total,
-            "warnings": [clean(w) for w in g.warnings],
+            "warnings": [safe(w) for w in g.warnings],
+            "flags": [safe(f) for f in g.flags],
+            "limits": g.limits,
             "exercises": g.records(),
         }
         for g in results
@@ -338,13 +389,30 @@ def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
     return json_path
 
 
+def feedback_names(students: Sequence[str]) -> List[str]:
+    """One file name per student, distinct for distinct students (also where the file system
+    ignores case): the name itself where it is a plain, unused one, else its plain form plus a
+    hash of the exact name."""
+    names, used = [], set()
+    for student in students:
+        plain = re.sub(r"[^\w.-]", "_", student).lstrip(".")[:80] or "student"
+        name = plain
+        if plain != student or plain.lower() in used:
+            digest = hashlib.sha256(student.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+            name = f"{plain}-{digest}"
+        while name.lower() in used:  # the same student twice: number the repeats
+            name = f"{name}-{len(used)}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
 def write_feedback(results: List[Grade], folder: Path) -> List[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for g in results:
-        safe = re.sub(r"[^\w.-]", "_", g.student) or "student"
-        path = folder / f"{safe}.md"
+    for g, name in zip(results, feedback_names([g.student for g in results])):
+        path = folder / f"{name}.md"
         path.write_text(g.feedback(), encoding="utf-8")
         written.append(path)
     return written
@@ -354,8 +422,9 @@ def summary(results: List[Grade]) -> str:
     w = max([len("student")] + [len(g.student) for g in results])
     lines = [f"{'student':<{w}}  score  run", f"{'-' * w}  -----  {'-' * 30}"]
     for g in results:
-        outcome = "unreadable: " + clean(g.error, 60) if g.error else g.run.outcome
-        lines.append(f"{g.student:<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}")
+        outcome = "unreadable: " + safe(g.error, 60) if g.error else g.run.outcome
+        flag = "  (flagged)" if g.flags else ""
+        lines.append(f"{safe(g.student):<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}{flag}")
     return "\n".join(lines)
 
 
@@ -480,6 +549,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(results[0].table())
     else:
         print(summary(results))
+        for g in results:
+            for f in g.flags:
+                print(f"gclab grade: flag: {safe(g.student, 80)}: {safe(f)}", file=sys.stderr)
+        print(f"gclab grade: limits: {sandbox.limits_in_force(args.memory, args.timeout)}",
+              file=sys.stderr)
     if args.csv:
         json_path = write_gradebook(results, args.csv)
         print(f"gradebook: {args.csv} and {json_path}")

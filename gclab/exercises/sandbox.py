@@ -2,25 +2,31 @@
 
 On Linux with bubblewrap (``bwrap``) the worker (:mod:`gclab.exercises._sandbox_worker`) runs
 
+* seeing only what a notebook needs, read-only: ``/usr`` (and its ``/bin``, ``/lib``
+  links), the loader's files from ``/etc``, the Python installation and its site-packages,
+  and :mod:`gclab.exercises.view`'s copy of gclab (no answers, no lesson sources, no
+  ``.git``; a gclab installed in site-packages is covered by that copy too) with the course's
+  ``data/``. No ``/home``, ``/root``, ``/var``, ``/run`` (no host unix sockets), no class
+  folder, no checkout. Writable: a size-capped tmpfs ``/tmp`` (HOME and the work folder are
+  in it) and a capped ``/dev/shm``; ``/dev`` itself is read-only,
 * without network (``--unshare-net``: not even the host's loopback),
 * in its own PID namespace (``--unshare-pid --die-with-parent``): it cannot see or signal the
   grader, and every process it starts dies with it, daemons included,
-* with a read-only view of the file system (``--ro-bind / /``), an empty ``/tmp``, an empty
-  fresh ``HOME``, the instructor's home and the course's ``notebooks/`` hidden, and one writable
-  folder: a throwaway copy of the submission,
 * in a new session (``--new-session``: no terminal to inject keystrokes into), without
-  capabilities (``--cap-drop ALL``),
-* with a scrubbed environment (only PATH, PYTHONPATH, HOME, TMPDIR, LANG and the thread
-  variables),
-* under an address-space limit (``RLIMIT_AS``, ``--memory``) and a file-size limit.
+  capabilities (``--cap-drop ALL``), with a scrubbed environment.
 
-The whole run has a wall-clock bound: on expiry the bwrap process group is killed, which takes
-the namespace with it. Output from the sandbox is only read through the message channel, always
-with a deadline, so a process that keeps a pipe open cannot make the grader wait.
+Resource limits (:func:`limits_in_force` says which hold here): a control group
+(:mod:`gclab.exercises.limits`, cgroup v2 or v1) caps the memory of all its processes
+together (tmpfs pages included) and the number of its processes and threads; without one,
+per-process rlimits (address space, processes of the user) are the fallback. Always: a
+per-file size limit, the tmpfs sizes (bubblewrap), and a wall-clock bound: on expiry the
+process group and the control group are killed. Output from the sandbox is only read through
+the message channel, always with a deadline; the learner's printed output is read from a file
+opened as a regular file only, non-blocking, never following a link.
 
 Without bubblewrap (macOS, or a kernel that forbids namespaces) the limits that remain are the
-scrubbed environment, the memory and file-size limits, the wall-clock bound and the cleanup:
-the worker is started under a small reaper (:mod:`gclab.exercises._reaper`) that is a
+scrubbed environment, the resource limits above, the wall-clock bound and the cleanup: the
+worker is started under a small reaper (:mod:`gclab.exercises._reaper`) that is a
 child-subreaper (Linux ``prctl``), so daemons and double forks are re-parented to it and killed
 when the run ends; the grader itself is a subreaper too, as a second net. :func:`protections`
 says which protections are active; ``gclab grade`` prints the missing ones.
@@ -29,8 +35,10 @@ says which protections are active; ``gclab grade`` prints the missing ones.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,16 +46,24 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from . import wire
+from . import limits, wire
 from ._reaper import become_subreaper, children_of, kill_children  # noqa: F401 (grade uses them)
+from .view import view_for
 
-__all__ = ["Sandbox", "bwrap_available", "protections", "missing_protections"]
+__all__ = ["Sandbox", "bwrap_available", "limits_in_force", "protections",
+           "missing_protections", "read_regular"]
 
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent  # the folder holding gclab/
-WORKER = Path(__file__).with_name("_sandbox_worker.py")
+DATA = Path(__file__).resolve().parent.parent.parent / "data"  # the course's data, if any
 REAPER = Path(__file__).with_name("_reaper.py")
-FILE_LIMIT = 512 * 2**20  # bytes per file the learner's code may write
-TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM) and of its empty HOME
+FILE_LIMIT = 256 * 2**20  # bytes per file the learner's code may write
+TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM): HOME and the work folder
+SHM_LIMIT = 64 * 2**20  # bytes of its /dev/shm
+AS_SLACK = 2**30  # address space beyond --memory per process, where a cgroup holds the memory
+TORCH_NEEDS = 768 * 2**20  # address space importing torch takes (its thread-local data)
+VIEW_MOUNT = "/gclab"  # where the answer-free gclab is inside the sandbox
+_OUT_OF_MEMORY = re.compile(r"MemoryError|failed to map segment|Cannot allocate memory|"
+                            r"bad_alloc|out of memory")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
 
 _BWRAP: Dict[str, object] = {}
 
@@ -81,10 +97,13 @@ def bwrap_available() -> bool:
 ALL_PROTECTIONS = (
     "no network",
     "own PID namespace (cannot see or signal the grader; all its processes die with it)",
-    "read-only file system outside a throwaway copy",
+    "sees only the interpreter, an answer-free gclab and its own empty folder (read-only "
+    "outside it)",
     "empty HOME (instructor's files hidden)",
+    "size-capped /tmp and /dev/shm",
     "scrubbed environment",
-    "memory limit",
+    "memory limit for all its processes together",
+    "process limit",
     "wall-clock limit",
     "leftover processes killed",
 )
@@ -92,12 +111,16 @@ ALL_PROTECTIONS = (
 
 def protections() -> List[str]:
     """The protections active for a run on this machine."""
+    group = limits.available()
+    kept = ["scrubbed environment", "wall-clock limit"]
+    if group:
+        kept += ["memory limit for all its processes together", "process limit"]
     if bwrap_available():
-        return list(ALL_PROTECTIONS)
-    kept = ["scrubbed environment", "memory limit", "wall-clock limit"]
-    if _can_subreap():
+        return [p for p in ALL_PROTECTIONS
+                if p in kept or p not in ALL_PROTECTIONS[-4:-1]]
+    if _can_subreap() or group:
         kept.append("leftover processes killed")
-    return kept
+    return [p for p in ALL_PROTECTIONS if p in kept]
 
 
 def missing_protections() -> List[str]:
@@ -105,27 +128,64 @@ def missing_protections() -> List[str]:
     return [p for p in ALL_PROTECTIONS if p not in have]
 
 
+def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None) -> str:
+    """One line: the resource limits a notebook runs under here."""
+    use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
+    group = limits.available()
+    parts = []
+    if group:
+        parts.append(f"memory {_size(memory)} for all its processes together, tmpfs included, "
+                     f"and {limits.PIDS_MAX} processes/threads ({group})")
+        parts.append(f"address space {_size(memory + AS_SLACK)} per process")
+    else:
+        parts.append(f"memory {_size(memory)} address space per process (rlimit; no cgroup: "
+                     "forked processes each get their own)")
+        parts.append("processes: " + (f"{limits.PIDS_MAX} more for your user (rlimit)"
+                                      if os.getuid() != 0 else "no limit (running as root)"))
+    if use_bwrap:
+        parts.append(f"/tmp + HOME + work folder {_size(TMPFS_LIMIT)}, /dev/shm "
+                     f"{_size(SHM_LIMIT)} (tmpfs)")
+    else:
+        parts.append("disk: no cap but the file size (no bubblewrap)")
+    parts.append(f"each file {_size(FILE_LIMIT)}")
+    parts.append(f"wall clock {timeout:g} s")
+    return "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n // 2**20}M"
+
+
 def _can_subreap() -> bool:
     return sys.platform.startswith("linux")
 
 
-def _limits(memory: int):
-    def preexec():  # runs in the child, before exec (only async-signal-safe-ish calls)
+def _limits(memory: int, group: limits.Group | None):
+    nproc = None
+    if group is None and os.getuid() != 0:
+        nproc = len([p for p in os.listdir("/proc") if p.isdigit()]) + limits.PIDS_MAX
+
+    def preexec():  # runs in the child, before exec
         import resource
 
+        if group is not None:
+            group.enter()
+        address = memory + AS_SLACK if group is not None else memory
         if memory > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            resource.setrlimit(resource.RLIMIT_AS, (address, address))
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if nproc is not None and hasattr(resource, "RLIMIT_NPROC"):
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
     return preexec
 
 
-def _clean_env(home: str, tmp: str) -> Dict[str, str]:
+def _clean_env(home: str, tmp: str, pythonpath: str) -> Dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     return {
         "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": str(PACKAGE_PARENT),
+        "PYTHONPATH": pythonpath,
         "HOME": home,
         "TMPDIR": tmp,
         "IPYTHONDIR": f"{home}/.ipython",
@@ -141,45 +201,59 @@ def _clean_env(home: str, tmp: str) -> Dict[str, str]:
     }
 
 
-def _under(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
+def _python_dirs() -> List[Path]:
+    """The Python installation and its site-packages (not the checkout on sys.path)."""
+    dirs = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+            Path(sys.executable).parent}
+    for p in sys.path:
+        if p and ("site-packages" in p or "dist-packages" in p) and Path(p).is_dir():
+            dirs.add(Path(p))
+    return sorted(dirs, key=lambda p: len(str(p)))
 
 
-def _bwrap_command(work: Path) -> List[str]:
+def _bind_ro(cmd: List[str], path: Path, done: set) -> None:
+    real = path.resolve()
+    for src, dest in ((real, real), (real, path)):
+        if str(dest) in done or str(dest).startswith("/usr/"):
+            continue
+        if any(str(dest).startswith(d.rstrip("/") + "/") for d in done):
+            if str(dest) == str(src):
+                continue
+        cmd += ["--ro-bind", str(src), str(dest)]
+        done.add(str(dest))
+
+
+def _bwrap_command(view: Path, output: Path) -> List[str]:
     exe = str(_BWRAP.get("exe") or "bwrap")
-    cmd = [
-        exe,
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--proc", "/proc",
-        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",  # RAM-backed: capped
-    ]
-    real_home = Path(os.path.expanduser("~"))
-    masked = [Path("/tmp")]  # the instructor's /tmp and home are replaced by empty tmpfs
-    if str(real_home) not in ("/", "") and real_home.is_dir():
-        cmd += ["--size", str(TMPFS_LIMIT), "--tmpfs", str(real_home)]
-        masked.append(real_home)
-    # what Python and gclab need from inside a masked folder stays visible, read-only (a
-    # checkout or a venv under /tmp, as CI's clean clone is, or under the home)
-    needed = [Path(sys.prefix), Path(sys.base_prefix), PACKAGE_PARENT, Path(sys.executable)]
-    needed += [Path(p) for p in sys.path if p and Path(p).exists()]
-    keys = set()
-    for p in needed:
-        for m in masked:
-            if _under(p, m) and p.resolve() != m.resolve():
-                keys.add(str(p.resolve()))
-    for key in sorted(keys, key=len):  # parents first, so a child bind is not covered again
-        cmd += ["--ro-bind", key, key]
-    course = PACKAGE_PARENT / "notebooks"
-    if course.is_dir():  # the course's solutions are not the learner's to read
-        cmd += ["--size", str(2**20), "--tmpfs", str(course)]
+    cmd = [exe, "--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64"):
+        p = Path("/") / top
+        if p.is_symlink():
+            cmd += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            cmd += ["--ro-bind", str(p), str(p)]
+    for name in ETC:
+        if (Path("/etc") / name).exists():
+            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    done: set = set()
+    for d in _python_dirs():
+        _bind_ro(cmd, d, done)
+    cmd += ["--ro-bind", str(view), VIEW_MOUNT]
+    if DATA.is_dir():
+        cmd += ["--ro-bind", str(DATA), f"{VIEW_MOUNT}/data"]
+    for d in _python_dirs():  # a gclab installed there: the answer-free copy instead
+        if (d / "gclab").is_dir() and "site-packages" in str(d) + "dist-packages":
+            cmd += ["--ro-bind", str(view / "gclab"), str(d / "gclab")]
     cmd += [
-        "--bind", str(work), "/tmp/work",
+        "--dev", "/dev",
+        "--size", str(SHM_LIMIT), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
+        "--proc", "/proc",
+        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",
+        "--dir", "/tmp/work",
         "--dir", "/tmp/home",
+        "--bind", str(output), "/tmp/output.txt",
+        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing is written outside /tmp
         "--chdir", "/tmp/work",
         "--unshare-net",
         "--unshare-pid",
@@ -195,6 +269,26 @@ def _bwrap_command(work: Path) -> List[str]:
     return cmd
 
 
+def read_regular(path: Path, tail: int) -> str:
+    """The last ``tail`` bytes of ``path`` when it is a regular file (opened non-blocking,
+    never following a link: a FIFO, a device or a symlink gives "")."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(str(path), flags)
+    except OSError:
+        return ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        os.lseek(fd, max(0, info.st_size - tail), os.SEEK_SET)
+        return os.read(fd, tail).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
 class SandboxBroken(RuntimeError):
     """The sandbox died, timed out or said something that is not a valid message."""
 
@@ -208,11 +302,14 @@ class Sandbox:
     """One sandboxed worker for one notebook. Use as a context manager; all of its processes
     are gone when the ``with`` block ends."""
 
-    def __init__(self, timeout: float, memory: int, use_bwrap: bool | None = None) -> None:
+    def __init__(self, timeout: float, memory: int, use_bwrap: bool | None = None,
+                 view: Path | None = None) -> None:
         self.timeout = timeout
         self.memory = memory
         self.use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
+        self.view = view
         self.proc: subprocess.Popen | None = None
+        self.group: limits.Group | None = None
         self.deadline = 0.0
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -220,20 +317,29 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         self._tmp = tempfile.TemporaryDirectory(prefix="gclab-sandbox-")
         base = Path(self._tmp.name)
-        work = base / "work"
-        work.mkdir()
-        worker = [sys.executable, "-s", str(WORKER)]
+        view = self.view = self.view or view_for("", ())
+        self.output = base / "output.txt"
+        self.output.touch()
         if self.use_bwrap:
-            cmd = _bwrap_command(work) + worker
-            env = _clean_env("/tmp/home", "/tmp")
-            cwd = str(work)
+            worker = [sys.executable, "-s",
+                      f"{VIEW_MOUNT}/gclab/exercises/_sandbox_worker.py", "/tmp/output.txt"]
+            cmd = _bwrap_command(view, self.output) + worker
+            env = _clean_env("/tmp/home", "/tmp", VIEW_MOUNT)
+            cwd = str(base)
         else:
-            home = base / "home"
+            work, home = base / "work", base / "home"
+            work.mkdir()
             home.mkdir()
+            worker = [sys.executable, "-s", str(view / "gclab" / "exercises" /
+                                                "_sandbox_worker.py"), str(self.output)]
             cmd = [sys.executable, "-s", str(REAPER), *worker]
-            env = _clean_env(str(home), str(work))
+            env = _clean_env(str(home), str(work), str(view))
             cwd = str(work)
-        self.work = work
+        if limits.available() and self.memory > 0:
+            try:
+                self.group = limits.Group(self.memory)
+            except OSError:
+                self.group = None
         self.start = time.monotonic()
         self.deadline = self.start + self.timeout
         self.proc = subprocess.Popen(
@@ -244,10 +350,33 @@ class Sandbox:
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_limits(self.memory),
+            preexec_fn=_limits(self.memory, self.group),
             close_fds=True,
         )
         return self
+
+    def view_file(self, rel: Path) -> str:
+        """The path the sandbox's Python sees for ``gclab/<rel>``."""
+        if self.use_bwrap:
+            return f"{VIEW_MOUNT}/gclab/{Path(rel).as_posix()}"
+        return str(Path(self.view) / "gclab" / rel)
+
+    def memory_cause(self, died: bool) -> str:
+        """Why the memory limit may be the cause of a kernel that ``died`` or of memory errors
+        in the learner's output ("" when nothing says so)."""
+        if not (died or _OUT_OF_MEMORY.search(self.output_tail(1 << 16))):
+            return ""
+        if self.group is not None and self.group.memory_hit():
+            return (f"it reached the memory limit ({_size(self.memory)} for all its processes "
+                    "together; --memory)")
+        if self.group is None and self.memory < TORCH_NEEDS + 256 * 2**20:
+            return (f"the memory limit ({_size(self.memory)} address space per process; "
+                    f"--memory) is too low: importing torch alone takes about "
+                    f"{_size(TORCH_NEEDS)} of it")
+        if self.group is None and not died:
+            return (f"it ran out of memory under the limit ({_size(self.memory)} address "
+                    "space per process; --memory)")
+        return ""
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -279,6 +408,9 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
             self.proc = None
+        if self.group is not None:
+            self.group.close()  # everything it started, wherever it went
+            self.group = None
         if self._tmp is not None:
             try:
                 self._tmp.cleanup()
@@ -314,11 +446,4 @@ class Sandbox:
         return "kernel died"
 
     def output_tail(self, n: int = 2000) -> str:
-        try:
-            with open(self.work / "output.txt", "rb") as fh:
-                fh.seek(0, 2)
-                size = fh.tell()
-                fh.seek(max(0, size - n))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_regular(self.output, n)

@@ -145,29 +145,36 @@ def resolve_lesson(wanted: str) -> str:
     return hits[0]
 
 
-def detect_lesson(path: Path, cells: List[str], meta: dict, wanted: str | None) -> tuple:
-    """``(lesson, warnings)``: ``wanted`` when given, else the lesson whose exercises the cells
-    check; warnings when the file name or the metadata say otherwise."""
+def checked_lesson(cells: List[str]) -> str | None:
+    """The lesson whose exercises the cells' ``check("id", ...)`` calls name most (ties: the
+    later lesson), or None when they name none."""
     from gclab.exercises import catalog
 
-    from .trusted import checked_ids
+    from .reference_code import checked_ids
 
     owner = {e.id: e.notebook for e in catalog()}
     counts: Dict[str, int] = {}
     for ex_id in checked_ids(cells):
         if ex_id in owner:
             counts[owner[ex_id]] = counts.get(owner[ex_id], 0) + 1
-    detected = max(counts, key=lambda k: (counts[k], k)) if counts else None
+    return max(counts, key=lambda k: (counts[k], k)) if counts else None
+
+
+def detect_lesson(path: Path, cells: List[str], meta: dict, wanted: str | None,
+                  fallback: str | None = None) -> tuple:
+    """``(lesson, warnings)``: ``wanted`` (``--lesson``) when given, else the lesson whose
+    exercises the cells check, else ``fallback`` (the lesson of most of a batch); warnings
+    when the file name or the metadata say otherwise. Metadata and file names never decide:
+    a notebook whose cells check no known exercise, alone, needs ``--lesson``."""
+    detected = checked_lesson(cells)
     warnings = []
     claimed = meta.get("gclab", {}).get("lesson") if isinstance(meta.get("gclab"), dict) else None
     stem = Path(path).stem
     lesson = wanted or detected
-    if lesson is None:  # no literal check("id", ...) in its cells: what it says it is
-        known = set(owner.values())
-        lesson = claimed if claimed in known else (stem if stem in known else None)
-        if lesson is not None:
-            warnings.append(f"its cells check no known exercise; graded as {lesson}, the "
-                            "lesson its metadata or file name names (pass --lesson to be sure)")
+    if lesson is None and fallback:
+        lesson = fallback
+        warnings.append(f"its cells check no known exercise; graded as {fallback}, the lesson "
+                        "of most of the batch (pass --lesson to be sure)")
     if lesson is None:
         raise SubmissionError(
             f"{path}: cannot tell which lesson this is (its cells check no known exercise); "
@@ -180,6 +187,33 @@ def detect_lesson(path: Path, cells: List[str], meta: dict, wanted: str | None) 
     if _LESSON_FILE.match(stem) and stem != lesson:
         warnings.append(f"its file name says {clean(stem, 60)}; graded as {lesson}")
     return lesson, warnings
+
+
+def batch_lessons(detected: List[str | None]) -> tuple:
+    """``(majority, warnings)`` for a batch graded without ``--lesson``: ``detected`` is each
+    submission's own lesson (None: not recognisable). ``majority`` is the lesson of more than
+    half of the recognisable ones (or None); ``warnings[i]`` says, for submission ``i``, how
+    it disagrees with the batch ("" where it does not)."""
+    known = [d for d in detected if d]
+    counts: Dict[str, int] = {}
+    for d in known:
+        counts[d] = counts.get(d, 0) + 1
+    top = max(counts, key=lambda k: (counts[k], k)) if counts else None
+    majority = top if top and counts[top] * 2 > len(known) else None
+    warnings = []
+    for d in detected:
+        if d is None or len(counts) < 2:
+            warnings.append("")
+        elif majority is not None and d != majority:
+            warnings.append(f"its cells check lesson {d}'s exercises, but most of the batch "
+                            f"({counts[majority]} of {len(known)}) is {majority}; graded as "
+                            f"{d}: pass --lesson to grade the whole batch as one lesson")
+        elif majority is None:
+            warnings.append(f"the batch's notebooks are of {len(counts)} different lessons "
+                            f"(this one: {d}); pass --lesson to grade them as one lesson")
+        else:
+            warnings.append("")
+    return majority, warnings
 
 
 def student_of(path: Path) -> str:

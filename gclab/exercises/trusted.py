@@ -13,19 +13,23 @@ Which object: the object the notebook's ``check(id, obj)`` call handed in (the s
 instructor's lesson source checks (``notebooks/src/<lesson>.py``). Either way the grader chooses
 the inputs, so pointing a check at another object gains nothing.
 
-Reference implementation: during a call, gclab's own implementation of the exercise (its
-reference, its mistake variants, and the gclab functions and classes the reference calls
-directly -- minus the helpers that the lesson's own solution uses) are tripwires in the sandbox;
-an answer that calls one fails with "uses the reference implementation".
+The cases are drawn from seeds secret to each grading run (:func:`secret_seeds`), so no table
+of answers made beforehand matches them. The sandbox imports gclab from a copy without the
+answers (:mod:`gclab.exercises.view`; which code: :func:`gclab.exercises.reference_code.
+answer_code`); a call into one of its stubs, or (second line, a profiler) into gclab's own
+implementation of the exercise, fails it with "uses the reference implementation". Replies are
+decoded outside the lock the batch shares, within the submission's own time; a reply that is
+not an answer is that exercise's verdict.
 """
 
 from __future__ import annotations
 
 import builtins
 import copy
+import hashlib
 import pickle
 import re
-import sys
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,163 +38,15 @@ from typing import Any, Dict, List, Tuple
 
 from . import wire
 from .compare import _clone
+from .reference_code import GCLAB_DIR, answer_code, checked_names, forbidden_code
 from .running import _CappedStream, _Outcome
 from .sandbox import Sandbox, SandboxBroken
+from .view import view_for
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-GCLAB_DIR = str(Path(__file__).resolve().parent.parent) + "/"
 _LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
 _CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
-
-_CHECK_NAME = re.compile(
-    r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*([A-Za-z_]\w*)\s*\)"""
-)
-_CHECK_ID = re.compile(r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']""")
-_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
-
-
-# --------------------------------------------------------------------------------------------
-# What the instructor's lesson source says
-# --------------------------------------------------------------------------------------------
-def lesson_source(lesson: str) -> str:
-    path = ROOT / "notebooks" / "src" / f"{lesson}.py"
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
-def checked_names(lesson: str) -> Dict[str, str]:
-    """exercise id -> the name the lesson source's ``check(id, name)`` checks."""
-    return {m.group(1): m.group(2) for m in _CHECK_NAME.finditer(lesson_source(lesson))}
-
-
-def checked_ids(sources: List[str]) -> List[str]:
-    """Every exercise id that ``check("id", ...)`` calls in these cell sources name, in order."""
-    return [m.group(1) for s in sources for m in _CHECK_ID.finditer(s)]
-
-
-def _solution_text(lesson: str) -> Tuple[str, str]:
-    src = lesson_source(lesson)
-    regions = "\n".join(m.group(1) for m in _REGION.finditer(src))
-    imports = "\n".join(
-        line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))
-    )
-    block = re.findall(r"from gclab[\w.]* import \(([^)]*)\)", src, re.S)
-    return regions, imports + "\n" + "\n".join(block)
-
-
-def _allowed(qualname: str, filename: str, regions: str, imports: str) -> bool:
-    """A gclab function/class that the lesson's own solution regions use (a helper it hands
-    the learner, e.g. ``gnp.ops.conv1x1`` in lesson 2, ``Bottleneck`` in lesson 6)."""
-    parts = qualname.split(".")
-    if len(parts) >= 2 and not parts[-2].startswith("<"):  # a method: is its class used?
-        return re.search(rf"\b{re.escape(parts[-2])}\b", regions) is not None
-    name = parts[-1]
-    if name.startswith("<"):
-        return False
-    stem = re.escape(Path(filename).stem)
-    qualified = rf"\b(?:{stem}|gnp|numpy|nn|gclab)\.(?:\w+\.)*{re.escape(name)}\s*\("
-    if re.search(qualified, regions):
-        return True
-    return bool(
-        re.search(rf"\b{re.escape(name)}\b", imports)
-        and re.search(rf"(?<!def )\b{re.escape(name)}\s*\(", regions)
-    )
-
-
-_FORBIDDEN: Dict[str, List[list]] = {}
-#: gclab's own blocks: handing one of these in (or calling one) is not an answer, unless the
-#: lesson's solution itself uses it
-BLOCK_MODULES = (
-    "gclab.numpy.non_local", "gclab.numpy.snl_block", "gclab.numpy.gc_block",
-    "gclab.numpy.se_block", "gclab.numpy.framework", "gclab.numpy.naive",
-    "gclab.nn.non_local", "gclab.nn.snl_block", "gclab.nn.gc_block", "gclab.nn.se_block",
-    "gclab.nn.framework",
-)
-_BLOCKS: Dict[tuple, str] = {}
-
-
-def _block_code() -> Dict[tuple, str]:
-    """(file, line, name) -> qualname of every function and method of gclab's blocks."""
-    if _BLOCKS:
-        return _BLOCKS
-    import importlib
-    import inspect
-
-    for name in BLOCK_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        for obj in vars(module).values():
-            if getattr(obj, "__module__", None) != name:
-                continue
-            funcs = [obj] if inspect.isfunction(obj) else []
-            if inspect.isclass(obj):
-                funcs = [f for f in vars(obj).values() if inspect.isfunction(f)]
-            for f in funcs:
-                private = f.__name__.startswith("_") and not f.__name__.startswith("__")
-                if private:  # internals (e.g. a state_dict hook torch calls), not a block
-                    continue
-                code = f.__code__
-                _BLOCKS[tuple(_key(code))] = getattr(code, "co_qualname", f.__qualname__)
-    return _BLOCKS
-
-
-def _key(code) -> list:
-    return [code.co_filename, code.co_firstlineno, code.co_name]
-
-
-def forbidden_code(ex, trials) -> List[list]:
-    """Code objects (file, line, name) that are gclab's implementation of ``ex``."""
-    if ex.id in _FORBIDDEN:
-        return _FORBIDDEN[ex.id]
-    from .core import _run_reference
-
-    keys: Dict[tuple, str] = {}
-    roots = set()
-    for fn in [ex.reference, *ex.mistakes.values()]:
-        code = getattr(fn, "__code__", None)
-        if code is not None and code.co_filename.startswith(GCLAB_DIR):
-            keys[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
-            roots.add(code)
-    regions, imports = _solution_text(ex.notebook)
-    if trials and ex.kind != "value":
-        seen: Dict[tuple, str] = {}
-
-        def hook(frame, event, arg):  # noqa: ARG001
-            if event != "call":
-                return
-            code = frame.f_code
-            if not code.co_filename.startswith(GCLAB_DIR) or code in roots:
-                return
-            caller = frame.f_back
-            cf = caller.f_code if caller is not None else None
-            if cf is None or cf in roots or not cf.co_filename.startswith(GCLAB_DIR):
-                seen[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
-
-        trial = trials[0]
-        sys.setprofile(hook)
-        try:
-            _run_reference(ex, ex.reference, trial.case, trial.seed)
-        except Exception:  # noqa: BLE001 - then only the reference itself is a tripwire
-            pass
-        finally:
-            sys.setprofile(None)
-        if regions:  # without the lesson's source we cannot tell its helpers: be lenient
-            seen.update(_block_code())
-        for k, qual in seen.items():
-            content = re.search(r"/exercises/nb\d\d_", k[0]) is not None
-            if "/gclab/exercises/" in k[0] and not content:
-                continue  # the engine itself
-            if not regions and not content:
-                continue
-            if not _allowed(qual, k[0], regions, imports):
-                keys[k] = qual
-    _FORBIDDEN[ex.id] = [list(k) for k in keys]
-    return _FORBIDDEN[ex.id]
-
+_RUN_SECRET = secrets.token_hex(16)  # drawn once per grading process: the cases' seeds
+_SEEDS: Dict[str, Tuple[int, ...]] = {}  # exercise id -> its seeds in this process
 
 # --------------------------------------------------------------------------------------------
 # Running the learner's object in the sandbox, as core._check's runner
@@ -255,13 +111,14 @@ class _Remote:
         self.answer = answer
         self.forbidden = forbidden
 
-    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream, draw=(0, 0)) -> tuple:
+    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream) -> tuple:
+        """``(reply header, decoded data)``: the data decoded outside the batch's lock, within
+        this submission's own time (a :class:`wire.WireError` when it could not be)."""
         # grader -> sandbox may be pickled (the grader's own objects, e.g. a network to probe);
         # sandbox -> grader is data only (wire.loads, no pickle)
         blob = _pickled(payload) if payload is not None else b""
-        if blob is None:  # e.g. a lambda among the inputs
-            header = {**header, "draw": [ex.id, *draw]}
-            blob = b""
+        if blob is None:
+            return {"outcome": "broken", "message": "its inputs could not be sent"}, None
         header = {
             "op": "call",
             "target": self.answer.target,
@@ -270,29 +127,35 @@ class _Remote:
             "forbidden": self.forbidden,
             **header,
         }
+        value: Any = None
         _LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
         try:
             self.box.send(header, blob)
             reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
+            if data:
+                try:
+                    value = wire.loads(data, self.box.deadline)
+                except wire.WireError as exc:
+                    value = exc
         finally:
             _LOCK.acquire()
         text = str(reply.get("printed_text", ""))[:2000]
         out.write(text)
         try:
             out.count += max(0, int(reply.get("printed", 0)) - len(text))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
         if reply.get("reference") and self.answer.reference is None:
             self.answer.reference = str(reply["reference"])[:120]
-        return reply, data
+        return reply, value
 
-    def _outcome(self, reply: dict, data: bytes) -> Tuple[_Outcome, Any]:
+    def _outcome(self, reply: dict, value: Any) -> Tuple[_Outcome, Any]:
         kind = reply.get("outcome")
         if kind == "ok":
-            try:
-                return _Outcome(value=None), wire.loads(data)
-            except wire.WireError as exc:
-                return _Outcome(error=RuntimeError(f"its output could not be read ({exc})")), None
+            if isinstance(value, wire.WireError) or value is None:
+                why = f"its output could not be read ({value or 'no data'})"
+                return _Outcome(error=RuntimeError(why)), None
+            return _Outcome(value=None), value
         if kind == "timeout":
             return _Outcome(timed_out=True), None
         if kind == "error":
@@ -313,16 +176,15 @@ class _Remote:
             reply, data = self._ask(ex, {"call_it": call_it}, None, out)
             outcome, result = self._outcome(reply, data)
             if result is not None:
-                outcome.value = result[0]
+                outcome.value = _part(result, 1)[0]
             return outcome, None, None, None
         if ex.kind == "function":
             snapshot = (_clone(case.args), _clone(case.kwargs))
-            draw = (trial.seed // 1000, trial.seed % 1000)
-            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out, draw)
+            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out)
             outcome, result = self._outcome(reply, data)
             if result is None:
                 return outcome, None, None, None
-            value, args, kwargs = result
+            value, args, kwargs = _part(result, 3)
             outcome.value = value
             return outcome, snapshot, _rehydrate(snapshot, (args, kwargs)), None
         ref = _build_reference_module(ex, ex.reference, case, trial.seed)
@@ -331,7 +193,7 @@ class _Remote:
         reply, data = self._ask(ex, {}, payload, out)
         if reply.get("outcome") == "build_error":
             message = str(reply.get("message", ""))[:600]
-            layers = _layers(data, ref) if data else None
+            layers = _layers(data, ref) if data is not None else None
             if layers:  # as core._run_learner says it: which layer differs
                 return _Outcome(), None, None, (
                     "its parameters do not load into the reference's state_dict: " + layers,
@@ -341,7 +203,7 @@ class _Remote:
         outcome, result = self._outcome(reply, data)
         if result is None:
             return outcome, None, None, None
-        value, inputs = result
+        value, inputs = _part(result, 2)
         outcome.value = value
         kept = _clone(case.inputs)
         return outcome, kept, _rehydrate(kept, inputs), None
@@ -351,21 +213,34 @@ class _Remote:
         """core._check_structure's module: the sandbox builds the learner's module afresh and
         sends its tree as data; this is its skeleton (no learner code), or None."""
         reply, data = self._ask(ex, {"op": "structure"}, (case.args, case.kwargs), out)
-        if reply.get("outcome") != "ok" or not data:
+        if reply.get("outcome") != "ok" or data is None:
             return None
         return _skeleton(data)
 
 
-def _skeleton(data: bytes) -> Any:
+class MalformedReply(ValueError):
+    """The sandbox's reply does not have the shape of an answer."""
+
+
+def _part(result: Any, n: int) -> tuple:
+    """``result`` as the tuple of ``n`` parts the worker sends; MalformedReply otherwise."""
+    if not isinstance(result, tuple) or len(result) != n:
+        raise MalformedReply(f"expected {n} parts, got a {type(result).__name__}")
+    return result
+
+
+def _skeleton(data: Any) -> Any:
     from . import skeleton
 
+    if isinstance(data, wire.WireError):
+        return None
     try:
-        return skeleton.rebuild(wire.loads(data))
+        return skeleton.rebuild(data)
     except Exception:  # noqa: BLE001 - a malformed description: no structure to check
         return None
 
 
-def _layers(data: bytes, ref: Any) -> str | None:
+def _layers(data: Any, ref: Any) -> str | None:
     from .diagnose import describe_structure
 
     module = _skeleton(data)
@@ -390,15 +265,64 @@ def _rehydrate(original: Any, returned: Any) -> Any:
     if isinstance(original, (tuple, list)) and isinstance(returned, (tuple, list)):
         if len(original) == len(returned):
             return type(returned)(_rehydrate(o, r) for o, r in zip(original, returned))
-    same_keys = isinstance(returned, dict) and original.keys() == returned.keys()
-    if isinstance(original, dict) and same_keys:
+    if isinstance(original, dict) and isinstance(returned, dict) and (
+            original.keys() == returned.keys()):
         return {k: _rehydrate(original[k], returned[k]) for k in returned}
     return returned
 
 
+def secret_seeds(ex) -> Tuple[int, ...]:
+    """The seeds ``ex``'s cases are drawn with in this grading run: as many as the exercise
+    names, derived from a secret drawn once per process, so that no table of answers made
+    beforehand matches them (the same for every notebook of one batch). Seeds whose cases the
+    reference itself does not pass (a property such as "sums to 1" that a draw can break) are
+    skipped; after a few such draws the exercise's own seeds are used. Call under the lock."""
+    if ex.id in _SEEDS:
+        return _SEEDS[ex.id]
+    chosen = tuple(ex.seeds)
+    for attempt in range(4):
+        digest = hashlib.sha256(f"{_RUN_SECRET}:{ex.id}:{attempt}".encode()).digest()
+        first = int.from_bytes(digest[:4], "big") % (2**31 - 1000)
+        seeds = tuple(first + k for k in range(len(ex.seeds)))
+        if ex.kind == "value" or _reference_passes(ex, seeds):
+            chosen = seeds
+            break
+    _SEEDS[ex.id] = chosen
+    return chosen
+
+
+def _reference_passes(ex, seeds: Tuple[int, ...]) -> bool:
+    """Whether the reference's own outputs on the cases of ``seeds`` have every property."""
+    from .core import _check_property, _trials
+
+    drawn = copy.copy(ex)
+    drawn.seeds = seeds
+    try:
+        for trial in _trials(drawn):
+            for prop in ex.properties:
+                if not _check_property(ex, prop, trial.expected, trial.case)[0]:
+                    return False
+    except Exception:  # noqa: BLE001 - cases that break the reference are no cases
+        return False
+    return True
+
+
+def in_view(keys: List[list], box: Sandbox) -> List[list]:
+    """Tripwire keys (file, line, qualname) as the sandbox sees them: (file in its view,
+    qualname)."""
+    out = []
+    for filename, _line, qualname in keys:
+        try:
+            rel = Path(filename).resolve().relative_to(Path(GCLAB_DIR).resolve())
+        except ValueError:
+            continue
+        out.append([box.view_file(rel), qualname])
+    return out
+
+
 def remote_check(box: Sandbox, ex, target: dict):
     """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
-    the target is not there."""
+    the target is not there. Its cases are drawn with :func:`secret_seeds`."""
     from .core import _check, _trials
 
     box.send({"op": "describe", "target": target})
@@ -406,9 +330,20 @@ def remote_check(box: Sandbox, ex, target: dict):
     if not info.get("found"):
         return None
     answer = _Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
+    drawn = copy.copy(ex)
+    drawn.seeds = secret_seeds(ex)
     with _LOCK:
         forbidden = forbidden_code(ex, _trials(ex)) if ex.kind != "value" else []
-        result = _check(ex, _stand_in(answer), run_learner=_Remote(box, answer, forbidden))
+        try:
+            result = _check(drawn, _stand_in(answer),
+                            run_learner=_Remote(box, answer, in_view(forbidden, box)))
+        except SandboxBroken:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a reply that is not an answer: its verdict
+            from .verdict import CheckItem, CheckResult
+
+            why = f"the sandbox's reply could not be read ({type(exc).__name__})"
+            return CheckResult(ex.id, ex.title, "failed", [CheckItem("ran", False, why)], why)
     if answer.reference:
         result.status = "failed"
         # a wrong build (SEBlock handed in whole) still says what the exercise asked for
@@ -435,6 +370,7 @@ class SandboxRun:
     seconds: float = 0.0
     verdicts: Dict[str, Any] = field(default_factory=dict)  # id -> CheckResult
     output: str = ""
+    memory: str = ""  # why the memory limit may be the cause of what went wrong ("" if not)
 
 
 def run_and_grade(
@@ -451,7 +387,10 @@ def run_and_grade(
     run = SandboxRun("error")
     current = None  # the exercise being checked, if any
     start = time.monotonic()
-    with Sandbox(timeout, memory, use_bwrap=use_bwrap) as box:
+    with _LOCK:
+        answers = answer_code(exercises)
+    view = view_for(lesson, answers)
+    with Sandbox(timeout, memory, use_bwrap=use_bwrap, view=view) as box:
         try:
             box.send({"op": "run", "cells": cells})
             while True:
@@ -494,5 +433,6 @@ def run_and_grade(
             if exc.outcome == "timed out" and time.monotonic() >= box.deadline - 0.01:
                 run.detail = f"stopped after the time limit of {timeout:g} s"
         run.output = box.output_tail()
+        run.memory = box.memory_cause(run.outcome == "kernel died")
     run.seconds = time.monotonic() - start
     return run

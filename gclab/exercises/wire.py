@@ -16,12 +16,20 @@ from __future__ import annotations
 import io
 import json
 import sys
+import time
+import zipfile
 from typing import Any, Dict, List
 
 import numpy as np
 
 #: Most bytes one message may carry (a larger reply is treated as a broken sandbox).
 MAX_BYTES = 64 * 2**20
+#: Limits on decoding one message: arrays in it, array bytes produced (every reference to an
+#: array counts), nodes of its tree, nesting, and seconds.
+MAX_ARRAYS = 4096
+MAX_DECODED = 256 * 2**20
+MAX_NODES = 200_000
+MAX_DECODE_SECONDS = 10.0
 _MAX_DEPTH = 32
 
 
@@ -126,75 +134,135 @@ def dumps(value: Any) -> bytes:
     return buf.getvalue()
 
 
-def _decode(node: Any, arrays: Any, depth: int) -> Any:
+class _Budget:
+    """What one decoding may still use; :class:`WireError` once it is spent."""
+
+    def __init__(self, archive: Any, deadline: float) -> None:
+        self.archive = archive
+        self.loaded: Dict[str, np.ndarray] = {}
+        self.nodes = 0
+        self.decoded = 0
+        self.deadline = deadline
+
+    def node(self) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise WireError(f"message has more than {MAX_NODES} values")
+        if self.nodes % 512 == 0 and time.monotonic() > self.deadline:
+            raise WireError("message took too long to decode")
+
+    def array(self, i: Any) -> np.ndarray:
+        key = f"a{int(i)}"
+        arr = self.loaded.get(key)
+        if arr is None:
+            if key not in self.archive.files:
+                raise WireError(f"message refers to a missing array {key}")
+            arr = self.loaded[key] = self.archive[key]
+        self.decoded += arr.nbytes
+        if self.decoded > MAX_DECODED:
+            raise WireError(f"message decodes to more than {MAX_DECODED} bytes of arrays")
+        if time.monotonic() > self.deadline:
+            raise WireError("message took too long to decode")
+        return arr
+
+
+def _decode(node: Any, budget: _Budget, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise WireError("message nested too deeply")
+    budget.node()
     if node is None or isinstance(node, bool):
         return node
     if not isinstance(node, dict) or len(node) == 0:
-        raise WireError(f"malformed node {str(node)[:40]!r}")
+        raise WireError("malformed node")
     if "s" in node:
         return str(node["s"])
     if "i" in node:
         return int(node["i"])
     if "bigint" in node:
-        return int(str(node["bigint"])[:5000])
+        return int(str(node["bigint"])[:4000])
     if "f" in node:
         return float(node["f"])
     if "c" in node:
         return complex(float(node["c"][0]), float(node["c"][1]))
     if "npscalar" in node:
-        return _array(arrays, node["npscalar"])[()]
+        return budget.array(node["npscalar"])[()]
     if "nd" in node:
-        return _array(arrays, node["nd"])
+        return budget.array(node["nd"]).copy()
     if "tensor" in node:
         t = _torch()
         if t is None:
             import torch as t
-        arr = _array(arrays, node["tensor"])
-        out = t.from_numpy(arr.copy())
-        if node.get("grad") and out.is_floating_point():
+        out = t.from_numpy(budget.array(node["tensor"]).copy())
+        if node.get("grad") is True and out.is_floating_point():
             out.requires_grad_(True)
         return out
     if "tuple" in node:
-        return tuple(_decode(v, arrays, depth + 1) for v in node["tuple"])
+        return tuple(_decode(v, budget, depth + 1) for v in _items(node["tuple"]))
     if "list" in node:
-        return [_decode(v, arrays, depth + 1) for v in node["list"]]
+        return [_decode(v, budget, depth + 1) for v in _items(node["list"])]
     if "dict" in node:
         out = {}
-        for k, v in node["dict"]:
-            out[_decode(k, arrays, depth + 1)] = _decode(v, arrays, depth + 1)
+        for pair in _items(node["dict"]):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise WireError("malformed dict entry")
+            key = _decode(pair[0], budget, depth + 1)
+            if not isinstance(key, (str, int, bool, type(None))):
+                raise WireError("malformed dict key")
+            out[key] = _decode(pair[1], budget, depth + 1)
         if node.get("ordered") == "OrderedDict":
             from collections import OrderedDict
 
             return OrderedDict(out)
         return out
     if "module" in node:
-        return ModuleState(_decode(node["module"], arrays, depth + 1), str(node.get("type", "")))
+        state = _decode(node["module"], budget, depth + 1)
+        if not isinstance(state, dict):
+            raise WireError("malformed module state")
+        return ModuleState(state, str(node.get("type", ""))[:200])
     if "opaque" in node:
-        return _opaque_class(str(node["opaque"]))(str(node["opaque"]))
-    raise WireError(f"malformed node {str(node)[:40]!r}")
+        name = str(node["opaque"])[:200]
+        return _opaque_class(name)(name)
+    raise WireError("malformed node")
 
 
-def _array(arrays: Any, i: Any) -> np.ndarray:
-    key = f"a{int(i)}"
-    if key not in arrays.files:
-        raise WireError(f"message refers to a missing array {key}")
-    return arrays[key]
+def _items(value: Any) -> list:
+    if not isinstance(value, list):
+        raise WireError("malformed container")
+    return value
 
 
-def loads(data: bytes) -> Any:
-    """The value in ``data`` (from :func:`dumps`); :class:`WireError` when malformed."""
+def loads(data: bytes, deadline: float | None = None) -> Any:
+    """The value in ``data`` (from :func:`dumps`); :class:`WireError` when malformed or over
+    a limit (bytes, arrays, decoded bytes, values, nesting; ``deadline``, a
+    ``time.monotonic()`` time, or :data:`MAX_DECODE_SECONDS` from now)."""
     if len(data) > MAX_BYTES:
         raise WireError(f"message of {len(data)} bytes is over the limit of {MAX_BYTES}")
+    limit = time.monotonic() + MAX_DECODE_SECONDS
+    deadline = limit if deadline is None else min(deadline, limit)
     try:
+        _check_archive(data)
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            tree = json.loads(bytes(arrays["__tree__"]).decode())
-            return _decode(tree, arrays, 0)
+            raw = arrays["__tree__"]
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise WireError("malformed tree")
+            tree = json.loads(bytes(raw).decode())
+            return _decode(tree, _Budget(arrays, deadline), 0)
     except WireError:
         raise
     except Exception as exc:  # noqa: BLE001 - anything unreadable is a malformed message
-        raise WireError(f"malformed message ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise WireError(f"malformed message ({type(exc).__name__})") from None
+
+
+def _check_archive(data: bytes) -> None:
+    """Only stored (uncompressed) members, at most :data:`MAX_ARRAYS` + 1 of them: what it
+    decodes to is never more than what was sent."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ARRAYS + 1:
+            raise WireError(f"message has more than {MAX_ARRAYS} arrays")
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > MAX_BYTES:
+                raise WireError("message has a compressed or oversized member")
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,11 +321,12 @@ def read_message(fd: int, deadline: float | None = None) -> tuple:
         raise WireError(f"message header of {size} bytes is over the limit")
     try:
         header = json.loads(_read_exact(fd, size, deadline).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"malformed message header ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise WireError("malformed message header (not JSON)") from None
     if not isinstance(header, dict):
         raise WireError("malformed message header (not an object)")
     n = header.get("blob", 0)
     if not isinstance(n, int) or n < 0 or n > MAX_BYTES:
-        raise WireError(f"message announces {n!r} bytes (limit {MAX_BYTES})")
+        what = f"{n} bytes" if isinstance(n, int) else f"a {type(n).__name__}"
+        raise WireError(f"message announces {what} (expected 0 to {MAX_BYTES} bytes)")
     return header, _read_exact(fd, n, deadline) if n else b""

@@ -53,6 +53,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from . import diagnose as _detect
+from . import globalstate
 
 # The four parts of the engine; core only orchestrates them. Re-exported so that
 # ``gclab.exercises.core`` keeps its public names.
@@ -158,16 +159,22 @@ def _randomize_module(module: Any, seed: int) -> None:
 
 
 def _build_reference_module(ex: Exercise, factory: Any, case: Case, seed: int) -> Any:
-    _seed_torch(seed)
-    module = factory(*_clone(case.args), **_clone(case.kwargs))
-    if ex.randomize:
-        _randomize_module(module, seed)
-    module.eval()
+    with globalstate.engine_state(seed):
+        module = factory(*_clone(case.args), **_clone(case.kwargs))
+        if ex.randomize:
+            _randomize_module(module, seed)
+        module.eval()
     return module
 
 
 def _run_reference(ex: Exercise, fn: Any, case: Case, seed: int) -> Any:
-    """The reference's (or a mistake's) output on ``case`` (trusted code: no guard)."""
+    """The reference's (or a mistake's) output on ``case`` (trusted code: no guard), computed
+    in the engine's own global state (:func:`globalstate.engine_state`)."""
+    with globalstate.engine_state():
+        return _run_reference_here(ex, fn, case, seed)
+
+
+def _run_reference_here(ex: Exercise, fn: Any, case: Case, seed: int) -> Any:
     if ex.kind == "function":
         return fn(*_clone(case.args), **_clone(case.kwargs))
     if ex.kind == "value":
@@ -200,17 +207,46 @@ def check(exercise_id: str, obj: Any) -> CheckResult:
         True
     """
     ex = get(exercise_id)
-    result = _check(ex, obj)
+    learner = globalstate.snapshot()
+    result = _check(ex, obj, learner_state=learner)
+    if result.status == "failed":
+        _blame_state(ex, obj, learner, result)
     _log(ex, result)
+    result.show_now()
     return result
 
 
-def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
+def _blame_state(ex: Exercise, obj: Any, learner: Dict[str, Any], result: CheckResult) -> None:
+    """When the learner's global state differs from the engine's and the same code passes in
+    the engine's state, that state is the cause: say so (the verdict stays a fail, since the
+    code fails where the learner runs it)."""
+    settings = globalstate.departures(learner)
+    if not settings:
+        return
+    if not _check(ex, obj).passed:  # the learner's code in the engine's state
+        return
+    result.diagnosis = (
+        f"your notebook set {' and '.join(settings)}; in the default state your code passes "
+        "every public check, so that setting is the cause: undo it (restart the kernel, or "
+        "set it back) or limit it to a `with` block")
+
+
+def _check(ex: Exercise, obj: Any, run_learner: Any = None,
+           learner_state: Dict[str, Any] | None = None) -> CheckResult:
     """The verdict on ``obj``. ``run_learner(ex, obj, trial, out)`` runs the learner's object
     on one trial (default: here, under :func:`_guarded`; ``gclab grade`` passes one that asks
-    its sandbox, so that this function and its references run where no learner code does)."""
+    its sandbox, so that this function and its references run where no learner code does).
+    Everything but the learner's calls runs in the engine's global state; the learner's calls
+    run in ``learner_state`` (a :func:`globalstate.snapshot`), or in the engine's when None."""
+    with globalstate.engine_state():
+        return _check_here(ex, obj, run_learner, learner_state)
+
+
+def _check_here(ex: Exercise, obj: Any, run_learner: Any,
+                learner_state: Dict[str, Any] | None) -> CheckResult:
     run = run_learner or _run_learner
     out = _CappedStream()
+    out.state = learner_state
     checks: List[CheckItem] = []
     trials = _trials(ex)
 
@@ -244,6 +280,9 @@ def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
             printed=printed,
             printed_text=out.text,
             not_run=not_run,
+            warnings=list(out.warnings),
+            warned=out.warned,
+            changes=list(out.changes),
         )
 
     # what kind of object did the learner hand in?

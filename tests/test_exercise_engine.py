@@ -744,3 +744,80 @@ def test_hints_and_checks_display_when_called_anywhere_in_a_cell():
 
     assert "[PASS]" in str(check("nl.softmax", get("nl.softmax").reference))
     assert str(hint("nl.softmax", 2)).startswith("[nl.softmax] hint 2")
+
+
+# --------------------------------------------------------------------------- causes named right
+def _torch_of(exercise):
+    from gclab.exercises import get
+
+    ref = get(exercise).reference
+    return lambda *a, **k: torch.as_tensor(ref(*a, **k))
+
+
+def _numpy_module():
+    from gclab.nn import GCBlock
+
+    class NumpyOut(GCBlock):
+        def forward(self, x):
+            return super().forward(x).numpy()
+
+    return NumpyOut
+
+
+@pytest.mark.parametrize("exercise,learner", [
+    ("nl.softmax", lambda: _torch_of("nl.softmax")),
+    ("nlgrad.softmax_jacobian", lambda: _torch_of("nlgrad.softmax_jacobian")),
+    ("gc.layer_norm", lambda: _torch_of("gc.layer_norm")),
+    ("rf.erf", lambda: _torch_of("rf.erf")),
+    ("gc.module", _numpy_module),
+])
+def test_a_wrong_type_is_the_cause_and_no_numeric_guess_follows(exercise, learner):
+    result = check(exercise, learner())
+    assert result.status == "failed"
+    assert "expected a" in result.message  # the headline: the type
+    assert result.diagnosis is not None and "wrong type" in result.diagnosis, result.diagnosis
+    for numeric in ("eps", "precision", "factor", "constant"):
+        assert numeric not in result.diagnosis, result.diagnosis
+
+
+def test_two_results_in_the_wrong_order_are_named_so():
+    from gclab.exercises import get
+
+    ref = get("nlgrad.scale_backward").reference
+    result = check("nlgrad.scale_backward", lambda dout, u, s: ref(dout, u, s)[::-1])
+    assert "wrong order" in result.diagnosis, result.diagnosis
+
+
+@pytest.mark.parametrize("exercise,learner,wrong_cause,right_cause", [
+    ("nlgrad.maxpool_backward",
+     lambda: core.get("nlgrad.maxpool_backward").mistakes[
+         "the mask compares with the whole map's max, not each window's"],
+     "H and W swapped", "whole map's max"),
+    ("nl.dot_product", lambda: (lambda th, ph: th @ ph / th.shape[2]), "B = 1", "C_i"),
+    ("se.squeeze", lambda: (lambda x: np.broadcast_to(
+        x.mean(axis=(1, 2, 3), keepdims=True), x.shape[:2] + (1, 1)).copy()),
+     "batch axis", "axis 1"),
+    ("nlgrad.dot_product_backward", lambda: (lambda d, th, ph: (
+        d @ ph.transpose(0, 2, 1) / th.shape[2], th.transpose(0, 2, 1) @ d / th.shape[2])),
+     "factor 2", "C_i"),
+    ("gc.add_fusion_backward", lambda: (lambda dout: (
+        np.ones_like(dout), dout.sum(axis=(2, 3), keepdims=True))),
+     "times 0", "everywhere"),
+    ("snl.param_count", lambda: (lambda c: c + c * c + c), "boundary", "bias"),
+])
+def test_the_issues_misnamed_causes_are_named_right(exercise, learner, wrong_cause, right_cause):
+    result = check(exercise, learner())
+    assert result.status == "failed" and result.diagnosis is not None, str(result)
+    assert wrong_cause not in result.diagnosis, result.diagnosis
+    assert right_cause in result.diagnosis, result.diagnosis
+
+
+def test_right_on_each_image_alone_names_the_batch_axis():
+    """No two drawn cases differ in B alone, so the engine makes the contrast itself: each
+    failing batched case cut into single images, where this learner is right."""
+    def batch_mean(x):  # averages over the batch too: right only for one image
+        return np.broadcast_to(x.mean(axis=(0, 2, 3), keepdims=True),
+                               x.shape[:2] + (1, 1)).copy()
+
+    result = check("se.squeeze", batch_mean)
+    assert result.diagnosis is not None and "each image alone" in result.diagnosis, str(result)

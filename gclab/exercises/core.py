@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from . import diagnose as _detect
-from . import globalstate
+from . import globalstate, probe
 
 # The four parts of the engine; core only orchestrates them. Re-exported so that
 # ``gclab.exercises.core`` keeps its public names.
@@ -67,6 +67,7 @@ from .compare import (  # noqa: F401
     _torch,
     _typename,
 )
+from .mismatch import explain_mismatch
 from .registry import (  # noqa: F401
     _REGISTRY,
     KINDS,
@@ -394,8 +395,13 @@ def _check_here(ex: Exercise, obj: Any, run_learner: Any,
         return finish("passed", msg)
 
     diagnosis = None
-    if failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
+    headline = _headline_mismatch(trials, outputs, cmps)
+    if headline is not None:  # a wrong type or container: that is the cause, nothing numeric
+        diagnosis = headline
+    elif failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
         diagnosis = _diagnose(ex, trials, outputs)
+        if diagnosis is None:  # right on each image alone?
+            diagnosis = _batch_contrast(ex, obj, trials, cmps, run, out)
         if diagnosis is None:
             try:  # the detectors only read arrays, but a verdict must never crash on them
                 with np.errstate(all="ignore"):
@@ -459,6 +465,41 @@ def _worst(checks: List[CheckItem], cmps: List[Any]) -> CheckItem:
     return next(c for c in checks if not c.passed)
 
 
+def _batch_contrast(ex: Exercise, obj: Any, trials: List[_Trial], cmps: List[Any], run: Any,
+                    out: _CappedStream) -> str | None:
+    """The failing cases cut into single images, run by the learner and the reference
+    (:func:`probe.batch_contrast`)."""
+    failing = [t for t, c in zip(trials, cmps) if not c.ok]
+    seed = failing[0].seed if failing else 0
+
+    def learner(case: Case) -> Any:
+        outcome, _, _, build_error = run(ex, obj, _Trial("probe", case, None, seed), out)
+        if build_error or outcome.error is not None or outcome.timed_out:
+            raise RuntimeError("the learner's code failed on a single image")
+        return outcome.value
+
+    def same(expected: Any, actual: Any) -> bool:
+        return _compare(expected, actual, ex.rtol, ex.atol).ok
+
+    return probe.batch_contrast(ex.kind, [t.case for t in failing],
+                                lambda case: _run_reference(ex, ex.reference, case, seed),
+                                learner, same)
+
+
+def _headline_mismatch(trials: List[_Trial], outputs: List[Any], cmps: List[Any]) -> str | None:
+    """The cause when the worst failing case has the wrong type, container or dtype."""
+    bad = [i for i, c in enumerate(cmps) if not c.ok]
+    if not bad:
+        return None
+    i = min(bad, key=lambda j: (0 if not cmps[j].value_only else 1, -cmps[j].error))
+    if cmps[i].kind not in ("type", "container", "dtype"):
+        return None
+    try:
+        return explain_mismatch(outputs[i], trials[i].expected, cmps[i].kind, cmps[i].message)
+    except Exception:  # noqa: BLE001 - a verdict never crashes on odd outputs
+        return None
+
+
 def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: List[Any]):
     """What the generic detectors see of each case (see ``gclab.exercises.diagnose``)."""
     obs = []
@@ -466,16 +507,18 @@ def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: 
     for trial, actual, cmp in zip(trials, outputs, cmps):
         case = trial.case
         inputs = case.inputs if ex.kind == "module" else (*case.args, *case.kwargs.values())
-        settings = {}
+        settings, sizes = {}, {}
         if ex.kind == "function":
             named = {**dict(zip(names, case.args)), **case.kwargs}
             settings = {k: v for k, v in named.items() if isinstance(v, (str, bool))}
+            sizes = {_LEARNER_NAMES.get(k, k): v for k, v in named.items()
+                     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))}
         obs.append(
             _detect.Observation(
                 actual=actual,
                 expected=trial.expected,
                 inputs=inputs,
-                quantities=_detect.case_quantities(inputs, case.meta),
+                quantities=_detect.case_quantities(inputs, {**sizes, **case.meta}),
                 passed=cmp.ok,
                 label=trial.label.replace("output on ", "", 1),
                 error=cmp.error if cmp.value_only else float("inf"),
@@ -483,6 +526,12 @@ def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: 
             )
         )
     return obs
+
+
+#: An integer argument's name -> the symbol the lessons use for it (a factor or a count
+#: off by one of these is named in the learner's terms).
+_LEARNER_NAMES = {"channels": "C", "in_channels": "C", "height": "H", "width": "W",
+                  "reduction": "r", "planes": "P"}
 
 
 def _arg_names(ex: Exercise) -> List[str]:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from gclab.exercises.across import explain
 from gclab.exercises.diagnose import (
     Observation,
     case_quantities,
     describe_structure,
-    explain,
 )
 
 RNG = np.random.default_rng(0)

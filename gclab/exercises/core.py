@@ -52,8 +52,8 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from . import across, globalstate, probe
 from . import diagnose as _detect
-from . import globalstate, probe
 
 # The four parts of the engine; core only orchestrates them. Re-exported so that
 # ``gclab.exercises.core`` keeps its public names.
@@ -405,7 +405,7 @@ def _check_here(ex: Exercise, obj: Any, run_learner: Any,
         if diagnosis is None:
             try:  # the detectors only read arrays, but a verdict must never crash on them
                 with np.errstate(all="ignore"):
-                    diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+                    diagnosis = across.explain(_observations(ex, trials, outputs, cmps))
             except Exception:  # noqa: BLE001
                 diagnosis = None
     if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)

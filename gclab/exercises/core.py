@@ -226,10 +226,11 @@ def _blame_state(ex: Exercise, obj: Any, learner: Dict[str, Any], result: CheckR
         return
     if not _check(ex, obj).passed:  # the learner's code in the engine's state
         return
+    which = "that setting is" if len(settings) == 1 else "one of these settings is"
     result.diagnosis = (
         f"your notebook set {' and '.join(settings)}; in the default state your code passes "
-        "every public check, so that setting is the cause: undo it (restart the kernel, or "
-        "set it back) or limit it to a `with` block")
+        f"every public check, so {which} the cause: undo it (restart the kernel, or set it "
+        "back) or limit it to a `with` block")
 
 
 def _check(ex: Exercise, obj: Any, run_learner: Any = None,

@@ -821,3 +821,28 @@ def test_right_on_each_image_alone_names_the_batch_axis():
 
     result = check("se.squeeze", batch_mean)
     assert result.diagnosis is not None and "each image alone" in result.diagnosis, str(result)
+
+
+def test_no_exercise_raises_in_a_hostile_notebook_state(learner_state, tmp_path):
+    """Every exercise of the course, its reference handed in after the notebook changed every
+    global setting at once: check() returns a verdict; a failing one names the settings."""
+    import os
+    import warnings
+
+    from gclab.exercises import get
+
+    np.seterr(all="raise")
+    np.set_printoptions(precision=2, legacy="1.13")
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    torch.autograd.set_detect_anomaly(True)
+    warnings.simplefilter("error")
+    os.chdir(tmp_path)
+    unexplained = []
+    for entry in catalog():
+        if entry.notebook == "engine_tests":
+            continue
+        result = check(entry.id, get(entry.id).reference)  # must not raise
+        if not result.passed and "your notebook set" not in (result.diagnosis or ""):
+            unexplained.append(f"{entry.id}: {result.message} / {result.diagnosis}")
+    assert not unexplained, "\n".join(unexplained)

@@ -554,12 +554,6 @@ def _filters_error():
     return any(f[0] == "error" for f in warnings.filters)
 
 
-def _cwd():
-    import os
-
-    return os.getcwd()
-
-
 GLOBAL_STATE = {
     "np.seterr": (lambda tmp: np.seterr(all="raise"), "ignore", _np_err),
     "np.set_printoptions": (lambda tmp: np.set_printoptions(precision=2, legacy="1.13"), 8,
@@ -577,7 +571,6 @@ GLOBAL_STATE = {
                               None, torch.get_num_threads),
     "warnings.simplefilter('error')": (lambda tmp: __import__("warnings").simplefilter("error"),
                                        False, _filters_error),
-    "os.chdir": (lambda tmp: __import__("os").chdir(tmp), None, _cwd),
 }
 
 
@@ -599,8 +592,6 @@ def learner_state():
 @pytest.mark.parametrize("setting", list(GLOBAL_STATE))
 def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
         setting, learner_state, tmp_path):
-    from gclab.exercises import globalstate
-
     put, engine_value, read = GLOBAL_STATE[setting]
     threads = torch.get_num_threads()
     seen = {}
@@ -624,8 +615,7 @@ def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
         assert read() == mine, "check() changed the learner's setting"
     finally:
         core._REGISTRY.pop("engine.probe")
-    expected = {"torch.set_num_threads": threads,
-                "os.chdir": globalstate.HOME}.get(setting, engine_value)
+    expected = {"torch.set_num_threads": threads}.get(setting, engine_value)
     assert seen["reference"] == expected, f"the reference saw the learner's {setting}"
     assert seen["learner"] == mine, f"the learner's code did not run with its own {setting}"
     assert result.passed, str(result)
@@ -846,3 +836,33 @@ def test_no_exercise_raises_in_a_hostile_notebook_state(learner_state, tmp_path)
         if not result.passed and "your notebook set" not in (result.diagnosis or ""):
             unexplained.append(f"{entry.id}: {result.message} / {result.diagnosis}")
     assert not unexplained, "\n".join(unexplained)
+
+
+def test_checks_in_worker_threads_leave_the_process_state_alone():
+    """gclab grade checks in worker threads: process-wide settings (the working directory, the
+    warnings filters, torch's default dtype) are never switched there, so no thread can leave
+    another's switch behind, and no subprocess started meanwhile inherits one."""
+    import os
+    import warnings
+
+    before = (os.getcwd(), list(warnings.filters), torch.get_default_dtype())
+    seen = []
+
+    def reference(x):
+        seen.append(os.getcwd())
+        return x * 2.0
+
+    core.register(Exercise(id="engine.threads", notebook="engine_tests", title="threads",
+                           reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
+                           mistakes={"a": lambda x: x, "b": lambda x: x * 3}))
+    try:
+        workers = [threading.Thread(target=lambda: [check("engine.threads", lambda x: x * 2.0)
+                                                    for _ in range(5)]) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        core._REGISTRY.pop("engine.threads")
+    assert (os.getcwd(), list(warnings.filters), torch.get_default_dtype()) == before
+    assert set(seen) == {before[0]}

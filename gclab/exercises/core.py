@@ -208,9 +208,10 @@ def check(exercise_id: str, obj: Any) -> CheckResult:
         True
     """
     ex = get(exercise_id)
-    learner = globalstate.snapshot()
+    # the learner's state, where the engine may switch it (see globalstate.engine_state)
+    learner = globalstate.snapshot() if globalstate.in_main_thread() else None
     result = _check(ex, obj, learner_state=learner)
-    if result.status == "failed":
+    if result.status == "failed" and learner is not None:
         _blame_state(ex, obj, learner, result)
     _log(ex, result)
     result.show_now()

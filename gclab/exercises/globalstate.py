@@ -17,6 +17,8 @@ import contextlib
 import os
 import random
 import sys
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List
@@ -31,8 +33,6 @@ NUMPY_PRINTOPTIONS = {
     "suppress": False, "linewidth": 75, "nanstr": "nan", "infstr": "inf", "sign": "-",
     "formatter": None, "legacy": False,
 }
-#: The engine's working directory: the gclab package's folder (it always exists).
-HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _torch() -> Any:
@@ -141,7 +141,7 @@ SETTINGS: List[Setting] = [
             lambda v: f"torch.set_num_threads({v})", needs_torch=True),
     Setting("the warnings filters", lambda: list(warnings.filters), _filters_write,
             None, _filters_how),
-    Setting("the working directory", _cwd_read, _cwd_write, lambda: HOME,
+    Setting("the working directory", _cwd_read, _cwd_write, None,
             lambda v: f"os.chdir({v!r})"),
     Setting("torch's random generator", lambda: _torch().get_rng_state(),
             lambda v: _torch().set_rng_state(v), None, lambda v: "torch.manual_seed(...)",
@@ -194,8 +194,6 @@ def departures(snap: Dict[str, Any]) -> List[str]:
                     s.name, ())):
                 out.append(s.how(snap[s.name]))
             continue
-        if s.name == "the working directory":
-            continue  # learners' code may read files next to the notebook: that is theirs
         if not _same(snap[s.name], s.default()):
             out.append(s.how(snap[s.name]))
     return out
@@ -208,13 +206,29 @@ def changed(before: Dict[str, Any], after: Dict[str, Any]) -> List[str]:
             and not _same(before[s.name], after[s.name])]
 
 
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def engine_state(seed: int | None = None) -> Iterator[None]:
     """Run trusted code in the engine's own state: NumPy's default error state and print
     options, float32 as torch's default dtype, grad mode on, anomaly mode and deterministic
-    algorithms off, torch's start-up thread count, every warning ignored, the package folder
-    as working directory; with ``seed``, torch's generator seeded. Everything is put back on
-    exit, the random generators included (trusted code never consumes the learner's draws)."""
+    algorithms off, torch's start-up thread count, every warning ignored; with ``seed``,
+    torch's generator seeded. Everything is put back on exit, the random generators included
+    (trusted code never consumes the learner's draws). The working directory is left as it is
+    (a process-wide folder change would reach every subprocess started meanwhile), unless it
+    no longer exists.
+
+    Most of these settings are process-wide, so only the main thread (a notebook's kernel)
+    switches them; elsewhere (``gclab grade``'s worker threads, whose process runs no learner
+    code) only NumPy's error state, which is per thread, is set."""
+    if not in_main_thread():
+        with np.errstate(**NUMPY_ERRSTATE):
+            if seed is not None and _torch() is not None:
+                _torch().manual_seed(seed)
+            yield
+        return
     saved = snapshot()
     try:
         with warnings.catch_warnings():
@@ -225,6 +239,8 @@ def engine_state(seed: int | None = None) -> Iterator[None]:
                     value = s.default()
                     if value is not None and not _same(saved[s.name], value):
                         s.write(value)
+            if saved.get("the working directory", "") is None:
+                _cwd_write(tempfile.gettempdir())
             if seed is not None and _torch() is not None:
                 _torch().manual_seed(seed)
             yield

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from gclab.exercises.across import explain
 from gclab.exercises.diagnose import (
     Observation,
     case_quantities,
     describe_structure,
-    explain,
 )
 
 RNG = np.random.default_rng(0)
@@ -148,7 +148,8 @@ def test_strings_and_none():
 def test_a_setting_that_alone_fails():
     obs = [Observation(1.0, 1.0, passed=True, settings={"position": "a"}),
            Observation(2.0, 1.5, passed=False, settings={"position": "b"}),
-           Observation(3.0, 3.0, passed=True, settings={"position": "a"})]
+           Observation(3.0, 3.0, passed=True, settings={"position": "a"}),
+           Observation(2.0, 2.5, passed=False, settings={"position": "b"})]
     assert "wrong only where position = 'b'" in explain(obs)
 
 
@@ -185,11 +186,12 @@ def test_right_only_on_square_maps():
 
 def test_right_only_on_odd_sizes():
     obs = [_obs(True, H=5, W=3, B=2), _obs(False, H=4, W=6, B=2), _obs(False, H=4, W=5, B=1)]
+    obs += [_obs(True, H=5, W=3, B=2), _obs(False, H=4, W=6, B=2)]  # a second seed
     assert "odd H and W" in explain(obs)
 
 
 def test_right_only_for_b_1():
-    obs = [_obs(True, H=5, W=3, B=1), _obs(False, H=4, W=6, B=2)]
+    obs = [_obs(True, H=5, W=3, B=1), _obs(False, H=5, W=3, B=2)] * 2  # two seeds
     assert "B = 1" in explain(obs)
 
 
@@ -234,3 +236,119 @@ def test_squared_and_square_root():
     e = RNG.random((3, 4)) + 0.1
     assert "squared" in one(e**2, e)
     assert "square root of the reference" in one(np.sqrt(e), e)
+
+
+# --------------------------------------------------------------------------- coincidences
+# Each detector against cases built so that it would fire by coincidence: a pass/fail split that
+# follows a property on one case per side only, a factor that fits a number on one case, a
+# private letter of the engine, a count that is off by one. A wrong cause is worse than none:
+# the diagnosis is None or the true cause, never the coincidental one.
+def _pair(passed, shape, k=1.0, seed=0, **q):
+    e = np.random.default_rng(seed).standard_normal(shape)
+    a = e if passed else e * k + 0.3 * np.random.default_rng(seed + 1).standard_normal(shape)
+    return Observation(a, e, (), q, passed=passed, label=str(shape))
+
+
+def _scaled(ks, shape=(2, 5, 4), **q):
+    obs = []
+    for i, k in enumerate(ks):
+        e = np.random.default_rng(i).standard_normal(shape)
+        obs.append(Observation(e * k, e, (), {key: v[i] for key, v in q.items()}, error=1.0))
+    return obs
+
+
+COINCIDENCES = {
+    # one passing and one failing case that differ in B, but also in C, H, W
+    "B = 1 on one case per side": (
+        [_pair(True, (2, 3), B=1, C=2, H=3, W=4), _pair(False, (2, 3), B=2, C=4, H=5, W=6)],
+        r"B = 1"),
+    "square on one case per side": (
+        [_pair(True, (2, 3), B=1, C=1, H=2, W=2), _pair(False, (2, 3), B=1, C=3, H=2, W=4),
+         _pair(False, (2, 3), B=2, C=2, H=3, W=5)], r"square"),
+    "odd sizes, the odd case also the only one with C = 3": (
+        [_pair(True, (2, 3), B=2, C=3, H=5, W=3), _pair(False, (2, 3), B=2, C=4, H=4, W=6)],
+        r"odd"),
+    "C = 1, the one-channel case also the only small map": (
+        [_pair(True, (2, 3), B=1, C=1, H=4, W=6), _pair(True, (2, 3), B=1, C=1, H=4, W=6),
+         _pair(False, (2, 3), B=1, C=4, H=3, W=5), _pair(False, (2, 3), B=2, C=4, H=3, W=5)],
+        r"C = 1"),
+    "N' = N on one case": (
+        [_pair(True, (2, 3), N=6, **{"N'": 6, "C_i": 2}),
+         _pair(False, (2, 3), N=12, **{"N'": 3, "C_i": 4})], r"N' = N"),
+    "a setting on one case per side": (
+        [Observation(1.0, 1.0, passed=True, settings={"position": "a"}, quantities={"C": 2}),
+         Observation(2.0, 1.5, passed=False, settings={"position": "b"}, quantities={"C": 4})],
+        r"wrong only where"),
+    "a factor 2 on one case, others unnamed": (
+        _scaled([2.0, 1.6, 5.0], C_i=[3, 5, 1]), r"factor 2"),
+    "a factor 2 on half the cases": (
+        _scaled([2.0, 2.0, 1.6, 5.0], C_i=[3, 3, 5, 1]), r"factor 2"),
+    "ddof by a size of 2": (
+        [Observation(np.arange(1.0, 7.0).reshape(2, 3) * 2, np.arange(1.0, 7.0).reshape(2, 3),
+                     (np.ones((2, 5)),), {}, error=1.0)] * 2, r"ddof"),
+    "1 - output scaled by 0 (a constant output)": (
+        [Observation(np.ones((2, 3, 4, 5)), RNG.standard_normal((2, 3, 4, 5)), (), {},
+                     error=1.0)], r"times 0|normalisation of a mean"),
+    "wrong places on half the cases": (
+        [Observation(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]),
+                     error=1.0),
+         Observation(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]),
+                     error=1.0),
+         _pair(False, (3, 4), k=1.7, seed=3), _pair(False, (3, 4), k=1.1, seed=5)],
+        r"wrong places"),
+}
+
+
+@pytest.mark.parametrize("name", list(COINCIDENCES))
+def test_no_detector_names_a_coincidence(name):
+    obs, coincidence = COINCIDENCES[name]
+    found = explain(obs)
+    assert found is None or not __import__("re").search(coincidence, found), found
+
+
+def test_a_factor_is_named_by_the_quantity_every_case_shares():
+    """C_i is 2 on one case, so '2' fits there too; the cause is C_i on every case."""
+    found = explain(_scaled([2.0, 3.0, 5.0], C_i=[2, 3, 5]))
+    assert found is not None and "C_i" in found and "factor 2" not in found, found
+
+
+def test_the_engines_private_letters_are_never_a_factor():
+    theta = RNG.standard_normal((2, 6, 4))  # (B, N, C_i): the last size is D to nobody
+    e = RNG.standard_normal((2, 6, 5))
+    found = one(e * 4.0, e, (theta,))
+    assert found is None or "factor D" not in found, found
+    assert "D" not in case_quantities((theta,))
+
+
+@pytest.mark.parametrize("d,quantities,cause", [
+    (-1, {"C": 64.0}, "bias"), (-64, {"C": 64.0}, "bias"), (1, {}, "boundary"),
+    (-1, {}, "boundary")])
+def test_a_count_off_by_one_or_by_c_names_a_bias_only_where_channels_count(d, quantities, cause):
+    found = explain([Observation(4225 + d, 4225, (), quantities, error=1.0)])
+    assert found is not None and cause in found, found
+    if cause == "boundary":
+        assert "bias" not in found
+
+
+def test_a_float_where_an_int_is_expected():
+    found = explain([Observation(580.5, 580, (), {}, error=1.0)])
+    assert found is not None and "float where an int" in found, found
+    assert explain([Observation(2.5, 2.0, (), {}, error=1.0)]) is None or "int" not in explain(
+        [Observation(2.5, 2.0, (), {}, error=1.0)])  # a float answer that happens to be whole
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_ddof_is_named_from_the_reduced_size(ddof):
+    acc = RNG.standard_normal((4, 5))
+    e = acc.std(axis=1, ddof=1 - ddof)
+    found = one(acc.std(axis=1, ddof=ddof), e, (acc,))
+    assert found is not None and "ddof" in found, found
+
+
+def test_a_reduction_over_an_extra_axis_and_a_missing_one():
+    x = RNG.standard_normal((2, 4, 3, 5))
+    e = x.mean(axis=(2, 3), keepdims=True)
+    found = one(np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True), e.shape).copy(), e, (x,))
+    assert found is not None and "axis 1" in found, found
+    found = one(x.sum(axis=2, keepdims=True), x.sum(axis=(2, 3), keepdims=True), (x,))
+    assert found is not None and "axis 3" in found and "sum" in found, found

@@ -538,3 +538,331 @@ def test_a_float_count_is_named_by_its_property():
     finally:
         core._REGISTRY.pop("engine.count")
     assert not result.passed and result.diagnosis == "use // for a count"
+
+
+# --------------------------------------------------------------------------- global state
+# What a notebook may have done to the process before it calls check(): (set it, the value
+# the engine's own code must see, how to read it). The reference of "engine.probe" records
+# what it sees; the learner's code must still see the learner's setting.
+def _np_err():
+    return np.geterr()["under"]
+
+
+def _filters_error():
+    import warnings
+
+    return any(f[0] == "error" for f in warnings.filters)
+
+
+GLOBAL_STATE = {
+    "np.seterr": (lambda tmp: np.seterr(all="raise"), "ignore", _np_err),
+    "np.set_printoptions": (lambda tmp: np.set_printoptions(precision=2, legacy="1.13"), 8,
+                            lambda: np.get_printoptions()["precision"]),
+    "torch.set_default_dtype": (lambda tmp: torch.set_default_dtype(torch.float64),
+                                torch.float32, torch.get_default_dtype),
+    "torch.set_grad_enabled": (lambda tmp: torch.set_grad_enabled(False), True,
+                               torch.is_grad_enabled),
+    "torch.autograd.set_detect_anomaly": (lambda tmp: torch.autograd.set_detect_anomaly(True),
+                                          False, torch.is_anomaly_enabled),
+    "torch.use_deterministic_algorithms": (
+        lambda tmp: torch.use_deterministic_algorithms(True), False,
+        torch.are_deterministic_algorithms_enabled),
+    "torch.set_num_threads": (lambda tmp: torch.set_num_threads(torch.get_num_threads() + 1),
+                              None, torch.get_num_threads),
+    "warnings.simplefilter('error')": (lambda tmp: __import__("warnings").simplefilter("error"),
+                                       False, _filters_error),
+}
+
+
+@pytest.fixture
+def learner_state():
+    """Undo whatever a test's 'notebook' set (the engine must not have to)."""
+    import os
+    import warnings
+
+    from gclab.exercises import globalstate
+
+    saved, cwd = globalstate.snapshot(), os.getcwd()
+    with warnings.catch_warnings():
+        yield
+    globalstate.restore(saved)
+    os.chdir(cwd)
+
+
+@pytest.mark.parametrize("setting", list(GLOBAL_STATE))
+def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
+        setting, learner_state, tmp_path):
+    put, engine_value, read = GLOBAL_STATE[setting]
+    threads = torch.get_num_threads()
+    seen = {}
+
+    def reference(x):
+        seen["reference"] = read()
+        return x * 2.0
+
+    def learner(x):
+        seen["learner"] = read()
+        return x * 2.0
+
+    core.register(Exercise(id="engine.probe", notebook="engine_tests", title="probe",
+                           reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
+                           mistakes={"halved": lambda x: x, "same": lambda x: x * 1.0},
+                           seeds=(0,)))
+    try:
+        put(tmp_path)
+        mine = read()
+        result = check("engine.probe", learner)
+        assert read() == mine, "check() changed the learner's setting"
+    finally:
+        core._REGISTRY.pop("engine.probe")
+    expected = {"torch.set_num_threads": threads}.get(setting, engine_value)
+    assert seen["reference"] == expected, f"the reference saw the learner's {setting}"
+    assert seen["learner"] == mine, f"the learner's code did not run with its own {setting}"
+    assert result.passed, str(result)
+
+
+def test_check_leaves_the_learners_random_generators_alone():
+    import random
+
+    def reference(x):  # trusted code that draws: its draws must not be the learner's
+        return x + 0 * torch.rand(1).item() + 0 * np.random.rand() + 0 * random.random()
+
+    core.register(Exercise(id="engine.draws", notebook="engine_tests", title="draws",
+                           reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
+                           mistakes={"a": lambda x: x * 0, "b": lambda x: x * 3}))
+    try:
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        expected = (torch.rand(1).item(), np.random.rand(), random.random())
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        assert not check("engine.draws", lambda x: x * 5).passed  # references and mistakes run
+        assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected
+    finally:
+        core._REGISTRY.pop("engine.draws")
+
+
+def test_the_verdict_names_the_learners_numpy_error_state_as_the_cause(learner_state):
+    """After np.seterr(all='raise') a correct softmax underflows in exp: check() returns a
+    verdict (it used to raise from gclab's own reference) that names the setting."""
+    from gclab.exercises import get
+
+    np.seterr(all="raise")
+    result = check("nl.softmax", get("nl.softmax").reference)
+    assert result.status == "failed"
+    assert "np.seterr(all='raise')" in result.diagnosis, result.diagnosis
+    assert np.geterr()["under"] == "raise"
+    result = check("snl.attention", get("snl.attention").reference)  # used to raise
+    assert result.passed or "np.seterr(all='raise')" in result.diagnosis, str(result)
+
+
+def test_the_verdict_names_the_learners_default_dtype_as_the_cause(learner_state):
+    from gclab.exercises import get
+
+    torch.set_default_dtype(torch.float64)
+    for exercise in ("gc.module", "se.assemble"):
+        result = check(exercise, get(exercise).reference)
+        assert result.status == "failed"
+        assert "torch.set_default_dtype(torch.float64)" in result.diagnosis, result.diagnosis
+    assert torch.get_default_dtype() == torch.float64
+
+
+def test_settings_a_learners_call_changes_are_named_and_put_back(learner_state, tmp_path):
+    import os
+
+    here = os.getcwd()
+
+    threads = torch.get_num_threads()
+
+    def restless(x):
+        os.chdir(tmp_path)
+        torch.set_num_threads(threads + 1)
+        np.seterr(over="raise")
+        return ref_softmax(x)
+
+    result = check("engine.softmax", restless)
+    assert (os.getcwd(), torch.get_num_threads(), np.geterr()["over"]) == (here, threads, "warn")
+    text = str(result)
+    for name in ("the working directory", "torch's thread count", "NumPy's error state"):
+        assert name in text, text
+    assert "put it back" in text
+
+
+def test_warnings_are_not_counted_as_printing_and_the_first_is_shown(learner_state):
+    import warnings
+
+    warnings.simplefilter("default")
+    result = check("engine.softmax", softmax_naive)  # overflows on the large logits
+    assert result.printed == 0, "NumPy's warnings were counted as printed characters"
+    assert result.warned >= 1
+    assert "RuntimeWarning: overflow encountered in exp" in result.warnings[0]
+    text = str(result)
+    assert "characters" not in text
+    assert "warning" in text and "RuntimeWarning: overflow encountered in exp" in text
+
+
+def test_hints_and_checks_display_when_called_anywhere_in_a_cell():
+    """In a Jupyter kernel, hint(level=1) then hint(level=2) in one cell shows both, and a check()
+    that is not the cell's last line shows its verdict; a check() on the last line shows once;
+    the returned objects still print as text in plain Python."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [
+        "from gclab.exercises import check, hint, get\n"
+        "hint('nl.softmax', level=1)\n"
+        "hint('nl.softmax', level=2)\n"
+        "check('nl.softmax', get('nl.softmax').reference)\n"
+        "done = 1",
+        "r = check('nl.softmax', get('nl.softmax').reference)\nr",
+        "r",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+
+    def html(cell):
+        return ["".join(o.get("data", {}).get("text/html", "")) for o in cell.outputs]
+
+    first, last_line, later = (html(c) for c in nb.cells)
+    assert sum("hint 1 (concept)" in h for h in first) == 1, first
+    assert sum("hint 2 (shapes)" in h for h in first) == 1, first
+    assert sum("gclab-verdict-passed" in h for h in first) == 1, first
+    assert sum("gclab-verdict-passed" in h for h in last_line) == 1, last_line
+    assert sum("gclab-verdict-passed" in h for h in later) == 1, later
+    from gclab.exercises import get
+
+    assert "[PASS]" in str(check("nl.softmax", get("nl.softmax").reference))
+    assert str(hint("nl.softmax", 2)).startswith("[nl.softmax] hint 2")
+
+
+# --------------------------------------------------------------------------- causes named right
+def _torch_of(exercise):
+    from gclab.exercises import get
+
+    ref = get(exercise).reference
+    return lambda *a, **k: torch.as_tensor(ref(*a, **k))
+
+
+def _numpy_module():
+    from gclab.nn import GCBlock
+
+    class NumpyOut(GCBlock):
+        def forward(self, x):
+            return super().forward(x).numpy()
+
+    return NumpyOut
+
+
+@pytest.mark.parametrize("exercise,learner", [
+    ("nl.softmax", lambda: _torch_of("nl.softmax")),
+    ("nlgrad.softmax_jacobian", lambda: _torch_of("nlgrad.softmax_jacobian")),
+    ("gc.layer_norm", lambda: _torch_of("gc.layer_norm")),
+    ("rf.erf", lambda: _torch_of("rf.erf")),
+    ("gc.module", _numpy_module),
+])
+def test_a_wrong_type_is_the_cause_and_no_numeric_guess_follows(exercise, learner):
+    result = check(exercise, learner())
+    assert result.status == "failed"
+    assert "expected a" in result.message  # the headline: the type
+    assert result.diagnosis is not None and "wrong type" in result.diagnosis, result.diagnosis
+    for numeric in ("eps", "precision", "factor", "constant"):
+        assert numeric not in result.diagnosis, result.diagnosis
+
+
+def test_two_results_in_the_wrong_order_are_named_so():
+    from gclab.exercises import get
+
+    ref = get("nlgrad.scale_backward").reference
+    result = check("nlgrad.scale_backward", lambda dout, u, s: ref(dout, u, s)[::-1])
+    assert "wrong order" in result.diagnosis, result.diagnosis
+
+
+@pytest.mark.parametrize("exercise,learner,wrong_cause,right_cause", [
+    ("nlgrad.maxpool_backward",
+     lambda: core.get("nlgrad.maxpool_backward").mistakes[
+         "the mask compares with the whole map's max, not each window's"],
+     "H and W swapped", "whole map's max"),
+    ("nl.dot_product", lambda: (lambda th, ph: th @ ph / th.shape[2]), "B = 1", "C_i"),
+    ("se.squeeze", lambda: (lambda x: np.broadcast_to(
+        x.mean(axis=(1, 2, 3), keepdims=True), x.shape[:2] + (1, 1)).copy()),
+     "batch axis", "axis 1"),
+    ("nlgrad.dot_product_backward", lambda: (lambda d, th, ph: (
+        d @ ph.transpose(0, 2, 1) / th.shape[2], th.transpose(0, 2, 1) @ d / th.shape[2])),
+     "factor 2", "C_i"),
+    ("gc.add_fusion_backward", lambda: (lambda dout: (
+        np.ones_like(dout), dout.sum(axis=(2, 3), keepdims=True))),
+     "times 0", "everywhere"),
+    ("snl.param_count", lambda: (lambda c: c + c * c + c), "boundary", "bias"),
+])
+def test_the_issues_misnamed_causes_are_named_right(exercise, learner, wrong_cause, right_cause):
+    result = check(exercise, learner())
+    assert result.status == "failed" and result.diagnosis is not None, str(result)
+    assert wrong_cause not in result.diagnosis, result.diagnosis
+    assert right_cause in result.diagnosis, result.diagnosis
+
+
+def test_right_on_each_image_alone_names_the_batch_axis():
+    """No two drawn cases differ in B alone, so the engine makes the contrast itself: each
+    failing batched case cut into single images, where this learner is right."""
+    def batch_mean(x):  # averages over the batch too: right only for one image
+        return np.broadcast_to(x.mean(axis=(0, 2, 3), keepdims=True),
+                               x.shape[:2] + (1, 1)).copy()
+
+    result = check("se.squeeze", batch_mean)
+    assert result.diagnosis is not None and "each image alone" in result.diagnosis, str(result)
+
+
+def test_no_exercise_raises_in_a_hostile_notebook_state(learner_state, tmp_path):
+    """Every exercise of the course, its reference handed in after the notebook changed every
+    global setting at once: check() returns a verdict; a failing one names the settings."""
+    import os
+    import warnings
+
+    from gclab.exercises import get
+
+    np.seterr(all="raise")
+    np.set_printoptions(precision=2, legacy="1.13")
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    torch.autograd.set_detect_anomaly(True)
+    warnings.simplefilter("error")
+    os.chdir(tmp_path)
+    unexplained = []
+    for entry in catalog():
+        if entry.notebook == "engine_tests":
+            continue
+        result = check(entry.id, get(entry.id).reference)  # must not raise
+        if not result.passed and "your notebook set" not in (result.diagnosis or ""):
+            unexplained.append(f"{entry.id}: {result.message} / {result.diagnosis}")
+    assert not unexplained, "\n".join(unexplained)
+
+
+def test_checks_in_worker_threads_leave_the_process_state_alone():
+    """gclab grade checks in worker threads: process-wide settings (the working directory, the
+    warnings filters, torch's default dtype) are never switched there, so no thread can leave
+    another's switch behind, and no subprocess started meanwhile inherits one."""
+    import os
+    import warnings
+
+    before = (os.getcwd(), list(warnings.filters), torch.get_default_dtype())
+    seen = []
+
+    def reference(x):
+        seen.append(os.getcwd())
+        return x * 2.0
+
+    core.register(Exercise(id="engine.threads", notebook="engine_tests", title="threads",
+                           reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
+                           mistakes={"a": lambda x: x, "b": lambda x: x * 3}))
+    try:
+        workers = [threading.Thread(target=lambda: [check("engine.threads", lambda x: x * 2.0)
+                                                    for _ in range(5)]) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        core._REGISTRY.pop("engine.threads")
+    assert (os.getcwd(), list(warnings.filters), torch.get_default_dtype()) == before
+    assert set(seen) == {before[0]}

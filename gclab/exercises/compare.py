@@ -167,6 +167,9 @@ class _Mismatch(NamedTuple):
     message: str
     error: float = 0.0
     value_only: bool = False  # False when the structure/shape/dtype/finiteness was wrong
+    # what was wrong: "type" (a torch tensor for a NumPy array, a list for a tuple, None, ...),
+    # "container" (items or keys), "shape", "dtype", "nonfinite", "value", or "" when ok
+    kind: str = ""
 
 
 def _compare(
@@ -179,7 +182,7 @@ def _compare(
 ) -> _Mismatch:
     """Compare the learner's ``actual`` with ``expected`` and say what differs."""
     if actual is None and expected is not None:
-        return _Mismatch(False, f"{where} is None (did you forget `return`?)")
+        return _Mismatch(False, f"{where} is None (did you forget `return`?)", kind="type")
     if _is_number_like(expected) and _is_number_like(actual):
         # a number in any correct form: a Python float, a NumPy scalar, a 0-d array
         expected = np.asarray(expected)[()]
@@ -190,22 +193,26 @@ def _compare(
             isinstance(actual, np.ndarray) or _is_tensor(actual)
         ):
             return _Mismatch(
-                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}"
+                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}",
+                kind="type",
             )
         e, a = _to_numpy(expected), _to_numpy(actual)
         if e.shape != a.shape:
             return _Mismatch(
-                False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}"
+                False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}",
+                kind="shape",
             )
         if e.dtype != a.dtype:
-            return _Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}")
+            return _Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}",
+                             kind="dtype")
         return _compare_values(e, a, rtol, atol, where, equal_nan)
     if isinstance(expected, (bool, np.bool_)):
         if not isinstance(actual, (bool, np.bool_)):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a bool")
+            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a bool",
+                             kind="type")
         if bool(actual) != bool(expected):
             return _Mismatch(
-                False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True
+                False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True, "value"
             )
         return _Mismatch(True, f"{where} is {bool(actual)}")
     if isinstance(expected, (numbers.Number, np.number)):
@@ -218,17 +225,21 @@ def _compare(
         if isinstance(actual, (bool, np.bool_)) or not isinstance(
             actual, (numbers.Number, np.number)
         ):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a number")
+            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a number",
+                             kind="type")
         return _compare_values(
             np.asarray(expected), np.asarray(actual), rtol, atol, where, equal_nan, scalar=True
         )
     if isinstance(expected, (tuple, list)):
         if not isinstance(actual, (tuple, list)):
             return _Mismatch(
-                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}"
+                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}",
+                kind="type",
             )
         if len(actual) != len(expected):
-            return _Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}")
+            # a tuple's arity is its packing; a list's length is part of its value (indices)
+            return _Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}",
+                             kind="container" if isinstance(expected, tuple) else "length")
         worst = _Mismatch(True, f"{where} matches", 0.0)
         for i, (e, a) in enumerate(zip(expected, actual)):
             r = _compare(e, a, rtol, atol, f"{where}[{i}]", equal_nan)
@@ -239,11 +250,13 @@ def _compare(
         return worst
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a dict")
+            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a dict",
+                             kind="type")
         if set(actual) != set(expected):
             missing = sorted(map(str, set(expected) - set(actual)))
             extra = sorted(map(str, set(actual) - set(expected)))
-            return _Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}")
+            return _Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}",
+                             kind="container")
         worst = _Mismatch(True, f"{where} matches", 0.0)
         for k in expected:
             r = _compare(expected[k], actual[k], rtol, atol, f"{where}[{k!r}]", equal_nan)
@@ -257,7 +270,8 @@ def _compare(
     except Exception:  # noqa: BLE001
         same = False
     if not same:
-        return _Mismatch(False, f"{where} is {actual!r:.80}, expected {expected!r:.80}", 1.0, True)
+        return _Mismatch(False, f"{where} is {actual!r:.80}, expected {expected!r:.80}", 1.0, True,
+                         "value")
     return _Mismatch(True, f"{where} equals the reference")
 
 
@@ -281,8 +295,10 @@ def _compare_values(
                 else:
                     n = int(a_bad.sum())
                     if n:
-                        return _Mismatch(False, f"{where} contains {n} NaN/inf value(s)")
-                    return _Mismatch(False, f"{where} is finite where the reference is NaN/inf")
+                        return _Mismatch(False, f"{where} contains {n} NaN/inf value(s)",
+                                         kind="nonfinite")
+                    return _Mismatch(False, f"{where} is finite where the reference is NaN/inf",
+                                     kind="nonfinite")
             keep = ~(e_bad | a_bad)
             e, a = e[keep], a[keep]
     err = _rel_error(e, a, atol)
@@ -294,8 +310,9 @@ def _compare_values(
                 f"(relative error {err:.2g})",
                 err,
                 True,
+                "value",
             )
         return _Mismatch(
-            False, f"{where}: relative error {err:.2g} > tolerance {rtol:g}", err, True
+            False, f"{where}: relative error {err:.2g} > tolerance {rtol:g}", err, True, "value"
         )
     return _Mismatch(True, f"relative error {err:.1g} <= {rtol:g}", err, True)

@@ -52,6 +52,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from . import across, globalstate, probe
 from . import diagnose as _detect
 
 # The four parts of the engine; core only orchestrates them. Re-exported so that
@@ -66,6 +67,7 @@ from .compare import (  # noqa: F401
     _torch,
     _typename,
 )
+from .mismatch import explain_mismatch
 from .registry import (  # noqa: F401
     _REGISTRY,
     KINDS,
@@ -158,16 +160,22 @@ def _randomize_module(module: Any, seed: int) -> None:
 
 
 def _build_reference_module(ex: Exercise, factory: Any, case: Case, seed: int) -> Any:
-    _seed_torch(seed)
-    module = factory(*_clone(case.args), **_clone(case.kwargs))
-    if ex.randomize:
-        _randomize_module(module, seed)
-    module.eval()
+    with globalstate.engine_state(seed):
+        module = factory(*_clone(case.args), **_clone(case.kwargs))
+        if ex.randomize:
+            _randomize_module(module, seed)
+        module.eval()
     return module
 
 
 def _run_reference(ex: Exercise, fn: Any, case: Case, seed: int) -> Any:
-    """The reference's (or a mistake's) output on ``case`` (trusted code: no guard)."""
+    """The reference's (or a mistake's) output on ``case`` (trusted code: no guard), computed
+    in the engine's own global state (:func:`globalstate.engine_state`)."""
+    with globalstate.engine_state():
+        return _run_reference_here(ex, fn, case, seed)
+
+
+def _run_reference_here(ex: Exercise, fn: Any, case: Case, seed: int) -> Any:
     if ex.kind == "function":
         return fn(*_clone(case.args), **_clone(case.kwargs))
     if ex.kind == "value":
@@ -200,17 +208,48 @@ def check(exercise_id: str, obj: Any) -> CheckResult:
         True
     """
     ex = get(exercise_id)
-    result = _check(ex, obj)
+    # the learner's state, where the engine may switch it (see globalstate.engine_state)
+    learner = globalstate.snapshot() if globalstate.in_main_thread() else None
+    result = _check(ex, obj, learner_state=learner)
+    if result.status == "failed" and learner is not None:
+        _blame_state(ex, obj, learner, result)
     _log(ex, result)
+    result.show_now()
     return result
 
 
-def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
+def _blame_state(ex: Exercise, obj: Any, learner: Dict[str, Any], result: CheckResult) -> None:
+    """When the learner's global state differs from the engine's and the same code passes in
+    the engine's state, that state is the cause: say so (the verdict stays a fail, since the
+    code fails where the learner runs it)."""
+    settings = globalstate.departures(learner)
+    if not settings:
+        return
+    if not _check(ex, obj).passed:  # the learner's code in the engine's state
+        return
+    which = "that setting is" if len(settings) == 1 else "one of these settings is"
+    result.diagnosis = (
+        f"your notebook set {' and '.join(settings)}; in the default state your code passes "
+        f"every public check, so {which} the cause: undo it (restart the kernel, or set it "
+        "back) or limit it to a `with` block")
+
+
+def _check(ex: Exercise, obj: Any, run_learner: Any = None,
+           learner_state: Dict[str, Any] | None = None) -> CheckResult:
     """The verdict on ``obj``. ``run_learner(ex, obj, trial, out)`` runs the learner's object
     on one trial (default: here, under :func:`_guarded`; ``gclab grade`` passes one that asks
-    its sandbox, so that this function and its references run where no learner code does)."""
+    its sandbox, so that this function and its references run where no learner code does).
+    Everything but the learner's calls runs in the engine's global state; the learner's calls
+    run in ``learner_state`` (a :func:`globalstate.snapshot`), or in the engine's when None."""
+    with globalstate.engine_state():
+        return _check_here(ex, obj, run_learner, learner_state)
+
+
+def _check_here(ex: Exercise, obj: Any, run_learner: Any,
+                learner_state: Dict[str, Any] | None) -> CheckResult:
     run = run_learner or _run_learner
     out = _CappedStream()
+    out.state = learner_state
     checks: List[CheckItem] = []
     trials = _trials(ex)
 
@@ -244,6 +283,9 @@ def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
             printed=printed,
             printed_text=out.text,
             not_run=not_run,
+            warnings=list(out.warnings),
+            warned=out.warned,
+            changes=list(out.changes),
         )
 
     # what kind of object did the learner hand in?
@@ -355,12 +397,17 @@ def _check(ex: Exercise, obj: Any, run_learner: Any = None) -> CheckResult:
         return finish("passed", msg)
 
     diagnosis = None
-    if failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
+    headline = _headline_mismatch(trials, outputs, cmps)
+    if headline is not None:  # a wrong type or container: that is the cause, nothing numeric
+        diagnosis = headline
+    elif failures:  # wrong outputs (crashes returned earlier): which mistake gives them?
         diagnosis = _diagnose(ex, trials, outputs)
+        if diagnosis is None:  # right on each image alone?
+            diagnosis = _batch_contrast(ex, obj, trials, cmps, run, out)
         if diagnosis is None:
             try:  # the detectors only read arrays, but a verdict must never crash on them
                 with np.errstate(all="ignore"):
-                    diagnosis = _detect.explain(_observations(ex, trials, outputs, cmps))
+                    diagnosis = across.explain(_observations(ex, trials, outputs, cmps))
             except Exception:  # noqa: BLE001
                 diagnosis = None
     if diagnosis is None:  # right outputs, wrong build (SEBlock itself, a zero init, ...)
@@ -420,6 +467,41 @@ def _worst(checks: List[CheckItem], cmps: List[Any]) -> CheckItem:
     return next(c for c in checks if not c.passed)
 
 
+def _batch_contrast(ex: Exercise, obj: Any, trials: List[_Trial], cmps: List[Any], run: Any,
+                    out: _CappedStream) -> str | None:
+    """The failing cases cut into single images, run by the learner and the reference
+    (:func:`probe.batch_contrast`)."""
+    failing = [t for t, c in zip(trials, cmps) if not c.ok]
+    seed = failing[0].seed if failing else 0
+
+    def learner(case: Case) -> Any:
+        outcome, _, _, build_error = run(ex, obj, _Trial("probe", case, None, seed), out)
+        if build_error or outcome.error is not None or outcome.timed_out:
+            raise RuntimeError("the learner's code failed on a single image")
+        return outcome.value
+
+    def same(expected: Any, actual: Any) -> bool:
+        return _compare(expected, actual, ex.rtol, ex.atol).ok
+
+    return probe.batch_contrast(ex.kind, [t.case for t in failing],
+                                lambda case: _run_reference(ex, ex.reference, case, seed),
+                                learner, same)
+
+
+def _headline_mismatch(trials: List[_Trial], outputs: List[Any], cmps: List[Any]) -> str | None:
+    """The cause when the worst failing case has the wrong type, container or dtype."""
+    bad = [i for i, c in enumerate(cmps) if not c.ok]
+    if not bad:
+        return None
+    i = min(bad, key=lambda j: (0 if not cmps[j].value_only else 1, -cmps[j].error))
+    if cmps[i].kind not in ("type", "container", "dtype"):
+        return None
+    try:
+        return explain_mismatch(outputs[i], trials[i].expected, cmps[i].kind, cmps[i].message)
+    except Exception:  # noqa: BLE001 - a verdict never crashes on odd outputs
+        return None
+
+
 def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: List[Any]):
     """What the generic detectors see of each case (see ``gclab.exercises.diagnose``)."""
     obs = []
@@ -427,16 +509,18 @@ def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: 
     for trial, actual, cmp in zip(trials, outputs, cmps):
         case = trial.case
         inputs = case.inputs if ex.kind == "module" else (*case.args, *case.kwargs.values())
-        settings = {}
+        settings, sizes = {}, {}
         if ex.kind == "function":
             named = {**dict(zip(names, case.args)), **case.kwargs}
             settings = {k: v for k, v in named.items() if isinstance(v, (str, bool))}
+            sizes = {_LEARNER_NAMES.get(k, k): v for k, v in named.items()
+                     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))}
         obs.append(
             _detect.Observation(
                 actual=actual,
                 expected=trial.expected,
                 inputs=inputs,
-                quantities=_detect.case_quantities(inputs, case.meta),
+                quantities=_detect.case_quantities(inputs, {**sizes, **case.meta}),
                 passed=cmp.ok,
                 label=trial.label.replace("output on ", "", 1),
                 error=cmp.error if cmp.value_only else float("inf"),
@@ -444,6 +528,12 @@ def _observations(ex: Exercise, trials: List[_Trial], outputs: List[Any], cmps: 
             )
         )
     return obs
+
+
+#: An integer argument's name -> the symbol the lessons use for it (a factor or a count
+#: off by one of these is named in the learner's terms).
+_LEARNER_NAMES = {"channels": "C", "in_channels": "C", "height": "H", "width": "W",
+                  "reduction": "r", "planes": "P"}
 
 
 def _arg_names(ex: Exercise) -> List[str]:

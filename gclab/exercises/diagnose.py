@@ -5,11 +5,13 @@ engine characterises the difference itself: a constant factor (named when it is 
 the case such as sqrt(C_i) or N), a sign flip, a constant offset, permuted axes, the right
 numbers in the wrong places, a missing residual, logits where softmax weights belong, a softmax
 over the wrong axis, weights that no longer sum to 1, a missing bias, float32 precision, an
-overflow, or an answer right only on some batch items / square maps / odd sizes / B = 1.
+overflow, a count off by a bias or a fraction where an int belongs, ddof, an input returned
+unchanged, a reduction over too few or too many axes. :func:`detect` gives one case's findings;
+:mod:`gclab.exercises.across` turns the findings of all cases into one sentence.
 
 Everything here is a pure function of (learner output, expected output, inputs, case
 quantities), so the in-notebook :func:`~gclab.exercises.check` and the trusted grader can both
-call :func:`explain`. Nothing runs learner code. Module structure (:func:`describe_structure`)
+call it. Nothing runs learner code. Module structure (:func:`describe_structure`)
 only reads the two modules' layer lists.
 """
 
@@ -18,20 +20,16 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
-
-_NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
 
 __all__ = [
     "Observation",
     "case_quantities",
     "describe_structure",
     "detect",
-    "explain",
     "layer_types",
 ]
 
@@ -100,7 +98,7 @@ def _fmt(x: float) -> str:
 def case_quantities(inputs: Sequence[Any], meta: Mapping[str, Any] | None = None
                     ) -> Dict[str, float]:
     """Named numbers of a case a wrong factor may be: the case's own ``meta`` (e.g. ``C_i``,
-    ``N'``), plus what the first 4-d input (B, C, H, W) or 3-d input (B, N, D) tells."""
+    ``N'``), plus what the first 4-d input (B, C, H, W) or 3-d input (B, N, .) tells."""
     q: Dict[str, float] = {}
     for x in inputs:
         a = np.shape(x) if hasattr(x, "shape") else None
@@ -110,9 +108,9 @@ def case_quantities(inputs: Sequence[Any], meta: Mapping[str, Any] | None = None
             b, c, h, w = a
             q.update({"B": b, "C": c, "H": h, "W": w, "N": h * w})
             break
-        if len(a) == 3:
-            b, n, d = a
-            q.update({"B": b, "N": n, "D": d})
+        if len(a) == 3:  # (B, N, .): the last size has no name the learner knows
+            b, n, _ = a
+            q.update({"B": b, "N": n})
             break
         if len(a) == 2 and min(a) > 1:
             h, w = a
@@ -272,11 +270,9 @@ def _array_findings(actual: Any, expected: Any, obs: Observation) -> List[str]:
     if a is None or e is None:
         return []
     out: List[str] = []
-    if e.shape == () and a.shape == () and float(e).is_integer() and float(a).is_integer():
-        d = float(a) - float(e)
-        if abs(d) == 1:
-            return [f"off by one ({'one too many' if d > 0 else 'one too few'}): a boundary "
-                    "(< vs <=, a floor vs a ceiling, a +1) differs"]
+    counted = _count_findings(a, e, obs)
+    if counted is not None:
+        return counted
     finite_e = bool(np.all(np.isfinite(e)))
     if finite_e and not np.all(np.isfinite(a)):
         big = max((float(np.max(np.abs(x))) for x in map(_np, obs.inputs)
@@ -290,8 +286,15 @@ def _array_findings(actual: Any, expected: Any, obs: Observation) -> List[str]:
         return out
     if not finite_e or not np.all(np.isfinite(a)):
         return out
+    unchanged = _input_returned(a, e, obs)
+    if unchanged:
+        return unchanged
     if a.shape == e.shape:
         out += _value_findings(a, e, obs)
+        out += _reduced_too_much(a, e)
+    elif a.ndim == e.ndim and all(y == 1 or x == y for x, y in zip(a.shape, e.shape)) and \
+            any(x > 1 and y == 1 for x, y in zip(a.shape, e.shape)):
+        return _reduced_too_little(a, e)
     elif a.ndim == e.ndim and all(x in (1, y) for x, y in zip(a.shape, e.shape)):
         for x in map(_np, obs.inputs):
             if x is not None and x.shape == e.shape and _close(np.broadcast_to(a, e.shape) + x, e):
@@ -299,6 +302,98 @@ def _array_findings(actual: Any, expected: Any, obs: Observation) -> List[str]:
                         f"fusion adds it to x {e.shape} (x + term)"]
     out += _layout_findings(a, e)
     return out
+
+
+#: Quantities that are a layer's output channels: a bias of such a layer has that many numbers.
+_CHANNELS = ("C", "C_i", "P")
+
+
+def _count_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str] | None:
+    """A whole-number answer (a count, a size): a fraction where an int belongs, a bias missing
+    or counted twice (off by exactly C, or by 1 where the count is of parameters), a boundary."""
+    exp = obs.expected
+    is_int = isinstance(exp, (int, np.integer)) and not isinstance(exp, (bool, np.bool_)) or (
+        isinstance(exp, np.ndarray) and exp.dtype.kind in "iu")
+    if not is_int or e.size != 1 or a.size != 1 or not np.isfinite(a).all():
+        return None
+    if not float(a).is_integer():
+        return [f"a float where an int is expected: your result {float(a):.6g} is not a whole "
+                "number (a / where // belongs, so a size such as C / r stays a fraction; "
+                "int(...) or // keeps it whole)"]
+    d = int(round(float(a) - float(e)))
+    channels = [(n, int(v)) for n, v in obs.quantities.items() if n in _CHANNELS and v > 1]
+    for name, v in channels:
+        if abs(d) == v:
+            return [f"your count is {name} = {v} too {'high' if d > 0 else 'low'}: a bias "
+                    f"{'counted twice, or given to a layer that has none' if d > 0 else 'missing'}"
+                    f" (a layer with {name} outputs has {name} biases)"]
+    if abs(d) == 1 and channels:
+        return [f"one parameter too {'many' if d > 0 else 'few'}: a bias "
+                f"{'counted for a layer that has none' if d > 0 else 'missing'}, that of a "
+                "layer with a single output (a 1-channel conv such as W_k)"]
+    if abs(d) == 1:
+        return [f"off by one ({'one too many' if d > 0 else 'one too few'}): a boundary "
+                "(< vs <=, a floor vs a ceiling, a +1) differs"]
+    return None
+
+
+def _input_returned(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]:
+    """The learner's output is one of the inputs, unchanged (and the reference's is not)."""
+    if a.size < 2:
+        return []
+    for x in map(_np, obs.inputs):
+        if x is not None and x.shape == a.shape and np.array_equal(x, a) and not (
+                x.shape == e.shape and _close(x, e)):
+            return ["your output is one of the inputs, unchanged: what should be applied to it "
+                    "(a factor, a sum over axes, a term) is missing"]
+    return []
+
+
+def _reduced_too_little(a: np.ndarray, e: np.ndarray) -> List[str]:
+    """``a`` keeps axes of size > 1 where ``e`` has size 1: a sum or a mean over them missing."""
+    axes = tuple(i for i, (x, y) in enumerate(zip(a.shape, e.shape)) if x > 1 and y == 1)
+    for how, fn in (("sum", np.sum), ("mean", np.mean)):
+        if _close(fn(a, axis=axes, keepdims=True), e):
+            return [f"your output keeps axis {', '.join(map(str, axes))} (size "
+                    f"{', '.join(str(a.shape[i]) for i in axes)}) that the reference reduces: "
+                    f"the {how} over {'that axis' if len(axes) == 1 else 'those axes'} is "
+                    "missing"]
+    return [f"your output has shape {a.shape} where {e.shape} belongs: a sum (or mean) over axis "
+            f"{', '.join(map(str, axes))} is missing"]
+
+
+def _reduced_too_much(a: np.ndarray, e: np.ndarray) -> List[str]:
+    """``a`` is constant along an axis where ``e`` varies, and equals ``e`` averaged (or
+    summed) over that axis: the learner reduced over that axis too."""
+    scale = max(1e-12, float(np.max(np.abs(e))))
+    for ax in range(e.ndim):
+        if e.shape[ax] < 2 or np.ptp(a, axis=ax).max() > 1e-9 * scale or \
+                np.ptp(e, axis=ax).max() <= 1e-6 * scale:
+            continue
+        for how, fn in (("averaged", np.mean), ("summed", np.sum)):
+            if _close(np.broadcast_to(fn(e, axis=ax, keepdims=True), e.shape), a):
+                return [f"{how} over axis {ax} too: your output is the same along axis {ax} "
+                        f"(size {e.shape[ax]}, e.g. the channels or the batch), the reference "
+                        "varies along it"]
+    return []
+
+
+def _ddof_findings(k: float, obs: Observation) -> List[str]:
+    """``k`` = n/(n-1) or its square root for a size n of an input: ddof=1 vs ddof=0."""
+    sizes = sorted({int(d) for x in map(_np, obs.inputs) if x is not None
+                    for d in (*x.shape, x.size) if d > 2})
+    for n in sizes:
+        r = n / (n - 1)
+        for val, what in ((r, "variance"), (math.sqrt(r), "standard deviation")):
+            if abs(k - val) <= 1e-9 * val:
+                return [f"ddof differs: your {what} is the sample one (ddof=1, divided by "
+                        f"n - 1 = {n - 1}) where the population one (ddof=0, divided by n = {n}) "
+                        "belongs"]
+            if abs(k - 1 / val) <= 1e-9 / val:
+                return [f"ddof differs: your {what} is the population one (ddof=0, divided by "
+                        f"n = {n}) where the sample one (ddof=1, divided by n - 1 = {n - 1}) "
+                        "belongs"]
+    return []
 
 
 def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]:
@@ -325,6 +420,9 @@ def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]
         if _close(a, k * e) and not _close(a, e):
             if abs(k + 1) <= 1e-6:
                 return ["the sign is flipped (your output is minus the reference)"]
+            ddof = _ddof_findings(k, obs)
+            if ddof:
+                return ddof
             names = _factor_names(k, obs.quantities)
             if names:
                 return [f"a factor {name} too small: your output is the reference divided by "
@@ -366,10 +464,14 @@ def _value_findings(a: np.ndarray, e: np.ndarray, obs: Observation) -> List[str]
                 return ["the sigmoid is missing: sigmoid(your output) equals the reference"]
     if e.size > 2 and _close(a, 1.0 / (1.0 + np.exp(-np.clip(e, -700, 700)))):
         return ["an extra sigmoid: your output is sigmoid(reference)"]
+    if e.size > 2 and np.ptp(a) == 0 and np.ptp(e) > 1e-6 * scale_e:
+        return [f"your output is {_fmt(float(a.flat[0]))} everywhere where the reference varies: "
+                "a term that depends on the inputs (the upstream gradient, the input) is "
+                "missing"]
     if e.size > 2 and np.all(np.abs(1 - e) > 1e-9):
         ca, ce = 1.0 - a, 1.0 - e
         k = float(np.sum(ca * ce)) / float(np.sum(ce * ce))
-        if abs(k - 1) > 1e-6 and _close(ca, k * ce):
+        if abs(k - 1) > 1e-6 and abs(k) > 1e-6 and _close(ca, k * ce):
             names = _factor_names(k, obs.quantities) or [_fmt(k)]
             return [f"1 - your output is (1 - reference) times {name}: the normalisation of a "
                     "mean (a count such as N (N - 1), or N^2) differs" for name in names]
@@ -465,71 +567,6 @@ def _layout_findings(a: np.ndarray, e: np.ndarray) -> List[str]:
         return ["the right numbers in the wrong places: a reshape where a transpose belongs "
                 "(or axes flattened in the wrong order)"]
     return []
-
-
-# --------------------------------------------------------------------------- across cases
-_PATTERNS: Tuple[Tuple[str, Any], ...] = (
-    ("right only where B = 1: the batch axis is mixed into the computation",
-     lambda q: q.get("B") == 1),
-    ("right only on square maps (H = W): H and W swapped somewhere (a reshape to (W, H), "
-     "a transpose of the map)", lambda q: "H" in q and q.get("H") == q.get("W")),
-    ("right only on maps with odd H and W: a centre or a midpoint off by half a pixel on even "
-     "sizes", lambda q: "H" in q and q["H"] % 2 == 1 and q["W"] % 2 == 1),
-    ("right only where C = 1: the channel axis is mixed up", lambda q: q.get("C") == 1),
-    ("right only where N' = N (no sub-sampling): the keys' count N' and the queries' count N "
-     "are mixed up", lambda q: "N'" in q and q.get("N'") == q.get("N")),
-)
-
-
-def _pattern(obs: Sequence[Observation]) -> str | None:
-    good = [o for o in obs if o.passed]
-    bad = [o for o in obs if not o.passed]
-    if not good or not bad:
-        return None
-    for text, pred in _PATTERNS:
-        try:
-            if all(pred(o.quantities) for o in good) and not any(pred(o.quantities) for o in bad):
-                return text
-        except Exception:  # noqa: BLE001
-            continue
-    for key in bad[0].settings:
-        vals = {repr(o.settings.get(key)) for o in bad}
-        if len(vals) == 1 and not any(repr(o.settings.get(key)) in vals for o in good):
-            return (f"wrong only where {key} = {vals.pop()} (right for the other settings): "
-                    f"the code path for that {key} has the slip")
-    return None
-
-
-def explain(observations: Sequence[Observation]) -> str | None:
-    """One sentence on how the learner's outputs differ from the reference's over all cases, or
-    None. A finding shared by every failing case wins; else a pass/fail pattern over the cases
-    (right only for B = 1, on square maps, ...); else the worst case's own finding."""
-    bad = [o for o in observations if not o.passed]
-    if not bad:
-        return None
-    per_case = [detect(o) for o in bad]
-    # the same finding with other numbers (an error size, an offset) counts as the same
-    counts: Dict[str, int] = {}
-    text: Dict[str, Tuple[float, str]] = {}
-    for o, fs in zip(bad, per_case):
-        for f in dict.fromkeys(fs):
-            key = _NUMBER.sub("#", f)
-            counts[key] = counts.get(key, 0) + 1
-            if key not in text or o.error > text[key][0]:
-                text[key] = (o.error, f)  # quote the worst case's numbers
-    best = max(counts, key=lambda f: counts[f], default=None)
-    if best is not None and counts[best] == len(bad):
-        return text[best][1]
-    pattern = _pattern(observations)
-    if pattern:
-        return pattern
-    if best is not None and 2 * counts[best] >= len(bad) and counts[best] >= 2:
-        return f"{text[best][1]} (on {counts[best]} of the {len(bad)} failing cases)"
-    worst = max(range(len(bad)), key=lambda i: (bool(per_case[i]), bad[i].error))
-    if per_case[worst] and len(bad) <= 2:  # one case's finding, when there are hardly others
-        where = f" on {bad[worst].label}" if bad[worst].label else ""
-        return f"{per_case[worst][0]}{where} (other cases differ otherwise)"
-    return None
 
 
 # --------------------------------------------------------------------------- module structure

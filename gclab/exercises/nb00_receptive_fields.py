@@ -502,6 +502,23 @@ register(
             "the width (standard deviation) grows linearly: depth squared": (
                 lambda depth, kernel=3: depth**2 * (kernel**2 - 1) / 12
             ),
+            "integer division (// 12): the variance truncated to a whole number": (
+                lambda depth, kernel=3: depth * (kernel**2 - 1) // 12
+            ),
+            "the variance of the ERF map's values (how its heights spread), not of the offsets": (
+                lambda depth, kernel=3: float(np.var(erf_1d(depth, kernel)))
+            ),
+            "ddof=1 on the k offsets: a sample variance where the k offsets are the whole "
+            "population": (
+                lambda depth, kernel=3: depth * float(np.var(np.arange(kernel), ddof=1))
+            ),
+            "the kernel hard-coded to 3 (the formula ignores the kernel argument)": (
+                lambda depth, kernel=3: depth * 8 / 12
+            ),
+            "offsets from -k//2: (-k)//2 rounds down, so the offsets are not centred on 0": (
+                lambda depth, kernel=3: depth * float(np.mean(
+                    np.arange(-kernel // 2, kernel // 2).astype(float) ** 2))
+            ),
         },
         properties=[Property("a number", lambda out, *a, **k: np.ndim(out) == 0)],
         hints=(

@@ -494,6 +494,8 @@ register(Exercise(
         "divided by N (the queries) instead of N' (the keys)":
             lambda th, ph: th @ ph / th.shape[1],
         "no normalisation by N' (C(x) = N' forgotten)": lambda th, ph: th @ ph,
+        "divided by C_i (the embedding size) instead of N' (the keys)":
+            lambda th, ph: th @ ph / th.shape[2],
         "a softmax added (the dot-product form has none)":
             lambda th, ph: ops.softmax(th @ ph / ph.shape[-1]),
     },

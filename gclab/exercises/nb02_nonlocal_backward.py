@@ -551,6 +551,14 @@ register(Exercise(
         "only the diagonal, with p(1 - p) on it: the off-diagonal terms left out": (
             lambda p: (p * (1 - p))[..., :, None] * np.eye(p.shape[-1])
         ),
+        "the diagonal term diag(p) forgotten: only minus the outer product": (
+            lambda p: -p[..., :, None] * p[..., None, :]
+        ),
+        "p(1 - p) on the diagonal AND the outer product subtracted: the diagonal's -p^2 "
+        "counted twice": (
+            lambda p: (p * (1 - p))[..., :, None] * np.eye(p.shape[-1])
+            - p[..., :, None] * p[..., None, :]
+        ),
     },
     properties=[
         Property("shape (..., N, N)", lambda out, p: np.shape(out) == p.shape + p.shape[-1:]),
@@ -658,6 +666,11 @@ register(Exercise(
         "gradient spread evenly over the window (the backward of AVERAGE pooling)": (
             lambda dout, x: _pool_back_all(dout, x, 0.25)
         ),
+        "the mask compares with the whole map's max, not each window's": (
+            lambda dout, x: _pool_back_all(dout, x) * (
+                x == x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2].max(
+                    axis=(2, 3), keepdims=True))
+        ),
     },
     properties=[Property("shape of x", lambda out, dout, x: np.shape(out) == x.shape)],
     hints=(
@@ -708,6 +721,11 @@ register(Exercise(
             lambda dattn, theta_x, phi_x: (
                 dattn @ phi_x.transpose(0, 2, 1) / theta_x.shape[1],
                 theta_x.transpose(0, 2, 1) @ dattn / theta_x.shape[1])
+        ),
+        "divided by C_i (the embedding size) instead of N' (the keys)": (
+            lambda dattn, theta_x, phi_x: (
+                dattn @ phi_x.transpose(0, 2, 1) / theta_x.shape[2],
+                theta_x.transpose(0, 2, 1) @ dattn / theta_x.shape[2])
         ),
     },
     hints=(

@@ -465,6 +465,10 @@ register(Exercise(
     rtol=0,
     mistakes={
         "biases left out (W_k's and W_v's)": lambda channels: channels + channels * channels,
+        "W_k's bias left out (one parameter short)": (
+            lambda channels: channels + channels * channels + channels),
+        "W_v's bias left out (C parameters short)": (
+            lambda channels: channels + 1 + channels * channels),
         "W_k counted as a C -> C conv (like W_v)": (
             lambda channels: 2 * (channels * channels + channels)
         ),

@@ -642,6 +642,16 @@ register(Exercise(
         "dm averaged over the positions instead of summed": lambda dout, x, m: (
             dout * _sigmoid(m),
             (dout * x).mean(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+        "the sigmoid's derivative taken at the gate sigmoid(m), not at m": lambda dout, x, m: (
+            dout * _sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)
+            * _sigmoid(_sigmoid(m)) * (1 - _sigmoid(_sigmoid(m)))),
+        "dx = dout * m: the logits m where the gate sigmoid(m) belongs": lambda dout, x, m: (
+            dout * m,
+            (dout * x).sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+        "dx passed through the sigmoid's derivative too (only dm goes through the sigmoid)": (
+            lambda dout, x, m: (
+                dout * _sigmoid(m) * (1 - _sigmoid(m)),
+                (dout * x).sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m)))),
     },
     properties=[Property("shapes of x and m", lambda out, dout, x, m: (
         isinstance(out, tuple) and np.shape(out[0]) == x.shape and np.shape(out[1]) == m.shape))],

@@ -428,6 +428,12 @@ register(Exercise(
             + 2 * (channels // reduction)),
         "W_k counted (as in GC): SE's average pooling has no parameters": (
             lambda channels, reduction=16: se_param_count(channels, reduction) + channels + 1),
+        "the first conv counted twice: the second (P -> C) has C biases, not P": (
+            lambda channels, reduction=16: 2 * (channels * (channels // reduction)
+                                                + channels // reduction)),
+        "P = C * r: the reduction inverted (P is C // r)": (
+            lambda channels, reduction=16: 2 * channels * (channels * reduction)
+            + channels * reduction + channels),
     },
     properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
     hints=(

@@ -8,6 +8,8 @@ from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
+from .verdict import ShownWhenMade
+
 KINDS = ("function", "value", "module")
 STATUSES = ("passed", "failed", "not implemented")
 
@@ -163,8 +165,9 @@ def catalog(notebook: str | None = None) -> Catalog:
     return Catalog(entries)
 
 
-class Hint(str):
-    """A hint (a ``str``) that renders as a small box in Jupyter."""
+class Hint(ShownWhenMade, str):
+    """A hint (a ``str``) that renders as a small box in Jupyter, shown when ``hint()`` is
+    called, wherever the call stands in the cell (two hints in one cell show both)."""
 
     def _repr_html_(self) -> str:
         return (
@@ -182,5 +185,8 @@ def hint(exercise_id: str, level: int = 1) -> Hint:
     if isinstance(level, bool) or not isinstance(level, numbers.Integral) or level not in (1, 2, 3):
         raise ValueError(f"hint level must be 1, 2 or 3, got {level!r}")
     if len(ex.hints) < level:
-        return Hint(f"[{ex.id}] no level-{level} hint for this exercise yet")
-    return Hint(f"[{ex.id}] hint {level} ({_HINT_LEVELS[int(level)]}): {ex.hints[level - 1]}")
+        shown = Hint(f"[{ex.id}] no level-{level} hint for this exercise yet")
+    else:
+        shown = Hint(f"[{ex.id}] hint {level} ({_HINT_LEVELS[int(level)]}): {ex.hints[level - 1]}")
+    shown.show_now()
+    return shown

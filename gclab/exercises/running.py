@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List
 
@@ -24,13 +25,24 @@ class _TimeLimit(BaseException):
 
 
 class _CappedStream(io.TextIOBase):
-    """A text stream that counts everything written and keeps only the first ``cap`` chars."""
+    """A text stream that counts everything written and keeps only the first ``cap`` chars.
+
+    It also collects what else the learner's calls of one check left behind: ``warnings``
+    (``"RuntimeWarning: overflow encountered in exp (line 3)"``, the first few) with their
+    count ``warned``, and ``changes`` (global settings a call changed, see
+    :func:`gclab.exercises.globalstate.changed`). ``state``, when set, is the learner's snapshot
+    of the global settings: :func:`_guarded` runs each call in it and then puts the engine's back.
+    """
 
     def __init__(self, cap: int = SHOWN_PRINTED_CHARS) -> None:
         self.cap = cap
         self.count = 0
         self._kept: List[str] = []
         self._kept_len = 0
+        self.warnings: List[str] = []
+        self.warned = 0
+        self.changes: List[str] = []
+        self.state: Dict[str, Any] | None = None
 
     def writable(self) -> bool:
         return True
@@ -124,13 +136,41 @@ def _learner_frame(exc: BaseException) -> str:
 
 
 def _guarded(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcome:
-    """Run ``fn()`` with a time limit and stdout/stderr captured into ``out``."""
+    """Run ``fn()`` with a time limit, stdout/stderr captured into ``out`` and the warnings it
+    issues recorded there (not printed: a warning is not something the learner printed). With
+    ``out.state`` set, ``fn`` runs in that (the learner's) global state, what it changes there is
+    recorded in ``out.changes``, and the caller's state is put back afterwards."""
     import contextlib
 
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        if _can_use_alarm():
-            return _run_with_alarm(fn, limit)
-        return _run_in_thread(fn, limit)
+    from . import globalstate
+
+    engine = learner = None
+    if out.state is not None:
+        engine, learner = globalstate.snapshot(), out.state
+        globalstate.restore(learner)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
+                warnings.catch_warnings(record=True) as caught:
+            outcome = _run_with_alarm(fn, limit) if _can_use_alarm() else _run_in_thread(fn, limit)
+        _record_warnings(caught, out)
+    finally:
+        if engine is not None:
+            after = globalstate.snapshot()
+            for change in globalstate.changed(learner, after):
+                if change not in out.changes:
+                    out.changes.append(change)
+            globalstate.restore(engine)
+    return outcome
+
+
+def _record_warnings(caught: List[warnings.WarningMessage], out: _CappedStream) -> None:
+    for w in caught:
+        out.warned += 1
+        if len(out.warnings) < 3:
+            where = f" (line {w.lineno})" if w.lineno else ""
+            text = f"{w.category.__name__}: {w.message}{where}"
+            if text not in out.warnings:
+                out.warnings.append(text)
 
 
 def _describe_error(outcome: _Outcome, limit: float) -> str:

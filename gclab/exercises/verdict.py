@@ -3,8 +3,52 @@
 
 
 import html
-from dataclasses import dataclass
-from typing import List, NamedTuple
+import sys
+from dataclasses import dataclass, field
+from typing import Any, List, NamedTuple
+
+
+# --------------------------------------------------------------------------------------------
+# Showing a verdict or a hint when it is made
+# --------------------------------------------------------------------------------------------
+def _shell() -> Any:
+    """The running IPython shell, or None (plain Python, pytest)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        return ipython.get_ipython() if ipython is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _cell_token(shell: Any) -> tuple:
+    """Identifies the cell now running (its execution request, or its execution count)."""
+    header = getattr(shell, "parent_header", None) or {}
+    msg_id = header.get("header", {}).get("msg_id") if isinstance(header, dict) else None
+    return (getattr(shell, "execution_count", None), msg_id)
+
+
+class ShownWhenMade:
+    """Mixin for what ``check`` and ``hint`` return: in IPython the object is displayed the
+    moment it is made (:meth:`show_now`), wherever its call stands in the cell, and it is not
+    displayed a second time as the same cell's value; in a later cell, or with ``display()``
+    there, it shows again. In plain Python nothing is displayed: ``print`` it or read its
+    fields."""
+
+    def show_now(self) -> None:
+        shell = _shell()
+        if shell is not None:
+            self._publish(shell)
+
+    def _ipython_display_(self) -> None:
+        shell = _shell()
+        if shell is not None and getattr(self, "_shown_in", None) != _cell_token(shell):
+            self._publish(shell)
+
+    def _publish(self, shell: Any) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data({"text/plain": str(self), "text/html": self._repr_html_()})
+        self._shown_in = _cell_token(shell)
 
 
 # --------------------------------------------------------------------------------------------
@@ -19,12 +63,14 @@ class CheckItem(NamedTuple):
 
 
 @dataclass
-class CheckResult:
+class CheckResult(ShownWhenMade):
     """The verdict of :func:`check`.
 
     ``passed`` (bool), ``status`` ("passed" | "failed" | "not implemented"), ``checks`` (every
     :class:`CheckItem` that ran), ``diagnosis`` (the name of the mistake the output matches, or
-    None), ``message`` (one line), ``printed`` (characters the learner's code printed).
+    None), ``message`` (one line), ``printed`` (characters the learner's code printed; warnings
+    are not counted), ``warned`` (warnings its calls issued) with the first few in
+    ``warnings``, ``changes`` (global settings its calls changed; the check put them back).
     """
 
     id: str
@@ -37,6 +83,24 @@ class CheckResult:
     printed: int = 0
     printed_text: str = ""
     not_run: int = 0
+    warnings: List[str] = field(default_factory=list)
+    warned: int = 0
+    changes: List[str] = field(default_factory=list)
+
+    def notes(self) -> List[str]:
+        """What the learner's code did besides returning: printing, warnings, global changes."""
+        out = []
+        if self.printed:
+            out.append(f"Your code printed {self.printed} characters during the check.")
+        if self.warned:
+            first = self.warnings[0] if self.warnings else "?"
+            n = self.warned
+            out.append(f"Your code issued {n} warning{'s' if n > 1 else ''} during the check "
+                       f"(not printed); the first: {first}")
+        if self.changes:
+            out.append("Your code changed " + "; ".join(self.changes)
+                       + " while it ran; the check put it back.")
+        return out
 
     @property
     def passed(self) -> bool:
@@ -58,8 +122,7 @@ class CheckResult:
             lines.append(f"  ... {self.not_run} further check(s) not run after the first error")
         if self.diagnosis:
             lines.append(f"  Likely cause: {self.diagnosis}")
-        if self.printed:
-            lines.append(f"  Your code printed {self.printed} characters during the check.")
+        lines.extend(f"  {note}" for note in self.notes())
         if not self.passed:
             lines.append(f'  Stuck? hint("{self.id}", level=1)  (levels 1-3)')
         return lines
@@ -95,10 +158,7 @@ class CheckResult:
         ]
         if self.diagnosis:
             parts.append(f"<div><b>Likely cause:</b> {esc(self.diagnosis)}</div>")
-        if self.printed:
-            parts.append(
-                f"<div>Your code printed {self.printed} characters during the check.</div>"
-            )
+        parts.extend(f"<div>{esc(note)}</div>" for note in self.notes())
         if items:
             open_ = "" if self.passed else " open"
             parts.append(

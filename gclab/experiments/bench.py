@@ -90,6 +90,8 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     _median_row,
     _nxn_estimate_gib,
     _repeats_for,
+    apply_floors,
+    count_flops,
     fwd_bwd_step,
     interleaved_medians,
     matmul_floor_step,
@@ -97,6 +99,7 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     measure_limits,
     nl_matmul_flops,
     peak_bytes,
+    remeasure_peaks,
 )
 from gclab.experiments.bench_report import (  # noqa: F401 - the report, under its old names
     Target,
@@ -189,11 +192,12 @@ def machine_description() -> Dict[str, object]:
 
 # --------------------------------------------------------------------------------- groups
 def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool,
-                 gflops: Dict[int, float]) -> List[Row]:
-    """One NL mode at every size. The floor of each row: the six attention matmuls of its
-    size timed in the same round-robin (embedded Gaussian, N <= 64x64), else their FLOPs at
-    the throughput measured at the nearest smaller such size (``gflops``: N -> GFLOP/s, filled
-    here)."""
+                 gflops: Dict[int, float], nl_flops: Dict[Tuple[str, int], float]) -> List[Row]:
+    """One NL mode at every size. ``nl_flops`` is filled with the floor's work per (group, N):
+    the fewest fwd+bwd FLOPs any implementation counts (:func:`count_flops`). The older
+    yardstick of each row (``bmm_ms``): the six attention bmm of its size timed in the same
+    round-robin (embedded Gaussian, N <= 64x64), else their FLOPs at the rate measured at the
+    nearest smaller such size (``gflops``: N -> GFLOP/s, filled here)."""
     group = {"embedded_gaussian": "nl_embedded", "dot_product": "nl_dot"}[mode]
     c, b = cfg.channels, cfg.nl_batch
     builders: Dict[str, Callable[[], nn.Module] | None] = {
@@ -217,6 +221,10 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
                     "needs gclab only" for k in builders if k != "gclab"}
         elif n >= 128 * 128 and "mmcv" in builders:  # explicit == mmcv's algorithm: time one
             skip = {"explicit": "skipped at this size: the same (N, N) algorithm as mmcv"}
+        if (group, n) not in nl_flops:
+            counts = [count_flops(build, (b, c, *size)) for name, build in builders.items()
+                      if build is not None]
+            nl_flops[(group, n)] = min(counts) / 1e9
         extra = {}
         if mode == "embedded_gaussian" and n <= cfg.dot_peers_max_n:
             extra[FLOOR] = matmul_floor_step(b, n, max(c // 2, 1), cfg.seed)
@@ -225,12 +233,12 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
                             linear)
         floor = next((r for r in got if r.impl == FLOOR), None)
         if floor is not None:
-            floor.note = "the floor: six N x N x C_i bmm, fwd+bwd of the attention"
+            floor.note = "six attention-shaped bmm N x N x C_i (fwd+bwd of the attention alone)"
             gflops[n] = nl_matmul_flops(floor) / (floor.time_ms * 1e-3) / 1e9
         near = [m for m in gflops if m <= n] or list(gflops)
         rate = gflops[max(near)] if near else float("nan")
         for r in got:
-            r.floor_ms = floor.time_ms if floor else nl_matmul_flops(r) / (rate * 1e9) * 1e3
+            r.bmm_ms = floor.time_ms if floor else nl_matmul_flops(r) / (rate * 1e9) * 1e3
         rows += got
         _progress(got)
     return rows
@@ -259,7 +267,7 @@ def run_gc_se(cfg: Config, mmcv, timm, threads: int, memory: bool) -> List[Row]:
             got = measure_group(group, builders, b, c, size, many, threads, memory)
             clone = next(r for r in got if r.impl == CLONE)
             for r in got:
-                r.floor_ms = 2 * clone.time_ms
+                r.clone_ms = clone.time_ms
             rows += got
             _progress(got)
         rows += gc_forward_vs_clone(cfg, size, threads)
@@ -284,7 +292,7 @@ def gc_forward_vs_clone(cfg: Config, size: Tuple[int, int], threads: int) -> Lis
     rows = [_median_row(Row("gc_forward", name, b, c, size[0], size[1], threads=threads), ts)
             for name, ts in times.items()]
     for r in rows:
-        r.floor_ms = rows[1].time_ms
+        r.clone_ms = rows[1].time_ms
     return rows
 
 
@@ -408,6 +416,7 @@ def main(argv: List[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: List[Row] = []
     limits: Dict[int, Limits] = {}
+    nl_flops: Dict[Tuple[str, int], float] = {}  # (group, N) -> GFLOP of the floor
     targets: Dict[int, List[Target]] = {}
     saved_threads = torch.get_num_threads()
     try:
@@ -420,10 +429,14 @@ def main(argv: List[str] | None = None) -> int:
             got: List[Row] = []
             rates: Dict[int, float] = {}
             got += run_nonlocal("embedded_gaussian", cfg.nl_sizes, cfg, mmcv, threads, memory,
-                                rates)
-            got += run_nonlocal("dot_product", cfg.dot_sizes, cfg, mmcv, threads, memory, rates)
-            _update_limits(lim, rates, got)
+                                rates, nl_flops)
+            got += run_nonlocal("dot_product", cfg.dot_sizes, cfg, mmcv, threads, memory, rates,
+                                nl_flops)
             got += run_gc_se(cfg, mmcv, timm, threads, memory)
+            _update_limits(lim, rates, got)
+            remeasure_peaks(lim, cfg)
+            apply_floors(got, lim, nl_flops)
+            print(format_limits(lim), flush=True)
             if cfg.numpy_size is not None and i == 0:
                 got += run_numpy(cfg, threads)
             rows += got

@@ -216,23 +216,10 @@ class _NonLocalNd(nn.Module):
     def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
 
-        The 1x1 convs theta, phi and g run as one matrix product on x's flattened positions
-        (their weights stacked; the values of ``self.theta(x)`` etc. without the im2col copies
-        of torch's CPU convolution); theta_x and g_x are transposed views."""
-        c, ci = self.in_channels, self.inter_channels
-        xf = x.flatten(2)  # (B, C, N)
-        if self.theta is None or self.phi is None:  # gaussian: theta = phi = identity
-            theta_x, phi_x = xf.transpose(1, 2), xf
-            g_x = _conv1x1(self.g.weight.reshape(ci, c), self.g.bias, xf)
-        else:
-            weight, bias = self._stacked_embeddings()
-            out = _conv1x1(weight, bias, xf)  # (B, 3 Ci, N)
-            theta_x, phi_x, g_x = out[:, :ci].transpose(1, 2), out[:, ci : 2 * ci], out[:, 2 * ci :]
-        if self.sub_sample:
-            g_x = self._pool(g_x.unflatten(2, x.shape[2:])).flatten(2)
-            phi_x = self._pool(phi_x.unflatten(2, x.shape[2:])).flatten(2)
-        # flatten(2), not reshape(b, k, -1): -1 is ambiguous for an empty batch (B = 0)
-        return theta_x, phi_x, g_x.transpose(1, 2)
+        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
+        all B N positions); phi_x is a transposed view."""
+        theta_x, phi_x, g_x = self.embed_tokens(x)
+        return theta_x, phi_x.transpose(1, 2), g_x
 
     def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
@@ -414,6 +401,22 @@ class _NonLocalNd(nn.Module):
             out = self.norm(out)
         return out
 
+    def fusion(self, x: Tensor, y: Tensor) -> Tensor:
+        r"""Step 3: :math:`z = x + W_z y` (the residual sum of x and :meth:`transform` (y)).
+
+        Without a norm, W_z's product writes z directly (``baddbmm`` with x as its
+        addend, the bias added in place): one full-size tensor instead of two."""
+        if self.norm is not None:
+            return x + self.transform(y)
+        c = self.in_channels
+        w = self.conv_out.weight.reshape(c, self.inter_channels)
+        w = w.unsqueeze(0).expand(x.shape[0], -1, -1)
+        z = torch.baddbmm(x.flatten(2), w, y.flatten(2))
+        bias = self.conv_out.bias
+        if bias is not None:
+            z = z.add_(bias.reshape(1, c, 1))
+        return z.reshape(x.shape)
+
     def forward(
         self, x: Tensor, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -429,7 +432,7 @@ class _NonLocalNd(nn.Module):
                     "'explicit' to get it with return_attention=True"
                 )
             y, attention = self.context_modeling(x)
-            return x + self.transform(y), attention
+            return self.fusion(x, y), attention
         use_matrix = self.impl == "explicit"
         if not torch.jit.is_scripting():
             use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
@@ -439,7 +442,7 @@ class _NonLocalNd(nn.Module):
             y = self.context_modeling(x)[0]
         else:
             y = self.fast_context_modeling(x)
-        return x + self.transform(y)
+        return self.fusion(x, y)
 
     @torch.jit.unused
     def _few_keys(self, x: Tensor) -> bool:

@@ -108,6 +108,7 @@ from gclab.experiments.bench_report import (  # noqa: F401 - the report, under i
     evaluate_targets,
     format_limits,
     format_rows,
+    format_summary,
     format_targets,
     plot_scaling,
     write_csv,
@@ -162,6 +163,23 @@ def _timm():
         return None
 
 
+def _code_version() -> str | None:
+    """The git commit of the gclab being measured (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
+                              capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, timeout=10, capture_output=True, text=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_description() -> Dict[str, object]:
     """CPU, cores, load and library versions."""
     try:
@@ -178,6 +196,7 @@ def machine_description() -> Dict[str, object]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
+        "code": _code_version(),
     })
     try:
         import mmcv
@@ -398,10 +417,29 @@ def main(argv: List[str] | None = None) -> int:
                    "when it exceeds 80%% of MemAvailable)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--no-plot", action="store_true", help="do not draw scaling.png")
+    p.add_argument("--runs", type=int, default=1,
+                   help="repeat the whole benchmark this many times, into OUT/run1 ... OUT/runK, "
+                   "and write OUT/summary.md (each target's median and values over the runs)")
     args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error(f"--runs must be at least 1, got {args.runs}")
     cfg = build_config(args)
     out_dir = args.out or _new_folder()
+    if args.runs == 1:
+        run_once(args, cfg, out_dir, argv)
+        return 0
+    runs = [run_once(args, cfg, os.path.join(out_dir, f"run{k}"), argv)
+            for k in range(1, args.runs + 1)]
+    text = format_summary(runs)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(f"\n{text}\nwrote {out_dir}/summary.md and run1 ... run{args.runs}")
+    return 0
 
+
+def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
+             argv: List[str] | None) -> Tuple[Dict[str, object], Dict[int, List[Target]]]:
+    """One full benchmark into ``out_dir``; returns the machine description and the targets."""
     mmcv, timm = _mmcv(), _timm()
     machine = machine_description()
     arch = f", {machine['microarchitecture']}" if machine["microarchitecture"] else ""
@@ -476,7 +514,7 @@ def main(argv: List[str] | None = None) -> int:
         else:
             written.append("scaling.png")
     print(f"\nwrote {out_dir}/: {', '.join(written)} in {machine['seconds']} s")
-    return 0
+    return machine, targets
 
 
 def _update_limits(lim: Limits, rates: Dict[int, float], rows: Sequence[Row]) -> None:

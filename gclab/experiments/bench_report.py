@@ -280,6 +280,40 @@ def format_targets(by_threads: Dict[int, List[Target]]) -> str:
     return "\n".join(out)
 
 
+def format_summary(runs: Sequence[Tuple[Dict[str, object], Dict[int, List[Target]]]]) -> str:
+    """Each target over several runs: its median, every run's value, in how many it is met;
+    and each run's load average at start and end, seconds and peaks."""
+    first = runs[0][1]
+    threads = list(first)
+    out = ["| target | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}: median (runs), met"
+                                      for t in threads) + " |",
+           "|---|" + "---|" * len(threads)]
+    for i, tgt in enumerate(first[threads[0]]):
+        cells = []
+        for t in threads:
+            got = [r[1][t][i] for r in runs]
+            vals = [g.value for g in got if not math.isnan(g.value)]
+            if not vals:
+                cells.append("-")
+                continue
+            met = sum(g.status == "MET" for g in got)
+            cells.append(f"{statistics.median(vals):.3g} ({', '.join(f'{v:.3g}' for v in vals)})"
+                         f", {met}/{len(got)}")
+        out.append(f"| {tgt.name} | " + " | ".join(cells) + " |")
+    out += ["", "| run | load average at start | at end | seconds | code | peaks (GFLOP/s GEMM, "
+            "GB/s copy at the largest GC/SE tensor) per thread count |",
+            "|---|---|---|---|---|---|"]
+    for k, (machine, _) in enumerate(runs, 1):
+        peaks = "; ".join(
+            f"{lim['threads']}t: {lim['gemm_gflops']:.1f}, "
+            f"{lim['copy_gbps'][max(lim['copy_gbps'])]:.1f}" if lim["copy_gbps"] else "-"
+            for lim in machine.get("limits", []))
+        out.append(f"| run{k} | {machine.get('load_average_1_5_15')} | "
+                   f"{machine.get('load_average_end')} | {machine.get('seconds')} | "
+                   f"{machine.get('code')} | {peaks} |")
+    return "\n".join(out)
+
+
 def write_csv(rows: Sequence[Row], path: str) -> None:
     """One line per measured (threads, group, impl, size)."""
     with open(path, "w", newline="") as f:

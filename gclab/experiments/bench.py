@@ -1,21 +1,25 @@
 r"""``gclab bench``: time gclab's blocks beside mmcv (and timm), against this machine's limits.
 
-First it measures what the machine can do, at the thread count in use:
+First it measures the machine's physical peaks, at the thread count in use, at the start and
+again at the end of that thread count's run (the best of both is kept):
 
-- **matmul throughput**: GFLOP/s of the attention-shaped float32 batched matrix products of
-  Non-local at 64x64 (``(B, N, C_i) @ (B, C_i, N)`` and ``(B, N, N) @ (B, N, C_i)``, B=2, C_i=128);
-- **streaming bandwidth**: GB/s of one ``x.clone()`` of the GC/SE input at 64x64 (bytes read +
-  written over its time; a fresh tensor, so its page faults are in it, as in every block's).
+- **peak GEMM**: the best float32 ``torch.mm`` rate (torch's BLAS) over square sizes
+  (``Config.gemm_sizes``: 256 to 2048), in GFLOP/s;
+- **copy bandwidth**: ``dst.copy_(src)`` into a preallocated, already touched ``dst`` (STREAM's
+  copy: bytes read + written over the time), at each GC/SE tensor size, in GB/s.
 
-Every figure is then also a share of its **floor**, so results read the same on any machine:
+Every figure is then a **share of its peak**: its floor (the work at the peak) over its time.
 
-- Non-local: the FLOPs of its six N x N' x C_i matmuls (two forward, four backward: the
-  attention as the paper defines it) at the measured throughput; share = floor / time (1.0 =
-  running at the machine's matmul speed; above 1 when a fast path computes less, as dot
-  product's associativity does);
-- GC / SE: the bytes that must move, as multiples of one ``x.clone()`` (timed interleaved with
-  the blocks): a forward writes z from x and a backward writes dx from g, so the floor is two
-  clones; the table gives time / clone.
+- Non-local: the FLOPs of one fwd+bwd counted by ``FlopCounterMode`` (torch's formulas and those
+  :mod:`gclab.nn.flops` registers), the fewest any implementation of the configuration counts;
+- GC / SE: the bytes that must move: the forward reads x and writes z, the backward reads g and
+  x and writes dx, 5 tensors of (B, C, H, W) float32 (the forward alone: 2).
+
+A row that beats a measured peak raises it (``Limits.raised_by``), so no share exceeds 1. The
+older yardsticks stay beside them as ratios: ``x 6 bmm`` (time over the six attention-shaped
+``torch.bmm`` of Non-local fwd+bwd at the same size, timed in the same round-robin) and
+``x clones`` (time over one ``x.clone()`` of the input, a fresh tensor whose page faults are in
+its time). Neither is a limit: both are slower than the peaks on both CPUs measured.
 
 It runs at 1 and at 2 threads (``--threads``), and names the CPU (``/proc/cpuinfo`` model name and
 the vector extensions it reports; ``platform.processor()`` is often empty).
@@ -50,8 +54,8 @@ Targets are printed as MET / NOT MET with the measured value, per thread count.
 
 Usage::
 
-    gclab bench                          # full run (~10 min, 2 cores), into ./bench-<time>/
-    gclab bench --out data/bench/NAME    # the committed results of one machine
+    gclab bench                          # one full run, into ./bench-<time>/
+    gclab bench --runs 3 --out data/bench/NAME   # three runs of one machine + summary.md
     gclab bench --quick                  # a small subset, ~1-2 minutes
     gclab bench --smoke                  # tiny shapes: checks that it runs
 

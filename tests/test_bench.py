@@ -137,3 +137,28 @@ def test_runs_write_each_run_a_summary_and_no_share_above_one(tmp_path, capsys):
     line = next(s for s in summary.splitlines() if s.startswith("| GC fwd+bwd within 1.5x"))
     assert line.count(",") >= 2 and "/2" in line
     assert "| run2 |" in summary
+
+
+def test_cpu_clock_leaves_out_time_the_process_does_not_run():
+    import time
+
+    import pytest
+
+    nap = {"nap": lambda: time.sleep(0.05)}  # 50 ms off the CPU, as when another job runs
+    try:
+        bench.use_clock("cpu")
+        assert max(bench.interleaved_medians(nap, 2, 0)["nap"]) < 0.02
+    finally:
+        bench.use_clock("wall")
+    assert min(bench.interleaved_medians(nap, 2, 0)["nap"]) >= 0.05
+    with pytest.raises(ValueError, match="clock must be one of"):
+        bench.use_clock("cycles")
+
+
+def test_cpu_clock_applies_to_one_thread_only(tmp_path):
+    assert bench.main(["--smoke", "--threads", "1,2", "--no-plot", "--no-memory",
+                       "--clock", "cpu", "--out", str(tmp_path)]) == 0
+    machine = json.loads((tmp_path / "machine.json").read_text())
+    assert [(lim["threads"], lim["clock"]) for lim in machine["limits"]] == [(1, "cpu"),
+                                                                              (2, "wall")]
+    assert "timed by cpu time" in (tmp_path / "report.md").read_text()

@@ -104,6 +104,7 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     nl_matmul_flops,
     peak_bytes,
     remeasure_peaks,
+    use_clock,
 )
 from gclab.experiments.bench_report import (  # noqa: F401 - the report, under its old names
     Target,
@@ -370,7 +371,8 @@ def _progress(rows: Sequence[Row]) -> None:
 # ----------------------------------------------------------------------------------- main
 def build_config(args: argparse.Namespace) -> Config:
     """The full run, ``--quick`` (a subset) or ``--smoke`` (tiny, for tests)."""
-    cfg = Config(repeats=args.repeats or 5, max_gib=args.max_gib, memory=not args.no_memory)
+    cfg = Config(repeats=args.repeats or 5, max_gib=args.max_gib, memory=not args.no_memory,
+                 clock=args.clock)
     if args.quick:
         cfg.nl_sizes = ((8, 8), (16, 16), (32, 32), (64, 64))
         cfg.dot_sizes = ((16, 16), (32, 32), (32, 64), (64, 64))
@@ -421,6 +423,10 @@ def main(argv: List[str] | None = None) -> int:
                    "when it exceeds 80%% of MemAvailable)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--no-plot", action="store_true", help="do not draw scaling.png")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time by the wall clock (default) or, at 1 thread only, by this "
+                   "process's CPU time, which leaves out the time other jobs hold the core "
+                   "(for a shared machine; thread counts above 1 stay on the wall clock)")
     p.add_argument("--runs", type=int, default=1,
                    help="repeat the whole benchmark this many times, into OUT/run1 ... OUT/runK, "
                    "and write OUT/summary.md (each target's median and values over the runs)")
@@ -466,7 +472,10 @@ def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
             torch.set_num_threads(threads)
             torch.manual_seed(cfg.seed)
             memory = cfg.memory and i == 0
+            clock = cfg.clock if threads == 1 else "wall"
+            use_clock(clock)
             lim = limits[threads] = measure_limits(cfg, threads)
+            lim.clock = clock
             print(format_limits(lim), flush=True)
             got: List[Row] = []
             rates: Dict[int, float] = {}
@@ -484,6 +493,7 @@ def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
             rows += got
     finally:
         torch.set_num_threads(saved_threads)
+        use_clock("wall")
     mem_rows = [r for r in rows if not math.isnan(r.peak_mib)]
     for threads in cfg.threads:
         mine = [r for r in rows if r.threads == threads]

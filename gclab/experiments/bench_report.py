@@ -207,7 +207,9 @@ def format_limits(lim: Limits) -> str:
     sizes = ", ".join(f"{n}: {r:.1f}" for n, r in sorted(lim.gemm_rates.items()))
     copies = ", ".join(f"{r:.1f} GB/s at {m:g} MiB" for m, r in sorted(lim.copy_gbps.items()))
     end = f" -> {list(lim.load_average_end)}" if lim.load_average_end else ""
-    text = (f"peaks at {lim.threads} thread(s): GEMM {lim.gemm_gflops:.1f} GFLOP/s (float32 "
+    clock = ("" if lim.clock == "wall" else
+             f" [timed by {lim.clock} time: this process's CPU seconds, not the wall clock]")
+    text = (f"peaks at {lim.threads} thread(s){clock}: GEMM {lim.gemm_gflops:.1f} GFLOP/s (float32 "
             f"torch.mm, best over square sizes {{{sizes}}}); copy into a preallocated buffer "
             f"{copies} (read + write); load average {list(lim.load_average)}{end}. "
             f"Older yardsticks: six attention bmm {lim.matmul_gflops:.1f} GFLOP/s "

@@ -131,7 +131,7 @@ def test_runs_write_each_run_a_summary_and_no_share_above_one(tmp_path, capsys):
         assert len(shares) >= 10 and max(shares) <= 1.0
         assert {"work", "floor_ms", "bmm_ms", "clone_ms"} <= set(rows[0])
         machine = json.loads((tmp_path / f"run{k}" / "machine.json").read_text())
-        assert machine["load_average_end"] and "code" in machine
+        assert machine["load_average_end"] and "code" in machine and "environment" in machine
     summary = (tmp_path / "summary.md").read_text()
     # every measured target: median (value, value), met k/2
     line = next(s for s in summary.splitlines() if s.startswith("| GC fwd+bwd within 1.5x"))

@@ -168,6 +168,10 @@ def _timm():
         return None
 
 
+ENV_SETTINGS = ("THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "KMP_AFFINITY", "OMP_PROC_BIND")
+
+
 def _code_version() -> str | None:
     """The git commit of the gclab being measured (``+dirty`` with uncommitted changes)."""
     import subprocess
@@ -202,6 +206,9 @@ def machine_description() -> Dict[str, object]:
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
         "code": _code_version(),
+        # allocator and threading settings that change the timings (page faults, threads)
+        "environment": {k: v for k, v in os.environ.items()
+                        if k.startswith("MALLOC_") or k in ENV_SETTINGS},
     })
     try:
         import mmcv

@@ -170,11 +170,12 @@ class _NonLocalNd(nn.Module):
         return torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)
 
     def embedded_gaussian(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
-        """softmax_j(theta_i^T phi_j [/ sqrt(Ci)]): (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
-        logits = torch.bmm(theta_x, phi_x)
+        """softmax_j(theta_i^T phi_j [/ sqrt(Ci)]): (B, N, Ci), (B, Ci, N') -> (B, N, N').
+
+        The scale multiplies theta (N x Ci values), not the logits (N x N')."""
         if self.use_scale:
-            logits = logits / math.sqrt(theta_x.shape[-1])
-        return torch.softmax(logits, dim=-1)
+            theta_x = theta_x * (1.0 / math.sqrt(theta_x.shape[-1]))
+        return torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)
 
     def dot_product(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
         """theta_i^T phi_j / N': (B, N, Ci), (B, Ci, N') -> (B, N, N')."""

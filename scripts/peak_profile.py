@@ -4,8 +4,8 @@
    buffer at 32 MiB), then the GEMM rate of each attention-shaped product of Non-local at 64x64
    (B=2, N=4096, C_i=128) and of ``scaled_dot_product_attention`` (the fast path) forward and
    forward + backward, each as a share of the peak GEMM;
-2. ``torch.profiler`` over NL embedded-Gaussian fwd+bwd at 64x64: each op's self time, its
-   FLOPs where it is a product, and its share of the peak GEMM;
+2. ``torch.profiler`` over NL embedded-Gaussian fwd+bwd at 64x64 (and GC, SE): each op's
+   share of the step's self time and its FLOPs where it is a product;
 3. GC and SE fwd+bwd at 64x64 (B=8, C=256): their time over the bandwidth floor (5 tensors at
    the copy bandwidth), the page faults per step (fresh full-size tensors), and the same with
    glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_``, in a child process).
@@ -20,6 +20,8 @@ machine the time other jobs hold the core is left out), by the wall clock at mor
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no profiler start/stop lines
 import resource
 import subprocess
 import sys
@@ -62,29 +64,23 @@ def attention_products(peak: float) -> None:
         print(f"  {what:<40} {rate:6.1f} GFLOP/s = {rate / peak:.2f} of peak")
 
 
-def nl_profile(peak: float) -> None:
+def op_profile(module: torch.nn.Module, x: torch.Tensor, rows: int = 7) -> None:
+    """torch.profiler over one fwd+bwd: each op's share of the step's self time (a share, so
+    it holds under load, where the profiler's wall-clock times do not), and its FLOPs."""
     from torch.profiler import ProfilerActivity, profile
 
-    x = torch.randn(B, 256, 64, 64, requires_grad=True)
     grad = torch.randn_like(x)
-    m = NonLocal2d(256)
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.01)
-    m(x).backward(grad)
+    module(x).backward(grad)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        m(x).backward(grad)
+        module(x).backward(grad)
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     sdpa = {"aten::_scaled_dot_product_flash_attention_for_cpu": 2,
             "aten::_scaled_dot_product_flash_attention_for_cpu_backward": 5}
-    for e in events[:8]:
-        ms = e.self_cpu_time_total / 1e3
+    for e in events[:rows]:
         flops = sdpa[e.key] * 2 * B * N * N * CI if e.key in sdpa else e.flops
-        extra = ""
-        if flops:
-            rate = flops / (ms * 1e-3) / 1e9
-            extra = f"  {flops / 1e9:5.1f} GFLOP, {rate:5.1f} GFLOP/s = {rate / peak:.2f} of peak"
-        print(f"  {e.key:<58} {ms:8.1f} ms {e.self_cpu_time_total / total:6.1%}{extra}")
+        extra = f"  {flops / 1e9:5.1f} GFLOP" if flops else ""
+        print(f"  {e.key:<58} {e.self_cpu_time_total / total:6.1%} of the step{extra}")
 
 
 def gc_se(copy_gbps: float) -> None:
@@ -122,10 +118,16 @@ def main(threads: int, gc_se_only: bool = False) -> None:
     print(f"peaks: GEMM {peak:.1f} GFLOP/s, copy {copy:.1f} GB/s at 32 MiB")
     print("Non-local 64x64, its products alone (B=2, N=4096, C_i=128):")
     attention_products(peak)
-    print("Non-local embedded Gaussian 64x64 fwd+bwd, torch.profiler (self time, one step):")
-    nl_profile(peak)
+    print("Non-local embedded Gaussian 64x64 fwd+bwd, torch.profiler (one step):")
+    nl = NonLocal2d(256)
+    for p in nl.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    op_profile(nl, torch.randn(B, 256, 64, 64, requires_grad=True))
     print("GC / SE 64x64 fwd+bwd (B=8, C=256):")
     gc_se(copy)
+    for name, block in (("GC", GCBlock(256, ratio=1 / 16)), ("SE", SEBlock(256, ratio=1 / 16))):
+        print(f"{name} 64x64 fwd+bwd, torch.profiler (one step):")
+        op_profile(block, torch.randn(8, 256, 64, 64, requires_grad=True), 6)
     print("the same with glibc keeping freed memory (MALLOC_MMAP_THRESHOLD_=1 GiB):")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 30),
                MALLOC_TRIM_THRESHOLD_=str(1 << 32))

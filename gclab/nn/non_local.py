@@ -402,22 +402,6 @@ class _NonLocalNd(nn.Module):
             out = self.norm(out)
         return out
 
-    def fusion(self, x: Tensor, y: Tensor) -> Tensor:
-        r"""Step 3: :math:`z = x + W_z y` (the residual sum of x and :meth:`transform` (y)).
-
-        Without a norm, W_z's product writes z directly (``baddbmm`` with x as its
-        addend, the bias added in place): one full-size tensor instead of two."""
-        if self.norm is not None:
-            return x + self.transform(y)
-        c = self.in_channels
-        w = self.conv_out.weight.reshape(c, self.inter_channels)
-        w = w.unsqueeze(0).expand(x.shape[0], -1, -1)
-        z = torch.baddbmm(x.flatten(2), w, y.flatten(2))
-        bias = self.conv_out.bias
-        if bias is not None:
-            z = z.add_(bias.reshape(1, c, 1))
-        return z.reshape(x.shape)
-
     def forward(
         self, x: Tensor, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -433,7 +417,7 @@ class _NonLocalNd(nn.Module):
                     "'explicit' to get it with return_attention=True"
                 )
             y, attention = self.context_modeling(x)
-            return self.fusion(x, y), attention
+            return x + self.transform(y), attention
         use_matrix = self.impl == "explicit"
         if not torch.jit.is_scripting():
             use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
@@ -443,7 +427,7 @@ class _NonLocalNd(nn.Module):
             y = self.context_modeling(x)[0]
         else:
             y = self.fast_context_modeling(x)
-        return self.fusion(x, y)
+        return x + self.transform(y)
 
     @torch.jit.unused
     def _few_keys(self, x: Tensor) -> bool:

@@ -173,15 +173,16 @@ ENV_SETTINGS = ("THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NU
 
 
 def _code_version() -> str | None:
-    """The git commit of the gclab being measured (``+dirty`` with uncommitted changes)."""
+    """The git commit of the gclab being measured (``+dirty`` with uncommitted changes under
+    ``gclab/``; docs being edited do not change what is measured)."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
                               capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, timeout=10, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "gclab"], cwd=root, timeout=10, capture_output=True, text=True)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:

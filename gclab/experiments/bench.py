@@ -190,6 +190,11 @@ def _code_version() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+# when this module (and with it gclab) was imported: what a run measures, even if the
+# checkout moves on while a long ``--runs`` session is under way
+CODE_VERSION = _code_version()
+
+
 def machine_description() -> Dict[str, object]:
     """CPU, cores, load and library versions."""
     try:
@@ -206,7 +211,7 @@ def machine_description() -> Dict[str, object]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
-        "code": _code_version(),
+        "code": CODE_VERSION,
         # allocator and threading settings that change the timings (page faults, threads)
         "environment": {k: v for k, v in os.environ.items()
                         if k.startswith("MALLOC_") or k in ENV_SETTINGS},

@@ -25,7 +25,9 @@ the backward, like activation checkpointing does):
     \partial x = g \odot s + \partial c\,\alpha^\top + w\,\partial\ell^\top
 
 so the backward pass reads ``g`` once or twice and ``x`` once or twice, and writes one tensor,
-``dx``, as a rank-2 update of ``g`` (or ``g * s``): ``baddbmm``. :math:`\sum_j g_j \odot x_j` is
+``dx``, as a rank-2 update of ``g`` (or ``g * s``), one sample at a time so that x[i] is
+read from memory once for :math:`\partial\ell`, :math:`\partial w` and dx
+(:func:`_attention_pool_backward`, ``addmm``). :math:`\sum_j g_j \odot x_j` is
 taken in cache-sized chunks, so ``g * x`` is never allocated. Average pooling
 (:math:`\alpha = 1/N`) drops the :math:`w` term.
 

@@ -5,15 +5,19 @@ A prepared script for a GPU machine (CI never runs it):
     .venv/bin/python scripts/gpu_check.py                 # on a machine with CUDA
     .venv/bin/python scripts/gpu_check.py --cpu-dry-run   # the same checks, tiny, on CPU
 
-For float32 and bfloat16 it
+For float32, bfloat16 and float16 it
 
 1. runs every Non-local mode (with and without sub-sampling) through the fast path and the
-   explicit path and compares outputs and input gradients (TF32 is switched off for this);
-   GC, SE and SNL are compared against their float64 CPU results;
+   explicit path and compares outputs and input gradients (TF32 is switched off for this); in
+   bfloat16 and float16 also the fast path's output against the float32 explicit one (the
+   error the lower precision costs); GC, SE and SNL are compared against their float64 CPU
+   results;
 2. records which ``scaled_dot_product_attention`` kernel the fast path used (flash,
    memory-efficient, cuDNN or math), read from the profiler's op names;
 3. times forward + backward of NL embedded-Gaussian (B=2, C=256) at 64x64 and 128x128 on both
-   paths, with the peak memory from ``torch.cuda.max_memory_allocated``.
+   paths and mmcv's ``NonLocal2d`` (when mmcv is installed), and GC against mmcv's
+   ``ContextBlock`` (B=8, C=256, 64x64), with the peak memory from
+   ``torch.cuda.max_memory_allocated``.
 
 Prints a table and writes JSON to ``--out`` (default data/bench/gpu.json). Without a CUDA
 device (and without ``--cpu-dry-run``) it says so and exits 0 having checked nothing.
@@ -35,7 +39,8 @@ from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
 from gclab.nn.non_local import MODES
 
 # bf16 keeps 8 mantissa bits; gaussian mode's unscaled x.x logits amplify rounding most
-TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
+TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SDPA_KERNELS = ("flash", "efficient", "cudnn", "math")
 
 
@@ -84,9 +89,15 @@ def check_equality(device: str, dtype: torch.dtype, size: int) -> List[Dict]:
                 outs.append((out.detach(), x.grad))
             err = max(_rel_err(outs[1][0], outs[0][0]), _rel_err(outs[1][1], outs[0][1]))
             kernel = sdpa_kernel_used(fast, x64.to(device, dtype)) if "gauss" in mode else "-"
-            rows.append({"block": f"NL {mode}{' sub' if sub else ''}", "dtype": str(dtype),
-                         "rel_err_fast_vs_explicit": err, "ok": err <= TOL[dtype],
-                         "sdpa_kernel": kernel})
+            row = {"block": f"NL {mode}{' sub' if sub else ''}", "dtype": str(dtype),
+                   "rel_err_fast_vs_explicit": err, "ok": err <= TOL[dtype],
+                   "sdpa_kernel": kernel}
+            if dtype != torch.float32:  # what the lower precision costs against float32
+                with torch.no_grad():
+                    out32 = copy.deepcopy(ref).float()(x64.to(device, torch.float32))
+                row["rel_err_vs_fp32"] = _rel_err(outs[1][0], out32)
+                row["ok"] = row["ok"] and row["rel_err_vs_fp32"] <= TOL[dtype]
+            rows.append(row)
     for name, build in (("GC", lambda: GCBlock(32, 1 / 4, fusions=("add", "mul"))),
                         ("SE", lambda: SEBlock(32, 1 / 4)),
                         ("SNL", lambda: SimplifiedNonLocal2d(32))):
@@ -103,36 +114,76 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _mmcv_blocks():
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from mmcv.cnn import ContextBlock
+            from mmcv.cnn import NonLocal2d as MmcvNonLocal2d
+        return MmcvNonLocal2d, ContextBlock
+    except Exception:  # noqa: BLE001 - any import failure means "not installed" here
+        return None
+
+
+def _time_block(build, device: str, dtype: torch.dtype, shape, repeats: int) -> Dict:
+    """Median fwd+bwd time (ms) and peak memory (MiB, CUDA) of ``build()`` on ``shape``."""
+    row: Dict = {}
+    m = _randomise(build()).to(device, dtype)
+    x = torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn_like(x)
+    try:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if device == "cuda" else 0
+        times = []
+        for r in range(repeats + 1):
+            _sync(device)
+            t0 = time.perf_counter()
+            m(x).backward(grad)
+            _sync(device)
+            if r:
+                times.append(time.perf_counter() - t0)
+        row["ms"] = sorted(times)[len(times) // 2] * 1e3
+        if device == "cuda":
+            row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    except torch.OutOfMemoryError as e:  # the explicit path at 128x128 may not fit
+        row["error"] = f"out of memory: {str(e).splitlines()[0]}"
+    return row
+
+
 def time_nl(device: str, dtype: torch.dtype, size: int, channels: int, repeats: int) -> List[Dict]:
-    """Median fwd+bwd time and peak memory of NL embedded-Gaussian, fast vs explicit."""
+    """Median fwd+bwd time and peak memory of NL embedded-Gaussian: fast, explicit, mmcv."""
     rows = []
-    for impl in ("fast", "explicit"):
-        m = _randomise(NonLocal2d(channels, impl=impl)).to(device, dtype)
-        x = torch.randn(2, channels, size, size, device=device, dtype=dtype, requires_grad=True)
-        grad = torch.randn_like(x)
-        row = {"impl": impl, "dtype": str(dtype), "size": f"{size}x{size}"}
-        try:
-            if device == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated() if device == "cuda" else 0
-            times = []
-            for r in range(repeats + 1):
-                _sync(device)
-                t0 = time.perf_counter()
-                m(x).backward(grad)
-                _sync(device)
-                if r:
-                    times.append(time.perf_counter() - t0)
-            row["ms"] = sorted(times)[len(times) // 2] * 1e3
-            if device == "cuda":
-                row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-            if impl == "fast":
-                row["sdpa_kernel"] = sdpa_kernel_used(m, x.detach())
-        except torch.OutOfMemoryError as e:  # the explicit path at 128x128 may not fit
-            row["error"] = f"out of memory: {str(e).splitlines()[0]}"
+    builds = {"fast": lambda: NonLocal2d(channels, impl="fast"),
+              "explicit": lambda: NonLocal2d(channels, impl="explicit")}
+    mmcv = _mmcv_blocks()
+    if mmcv is not None:
+        builds["mmcv"] = lambda: mmcv[0](channels)
+    for impl, build in builds.items():
+        row = {"block": "NL embedded", "impl": impl, "dtype": str(dtype),
+               "size": f"{size}x{size}"}
+        row.update(_time_block(build, device, dtype, (2, channels, size, size), repeats))
+        if impl == "fast" and "error" not in row:
+            x = torch.randn(2, channels, size, size, device=device, dtype=dtype)
+            row["sdpa_kernel"] = sdpa_kernel_used(_randomise(build()).to(device, dtype), x)
         rows.append(row)
-        del m, x, grad
+    return rows
+
+
+def time_gc(device: str, dtype: torch.dtype, size: int, channels: int, repeats: int) -> List[Dict]:
+    """Median fwd+bwd time of GC (B=8) against mmcv's ContextBlock."""
+    builds = {"gclab": lambda: GCBlock(channels, 1 / 16)}
+    mmcv = _mmcv_blocks()
+    if mmcv is not None:
+        builds["mmcv"] = lambda: mmcv[1](channels, ratio=1 / 16)
+    rows = []
+    for impl, build in builds.items():
+        row = {"block": "GC", "impl": impl, "dtype": str(dtype), "size": f"{size}x{size}"}
+        row.update(_time_block(build, device, dtype, (8, channels, size, size), repeats))
+        rows.append(row)
     return rows
 
 
@@ -159,19 +210,21 @@ def main(argv: List[str] | None = None) -> int:
         return 0
 
     results: Dict[str, list] = {"equality": [], "timing": []}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in DTYPES:
         results["equality"] += check_equality(device, dtype, eq_size)
         for size in sizes:
             results["timing"] += time_nl(device, dtype, size, channels, args.repeats)
+        results["timing"] += time_gc(device, dtype, sizes[0], channels, args.repeats)
 
     for r in results["equality"]:
         err = r.get("rel_err_fast_vs_explicit", r.get("rel_err_vs_cpu_f64"))
-        print(f"{r['block']:<26} {r['dtype']:<15} rel err {err:.2e} "
+        vs32 = f"  vs fp32 {r['rel_err_vs_fp32']:.2e}" if "rel_err_vs_fp32" in r else ""
+        print(f"{r['block']:<26} {r['dtype']:<15} rel err {err:.2e}{vs32} "
               f"{'ok' if r['ok'] else 'TOO LARGE'}  {r.get('sdpa_kernel', '')}")
     for r in results["timing"]:
         peak = f"peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else "peak (CUDA only)"
         what = r.get("error") or f"{r['ms']:8.2f} ms  {peak}  {r.get('sdpa_kernel', '')}"
-        print(f"NL embedded {r['size']:<8} {r['impl']:<9} {r['dtype']:<15} {what}")
+        print(f"{r['block']:<11} {r['size']:<8} {r['impl']:<9} {r['dtype']:<15} {what}")
     results["device"] = device if device == "cpu" else torch.cuda.get_device_name()
     results["torch"] = torch.__version__
     if device == "cuda":

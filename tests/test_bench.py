@@ -13,15 +13,15 @@ import gclab.experiments.bench as bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_smoke_prints_limits_shares_and_both_thread_counts(tmp_path, monkeypatch, capfd):
+def test_smoke_prints_peaks_shares_and_both_thread_counts(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     before = sorted((ROOT / "data" / "bench").rglob("*"))
     assert bench.main(["--smoke", "--threads", "1,2", "--no-plot"]) == 0
     out, err = capfd.readouterr()
     assert "USDT" not in out + err  # kineto's profiler_start/stop lines are silenced
-    assert "machine limits at 1 thread(s): matmul" in out and "GB/s" in out
-    assert "machine limits at 2 thread(s)" in out
-    assert "| floor ms | floor/time | x clones |" in out
+    assert "peaks at 1 thread(s): GEMM" in out and "copy into a preallocated buffer" in out
+    assert "peaks at 2 thread(s)" in out and "GB/s" in out
+    assert "| floor work | floor ms | share of peak | x 6 bmm | x clones |" in out
     assert "| target | 1 thread | status | 2 threads | status |" in out
     assert "x.clone()" in out
     # a new folder in the current directory, not data/bench of the package
@@ -60,3 +60,105 @@ def test_cpu_description_names_the_cpu():
     d = bench.cpu_description()
     assert isinstance(d["cpu"], str) and d["cpu"]
     assert isinstance(d["vector_extensions"], list)
+
+
+def _smoke_config():
+    cfg = bench.Config(nl_sizes=((4, 4),), gc_sizes=((4, 4), (8, 8)), channels=8,
+                       nl_batch=1, gc_batch=2, gemm_sizes=(32, 64))
+    return cfg
+
+
+def test_peaks_are_the_max_over_every_measurement():
+    cfg = _smoke_config()
+    lim = bench.measure_limits(cfg, 1)
+    assert set(lim.gemm_rates) == {32, 64} and len(lim.copy_gbps) == 2
+    assert lim.gemm_gflops == max(lim.gemm_rates.values())
+    assert lim.gemm_rates[lim.gemm_size] == lim.gemm_gflops
+    first_gemm, first_copy = dict(lim.gemm_rates), dict(lim.copy_gbps)
+    bench.remeasure_peaks(lim, cfg)  # a second measurement can only raise them
+    assert all(lim.gemm_rates[n] >= r for n, r in first_gemm.items())
+    assert all(lim.copy_gbps[m] >= r for m, r in first_copy.items())
+    assert lim.gemm_gflops == max(lim.gemm_rates.values())
+    assert lim.load_average_end
+
+
+def _limits(gemm: float, copy: dict) -> bench.Limits:
+    return bench.Limits(threads=1, matmul_gflops=1.0, matmul_shape="", clone_gbps=1.0,
+                        clone_ms=1.0, clone_mib=1.0, load_average=(0.0, 0.0, 0.0),
+                        gemm_gflops=gemm, gemm_size=64, gemm_rates={64: gemm},
+                        copy_gbps=dict(copy))
+
+
+def test_floors_are_work_at_the_peak_and_no_share_exceeds_one():
+    # 1 GFLOP in 20 ms = 50 GFLOP/s: half of a 100 GFLOP/s peak; 0.5 GFLOP in 2 ms = 250
+    # GFLOP/s beats it, so the peak must become 250 (measured peaks are lower bounds)
+    nl_slow = bench.Row("nl_embedded", "mmcv", 2, 256, 8, 8, time_ms=20.0)
+    nl_fast = bench.Row("nl_dot", "gclab", 2, 256, 8, 8, time_ms=2.0)
+    mib = 2 * 256 * 8 * 8 * 4 / bench.MIB
+    se = bench.Row("se", "gclab", 2, 256, 8, 8, time_ms=1.0)  # 5 tensors of 128 KiB
+    clone = bench.Row("se", bench.CLONE, 2, 256, 8, 8, time_ms=1e-4)  # faster than the copy
+    lim = _limits(100.0, {round(mib, 3): 10.0})
+    rows = [nl_slow, nl_fast, se, clone]
+    bench.apply_floors(rows, lim, {("nl_embedded", 64): 1.0, ("nl_dot", 64): 0.5})
+    assert lim.gemm_gflops == 250.0 and any("nl_dot" in why for why in lim.raised_by)
+    assert nl_fast.share == 1.0
+    assert abs(nl_slow.share - 1.0 / 250.0 / 20e-3) < 1e-12
+    tensor = 2 * 256 * 64 * 4
+    assert se.work == 5 * tensor and clone.work == 2 * tensor
+    assert lim.copy_gbps[round(mib, 3)] == 2 * tensor / 1e-7 / 1e9
+    assert all(r.share <= 1.0 for r in rows)
+
+
+def test_counted_flops_are_the_non_local_formula():
+    # explicit embedded Gaussian NL, fwd+bwd: 6 N x N x C_i products (2 forward, 4 backward)
+    # and 4 1x1 convs C <-> C_i (each 2 B N C C_i forward, twice that backward)
+    from gclab.nn import NonLocal2d
+
+    b, c, h, w = 2, 16, 4, 6
+    n, ci = h * w, c // 2
+    got = bench.count_flops(lambda: NonLocal2d(c, impl="explicit"), (b, c, h, w))
+    assert got == 6 * 2 * b * n * n * ci + 4 * 3 * 2 * b * n * c * ci
+
+
+def test_runs_write_each_run_a_summary_and_no_share_above_one(tmp_path, capsys):
+    import csv
+
+    assert bench.main(["--smoke", "--threads", "1", "--no-plot", "--no-memory", "--runs", "2",
+                       "--out", str(tmp_path)]) == 0
+    for k in (1, 2):
+        rows = list(csv.DictReader((tmp_path / f"run{k}" / "results.csv").open()))
+        shares = [float(r["share"]) for r in rows if r["share"] not in ("", "nan")]
+        assert len(shares) >= 10 and max(shares) <= 1.0
+        assert {"work", "floor_ms", "bmm_ms", "clone_ms"} <= set(rows[0])
+        machine = json.loads((tmp_path / f"run{k}" / "machine.json").read_text())
+        assert machine["load_average_end"] and "code" in machine and "environment" in machine
+    summary = (tmp_path / "summary.md").read_text()
+    # every measured target: median (value, value), met k/2
+    line = next(s for s in summary.splitlines() if s.startswith("| GC fwd+bwd within 1.5x"))
+    assert line.count(",") >= 2 and "/2" in line
+    assert "| run2 |" in summary
+
+
+def test_cpu_clock_leaves_out_time_the_process_does_not_run():
+    import time
+
+    import pytest
+
+    nap = {"nap": lambda: time.sleep(0.05)}  # 50 ms off the CPU, as when another job runs
+    try:
+        bench.use_clock("cpu")
+        assert max(bench.interleaved_medians(nap, 2, 0)["nap"]) < 0.02
+    finally:
+        bench.use_clock("wall")
+    assert min(bench.interleaved_medians(nap, 2, 0)["nap"]) >= 0.05
+    with pytest.raises(ValueError, match="clock must be one of"):
+        bench.use_clock("cycles")
+
+
+def test_cpu_clock_applies_to_one_thread_only(tmp_path):
+    assert bench.main(["--smoke", "--threads", "1,2", "--no-plot", "--no-memory",
+                       "--clock", "cpu", "--out", str(tmp_path)]) == 0
+    machine = json.loads((tmp_path / "machine.json").read_text())
+    assert [(lim["threads"], lim["clock"]) for lim in machine["limits"]] == [(1, "cpu"),
+                                                                              (2, "wall")]
+    assert "timed by cpu time" in (tmp_path / "report.md").read_text()

@@ -1,21 +1,25 @@
 r"""``gclab bench``: time gclab's blocks beside mmcv (and timm), against this machine's limits.
 
-First it measures what the machine can do, at the thread count in use:
+First it measures the machine's physical peaks, at the thread count in use, at the start and
+again at the end of that thread count's run (the best of both is kept):
 
-- **matmul throughput**: GFLOP/s of the attention-shaped float32 batched matrix products of
-  Non-local at 64x64 (``(B, N, C_i) @ (B, C_i, N)`` and ``(B, N, N) @ (B, N, C_i)``, B=2, C_i=128);
-- **streaming bandwidth**: GB/s of one ``x.clone()`` of the GC/SE input at 64x64 (bytes read +
-  written over its time; a fresh tensor, so its page faults are in it, as in every block's).
+- **peak GEMM**: the best float32 ``torch.mm`` rate (torch's BLAS) over square sizes
+  (``Config.gemm_sizes``: 256 to 2048), in GFLOP/s;
+- **copy bandwidth**: ``dst.copy_(src)`` into a preallocated, already touched ``dst`` (STREAM's
+  copy: bytes read + written over the time), at each GC/SE tensor size, in GB/s.
 
-Every figure is then also a share of its **floor**, so results read the same on any machine:
+Every figure is then a **share of its peak**: its floor (the work at the peak) over its time.
 
-- Non-local: the FLOPs of its six N x N' x C_i matmuls (two forward, four backward: the
-  attention as the paper defines it) at the measured throughput; share = floor / time (1.0 =
-  running at the machine's matmul speed; above 1 when a fast path computes less, as dot
-  product's associativity does);
-- GC / SE: the bytes that must move, as multiples of one ``x.clone()`` (timed interleaved with
-  the blocks): a forward writes z from x and a backward writes dx from g, so the floor is two
-  clones; the table gives time / clone.
+- Non-local: the FLOPs of one fwd+bwd counted by ``FlopCounterMode`` (torch's formulas and those
+  :mod:`gclab.nn.flops` registers), the fewest any implementation of the configuration counts;
+- GC / SE: the bytes that must move: the forward reads x and writes z, the backward reads g and
+  x and writes dx, 5 tensors of (B, C, H, W) float32 (the forward alone: 2).
+
+A row that beats a measured peak raises it (``Limits.raised_by``), so no share exceeds 1. The
+older yardsticks stay beside them as ratios: ``x 6 bmm`` (time over the six attention-shaped
+``torch.bmm`` of Non-local fwd+bwd at the same size, timed in the same round-robin) and
+``x clones`` (time over one ``x.clone()`` of the input, a fresh tensor whose page faults are in
+its time). Neither is a limit: both are slower than the peaks on both CPUs measured.
 
 It runs at 1 and at 2 threads (``--threads``), and names the CPU (``/proc/cpuinfo`` model name and
 the vector extensions it reports; ``platform.processor()`` is often empty).
@@ -50,8 +54,8 @@ Targets are printed as MET / NOT MET with the measured value, per thread count.
 
 Usage::
 
-    gclab bench                          # full run (~10 min, 2 cores), into ./bench-<time>/
-    gclab bench --out data/bench/NAME    # the committed results of one machine
+    gclab bench                          # one full run, into ./bench-<time>/
+    gclab bench --runs 3 --out data/bench/NAME   # three runs of one machine + summary.md
     gclab bench --quick                  # a small subset, ~1-2 minutes
     gclab bench --smoke                  # tiny shapes: checks that it runs
 
@@ -90,6 +94,8 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     _median_row,
     _nxn_estimate_gib,
     _repeats_for,
+    apply_floors,
+    count_flops,
     fwd_bwd_step,
     interleaved_medians,
     matmul_floor_step,
@@ -97,6 +103,8 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     measure_limits,
     nl_matmul_flops,
     peak_bytes,
+    remeasure_peaks,
+    use_clock,
 )
 from gclab.experiments.bench_report import (  # noqa: F401 - the report, under its old names
     Target,
@@ -105,6 +113,7 @@ from gclab.experiments.bench_report import (  # noqa: F401 - the report, under i
     evaluate_targets,
     format_limits,
     format_rows,
+    format_summary,
     format_targets,
     plot_scaling,
     write_csv,
@@ -159,6 +168,33 @@ def _timm():
         return None
 
 
+ENV_SETTINGS = ("THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "KMP_AFFINITY", "OMP_PROC_BIND")
+
+
+def _code_version() -> str | None:
+    """The git commit of the gclab being measured (``+dirty`` with uncommitted changes under
+    ``gclab/``; docs being edited do not change what is measured)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
+                              capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "gclab"], cwd=root, timeout=10, capture_output=True, text=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+# when this module (and with it gclab) was imported: what a run measures, even if the
+# checkout moves on while a long ``--runs`` session is under way
+CODE_VERSION = _code_version()
+
+
 def machine_description() -> Dict[str, object]:
     """CPU, cores, load and library versions."""
     try:
@@ -175,6 +211,10 @@ def machine_description() -> Dict[str, object]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
+        "code": CODE_VERSION,
+        # allocator and threading settings that change the timings (page faults, threads)
+        "environment": {k: v for k, v in os.environ.items()
+                        if k.startswith("MALLOC_") or k in ENV_SETTINGS},
     })
     try:
         import mmcv
@@ -189,11 +229,12 @@ def machine_description() -> Dict[str, object]:
 
 # --------------------------------------------------------------------------------- groups
 def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool,
-                 gflops: Dict[int, float]) -> List[Row]:
-    """One NL mode at every size. The floor of each row: the six attention matmuls of its
-    size timed in the same round-robin (embedded Gaussian, N <= 64x64), else their FLOPs at
-    the throughput measured at the nearest smaller such size (``gflops``: N -> GFLOP/s, filled
-    here)."""
+                 gflops: Dict[int, float], nl_flops: Dict[Tuple[str, int], float]) -> List[Row]:
+    """One NL mode at every size. ``nl_flops`` is filled with the floor's work per (group, N):
+    the fewest fwd+bwd FLOPs any implementation counts (:func:`count_flops`). The older
+    yardstick of each row (``bmm_ms``): the six attention bmm of its size timed in the same
+    round-robin (embedded Gaussian, N <= 64x64), else their FLOPs at the rate measured at the
+    nearest smaller such size (``gflops``: N -> GFLOP/s, filled here)."""
     group = {"embedded_gaussian": "nl_embedded", "dot_product": "nl_dot"}[mode]
     c, b = cfg.channels, cfg.nl_batch
     builders: Dict[str, Callable[[], nn.Module] | None] = {
@@ -217,6 +258,10 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
                     "needs gclab only" for k in builders if k != "gclab"}
         elif n >= 128 * 128 and "mmcv" in builders:  # explicit == mmcv's algorithm: time one
             skip = {"explicit": "skipped at this size: the same (N, N) algorithm as mmcv"}
+        if (group, n) not in nl_flops:
+            counts = [count_flops(build, (b, c, *size)) for name, build in builders.items()
+                      if build is not None]
+            nl_flops[(group, n)] = min(counts) / 1e9
         extra = {}
         if mode == "embedded_gaussian" and n <= cfg.dot_peers_max_n:
             extra[FLOOR] = matmul_floor_step(b, n, max(c // 2, 1), cfg.seed)
@@ -225,12 +270,12 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
                             linear)
         floor = next((r for r in got if r.impl == FLOOR), None)
         if floor is not None:
-            floor.note = "the floor: six N x N x C_i bmm, fwd+bwd of the attention"
+            floor.note = "six attention-shaped bmm N x N x C_i (fwd+bwd of the attention alone)"
             gflops[n] = nl_matmul_flops(floor) / (floor.time_ms * 1e-3) / 1e9
         near = [m for m in gflops if m <= n] or list(gflops)
         rate = gflops[max(near)] if near else float("nan")
         for r in got:
-            r.floor_ms = floor.time_ms if floor else nl_matmul_flops(r) / (rate * 1e9) * 1e3
+            r.bmm_ms = floor.time_ms if floor else nl_matmul_flops(r) / (rate * 1e9) * 1e3
         rows += got
         _progress(got)
     return rows
@@ -259,7 +304,7 @@ def run_gc_se(cfg: Config, mmcv, timm, threads: int, memory: bool) -> List[Row]:
             got = measure_group(group, builders, b, c, size, many, threads, memory)
             clone = next(r for r in got if r.impl == CLONE)
             for r in got:
-                r.floor_ms = 2 * clone.time_ms
+                r.clone_ms = clone.time_ms
             rows += got
             _progress(got)
         rows += gc_forward_vs_clone(cfg, size, threads)
@@ -284,7 +329,7 @@ def gc_forward_vs_clone(cfg: Config, size: Tuple[int, int], threads: int) -> Lis
     rows = [_median_row(Row("gc_forward", name, b, c, size[0], size[1], threads=threads), ts)
             for name, ts in times.items()]
     for r in rows:
-        r.floor_ms = rows[1].time_ms
+        r.clone_ms = rows[1].time_ms
     return rows
 
 
@@ -339,7 +384,8 @@ def _progress(rows: Sequence[Row]) -> None:
 # ----------------------------------------------------------------------------------- main
 def build_config(args: argparse.Namespace) -> Config:
     """The full run, ``--quick`` (a subset) or ``--smoke`` (tiny, for tests)."""
-    cfg = Config(repeats=args.repeats or 5, max_gib=args.max_gib, memory=not args.no_memory)
+    cfg = Config(repeats=args.repeats or 5, max_gib=args.max_gib, memory=not args.no_memory,
+                 clock=args.clock)
     if args.quick:
         cfg.nl_sizes = ((8, 8), (16, 16), (32, 32), (64, 64))
         cfg.dot_sizes = ((16, 16), (32, 32), (32, 64), (64, 64))
@@ -390,10 +436,33 @@ def main(argv: List[str] | None = None) -> int:
                    "when it exceeds 80%% of MemAvailable)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--no-plot", action="store_true", help="do not draw scaling.png")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time by the wall clock (default) or, at 1 thread only, by this "
+                   "process's CPU time, which leaves out the time other jobs hold the core "
+                   "(for a shared machine; thread counts above 1 stay on the wall clock)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="repeat the whole benchmark this many times, into OUT/run1 ... OUT/runK, "
+                   "and write OUT/summary.md (each target's median and values over the runs)")
     args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error(f"--runs must be at least 1, got {args.runs}")
     cfg = build_config(args)
     out_dir = args.out or _new_folder()
+    if args.runs == 1:
+        run_once(args, cfg, out_dir, argv)
+        return 0
+    runs = [run_once(args, cfg, os.path.join(out_dir, f"run{k}"), argv)
+            for k in range(1, args.runs + 1)]
+    text = format_summary(runs)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(f"\n{text}\nwrote {out_dir}/summary.md and run1 ... run{args.runs}")
+    return 0
 
+
+def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
+             argv: List[str] | None) -> Tuple[Dict[str, object], Dict[int, List[Target]]]:
+    """One full benchmark into ``out_dir``; returns the machine description and the targets."""
     mmcv, timm = _mmcv(), _timm()
     machine = machine_description()
     arch = f", {machine['microarchitecture']}" if machine["microarchitecture"] else ""
@@ -408,6 +477,7 @@ def main(argv: List[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: List[Row] = []
     limits: Dict[int, Limits] = {}
+    nl_flops: Dict[Tuple[str, int], float] = {}  # (group, N) -> GFLOP of the floor
     targets: Dict[int, List[Target]] = {}
     saved_threads = torch.get_num_threads()
     try:
@@ -415,20 +485,28 @@ def main(argv: List[str] | None = None) -> int:
             torch.set_num_threads(threads)
             torch.manual_seed(cfg.seed)
             memory = cfg.memory and i == 0
+            clock = cfg.clock if threads == 1 else "wall"
+            use_clock(clock)
             lim = limits[threads] = measure_limits(cfg, threads)
+            lim.clock = clock
             print(format_limits(lim), flush=True)
             got: List[Row] = []
             rates: Dict[int, float] = {}
             got += run_nonlocal("embedded_gaussian", cfg.nl_sizes, cfg, mmcv, threads, memory,
-                                rates)
-            got += run_nonlocal("dot_product", cfg.dot_sizes, cfg, mmcv, threads, memory, rates)
-            _update_limits(lim, rates, got)
+                                rates, nl_flops)
+            got += run_nonlocal("dot_product", cfg.dot_sizes, cfg, mmcv, threads, memory, rates,
+                                nl_flops)
             got += run_gc_se(cfg, mmcv, timm, threads, memory)
+            _update_limits(lim, rates, got)
+            remeasure_peaks(lim, cfg)
+            apply_floors(got, lim, nl_flops)
+            print(format_limits(lim), flush=True)
             if cfg.numpy_size is not None and i == 0:
                 got += run_numpy(cfg, threads)
             rows += got
     finally:
         torch.set_num_threads(saved_threads)
+        use_clock("wall")
     mem_rows = [r for r in rows if not math.isnan(r.peak_mib)]
     for threads in cfg.threads:
         mine = [r for r in rows if r.threads == threads]
@@ -463,7 +541,7 @@ def main(argv: List[str] | None = None) -> int:
         else:
             written.append("scaling.png")
     print(f"\nwrote {out_dir}/: {', '.join(written)} in {machine['seconds']} s")
-    return 0
+    return machine, targets
 
 
 def _update_limits(lim: Limits, rates: Dict[int, float], rows: Sequence[Row]) -> None:

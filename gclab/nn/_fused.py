@@ -25,7 +25,9 @@ the backward, like activation checkpointing does):
     \partial x = g \odot s + \partial c\,\alpha^\top + w\,\partial\ell^\top
 
 so the backward pass reads ``g`` once or twice and ``x`` once or twice, and writes one tensor,
-``dx``, as a rank-2 update of ``g`` (or ``g * s``): ``baddbmm``. :math:`\sum_j g_j \odot x_j` is
+``dx``, as a rank-2 update of ``g`` (or ``g * s``), one sample at a time so that x[i] is
+read from memory once for :math:`\partial\ell`, :math:`\partial w` and dx
+(:func:`_attention_pool_backward`, ``addmm``). :math:`\sum_j g_j \odot x_j` is
 taken in cache-sized chunks, so ``g * x`` is never allocated. Average pooling
 (:math:`\alpha = 1/N`) drops the :math:`w` term.
 
@@ -90,6 +92,37 @@ def rowdot(a: Tensor, b: Tensor) -> Tensor:
         torch.mul(a[i:i + k], b[i:i + k], out=t)
         torch.sum(t, dim=1, out=out[i:i + k])
     return out
+
+
+def _attention_pool_backward(x3, g3, gate, alpha, dctx3, cdot, weight, need_dx: bool,
+                             need_dweight: bool):
+    """The backward of attention pooling + fusion, one sample at a time.
+
+    ``dl_j = alpha_j (x_j . dc - c . dc)``, ``dw = sum_j x_j dl_j``,
+    ``dx = g * s + dc alpha^T + w dl^T``. Per sample, x[i] (C x N) is read from memory once:
+    the products for dl and dw and the rank-2 update of dx reuse it (and g[i]) from the cache,
+    and every product is a row vector times a matrix or a rank-2 update (no matrix-vector
+    product with N-long rows, which torch's bmm runs several times slower).
+    Returns dx (B, C, N) or None, dw (1, C) or None, dlogits (B, N)."""
+    b, c, n = x3.shape
+    dlogits = alpha.new_empty(b, n)
+    dweight = x3.new_zeros(1, c) if need_dweight else None
+    dx3 = g3.new_empty(b, c, n) if need_dx else None
+    w = weight.reshape(c, 1).to(x3.dtype)
+    for i in range(b):
+        xi, dl = x3[i], dlogits[i:i + 1]
+        sdot = torch.mm(dctx3[i].t(), xi)  # (1, N)
+        torch.mul(alpha[i:i + 1], sdot - cdot[i], out=dl)
+        if dweight is not None:
+            dweight.addmm_(dl, xi.t())
+        if dx3 is not None:
+            u = torch.cat([dctx3[i], w], dim=1)  # (C, 2)
+            v = torch.cat([alpha[i:i + 1], dl], dim=0)  # (2, N)
+            if gate is not None:
+                torch.mul(g3[i], gate[i].reshape(c, 1), out=dx3[i]).addmm_(u, v)
+            else:
+                torch.addmm(g3[i], u, v, out=dx3[i])
+    return dx3, dweight, dlogits
 
 
 class GlobalContextFunction(torch.autograd.Function):
@@ -164,29 +197,24 @@ class GlobalContextFunction(torch.autograd.Function):
 
         dx = dweight = dbias = None
         dctx3 = dctx.reshape(b, c, 1)
+        need_dx = ctx.needs_input_grad[0]
         if weight is not None:
-            # dlogits_j = alpha_j (x_j . dc - c . dc)
-            sdot = torch.bmm(dctx3.transpose(1, 2), x3).reshape(b, n)
             cdot = (context.reshape(b, c) * dctx.reshape(b, c)).sum(dim=1, keepdim=True)
-            dlogits = alpha * (sdot - cdot)  # (B, N)
-            if ctx.needs_input_grad[1]:
-                dweight = torch.bmm(x3, dlogits.unsqueeze(2)).sum(dim=0).reshape(weight.shape)
+            dx3, dweight, dlogits = _attention_pool_backward(
+                x3, g3, gate, alpha, dctx3, cdot, weight, need_dx, ctx.needs_input_grad[1]
+            )
+            if dweight is not None:
+                dweight = dweight.reshape(weight.shape)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 dbias = dlogits.sum().reshape(1)
-        if ctx.needs_input_grad[0]:
-            if weight is not None:
-                u = torch.cat([dctx3, weight.reshape(1, c, 1).expand(b, c, 1)], dim=2)
-                v = torch.stack([alpha, dlogits], dim=1)  # (B, 2, N)
-                if gate is not None:
-                    dx3 = torch.mul(g3, gate.reshape(b, c, 1)).baddbmm_(u, v)
-                else:
-                    dx3 = torch.baddbmm(g3, u, v)
+            if dx3 is not None:
+                dx = dx3.reshape(b, c, h, w)
+        elif need_dx:
+            dmean = dctx3 * (1.0 / n)
+            if gate is not None:
+                dx3 = torch.addcmul(dmean, g3, gate.reshape(b, c, 1))
             else:
-                dmean = dctx3 * (1.0 / n)
-                if gate is not None:
-                    dx3 = torch.addcmul(dmean, g3, gate.reshape(b, c, 1))
-                else:
-                    dx3 = g3 + dmean
+                dx3 = g3 + dmean
             dx = dx3.reshape(b, c, h, w)
         return (dx, dweight, dbias, None, *dparams)
 

@@ -170,11 +170,12 @@ class _NonLocalNd(nn.Module):
         return torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)
 
     def embedded_gaussian(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
-        """softmax_j(theta_i^T phi_j [/ sqrt(Ci)]): (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
-        logits = torch.bmm(theta_x, phi_x)
+        """softmax_j(theta_i^T phi_j [/ sqrt(Ci)]): (B, N, Ci), (B, Ci, N') -> (B, N, N').
+
+        The scale multiplies theta (N x Ci values), not the logits (N x N')."""
         if self.use_scale:
-            logits = logits / math.sqrt(theta_x.shape[-1])
-        return torch.softmax(logits, dim=-1)
+            theta_x = theta_x * (1.0 / math.sqrt(theta_x.shape[-1]))
+        return torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)
 
     def dot_product(self, theta_x: Tensor, phi_x: Tensor) -> Tensor:
         """theta_i^T phi_j / N': (B, N, Ci), (B, Ci, N') -> (B, N, N')."""
@@ -216,23 +217,10 @@ class _NonLocalNd(nn.Module):
     def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
 
-        The 1x1 convs theta, phi and g run as one matrix product on x's flattened positions
-        (their weights stacked; the values of ``self.theta(x)`` etc. without the im2col copies
-        of torch's CPU convolution); theta_x and g_x are transposed views."""
-        c, ci = self.in_channels, self.inter_channels
-        xf = x.flatten(2)  # (B, C, N)
-        if self.theta is None or self.phi is None:  # gaussian: theta = phi = identity
-            theta_x, phi_x = xf.transpose(1, 2), xf
-            g_x = _conv1x1(self.g.weight.reshape(ci, c), self.g.bias, xf)
-        else:
-            weight, bias = self._stacked_embeddings()
-            out = _conv1x1(weight, bias, xf)  # (B, 3 Ci, N)
-            theta_x, phi_x, g_x = out[:, :ci].transpose(1, 2), out[:, ci : 2 * ci], out[:, 2 * ci :]
-        if self.sub_sample:
-            g_x = self._pool(g_x.unflatten(2, x.shape[2:])).flatten(2)
-            phi_x = self._pool(phi_x.unflatten(2, x.shape[2:])).flatten(2)
-        # flatten(2), not reshape(b, k, -1): -1 is ambiguous for an empty batch (B = 0)
-        return theta_x, phi_x, g_x.transpose(1, 2)
+        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
+        all B N positions); phi_x is a transposed view."""
+        theta_x, phi_x, g_x = self.embed_tokens(x)
+        return theta_x, phi_x.transpose(1, 2), g_x
 
     def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.

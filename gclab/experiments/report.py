@@ -1,18 +1,24 @@
 """The report of ``gclab reproduce``: the paper's comparisons, their statistics, tables, figures.
 
-Reads what :mod:`gclab.experiments.reproduce` trained (rows of ``ablation.csv``, learning curves,
-attention maps) and writes the rest: ``comparisons.csv`` (one row per comparison of
-:data:`COMPARISONS` per task and difficulty: the difference of mean accuracies over seeds, its
-95 % Welch interval and the verdict, :func:`compare`), ``ablation.md`` and the figures
-(``ablation.png``, ``curves.png``, ``attention_blocks.png``, ``attention_nl.png``). Lesson 7
-prints its tables with :func:`accuracy_lines` and :func:`comparison_lines`. Example::
+Reads what :mod:`gclab.experiments.reproduce` trained (rows of ``ablation.csv``, validation
+curves, attention maps) and writes the rest: ``ablation.csv`` again with the per-run metrics of
+the converged protocol (:func:`derive`: learned, steps to 90 % / 95 % of the ceiling),
+``comparisons.csv`` (per comparison of :data:`COMPARISONS`, task and difficulty, one row per
+metric of :data:`METRICS`: accuracy among the seeds that learned with its 95 % Welch interval,
+the learned share with Fisher's exact test, the steps to 90 % with an exact Mann-Whitney test;
+:func:`compare`), ``ablation.md`` and the figures (``ablation.png``, ``curves.png``,
+``attention_blocks.png``, ``attention_nl.png``). Lesson 7 prints its tables with
+:func:`accuracy_lines` and :func:`comparison_lines`. Example (two models,
+all learned, GC reaching 90 % of the ceiling later on every seed; four seeds each: with three
+the smallest possible p is 1/20, never below 0.05; with four it is 1/70)::
 
     >>> rows = [{"task": "t", "difficulty": "", "model": m, "seed": s, "accuracy": a,
-    ...          "block_flops": 1}
-    ...         for m, accs in (("gc_r16", (0.910, 0.912, 0.911)), ("nl", (0.911, 0.910, 0.912)))
-    ...         for s, a in enumerate(accs)]
-    >>> [c["verdict"] for c in compare(rows) if c["comparison"] == "GC vs NL"]
-    ['reproduced']
+    ...          "learned": True, "steps_to_90": st, "flat": True, "block_flops": 1}
+    ...         for m, runs in (("gc_r16", ((0.97, 900), (0.96, 800), (0.97, 700), (0.96, 600))),
+    ...                         ("nl", ((0.96, 300), (0.97, 200), (0.97, 250), (0.96, 350))))
+    ...         for s, (a, st) in enumerate(runs)]
+    >>> {c["metric"]: c["verdict"] for c in compare(rows) if c["comparison"] == "GC vs NL"}
+    {'accuracy': 'reproduced', 'learned_share': 'not decidable', 'steps_to_90': 'reversed'}
 """
 
 from __future__ import annotations

@@ -109,10 +109,12 @@ def test_plan_and_model_names():
         reproduce.build_model("resnet50")
     gc = reproduce.build_model("gc_r16_avg")
     assert gc.inserted[0][1].pooling == "avg"
-    # seeds run one after another across the tasks
-    runs = full.runs()
-    first_seed1 = next(i for i, r in enumerate(runs) if r[3] == 1)
-    assert all(r[3] == 0 for r in runs[:first_seed1])
+    # within lookalike: every seed of the central models, seed by seed, before the others
+    runs = [r for r in full.runs() if r[0] == "lookalike"]
+    core = full.tasks["lookalike"].first
+    k = len(core) * 5
+    assert {r[2] for r in runs[:k]} == set(core) and [r[3] for r in runs[:k:len(core)]] == [
+        0, 1, 2, 3, 4]
 
 
 def _committed():

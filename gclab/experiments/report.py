@@ -391,6 +391,29 @@ def comparison_lines(comparisons: List[Dict[str, Any]], task: str | None = None,
     return lines
 
 
+def verdict_lines(comparisons: List[Dict[str, Any]], task: str | None = None) -> List[str]:
+    """One sentence per comparison (and task level): the paper's claim, then each metric's
+    numbers and verdict, generated from comparisons.csv rows (lesson 7 prints them)."""
+    lines = []
+    keys = dict.fromkeys((c["comparison"], c["task"], str(c["difficulty"])) for c in comparisons
+                         if task is None or c["task"] == task)
+    for name, t, d in keys:
+        rs = {c["metric"]: c for c in comparisons
+              if (c["comparison"], c["task"], str(c["difficulty"])) == (name, t, d)}
+        claim = str(next(iter(rs.values()))["paper_claim"]).split(":")[0].split(" (")[0]
+        parts = []
+        for metric, what in (("accuracy", "accuracy among the seeds that learned"),
+                             ("learned_share", "share of seeds that learned"),
+                             ("steps_to_90", "steps to 90 % of the ceiling (median)")):
+            c = rs.get(metric)
+            if c is None:
+                continue
+            parts.append(f"{what}: {_fmt_side(c, 'first')} vs {_fmt_side(c, 'second')}, "
+                         f"{_fmt_diff(c)} ({_fmt_ci(c)}) -> {c['verdict']}")
+        lines.append(f"{name} on {_label(t, d)} (paper: {claim}):\n    " + ";\n    ".join(parts))
+    return lines
+
+
 # --------------------------------------------------------------------------- figures
 def _plt():
     import matplotlib
@@ -401,105 +424,121 @@ def _plt():
     return plt
 
 
+#: figures are drawn this many inches wide at FIG_DPI; shown 800 px wide in a notebook, a
+#: font of f points is then f * 800 / (72 * FIG_WIDTH) px tall (8 px from 5.8 points on)
+FIG_WIDTH, FIG_DPI = 8.0, 110
+#: the smallest font of any figure (points): 9 * 800 / (72 * 8) = 12.5 px at 800 px wide
+SMALLEST_FONT = 9
+
+
 def plot_table(rows: List[Dict[str, Any]], path: Path) -> None:
-    """Accuracy per model (mean bar and every seed as a dot) per task and difficulty, chance as
-    a line. The y axis reaches above 1 so that seeds at 1.0 are drawn whole."""
+    """Test accuracy of every seed per model, one panel per (task, difficulty), panels
+    stacked: a filled dot for a seed that learned, an open one for a seed that did not; the
+    bar is the mean of the seeds that learned; chance as a dashed line."""
     plt = _plt()
     groups = list(dict.fromkeys(_key(r) for r in rows))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
-    for ax, (task, diff) in zip(axes[0], groups):
+    fig, axes = plt.subplots(len(groups), 1, figsize=(FIG_WIDTH, 3.4 * len(groups)),
+                             squeeze=False, layout="constrained")
+    for ax, (task, diff) in zip(axes[:, 0], groups):
         sub = [r for r in rows if _key(r) == (task, diff)]
         models = list(dict.fromkeys(r["model"] for r in sub))
         for i, m in enumerate(models):
-            accs = [float(r["accuracy"]) for r in sub if r["model"] == m]
-            ax.bar(i, sum(accs) / len(accs), color="C0" if m.startswith("gc") else "C7",
-                   alpha=0.8)
-            ax.plot([i] * len(accs), accs, "k.", ms=5, clip_on=False, zorder=3)
+            rs = [r for r in sub if r["model"] == m]
+            good = [float(r["accuracy"]) for r in rs if _truth(r.get("learned", True))]
+            bad = [float(r["accuracy"]) for r in rs if not _truth(r.get("learned", True))]
+            if good:
+                ax.bar(i, sum(good) / len(good), color="C0" if m.startswith("gc") else "C7",
+                       alpha=0.7)
+            if good:  # (an empty line drawn with clip_on=False breaks the layout)
+                ax.plot([i] * len(good), good, "ko", ms=5, clip_on=False, zorder=3)
+            if bad:
+                ax.plot([i] * len(bad), bad, "o", mfc="white", mec="k", ms=5, clip_on=False,
+                        zorder=3)
         ax.axhline(float(sub[0]["chance"]), color="r", ls="--", lw=1, label="chance")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(models, rotation=60, ha="right", fontsize=8)
+        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=SMALLEST_FONT + 1)
         lo = min(float(r["accuracy"]) for r in sub)
         ax.set_ylim(min(0.4, lo - 0.03), 1.03)
-        ax.set_ylabel("test accuracy")
-        ax.set_title(_label(task, diff), fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        ax.set_ylabel("test accuracy", fontsize=SMALLEST_FONT + 1)
+        ax.tick_params(labelsize=SMALLEST_FONT + 1)
+        ax.set_title(f"{_label(task, diff)}: bar = mean of the seeds that learned; "
+                     "open dot = a seed that did not", fontsize=SMALLEST_FONT + 1)
+        ax.set_xlim(-0.6, len(models) - 0.4)
+        ax.legend(fontsize=SMALLEST_FONT, loc="lower right")
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
 
 
-def plot_curves(curves: List[Dict[str, Any]], path: Path) -> None:
-    """Test accuracy vs training steps: the mean over seeds (line) and min..max (band), one
-    panel per (task, difficulty)."""
-    import numpy as np
-
+def plot_curves(curves: List[Dict[str, Any]], path: Path,
+                rows: List[Dict[str, Any]] | None = None) -> None:
+    """Validation accuracy vs training steps, one small panel per model (every seed a line,
+    capped runs dashed) and one block of panels per (task, difficulty), three panels a row;
+    with derived ``rows`` the 90 % level of :func:`derive` is drawn."""
     plt = _plt()
     groups = list(dict.fromkeys(_key(r) for r in curves))
-    ncols = min(2, max(1, len(groups)))  # two panels a row: the levels of one task side by side
-    nrows = math.ceil(max(1, len(groups)) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(groups):]:
+    panels = [(g, m) for g in groups
+              for m in dict.fromkeys(r["model"] for r in curves if _key(r) == g)]
+    ncols = 3
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(FIG_WIDTH, 2.3 * nrows), squeeze=False,
+                             sharey=True)
+    for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax, (task, diff) in zip(axes.flat, groups):
-        sub = [r for r in curves if _key(r) == (task, diff)]
-        models = list(dict.fromkeys(r["model"] for r in sub))
-        for k, m in enumerate(models):
-            steps = sorted({int(r["step"]) for r in sub if r["model"] == m})
-            seeds = sorted({int(r["seed"]) for r in sub if r["model"] == m})
-            acc = np.array([[next(float(r["accuracy"]) for r in sub if r["model"] == m
-                                  and int(r["seed"]) == s and int(r["step"]) == st)
-                             for st in steps] for s in seeds])
-            color = f"C{k % 10}"
-            ls = "-" if k < 10 else "--"
-            ax.plot(steps, acc.mean(0), color=color, ls=ls, lw=1.4, label=m)
-            ax.fill_between(steps, acc.min(0), acc.max(0), color=color, alpha=0.12, lw=0)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("test accuracy (held-out subset)")
-        ax.set_title(f"{_label(task, diff)}: mean over seeds, band = min..max", fontsize=9)
+    capped = {_run_key(r) for r in rows or [] if _truth(r.get("capped", False))}
+    levels = {}
+    for r in rows or []:
+        chance, top = float(r["chance"]), float(r["ceiling"])
+        levels[_key(r)] = stats.level(chance, top, stats.LEVELS["steps_to_90"])
+    for ax, (g, m) in zip(axes.flat, panels):
+        sub = [r for r in curves if _key(r) == g and r["model"] == m]
+        for k, seed in enumerate(dict.fromkeys(int(r["seed"]) for r in sub)):
+            pts = sorted((int(r["step"]), float(r["accuracy"])) for r in sub
+                         if int(r["seed"]) == seed)
+            ls = "--" if (g[0], g[1], m, seed) in capped else "-"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ls, color=f"C{k % 10}", lw=1.2)
+        if g in levels:
+            ax.axhline(levels[g], color="k", lw=0.8, ls=":")
+        ax.set_title(f"{m} ({_label(*g)})", fontsize=SMALLEST_FONT)
         ax.set_ylim(0.4, 1.02)
-        ax.legend(fontsize=7, ncol=2, loc="upper left")
+        ax.tick_params(labelsize=SMALLEST_FONT)
+    for ax in axes[-1]:
+        ax.set_xlabel("training step", fontsize=SMALLEST_FONT)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("val accuracy", fontsize=SMALLEST_FONT)
+    fig.suptitle("validation curves, one line per seed (dashed: capped at the maximum); "
+                 "dotted: 90 % of the way from chance to the ceiling", fontsize=SMALLEST_FONT)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
 
 
 def plot_block_attention(maps: List[Dict[str, Any]], path: Path) -> None:
     """Attention of NL (one query, a star), SNL and GC (their one map) over a test image, one
-    row per (task, difficulty)."""
+    panel a row (each map a 16 x 64 strip, drawn the full figure width)."""
     plt = _plt()
     import numpy as np
 
-    groups = list(dict.fromkeys((m["task"], str(m["difficulty"])) for m in maps))
-    models = list(dict.fromkeys(m["model"] for m in maps))
-    fig, axes = plt.subplots(len(groups), len(models),
-                             figsize=(4.2 * len(models), 1.5 * len(groups) + 0.6),
+    panels = list(maps)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(FIG_WIDTH, 1.9 * len(panels) + 0.3),
                              squeeze=False)
-    for i, g in enumerate(groups):
-        for j, name in enumerate(models):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            found = [m for m in maps if (m["task"], str(m["difficulty"])) == g
-                     and m["model"] == name]
-            if not found:
-                ax.axis("off")  # this (task, difficulty) has no map of this column
-                continue
-            m = found[0]
-            img, att = np.asarray(m["image"]), np.asarray(m["map"])
-            hh, ww = img.shape
-            h, w = att.shape
-            up = np.kron(att, np.ones((hh // h, ww // w)))
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(up, cmap="inferno", alpha=0.55)
-            if m.get("query") is not None:
-                r, c = m["query"]
-                ax.plot((c + 0.5) * ww / w - 0.5, (r + 0.5) * hh / h - 0.5, "c*", ms=10,
-                        mec="k")
-            ax.set_title(f"{name} on {_label(*g)}"
-                         + (" (query: star)" if m.get("query") is not None else
-                            " (one map for all queries)"), fontsize=7)
+    for ax, m in zip(axes[:, 0], panels):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        img, att = np.asarray(m["image"]), np.asarray(m["map"])
+        hh, ww = img.shape
+        h, w = att.shape
+        up = np.kron(att, np.ones((hh // h, ww // w)))
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(up, cmap="inferno", alpha=0.55)
+        if m.get("query") is not None:
+            r, c = m["query"]
+            ax.plot((c + 0.5) * ww / w - 0.5, (r + 0.5) * hh / h - 0.5, "c*", ms=22,
+                    mec="k", mew=1.5)
+        ax.set_title(f"{m['model']} on {_label(m['task'], str(m['difficulty']))}"
+                     + (" (query: the star)" if m.get("query") is not None else
+                        " (one map for all queries)"), fontsize=SMALLEST_FONT + 2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
 
 
@@ -539,7 +578,7 @@ def summarize_results(out: Path) -> List[Dict[str, Any]]:
     write_markdown(rows, comparisons, out / "ablation.md", machine)
     plot_table(rows, out / "ablation.png")
     if curves:
-        plot_curves(curves, out / "curves.png")
+        plot_curves(curves, out / "curves.png", rows)
     if (out / "attention_maps.json").exists():
         plot_block_attention(json.loads((out / "attention_maps.json").read_text()),
                              out / "attention_blocks.png")

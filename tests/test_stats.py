@@ -74,13 +74,26 @@ def test_is_flat_sees_a_rising_tail_and_accepts_noise():
     noise = [0.003 * ((-1) ** k) for k in range(40)]
     flat = [(50 * k, 0.95 + noise[k]) for k in range(40)]
     assert stats.is_flat(flat, n)
-    # rising by 0.05 over the last quarter: 2 binomial SEs at p ~ 0.9 are 0.038
+    # rising by 0.05 from one quarter to the next, with no spread around the line
     rising = [(50 * k, 0.8 + 0.005 * k) for k in range(40)]
     assert not stats.is_flat(rising, n)
-    # a learning jump long before the last quarter does not matter
+    # a learning jump long before the last half does not matter
     jump = [(50 * k, 0.5 if k < 10 else 0.97) for k in range(40)]
     assert stats.is_flat(jump, n)
-    assert not stats.is_flat(flat[:2], n)  # too short to tell
+    # learning inside the last quarter is not flat, even when it ends high
+    late = [(50 * k, 0.5 if k < 35 else 0.97) for k in range(40)]
+    assert not stats.is_flat(late, n)
+    # two evaluations dipping and recovering inside the last quarter: flat
+    dip = [(50 * k, 0.92 if k in (34, 35) else 0.975) for k in range(40)]
+    assert stats.is_flat(dip, n)
+    # a collapse over the last four evaluations is not
+    assert not stats.is_flat(jump[:36] + [(50 * k, 0.6) for k in range(36, 40)], n)
+    # a plateau that moves by +-0.02 between evaluations (training, not sampling noise)
+    wobbly = [(50 * k, 0.97 + 0.02 * ((-1) ** k)) for k in range(40)]
+    assert stats.is_flat(wobbly, n)
+    assert not stats.is_flat(flat[:3], n)  # too short to tell
+    with pytest.raises(ValueError):
+        stats.is_flat(flat, 0)
 
 
 def test_midranks_enumeration_agrees_with_brute_force():

@@ -36,6 +36,8 @@ import torch
 from gclab.experiments import analysis, stats
 from gclab.experiments.models import SmallResNet
 
+#: validation images per evaluation of a row that does not say (the plans' default)
+EVAL_IMAGES = 256
 #: a task level whose ceiling is less than this above chance was learned by no model
 MIN_CEILING_GAIN = 0.1
 #: margin of the non-inferiority claims ("≈"): first may be at most this much worse
@@ -75,7 +77,7 @@ COMPARISONS: Tuple[Comparison, ...] = (
 )
 COLUMNS = (
     "task", "difficulty", "model", "seed", "accuracy", "val_accuracy", "chance", "steps",
-    "stop_step", "max_steps", "capped", "flat", "block_params", "block_flops",
+    "stop_step", "max_steps", "capped", "flat", "eval_images", "block_params", "block_flops",
     "latency_ms", "block_latency_ms", "model_params", "model_flops", "train_seconds",
     "cpu_seconds", "final_loss", "dist_input", "dist_output", "dist_attention",
     "entropy_attention", "dist_attention_centered", "mean_map_accuracy",
@@ -111,7 +113,9 @@ def derive(rows: List[Dict[str, Any]], curves: List[Dict[str, Any]]) -> List[Dic
     (:func:`stats.ceiling`); a run learned when its final validation accuracy is at least
     halfway from chance to the ceiling; ``steps_to_90`` is the first step of its validation
     curve at 90 % of the way from chance to the ceiling (``inf``: never, censored).
-    Rows without a validation accuracy (older files) use the test accuracy.
+    ``flat`` is recomputed from the curve (:func:`stats.is_flat`, ``eval_images`` images per
+    evaluation, 256 when the row does not say). Rows without a validation accuracy (older
+    files) use the test accuracy.
     """
     by_run: Dict[Tuple, List[Tuple[int, float]]] = {}
     for c in curves:
@@ -130,6 +134,8 @@ def derive(rows: List[Dict[str, Any]], curves: List[Dict[str, Any]]) -> List[Dic
             some = top - chance >= MIN_CEILING_GAIN
             new = dict(r, ceiling=round(top, 4),
                        learned=some and stats.learned(_val(r), chance, top))
+            if curve:  # the convergence check, recomputed from the curve (stats.is_flat)
+                new["flat"] = stats.is_flat(curve, int(r.get("eval_images") or EVAL_IMAGES))
             for name, share in stats.LEVELS.items():
                 new[name] = (stats.steps_to(curve, stats.level(chance, top, share)) if some
                              else math.inf)
@@ -411,6 +417,26 @@ def verdict_lines(comparisons: List[Dict[str, Any]], task: str | None = None) ->
             parts.append(f"{what}: {_fmt_side(c, 'first')} vs {_fmt_side(c, 'second')}, "
                          f"{_fmt_diff(c)} ({_fmt_ci(c)}) -> {c['verdict']}")
         lines.append(f"{name} on {_label(t, d)} (paper: {claim}):\n    " + ";\n    ".join(parts))
+    return lines
+
+
+def claims_markdown(comparisons: List[Dict[str, Any]], task: str) -> List[str]:
+    """A markdown table, one row per comparison on ``task``, one column per metric: the two
+    sides, the difference with its interval or p, and the verdict (docs and README)."""
+    lines = ["| comparison (paper) | accuracy of the seeds that learned | share that learned | "
+             "steps to 90 % (median) |", "|---|---|---|---|"]
+    names = dict.fromkeys(c["comparison"] for c in comparisons if c["task"] == task)
+    for name in names:
+        rs = {c["metric"]: c for c in comparisons if c["task"] == task
+              and c["comparison"] == name}
+        claim = str(next(iter(rs.values()))["paper_claim"]).split(":")[0].split(" (")[0]
+        cells = []
+        for metric in METRICS:
+            c = rs.get(metric)
+            cells.append("–" if c is None else
+                         f"{_fmt_side(c, 'first')} vs {_fmt_side(c, 'second')}: "
+                         f"{_fmt_diff(c)} ({_fmt_ci(c)}), **{c['verdict']}**")
+        lines.append(f"| {name} ({claim}) | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -268,6 +268,7 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
         "stop_step": hist.get("stop_step", ""), "max_steps": cfg.max_steps,
         "capped": bool(hist.get("capped", False)),
         "flat": stats.is_flat(curve, min(tp.eval_images, len(xva))) if curve else "",
+        "eval_images": min(tp.eval_images, len(xva)),
         "block_params": int(costs["blocks"]["params"]),
         "block_flops": int(costs["blocks"]["flops"]),
         "latency_ms": round(analysis.latency_ms(model, batch, repeats=5), 3),

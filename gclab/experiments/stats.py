@@ -3,7 +3,8 @@
 A run of :mod:`gclab.experiments.reproduce` gives a validation curve ``[(step, accuracy)]``
 and a final accuracy. From them, per run:
 
-* :func:`is_flat`: is the last quarter of the curve flat within its binomial noise?
+* :func:`is_flat`: is the last quarter of the curve flat within its noise (no higher or
+  lower than the quarter before it)?
 * :func:`learned`: did the run get at least halfway from chance to the task's ceiling?
 * :func:`steps_to`: the first step at which the curve reaches a level (``inf`` if never: a
   censored run, kept, never dropped).
@@ -76,26 +77,30 @@ def is_flat(curve: Sequence[Tuple[int, float]], n_eval: int, z: float = 2.0,
             tail: float = 0.25) -> bool:
     r"""Is the last ``tail`` of the curve (by steps) flat within its noise?
 
-    Takes the points with step >= (1 - tail) * last step, fits a least-squares line and
-    compares its rise over that stretch, :math:`|b| \cdot \Delta s`, with ``z`` binomial
-    standard errors of one point, :math:`\sqrt{p(1-p)/n}` (p: the stretch's mean accuracy,
-    floored at 0.01 from 0 and 1; n: the images per evaluation). Needs 3 points or more in
-    the stretch (fewer: False, "cannot tell").
+    Compares the mean accuracy of the evaluations in the last quarter, :math:`\bar L`, with
+    that of the quarter before it, :math:`\bar P`: flat when
+    :math:`|\bar L - \bar P| \le z\, \sigma \sqrt{1/n_L + 1/n_P}`, where :math:`\sigma` is
+    the pooled standard deviation of the evaluations inside the two quarters (how much the
+    curve moves from one evaluation to the next while training, which on these tasks is more
+    than sampling noise), floored at the binomial standard error of one evaluation,
+    :math:`\sqrt{p(1-p)/n}` (p: the last quarter's mean, kept 0.01 from 0 and 1; n: the images
+    per evaluation). A run still rising has a last quarter above the one before; one that
+    dipped once and recovered has not. Needs 2 evaluations in each quarter (fewer: False).
     """
     if n_eval < 1:
         raise ValueError(f"n_eval must be >= 1, got {n_eval}")
     if not curve:
         return False
     last = curve[-1][0]
-    pts = [(s, a) for s, a in curve if s >= (1 - tail) * last]
-    if len(pts) < 3:
+    late = [float(a) for s, a in curve if s >= (1 - tail) * last]
+    prev = [float(a) for s, a in curve if (1 - 2 * tail) * last <= s < (1 - tail) * last]
+    if len(late) < 2 or len(prev) < 2:
         return False
-    xs, ys = [float(s) for s, _ in pts], [float(a) for _, a in pts]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-    p = min(max(my, 0.01), 0.99)
-    return abs(slope) * (xs[-1] - xs[0]) <= z * math.sqrt(p * (1 - p) / n_eval)
+    pooled = math.sqrt((statistics.variance(late) + statistics.variance(prev)) / 2)
+    p = min(max(statistics.fmean(late), 0.01), 0.99)
+    sigma = max(pooled, math.sqrt(p * (1 - p) / n_eval))
+    gap = abs(statistics.fmean(late) - statistics.fmean(prev))
+    return gap <= z * sigma * math.sqrt(1 / len(late) + 1 / len(prev))
 
 
 def fisher_test(k1: int, n1: int, k2: int, n2: int) -> Tuple[float, float]:

@@ -154,13 +154,20 @@ def attention_shape_statistics(model: nn.Module, x: Tensor, block: nn.Module
     distance between rows after subtracting the uniform row :math:`1/N'` (a learned shared
     map scores near 0; uniform rows plus small query-dependent noise, as at initialisation,
     score near 1). Only for blocks whose rows are distributions (softmax modes, SNL, GC);
-    NL's gaussian-free modes (dot product, concatenation) normalise by N, not softmax, and
-    their entropy is reported after renormalising each row to sum to 1.
+    NL's dot-product and concatenation modes normalise by N, not softmax: their rows are
+    renormalised to sum to 1 first. A dead block (every weight 0; images with a dead row are
+    left out) has no distribution: both are nan.
     """
     inp, _ = capture(model, x, block)
     att = block_internals(block, inp)["attention"].clamp_min(0)
     n_keys = att.shape[-1]
-    p = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
+    total = att.sum(-1, keepdim=True)
+    alive = total[..., 0] > 1e-12  # (B, N): rows with some weight
+    if not bool(alive.all(dim=1).any()):
+        nan = float("nan")  # a dead block (every weight 0): no distribution to describe
+        return {"entropy": nan, "centered": nan}
+    keep = alive.all(dim=1)  # images whose every row has weight
+    p = (att / total.clamp_min(1e-12))[keep]
     ent = -(p * p.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(float(n_keys)))
     centered = mean_pairwise_cosine_distance(p - 1.0 / n_keys)
     return {"entropy": float(ent.mean()), "centered": float(centered.mean())}

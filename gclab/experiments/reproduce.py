@@ -299,8 +299,9 @@ def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tens
     stats_ = analysis.query_independence(model, probe, block=block)
     out.update({f"dist_{k}": round(v, 4) for k, v in stats_.items()})
     shape = analysis.attention_shape_statistics(model, probe, block)
-    out.update(entropy_attention=round(shape["entropy"], 4),
-               dist_attention_centered=round(shape["centered"], 4))
+    out.update({k: ("" if v != v else round(v, 4)) for k, v in  # nan (dead block): empty
+                (("entropy_attention", shape["entropy"]),
+                 ("dist_attention_centered", shape["centered"]))})
     if isinstance(block, NonLocal2d):
         out["mean_map_accuracy"] = round(analysis.mean_map_accuracy(model, xte, yte, block), 4)
     return out
@@ -414,6 +415,9 @@ def main(argv: List[str] | None = None) -> int:
                    help="torch intra-op threads per run (default 1: every run is then "
                    "bit-reproducible whatever --jobs is)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite comparisons.csv, ablation.md, the derived "
+                   "columns and the figures from the runs already in --out")
     p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
                    help="start no run after this many minutes; the runs not started are "
                    "listed in machine.json (skipped_runs) and the report uses the rest")
@@ -428,6 +432,13 @@ def main(argv: List[str] | None = None) -> int:
     if missing:
         print(f"gclab reproduce: {missing}", file=sys.stderr)
         return 2
+    if args.report_only:
+        if not (args.out / "ablation.csv").exists():
+            p.error(f"--report-only needs the runs of an earlier reproduce in {args.out}")
+        summarize_results(args.out)
+        print(f"rewrote comparisons.csv, ablation.md, the derived columns and the figures "
+              f"in {args.out}")
+        return 0
     torch.set_num_threads(args.threads)
     plan = make_plan(args.quick, args.seeds)
     out: Path = args.out

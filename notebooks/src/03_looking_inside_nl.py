@@ -304,7 +304,9 @@ for task in dict.fromkeys(r["task"] for r in rows):
 #   the paper's observation is about *learned* embeddings.
 # * `concatenation` died on the committed seed (and on 2 of 3 in an earlier run; every ReLU
 #   weight 0): those blocks output nothing, and a zero vector has distance 1 from everything
-#   by convention, so read its row as "undefined", not as "query-dependent".
+#   by convention, so read its row as "undefined", not as "query-dependent" (its entropy and
+#   centred columns describe all-zero rows too: undefined; the current code reports them as
+#   empty).
 #
 # ## 4. One map for every query
 #

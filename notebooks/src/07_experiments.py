@@ -48,7 +48,7 @@ from IPython.display import Image, display
 from scipy import stats
 
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.experiments import reproduce
+from gclab.experiments import report, reproduce
 from gclab.experiments.reproduce import RESULTS_DIR
 
 # %% [markdown]
@@ -152,7 +152,7 @@ for metric in ("accuracy", "learned_share", "steps_to_90"):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("\n\n".join(reproduce.report.verdict_lines(comparisons, task="lookalike")))
+print("\n\n".join(report.verdict_lines(comparisons, task="lookalike")))
 
 # %% [markdown]
 # What each block costs, for our block in `layer3` ($C = 64$, $N = 64$), per image, and the
@@ -231,7 +231,7 @@ check("exp.mean_std", mean_std)
 # %%
 look = [r for r in rows if r["task"] == "lookalike"]
 names = list(dict.fromkeys(r["model"] for r in look))
-n_seeds = min(sum(r["model"] == n for r in look) for n in names)
+n_seeds = min(sum(r["model"] == n for r in look) for n in names)  # a cut run may lack seeds
 matrix = np.array([[float(r["accuracy"]) for r in look if r["model"] == n][:n_seeds]
                    for n in names])
 means, stds = mean_std(matrix)
@@ -285,8 +285,9 @@ if min(len(a), len(b)) >= 2:
     with warnings.catch_warnings():  # scipy warns when a sample has no spread
         warnings.simplefilter("ignore", RuntimeWarning)
         ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    print(f"t = {welch_t(a, b):+.2f}   scipy CI [{ci.low:+.3f}, {ci.high:+.3f}]   gclab",
-          reproduce.analysis.welch_interval(a, b))
+    d, lo, hi = reproduce.analysis.welch_interval(a, b)
+    print(f"t = {welch_t(a, b):+.2f}   scipy CI [{ci.low:+.3f}, {ci.high:+.3f}]   "
+          f"gclab {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
 else:
     print("fewer than two learned seeds on a side: no interval")
 
@@ -340,28 +341,28 @@ check("exp.which_claim", which_claim)
 # %% [markdown]
 # Now on the committed curves: GC r16 (`a`) against NL (`b`) on `lookalike`, then GC r16
 # against GC r4. Before you run the cell, look at those panels of the curves figure and write
-# down your answer.
+# down your answer. (A run that stopped early stays where it stopped: its curve is continued
+# at its last value up to the longest run, which is what "converged" means here.)
 
 # %%
-def curve_matrix(model):
-    """The validation curves of one model on lookalike, cut to its shortest run's steps."""
+def curve_matrix(model, steps):
+    """The validation curves of one model on lookalike (S, len(steps)), each continued at its
+    last value after its run stopped."""
     runs = {}
     for r in curves:
         if r["task"] == "lookalike" and r["model"] == model:
-            runs.setdefault(r["seed"], []).append((int(r["step"]), float(r["accuracy"])))
-    t = min(len(v) for v in runs.values())
-    pts = [sorted(v)[:t] for v in runs.values()]
-    return np.array([p[0] for p in pts[0]]), np.array([[acc for _, acc in p] for p in pts])
+            runs.setdefault(r["seed"], {})[int(r["step"])] = float(r["accuracy"])
+    out = []
+    for pts in runs.values():
+        last = pts[max(pts)]
+        out.append([pts.get(int(s), last) if s <= max(pts) else last for s in steps])
+    return np.array(out)
 
 
+steps = np.array(sorted({int(r["step"]) for r in curves if r["task"] == "lookalike"}))
 for one, two in (("gc_r16", "nl"), ("gc_r16", "gc_r4")):
-    (steps_a, ca), (steps_b, cb) = curve_matrix(one), curve_matrix(two)
-    t = min(len(steps_a), len(steps_b))
-    print(f"{one} vs {two}:", which_claim(steps_a[:t], ca[:, :t], cb[:, :t], 0.5))
-
-# %% [markdown]
-# (Runs stop at different steps, so the cell cuts every curve to the shortest run: "where" is
-# then read at that step — a simplification; the committed table reads each run at its end.)
+    print(f"{one} vs {two}:", which_claim(steps, curve_matrix(one, steps),
+                                          curve_matrix(two, steps), 0.5))
 
 # %% [markdown]
 # ## 7. What each block costs, by hand

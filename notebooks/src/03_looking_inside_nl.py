@@ -284,6 +284,16 @@ for task in dict.fromkeys(r["task"] for r in rows):
               zip(keys, (6, 9, 10, 8, 8))) + f"  {len(rs)}")
 
 # %% [markdown]
+# **What comes out.** Read the `lookalike` row with `ablation.md`'s per-seed table beside it:
+# NL's five trained blocks are not alike. On some seeds the maps are shared (attention distance
+# near 0) and the mean map loses nothing; on others they are query-dependent (about 0.5) and
+# replacing them by their mean costs a lot of accuracy — the block's own weights rely on the
+# per-query maps. Yet SNL, which learns one map from the start, is as accurate as NL on every
+# seed (lesson 7). So the paper's observation splits in two: *one shared map suffices* for this
+# task (SNL shows it), but *NL does not necessarily find the shared solution* — gradient descent
+# may settle on a query-dependent one that works as well. The fresh block above is the other
+# trap: maps that are all the same because nothing was learned.
+#
 # (`snl` computes one map for all queries by construction, so its attention distance is
 # exactly 0 and its mean-map column is empty; it is there as the floor.) Lesson 7's
 # `ablation.md` has the per-seed table. Five cautions when you interpret the table above:

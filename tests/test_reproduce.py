@@ -32,7 +32,7 @@ def test_quick_reproduction_writes_a_new_folder_in_the_cwd(tmp_path, monkeypatch
     with (out / "ablation.csv").open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-        assert tuple(reader.fieldnames) == reproduce.COLUMNS
+        assert tuple(reader.fieldnames) == reproduce.COLUMNS + report.DERIVED_COLUMNS
     with (out / "comparisons.csv").open() as f:
         reader = csv.DictReader(f)
         comps = list(reader)

@@ -440,6 +440,25 @@ def claims_markdown(comparisons: List[Dict[str, Any]], task: str) -> List[str]:
     return lines
 
 
+def curve_matrix(curves: List[Dict[str, Any]], task: str, model: str, steps: Sequence[int]):
+    """The validation curves of ``model`` on ``task`` as an array (seeds, len(steps)), each
+    continued at its last value after its run stopped (a stopped run stays where it
+    converged). ``curves``: rows of curves.csv."""
+    import numpy as np
+
+    runs: Dict[str, Dict[int, float]] = {}
+    for r in curves:
+        if r["task"] == task and r["model"] == model:
+            runs.setdefault(str(r["seed"]), {})[int(r["step"])] = float(r["accuracy"])
+    if not runs:
+        raise ValueError(f"no curve of model {model!r} on task {task!r}")
+    out = []
+    for pts in runs.values():
+        end = max(pts)
+        out.append([pts.get(int(s), pts[end]) if s <= end else pts[end] for s in steps])
+    return np.array(out)
+
+
 # --------------------------------------------------------------------------- figures
 def _plt():
     import matplotlib

@@ -220,9 +220,6 @@ print(f"mean cosine distance between the 64 attention maps: {distance(att1)[0]:.
 # **fresh** from its constructor (small initial weights).
 
 # %%
-batch = x_test[:256]
-
-
 def untrained_nl(std):
     """The trained model with its NL block re-drawn: N(0, std) weights, or fresh (std None)."""
     m = build_model("nl")
@@ -237,6 +234,8 @@ def untrained_nl(std):
     return m.eval(), block
 
 
+# %%
+batch = x_test[:256]
 blocks = {"trained NL": (model, nl), "random-weight NL": untrained_nl(0.5),
           "fresh NL (untrained)": untrained_nl(None)}
 

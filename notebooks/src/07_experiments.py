@@ -36,7 +36,9 @@
 # at level 1 (concept), 2 (shapes and steps) or 3 (pseudo-code).
 #
 # **Run All** shows every committed result first (sections 1-3 need no code of yours); the
-# exercises come after them, and the first stub you have not written yet stops Run All there.
+# exercises come after them, and the first stub you have not written yet stops Run All there
+# with its `NotImplementedError` (checks of unfinished exercises just say "not yet
+# implemented").
 
 # %%
 import csv
@@ -346,24 +348,11 @@ check("exp.which_claim", which_claim)
 # at its last value up to the longest run, which is what "converged" means here.)
 
 # %%
-def curve_matrix(model, steps):
-    """The validation curves of one model on lookalike (S, len(steps)), each continued at its
-    last value after its run stopped."""
-    runs = {}
-    for r in curves:
-        if r["task"] == "lookalike" and r["model"] == model:
-            runs.setdefault(r["seed"], {})[int(r["step"])] = float(r["accuracy"])
-    out = []
-    for pts in runs.values():
-        last = pts[max(pts)]
-        out.append([pts.get(int(s), last) if s <= max(pts) else last for s in steps])
-    return np.array(out)
-
-
 steps = np.array(sorted({int(r["step"]) for r in curves if r["task"] == "lookalike"}))
 for one, two in (("gc_r16", "nl"), ("gc_r16", "gc_r4")):
-    print(f"{one} vs {two}:", which_claim(steps, curve_matrix(one, steps),
-                                          curve_matrix(two, steps), 0.5))
+    a = report.curve_matrix(curves, "lookalike", one, steps)
+    b = report.curve_matrix(curves, "lookalike", two, steps)
+    print(f"{one} vs {two}:", which_claim(steps, a, b, 0.5))
 
 # %% [markdown]
 # `which_claim` *describes* these seeds; it is not a test. Compare its answers with the

@@ -143,3 +143,81 @@ def test_output_before_fusion_of_mul_blocks_is_one_gate_for_all_positions():
     flat = out.reshape(2, 32, -1).transpose(1, 2)
     # identical rows of 32 channels: only rounding of three 32-term sums is left (tests/_tol.py)
     assert analysis.mean_pairwise_cosine_distance(flat).abs().max() < f32_tol(3 * 32)
+
+
+def _nl_model(std):
+    torch.manual_seed(0)
+    model = SmallResNet(block="nl").eval()
+    block = analysis.find_blocks(model)[0][1]
+    if std is not None:
+        for p in block.parameters():
+            nn.init.normal_(p, std=std)
+    return model, block
+
+
+def test_entropy_and_centred_distance_tell_a_uniform_map_from_a_learned_shared_one():
+    """A fresh NL (zero logits: every row uniform) scores ~0 on the cosine statistic, like a
+    learned shared map; entropy and the centred distance tell the two apart."""
+    x = torch.rand(2, 1, 16, 64)
+    fresh, fb = _nl_model(None)
+    with torch.no_grad():
+        for conv in (fb.theta, fb.phi):
+            conv.weight.zero_()
+            conv.bias.zero_()  # logits exactly 0: every row is 1/N'
+    plain = analysis.query_independence(fresh, x, block=fb)
+    shape = analysis.attention_shape_statistics(fresh, x, fb)
+    assert plain["attention"] < 1e-5  # the old statistic: "query-independent"
+    assert shape["entropy"] == pytest.approx(1.0, abs=1e-5)
+    # GC: one peaked shared map -> entropy < 1 and centred distance ~0
+    gc = SmallResNet(block="gc").eval()
+    gb = analysis.find_blocks(gc)[0][1]
+    with torch.no_grad():
+        nn.init.normal_(gb.context_modeling.conv_mask.weight, std=2.0)
+    gshape = analysis.attention_shape_statistics(gc, x, gb)
+    assert gshape["entropy"] < 0.95 and gshape["centered"] < 1e-4
+    # a query-dependent NL: centred rows differ
+    qd, qb = _nl_model(0.5)
+    assert analysis.attention_shape_statistics(qd, x, qb)["centered"] > 0.05
+
+
+def test_mean_map_accuracy_matches_a_hand_built_shared_map_model():
+    """Labels = the predictions of a copy of the model whose NL block is rebuilt by hand with
+    one map per image, z_i = x_i + W_z sum_j abar_j g(x_j), abar = the mean of the rows of the
+    block's own attention: mean_map_accuracy scores them 1.0, the unchanged model does not."""
+    import copy
+
+    from gclab.experiments.train import accuracy, predict
+
+    torch.manual_seed(3)
+    x = torch.rand(8, 1, 16, 64)
+    model = SmallResNet(block="nl", dense=True).eval()
+    block = analysis.find_blocks(model)[0][1]
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.5)
+
+    class HandShared(nn.Module):
+        def __init__(self, nl):
+            super().__init__()
+            self.nl = nl
+
+        def forward(self, inp):
+            _, att = self.nl.context_modeling(inp)  # (B, N, N')
+            abar = att.mean(dim=1)  # (B, N')
+            g = self.nl.g(inp).flatten(2)  # (B, Ci, N')
+            y = torch.einsum("bn,bcn->bc", abar, g)[:, :, None, None].expand(
+                -1, -1, *inp.shape[2:])
+            return inp + self.nl.transform(y)
+
+    shared = copy.deepcopy(model)
+    unit = shared.layer3[0]
+    unit[1] = HandShared(unit[1])
+    with torch.no_grad():
+        d = shared(x).diff(dim=1)[:, 0]  # (B, h, w): logit of class 1 minus class 0
+        for m in (model, shared):  # move the decision boundary to the median cell
+            m.fc.bias[1] -= d.median()
+    y = predict(shared, x)
+    assert 0.3 < float(y.float().mean()) < 0.7
+    assert analysis.mean_map_accuracy(model, x, y, block) == 1.0
+    assert accuracy(model, x, y) < 1.0  # the real block's own maps give other predictions
+    with pytest.raises(TypeError, match="NonLocal2d"):
+        analysis.mean_map_accuracy(model, x, y, SEBlock(64))

@@ -19,9 +19,10 @@ def test_deterministic_and_balanced(task):
     if task == "longrange":
         assert y1.sum() == 32  # exactly half "same"
     else:
+        first = data.MANYKEYS_FIRST_CELL if task == "manykeys" else data.PAINT_FIRST_CELL
         assert y1.shape == (64, data.HEIGHT // 4, data.WIDTH // 4)
-        assert (y1[:, :, : data.PAINT_FIRST_CELL] == data.IGNORE).all()
-        scored = y1[:, :, data.PAINT_FIRST_CELL :]
+        assert (y1[:, :, :first] == data.IGNORE).all()
+        scored = y1[:, :, first:]
         assert set(np.unique(scored)) == {0, 1} and 0.4 < scored.mean() < 0.6
 
 
@@ -42,14 +43,46 @@ def test_difficulty_levels_differ_and_are_checked():
     assert not np.array_equal(a, b)
 
 
-def test_train_and_test_differ_and_digits_do_not_share_images():
+def test_train_val_and_test_differ_and_digits_do_not_share_images():
+    """Three disjoint sets of handwriting: early stopping reads digits no run trained on."""
     xtr, _ = data.make_split("paint", "train", n=32)
+    xva, _ = data.make_split("paint", "val", n=32)
     xte, _ = data.make_split("paint", "test", n=32)
-    assert not np.array_equal(xtr, xte)
-    tr, te = data._digit_pool("train"), data._digit_pool("test")
-    a = {im.tobytes() for c in data.DIGIT_CLASSES for im in tr[c]}
-    b = {im.tobytes() for c in data.DIGIT_CLASSES for im in te[c]}
-    assert not a & b
+    assert not np.array_equal(xtr, xte) and not np.array_equal(xtr, xva)
+    pools = {s: data._digit_pool(s) for s in data.SPLITS}
+    seen = {s: {im.tobytes() for c in range(10) for im in pools[s][c]} for s in data.SPLITS}
+    assert not seen["train"] & seen["test"] and not seen["train"] & seen["val"]
+    assert not seen["val"] & seen["test"]
+    assert all(len(seen[s]) > 150 for s in data.SPLITS)
+
+
+def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
+    """Without noise, read the key glyphs and the markers back from the pixels and rebuild
+    every scored label: key[row, marker]."""
+    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
+    x, y = data.make_split("manykeys", "test", n=8, difficulty=2)
+    ink = x[:, 0] > 0
+    for i in range(8):
+        for r in range(4):
+            keys = []
+            for m in range(2):
+                cell = ink[i, 4 * r : 4 * r + 4, 4 * m : 4 * m + 4]
+                keys.append(int(cell.sum() == 5))  # plus: 5 pixels, ring: 8
+            for c in range(data.MANYKEYS_FIRST_CELL, 16):
+                cell = ink[i, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
+                rows, cols = np.nonzero(cell)
+                marker = 0 if len(set(rows)) == 1 else 1  # horizontal / vertical bar
+                assert y[i, r, c] == keys[marker], (i, r, c)
+
+
+def test_no_scored_cell_of_the_manykeys_baseline_sees_a_key():
+    from gclab.experiments.reproduce import build_model
+
+    x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
+    model = build_model("baseline", "manykeys").eval()
+    out = model(x)[:, :, :, data.MANYKEYS_FIRST_CELL :].sum()
+    (grad,) = torch.autograd.grad(out, x)
+    assert not bool((grad[..., :16] != 0).any()) and bool((grad[..., 16:] != 0).any())
 
 
 def test_longrange_end_objects_decide_the_label(monkeypatch):
@@ -169,7 +202,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="task must be one of"):
         data.make_split("cifar", "train")
     with pytest.raises(ValueError, match="split must be one of"):
-        data.make_split("longrange", "val")
+        data.make_split("longrange", "valid")
     with pytest.raises(ValueError, match="n must be"):
         data.make_split("longrange", "train", n=1)
 
@@ -190,11 +223,12 @@ def test_stored_files_match_checksums_and_regenerated_data():
 
 
 def test_write_and_check_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SIZES", {"train": 8, "test": 4})
-    monkeypatch.setattr(data, "TASK_SIZES", {t: {"train": 8, "test": 4} for t in data.TASKS})
+    monkeypatch.setattr(data, "SIZES", {"train": 8, "val": 4, "test": 4})
+    monkeypatch.setattr(data, "TASK_SIZES", {t: {"train": 8, "val": 4, "test": 4}
+                                             for t in data.TASKS})
     paths = data.write(tmp_path)
     folders = sum(len(data.DIFFICULTIES[t]) for t in data.TASKS)
-    assert (tmp_path / "SHA256SUMS").exists() and len(paths) == 4 * folders + 1
+    assert (tmp_path / "SHA256SUMS").exists() and len(paths) == 2 * len(data.SPLITS) * folders + 1
     assert data.check(tmp_path) == []
     first = (tmp_path / "paint_d8" / "test_x.npy.gz").read_bytes()
     data.write(tmp_path)  # byte-identical when written again (gzip mtime=0)

@@ -46,3 +46,81 @@ def test_bad_inputs():
         accuracy(model, [1, 2], torch.zeros(2))
     with pytest.raises(TypeError, match="seed must be an int"):
         build(SmallResNet, seed=1.5)
+
+
+def _bright_task(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 16, 64, generator=g) * torch.linspace(0.2, 1.0, n).reshape(-1, 1, 1, 1)
+    return x, (x.mean((1, 2, 3)) > x.mean()).long()
+
+
+def _protocol(**kw):
+    base = dict(batch_size=32, lr=1e-2, max_steps=300, eval_every=10, patience=40,
+                cooldown_steps=20, warmup_steps=10, learn_above=0.75, progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_early_stopping_stops_a_run_that_learned_and_levelled_off():
+    x, y = _bright_task()
+    model = build(lambda: SmallResNet(widths=(4, 8, 16, 16)), seed=0)
+    hist = train(model, x, y, _protocol(), eval_data=(x[:128], y[:128]))
+    assert not hist["capped"] and hist["steps"] < 300
+    # stopped exactly cooldown steps after the criterion fired, which needs >= patience steps
+    # without a gain since the best evaluation
+    assert hist["steps"] == hist["stop_step"] + 20 and hist["stop_step"] >= 40
+    assert hist["curve"][-1][0] == hist["steps"] and max(a for _, a in hist["curve"]) >= 0.75
+
+
+def test_a_run_that_never_learns_trains_to_the_maximum_and_is_capped():
+    x, _ = _bright_task()
+    y = torch.randint(0, 2, (x.shape[0],), generator=torch.Generator().manual_seed(1))
+    model = build(lambda: SmallResNet(widths=(4, 8, 16, 16)), seed=0)
+    hist = train(model, x, y, _protocol(max_steps=120, lr=1e-3),
+                 eval_data=(x[:64], 1 - y[:64]))  # held-out labels the model cannot learn
+    assert hist["capped"] and hist["steps"] == 120 and hist["stop_step"] == 120
+
+
+def test_warm_up_cosine_and_cool_down_shape_the_learning_rate():
+    x, y = _bright_task(64)
+    seen = []
+    opt_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return opt_step(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        model = build(lambda: SmallResNet(widths=(4, 8, 16, 16)), seed=0)
+        train(model, x, y, _protocol(max_steps=110, patience=0, warmup_steps=10,
+                                     cooldown_steps=20, lr=1e-2), eval_data=(x, y))
+        fixed = list(seen)
+        seen.clear()
+        model = build(lambda: SmallResNet(widths=(4, 8, 16, 16)), seed=0)
+        hist = train(model, x, y, _protocol(max_steps=300, patience=30, warmup_steps=10,
+                                            cooldown_steps=20, lr=1e-2, learn_above=0.0),
+                     eval_data=(x, y))
+    finally:
+        torch.optim.AdamW.step = opt_step
+    assert len(fixed) == 110
+    assert fixed[0] == pytest.approx(1e-3) and fixed[5] == pytest.approx(1e-3 + 0.9e-2 * 0.5)
+    assert fixed[10] == pytest.approx(1e-2)
+    # cosine: half-way between 1e-2 and 1e-3 at the middle of the 100 steps after warm-up
+    assert fixed[60] == pytest.approx(1e-3 + 0.9e-2 * 0.5)
+    assert fixed[-1] == pytest.approx(1e-3, rel=0.01)
+    # early stop: the cool-down takes the lr from its value at the stop to a tenth of it
+    s = hist["stop_step"]
+    assert not hist["capped"] and hist["steps"] == s + 20
+    assert seen[s] < seen[s - 1] and seen[-1] == pytest.approx(
+        seen[s - 1] * (1 - 0.9 * 19 / 20), rel=0.05)
+
+
+def test_bad_protocol_configs():
+    x, y = _bright_task(32)
+    model = SmallResNet(widths=(4, 8, 16, 16))
+    with pytest.raises(ValueError, match="needs max_steps"):
+        train(model, x, y, _protocol(), eval_data=None)
+    with pytest.raises(ValueError, match="must fit"):
+        train(model, x, y, _protocol(max_steps=20), eval_data=(x, y))
+    with pytest.raises(ValueError, match="patience must be an int"):
+        train(model, x, y, _protocol(patience=-1), eval_data=(x, y))

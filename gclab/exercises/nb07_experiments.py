@@ -20,6 +20,8 @@ from gclab.nn import GCBlock, NonLocal2d
 from ._props import count_is_int
 
 NOTEBOOK = "07_experiments"
+#: exp.which_claim: two final accuracies closer than this are "the same"
+CLAIM_TOL = 0.02
 
 
 # --------------------------------------------------------------------------- references
@@ -54,6 +56,37 @@ def ref_nl_flops(channels: int, height: int, width: int) -> int:
 def ref_gc_flops(channels: int, height: int, width: int, ratio: float) -> int:
     """FLOPs FlopCounterMode counts for one GCBlock(C, ratio) (add fusion) on (1, C, H, W)."""
     return _flops(GCBlock(channels, ratio=ratio), (1, channels, height, width))
+
+
+def _first_step(steps, curve, level):
+    """First step at which one seed's curve is >= level; inf if never."""
+    hit = np.nonzero(np.asarray(curve) >= level)[0]
+    return float(np.asarray(steps)[hit[0]]) if hit.size else float("inf")
+
+
+def _claims(steps, a, b, chance, final=None, level=None, speed=None):
+    """The decision of exp.which_claim, with each step replaceable by a mistake."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    final = final or (lambda c: float(c[:, -1].mean()))
+    fa, fb = final(a), final(b)
+    where = "same" if abs(fa - fb) <= CLAIM_TOL else ("a" if fa > fb else "b")
+    top = max(fa, fb)
+    lev = (level or (lambda: chance + 0.9 * (top - chance)))()
+    speed = speed or (lambda c: float(np.median([_first_step(steps, s, lev) for s in c])))
+    ta, tb = speed(a), speed(b)
+    fast = "same" if ta == tb else ("a" if ta < tb else "b")
+    return where, fast
+
+
+def ref_which_claim(steps, a, b, chance):
+    """(where it converges, how fast it gets there) for two models' validation curves.
+
+    a (S_a, T), b (S_b, T): one curve per seed at ``steps`` (T,). Where: the mean over seeds
+    of the last evaluation; 'a' or 'b' if one is more than CLAIM_TOL higher, else 'same'.
+    How fast: per seed, the first step at 90 % of the way from chance to the higher of the two
+    final means (inf if never, kept); the median over seeds; the smaller wins, 'same' on a tie.
+    """
+    return _claims(steps, a, b, chance)
 
 
 # --------------------------------------------------------------------------- mistakes
@@ -124,6 +157,45 @@ def wrong_gc_no_pooling(c, h, w, ratio):
     return _gc_by_formula(c, h, w, ratio, pooling=False)
 
 
+def wrong_claim_curve_mean(steps, a, b, chance):
+    return _claims(steps, a, b, chance, final=lambda c: float(c.mean()))
+
+
+def wrong_claim_best_point(steps, a, b, chance):
+    return _claims(steps, a, b, chance, final=lambda c: float(c.max(axis=1).mean()))
+
+
+def wrong_claim_drop_never(steps, a, b, chance):
+    fa, fb = float(np.asarray(a)[:, -1].mean()), float(np.asarray(b)[:, -1].mean())
+    lev = chance + 0.9 * (max(fa, fb) - chance)
+
+    def speed(c):
+        t = [_first_step(steps, s, lev) for s in c]
+        t = [v for v in t if np.isfinite(v)]
+        return float(np.median(t)) if t else float("inf")
+
+    return _claims(steps, a, b, chance, speed=speed)
+
+
+def wrong_claim_mean_steps(steps, a, b, chance):
+    fa, fb = float(np.asarray(a)[:, -1].mean()), float(np.asarray(b)[:, -1].mean())
+    lev = chance + 0.9 * (max(fa, fb) - chance)
+    return _claims(steps, a, b, chance, speed=lambda c: float(np.mean(
+        [_first_step(steps, s, lev) for s in c])))
+
+
+def wrong_claim_level_of_ceiling(steps, a, b, chance):
+    fa, fb = float(np.asarray(a)[:, -1].mean()), float(np.asarray(b)[:, -1].mean())
+    return _claims(steps, a, b, chance, level=lambda: 0.9 * max(fa, fb))
+
+
+def wrong_claim_mean_curve_speed(steps, a, b, chance):
+    fa, fb = float(np.asarray(a)[:, -1].mean()), float(np.asarray(b)[:, -1].mean())
+    lev = chance + 0.9 * (max(fa, fb) - chance)
+    return _claims(steps, a, b, chance,
+                   speed=lambda c: _first_step(steps, c.mean(axis=0), lev))
+
+
 # --------------------------------------------------------------------------- cases
 def cases_mean_std(rng):
     out = []
@@ -153,6 +225,52 @@ def cases_gc(rng):
     return [Case(args=(c, h, w, r), label=f"C={c}, {h}x{w}, ratio={r:g}")
             for c, h, w, r in ((64, 4, 16, 1 / 16), (64, 4, 16, 1 / 4), (256, 7, 9, 1 / 16),
                                (100, 5, 7, 1 / 16), (90, 3, 4, 1 / 16))]
+
+
+def _sigmoid_curves(steps, onsets, tops, chance=0.5, width=60.0):
+    """One curve per seed: chance until about its onset, then up to its top (inf: never)."""
+    t = np.asarray(steps, dtype=np.float64)
+    out = []
+    for on, top in zip(onsets, tops):
+        rise = np.zeros_like(t) if np.isinf(on) else 1 / (1 + np.exp(-(t - on) / width))
+        out.append(chance + (top - chance) * rise)
+    return np.array(out)
+
+
+def cases_which_claim(rng):
+    steps = np.arange(0, 1601, 50)
+    inf = float("inf")
+    j = lambda: 0.003 * rng.standard_normal()  # noqa: E731 - a small seed-to-seed jitter
+    sets = {
+        # same ceiling, a learns 600 steps sooner: only the speed differs (averaging the
+        # whole curve calls a higher)
+        "same ceiling, a learns sooner": (
+            _sigmoid_curves(steps, [200, 250, 300, 220, 280], [0.97 + j() for _ in range(5)]),
+            _sigmoid_curves(steps, [800, 900, 850, 950, 820], [0.97 + j() for _ in range(5)])),
+        # a converges higher and later: b's best point is high early, then it settles lower
+        "a converges higher, b peaks early": (
+            _sigmoid_curves(steps, [500, 550, 600], [0.97, 0.975, 0.97]),
+            np.minimum(_sigmoid_curves(steps, [150, 160, 170], [0.99, 0.99, 0.99]),
+                       0.99 - 0.00006 * steps)),
+        # b: 3 of 5 seeds never learn (median inf), the 2 that do are the fastest of all
+        "b learns fast on 2 seeds of 5": (
+            _sigmoid_curves(steps, [400, 450, 500, 420, 480], [0.96] * 5),
+            _sigmoid_curves(steps, [100, 120, inf, inf, inf], [0.96] * 5)),
+        # a crosses 0.9 x ceiling early but 90 % of the way from chance late; b the other way
+        "the level is 90 % of the way from chance": (
+            np.minimum(_sigmoid_curves(steps, [100] * 4, [0.90] * 4), 1)
+            + np.where(steps >= 900, 0.08, 0.0),
+            _sigmoid_curves(steps, [500, 520, 540, 560], [0.975] * 4)),
+        # b has one never-learning seed: the mean of the steps is inf, the median is not
+        "one censored seed of five": (
+            _sigmoid_curves(steps, [300, 320, 340, 360, 380], [0.97] * 5),
+            _sigmoid_curves(steps, [150, 160, 170, 180, inf], [0.97] * 5)),
+        # b: four early seeds and one late one; the mean curve waits for the late one
+        "one late seed drags the mean curve": (
+            _sigmoid_curves(steps, [250] * 5, [0.97] * 5),
+            _sigmoid_curves(steps, [100, 100, 100, 100, 600], [0.97] * 5)),
+    }
+    return [Case(args=(steps, a, b, 0.5), label=name) for name, (a, b) in sets.items()]
 
 
 def _std_nonneg(out, *args, **kw):
@@ -268,5 +386,50 @@ register(Exercise(
         "the context modelling: conv_mask and the weighted sum, both over all positions\nthe "
         "transform: the two bottleneck convs on a single vector\ntwo FLOPs per multiply-add; add "
         "them up as an int",
+    ),
+))
+
+
+def _claim_values(out, *args, **kw):
+    return (isinstance(out, (tuple, list)) and len(out) == 2
+            and all(v in ("a", "b", "same") for v in out))
+
+
+register(Exercise(
+    id="exp.which_claim",
+    notebook=NOTEBOOK,
+    title="Which claim do two sets of learning curves support: where or how fast?",
+    kind="function",
+    reference=ref_which_claim,
+    cases=cases_which_claim,
+    rtol=0.0,
+    mistakes={
+        "averaged the whole curve for 'where it converges': that mixes in how fast it got "
+        "there; use each seed's last evaluation": wrong_claim_curve_mean,
+        "took each seed's best point instead of its last: an early peak that does not last is "
+        "not where the model converges": wrong_claim_best_point,
+        "dropped the seeds that never reach the level: a seed that never gets there is the "
+        "slowest, not missing": wrong_claim_drop_never,
+        "averaged the steps: one never-reaching seed (inf) makes the mean inf; use the "
+        "median": wrong_claim_mean_steps,
+        "used 0.9 x ceiling as the level; the level is 90 % of the way from chance to the "
+        "ceiling": wrong_claim_level_of_ceiling,
+        "timed the curve averaged over seeds: a mean curve can cross the level when no seed "
+        "has, or late when most seeds were early": wrong_claim_mean_curve_speed,
+    },
+    properties=[Property("each answer is 'a', 'b' or 'same'", _claim_values)],
+    hints=(
+        "Two different questions. Where a model converges is read at the END of each seed's "
+        "curve; how fast it gets there is WHEN each seed first reaches a level close to the "
+        "ceiling. A seed that never reaches it counts as the slowest, it is not left out.",
+        "a (S_a, T) and b (S_b, T), one row per seed, evaluated at steps (T,). Where: one "
+        "number per model from the last column, then compare with the 0.02 tolerance. How "
+        "fast: the level sits 90 % of the way from chance up to the higher of the two final "
+        "numbers; per seed one step (inf if never), then one robust summary per model.",
+        "final_a, final_b = the mean over seeds of each model's last evaluation\nwhere = "
+        "'same' if they differ by at most 0.02, else the model with the higher one\nlevel = "
+        "chance + 0.9 * (the higher final - chance)\nfor each seed: the first step whose "
+        "accuracy is >= level, inf if none\nfast = the model with the smaller median of those "
+        "steps, 'same' if equal\nreturn (where, fast)",
     ),
 ))

@@ -143,6 +143,62 @@ def query_independence(model: nn.Module, x: Tensor, block: nn.Module | None = No
     return {k: float(v.mean()) for k, v in stats.items()}
 
 
+@torch.no_grad()
+def attention_shape_statistics(model: nn.Module, x: Tensor, block: nn.Module
+                               ) -> Dict[str, float]:
+    r"""What the cosine-distance statistic cannot see: how peaked the maps are.
+
+    Returns ``{"entropy": ..., "centered": ...}`` over the images x: the mean entropy of an
+    attention row divided by :math:`\log N'` (1: the uniform map, which an untrained NL
+    gives for every query; 0: all weight on one position), and the mean pairwise cosine
+    distance between rows after subtracting the uniform row :math:`1/N'` (a learned shared
+    map scores near 0; uniform rows plus small query-dependent noise, as at initialisation,
+    score near 1). Only for blocks whose rows are distributions (softmax modes, SNL, GC);
+    NL's dot-product and concatenation modes normalise by N, not softmax: their rows are
+    renormalised to sum to 1 first. A dead block (every weight 0; images with a dead row are
+    left out) has no distribution: both are nan.
+    """
+    inp, _ = capture(model, x, block)
+    att = block_internals(block, inp)["attention"].clamp_min(0)
+    n_keys = att.shape[-1]
+    total = att.sum(-1, keepdim=True)
+    alive = total[..., 0] > 1e-12  # (B, N): rows with some weight
+    if not bool(alive.all(dim=1).any()):
+        nan = float("nan")  # a dead block (every weight 0): no distribution to describe
+        return {"entropy": nan, "centered": nan}
+    keep = alive.all(dim=1)  # images whose every row has weight
+    p = (att / total.clamp_min(1e-12))[keep]
+    ent = -(p * p.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(float(n_keys)))
+    centered = mean_pairwise_cosine_distance(p - 1.0 / n_keys)
+    return {"entropy": float(ent.mean()), "centered": float(centered.mean())}
+
+
+@torch.no_grad()
+def mean_map_accuracy(model: nn.Module, x: Tensor, y: Tensor, block: nn.Module) -> float:
+    r"""Accuracy of ``model`` on (x, y) when the Non-local ``block`` gives every query the
+    mean of its N attention maps, :math:`\bar a = \frac1N \sum_i a_i` (per image):
+    :math:`z_i = x_i + W_z \sum_j \bar a_j g(x_j)` for every i -- what SNL computes with NL's
+    own trained weights. For softmax modes :math:`\bar a` is still a distribution."""
+    from gclab.experiments.train import accuracy
+
+    if not isinstance(block, NonLocal2d):
+        raise TypeError(f"mean_map_accuracy needs a NonLocal2d, got {type(block).__name__}")
+
+    def shared(_m, args, _out):
+        inp = args[0]
+        theta_x, phi_x, g_x = block.embed(inp)
+        a = block.pairwise(theta_x, phi_x).mean(dim=1, keepdim=True)
+        yv = torch.bmm(a, g_x).expand(-1, theta_x.shape[1], -1)
+        yv = yv.transpose(1, 2).reshape(inp.shape[0], block.inter_channels, *inp.shape[2:])
+        return inp + block.transform(yv)
+
+    handle = block.register_forward_hook(shared)
+    try:
+        return accuracy(model, x, y)
+    finally:
+        handle.remove()
+
+
 # --------------------------------------------------------------------------- attention maps
 @torch.no_grad()
 def attention_maps(model: nn.Module, image: Tensor, queries: Sequence[Tuple[int, int]],

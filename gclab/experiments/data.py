@@ -61,22 +61,25 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-TASKS = ("longrange", "paint", "twokeys", "lookalike")
-SPLITS = ("train", "test")
+TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys")
+#: ``val`` is the validation split that early stopping reads: on the digit tasks it is drawn
+#: from handwriting that neither train nor test uses (:func:`_digit_pool`)
+SPLITS = ("train", "val", "test")
 HEIGHT, WIDTH = 16, 64
 #: number of examples per split stored under data/ (the new tasks: :data:`TASK_SIZES`)
-SIZES = {"train": 12800, "test": 1024}
+SIZES = {"train": 12800, "val": 1024, "test": 1024}
 #: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
-TASK_SIZES = {t: {"train": 6400, "test": 512} for t in ("paint", "twokeys", "lookalike")}
+TASK_SIZES = {t: {"train": 6400, "val": 512, "test": 512}
+              for t in ("paint", "twokeys", "lookalike", "manykeys")}
 #: the difficulty levels of each task (the knob; ``None``: the task has one level)
 DIFFICULTIES = {"longrange": (None,), "paint": (10, 8), "twokeys": (0, 50),
-                "lookalike": (10, 8)}
+                "lookalike": (10, 8), "manykeys": (2,)}
 #: side of the two keys of the ``twokeys`` task (the digits' native 8 x 8)
 TWOKEYS_SIDE = 8
 #: label value of positions that a dense task does not score (torch's ignore_index)
 IGNORE = -100
 #: the seed of each split (train and test never share a generator stream)
-SPLIT_SEEDS = {"train": 1, "test": 2}
+SPLIT_SEEDS = {"train": 1, "test": 2, "val": 3}
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SUMS_FILE = "SHA256SUMS"
 #: digit classes of the paint task's key (the real handwritten digits of scikit-learn):
@@ -179,14 +182,17 @@ def _paste_end_objects(canvas: np.ndarray, rng: np.random.Generator, a: np.ndarr
 
 
 def _digit_pool(split: str, side: int = OBJECT) -> Dict[int, np.ndarray]:
-    """sklearn's digits scaled to [0, 1] and resized to side x side (bilinear), split by index
-    parity (train even, test odd)."""
+    """sklearn's digits scaled to [0, 1] and resized to side x side (bilinear), split by index:
+    test the odd images, val the even ones with index % 10 == 0, train the other even ones
+    (three disjoint sets of handwriting)."""
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.clip(np.stack([zoom(im / 16.0, side / 8, order=1) for im in d.images]), 0, 1)
-    keep = np.arange(len(images)) % 2 == (0 if split == "train" else 1)
+    idx = np.arange(len(images))
+    keep = {"train": (idx % 2 == 0) & (idx % 10 != 0), "val": idx % 10 == 0,
+            "test": idx % 2 == 1}[split]
     return {c: images[keep & (d.target == c)] for c in range(10)}
 
 
@@ -289,12 +295,57 @@ def _twokeys(n: int, rng: np.random.Generator, split: str, disagree: int
     return x, y
 
 
+#: first scored map column of ``manykeys`` (pixels >= 36; the receptive field reaches >= 17)
+MANYKEYS_FIRST_CELL = 9
+#: the 3 x 3 key glyphs of ``manykeys`` (bit 0: a ring, bit 1: a plus) and its cell markers
+KEY_GLYPHS = (np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], float),
+              np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], float))
+MARKERS = (np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], float),   # horizontal bar
+           np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], float),   # vertical bar
+           np.eye(3), np.eye(3)[::-1].copy())                    # the two diagonals
+
+
+def _glyph_cell(canvas: np.ndarray, rng: np.random.Generator, glyph: np.ndarray, r: int,
+                c: int) -> None:
+    """Draw a 3 x 3 glyph inside map cell (r, c) (4 x 4 pixels) at a random offset."""
+    a, b = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+    _paste(canvas, glyph * rng.uniform(0.7, 1.0), 4 * r + a, 4 * c + b)
+
+
+def _manykeys(n: int, rng: np.random.Generator, markers: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The many-bits dense task: 4 x ``markers`` independent key bits at the left end.
+
+    Map cells (r, m), m < ``markers`` (pixel columns [0, 4 * markers)), each hold a key glyph
+    (ring = 0, plus = 1, fair coins). Every cell of map columns [4, 16) holds one of
+    ``markers`` marker glyphs (bars in 2 or 4 orientations), chosen at random; salt noise
+    everywhere. Label of a scored cell (r, c), c >= :data:`MANYKEYS_FIRST_CELL`: the key bit
+    in the cell's own map row r and the column given by its marker, ``key[r, marker]``. So
+    the scored cells together need all 4 x ``markers`` bits, each cell one of them.
+    """
+    rows, cols = HEIGHT // 4, WIDTH // 4
+    x, y = _blank_dense(n)
+    keys = rng.integers(0, 2, size=(n, rows, markers))
+    marks = rng.integers(0, markers, size=(n, rows, cols))
+    for i in range(n):
+        canvas = x[i]
+        _salt_and_strokes(canvas, rng, strokes=0)
+        for r in range(rows):
+            for m in range(markers):
+                _glyph_cell(canvas, rng, KEY_GLYPHS[keys[i, r, m]], r, m)
+            for c in range(4, cols):
+                _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
+        sel = np.take_along_axis(keys[i], marks[i, :, MANYKEYS_FIRST_CELL:], axis=1)
+        y[i, :, MANYKEYS_FIRST_CELL:] = sel
+    return x, y
+
+
 def _check_difficulty(task: str, difficulty):
     levels = DIFFICULTIES[task]
     if difficulty is None:
         difficulty = levels[-1]
     # the other levels one may ask for (a range per task)
-    custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50)}.get(task)
+    custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50),
+              "manykeys": (1, 4)}.get(task)
     if difficulty not in levels and not (
             custom and isinstance(difficulty, int) and not isinstance(difficulty, bool)
             and custom[0] <= difficulty <= custom[1]):
@@ -335,6 +386,8 @@ def make_split(
         rng = np.random.default_rng([int(seed), TASKS.index(task), int(difficulty)])
         if task == "twokeys":
             x, y = _twokeys(int(n), rng, split, int(difficulty))
+        elif task == "manykeys":
+            x, y = _manykeys(int(n), rng, int(difficulty))
         else:
             x, y = _paint(int(n), rng, split, int(difficulty),
                           DIGIT_CLASSES if task == "paint" else LOOKALIKE_CLASSES)

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from gclab.experiments import analysis
+from gclab.experiments import analysis, stats
 from gclab.experiments.data import DATA_DIR, DIFFICULTIES, load, to_tensors
 from gclab.experiments.models import SmallResNet
 from gclab.experiments.report import (  # noqa: F401 - the comparisons' names, as before
@@ -63,6 +63,7 @@ from gclab.experiments.report import (  # noqa: F401 - the comparisons' names, a
     write_csv,
 )
 from gclab.experiments.train import TrainConfig, accuracy, build, train
+from gclab.nn import NonLocal2d
 
 #: the committed results (read by lessons 3 and 7); written only when asked: --out data/results
 RESULTS_DIR = DATA_DIR / "results"
@@ -71,7 +72,10 @@ DEFAULT_OUT = Path("gclab-results")
 #: every block sits in the single unit of layer3 (4 x 16 positions, 64 channels)
 STAGES = (3,)
 #: tasks whose labels are per position (the model gets a dense head)
-DENSE_TASKS = ("paint", "twokeys", "lookalike")
+DENSE_TASKS = ("paint", "twokeys", "lookalike", "manykeys")
+#: backbone widths (layer1..layer4) where a task needs another than SmallResNet's default:
+#: ``manykeys`` puts 128 channels where the blocks sit, so GC r16 has an 8-wide bottleneck
+TASK_WIDTHS = {"manykeys": (8, 16, 128, 32)}
 
 
 @dataclass(frozen=True)
@@ -105,15 +109,37 @@ COMPARE_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4", "se_r16", "gc_r16_
 LONGRANGE_MODELS = ("baseline", "nl", "nl_gaussian", "nl_dot_product", "nl_concatenation",
                     "gc_r16")
 QUICK_MODELS = ("baseline", "gc_r16", "nl")
+#: the converged protocol on the dense tasks: at most MAX_STEPS[task] steps of 32 images,
+#: early stopping after PATIENCE steps without a gain of 0.005 in validation accuracy (once a
+#: run is above LEARN_ABOVE), then COOLDOWN steps of decay
+MAX_STEPS = {"lookalike": 1200, "manykeys": 1600}
+PATIENCE, COOLDOWN, LEARN_ABOVE = 200, 100, 0.75
+#: models that cannot learn by construction (tested with autograd): their plateau at chance
+#: is their convergence, so early stopping applies to them from the start
+AT_CHANCE_BY_CONSTRUCTION = ("baseline",)
+#: the sample-efficiency task keeps every model of the paper's comparisons; the four of the
+#: central claims (GC vs NL, SNL vs NL, r4 vs r16) run first, so that a cut by --stop-after
+#: leaves them with all their seeds
+LOOKALIKE_MODELS = COMPARE_MODELS
+LOOKALIKE_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
+#: the separation task (docs/experiments.md, "third design"): the bottleneck's width at C = 128;
+#: designed and generated, not in the committed plan (cut for the machine's load; run it with
+#: ``make_plan`` after adding it, or ``run_one`` directly)
+MANYKEYS_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4")
+MANYKEYS_LEVELS = (2,)
+#: lesson 3 reads the four pairwise functions of NL on the long-range task
+LONGRANGE_PLAN_MODELS = ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation")
 #: the GC model whose success the quick test checks
 QUICK_GC = "gc_r16"
 #: models whose attention maps are drawn on the new tasks (seed 0)
 ATTENTION_MODELS = ("nl", "snl", "gc_r16")
 @dataclass
 class TaskPlan:
-    """One task of a plan: its models, difficulty levels, seeds and training budget.
+    """One task of a plan: its models, difficulty levels, seeds and training protocol.
 
-    ``seeds`` is one range for every level, or ``{level: range}``."""
+    ``seeds`` is one range for every level, or ``{level: range}``. ``eval_images``: the
+    validation images of the curve that early stopping reads; ``learn_above``: the
+    validation accuracy below which a run is never stopped early (TrainConfig)."""
 
     models: Sequence[str]
     difficulties: Sequence[Any]
@@ -121,6 +147,9 @@ class TaskPlan:
     config: TrainConfig
     n_train: int
     eval_images: int = 256
+    learn_above: float = LEARN_ABOVE
+    #: models whose runs go first (all their seeds), before the task's other models
+    first: Sequence[str] = ()
 
     def seeds_for(self, difficulty: Any) -> List[int]:
         seeds = self.seeds[difficulty] if isinstance(self.seeds, dict) else self.seeds
@@ -134,14 +163,31 @@ class Plan:
     tasks: Dict[str, TaskPlan]
 
     def runs(self) -> List[Tuple[str, Any, str, int]]:
-        """Every (task, difficulty, model, seed), the new task first."""
-        return [(t, d, m, s) for t, tp in self.tasks.items() for d in tp.difficulties
-                for m in tp.models for s in tp.seeds_for(d)]
+        """Every (task, difficulty, model, seed), task by task; within a task every seed of
+        its ``first`` models, seed by seed, then every seed of the others (a run stopped by
+        ``--stop-after`` loses the last models' last seeds first)."""
+        out = []
+        for t, tp in self.tasks.items():
+            first = [m for m in tp.models if m in tp.first]
+            for group in (first, [m for m in tp.models if m not in tp.first]):
+                out += [(t, d, m, s) for d in tp.difficulties for s in tp.seeds_for(d)
+                        for m in group]
+        return out
 
     @property
     def seeds(self) -> List[int]:
         return sorted({s for tp in self.tasks.values() for d in tp.difficulties
                        for s in tp.seeds_for(d)})
+
+
+def converged(batch_size: int, max_steps: int, patience: int, cooldown: int,
+              warmup: int = 100, eval_every: int = 50) -> TrainConfig:
+    """The converged protocol's training (docs/experiments.md): AdamW 3e-3 after a linear
+    warm-up, validation every ``eval_every`` steps, early stopping with ``patience``, a
+    linear cool-down, at most ``max_steps``."""
+    return TrainConfig(batch_size=batch_size, lr=3e-3, max_steps=max_steps,
+                       warmup_steps=warmup, eval_every=eval_every, patience=patience,
+                       cooldown_steps=cooldown)
 
 
 def make_plan(quick: bool, seeds: int | None = None) -> Plan:
@@ -150,31 +196,26 @@ def make_plan(quick: bool, seeds: int | None = None) -> Plan:
         n = 1 if seeds is None else seeds
         return Plan({
             "paint": TaskPlan(("baseline", "gc_r16"), DIFFICULTIES["paint"][-1:], range(n),
-                              TrainConfig(epochs=1, batch_size=32, lr=3e-3, eval_every=50),
+                              converged(32, 100, 50, 20, warmup=20, eval_every=25),
                               n_train=100 * 32, eval_images=128),
             "longrange": TaskPlan(QUICK_MODELS, (None,), range(n),
-                                  TrainConfig(epochs=1, batch_size=64, lr=3e-3),
-                                  n_train=150 * 64),
+                                  converged(64, 150, 50, 30, warmup=20, eval_every=25),
+                                  n_train=150 * 64, eval_images=128),
         })
-    # 5 seeds on every level of the dense tasks but paint's easy level and twokeys' control
-    # level (3 each); the long-range task (lesson 3's NL modes) with 1: what 2 cores allow in
-    # 45 minutes (docs/experiments.md, "second design")
-    hard, easy = min(DIFFICULTIES["paint"]), max(DIFFICULTIES["paint"])
+    return _full_plan(seeds)
+
+
+def _full_plan(seeds: int | None) -> Plan:
+    """The committed plan (docs/experiments.md, "third design"): what 2 cores allow in 45
+    minutes when every run trains to convergence."""
     n_dense = 5 if seeds is None else seeds
-    n_few = 3 if seeds is None else seeds
     n_long = 1 if seeds is None else seeds
-    dense = TrainConfig(epochs=1, batch_size=32, lr=3e-3, eval_every=25)
     return Plan({
-        "paint": TaskPlan(COMPARE_MODELS, (hard, easy), {hard: range(n_dense),
-                                                         easy: range(n_few)},
-                          dense, n_train=200 * 32),
-        "lookalike": TaskPlan(COMPARE_MODELS, DIFFICULTIES["lookalike"], range(n_dense),
-                              dense, n_train=200 * 32),
-        "twokeys": TaskPlan(COMPARE_MODELS, tuple(reversed(DIFFICULTIES["twokeys"])),
-                            {50: range(n_dense), 0: range(n_few)}, dense, n_train=200 * 32),
-        "longrange": TaskPlan(LONGRANGE_MODELS, (None,), range(n_long),
-                              TrainConfig(epochs=1, batch_size=64, lr=3e-3),
-                              n_train=200 * 64),
+        "longrange": TaskPlan(LONGRANGE_PLAN_MODELS, (None,), range(n_long),
+                              converged(64, 600, 150, 50, warmup=50), n_train=200 * 64),
+        "lookalike": TaskPlan(LOOKALIKE_MODELS, (8,), range(n_dense),
+                              converged(32, MAX_STEPS["lookalike"], PATIENCE, COOLDOWN),
+                              n_train=6400, first=LOOKALIKE_FIRST),
     })
 
 
@@ -184,8 +225,10 @@ def build_model(name: str, task: str = "longrange") -> SmallResNet:
     if name not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
     spec = MODELS[name]
+    widths = TASK_WIDTHS.get(task, (8, 16, 64, 32))
     return SmallResNet(block=spec.block, stages=STAGES, position=spec.position,
-                       block_kwargs=dict(spec.kwargs), dense=task in DENSE_TASKS)
+                       block_kwargs=dict(spec.kwargs), dense=task in DENSE_TASKS,
+                       widths=widths)
 
 
 def _chance(y: torch.Tensor) -> float:
@@ -198,23 +241,34 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
             progress: bool = True) -> Dict[str, Any]:
     """Train model ``name`` with ``seed`` on ``(task, difficulty)`` and measure it.
 
-    Returns ``{"row": csv row, "model": the trained model, "curve": [(step, accuracy)]}``.
+    Training follows the task's :class:`TrainConfig` (the converged protocol: validation
+    curve on ``eval_images`` images of the val split, early stopping, capped at
+    ``max_steps``); the final accuracies are on the whole val and test splits.
+    Returns ``{"row": csv row, "model": the trained model, "curve": [(step, val accuracy)]}``.
     """
     tp = plan.tasks[task]
-    xtr, ytr, xte, yte = tensors
+    xtr, ytr, xva, yva, xte, yte = tensors
     cfg = TrainConfig(**{**tp.config.as_dict(), "seed": seed, "progress": progress,
-                         "desc": f"{task}/{difficulty}/{name}/s{seed}"})
+                         "desc": f"{task}/{difficulty}/{name}/s{seed}",
+                         "learn_above": (0.0 if name in AT_CHANCE_BY_CONSTRUCTION
+                                         else tp.learn_above)})
     model = build(lambda: build_model(name, task), seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
     hist = train(model, xtr[: tp.n_train], ytr[: tp.n_train], cfg,
-                 eval_data=(xte[: tp.eval_images], yte[: tp.eval_images]))
+                 eval_data=(xva[: tp.eval_images], yva[: tp.eval_images]))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    acc = accuracy(model, xte, yte)
     costs = analysis.block_costs(model, xte[:1], latency=False)
     batch = xte[:64]
+    curve = hist.get("curve", [])
     row = {
         "task": task, "difficulty": "" if difficulty is None else difficulty, "model": name,
-        "seed": seed, "accuracy": round(acc, 4), "chance": round(_chance(yte), 4),
+        "seed": seed, "accuracy": round(accuracy(model, xte, yte), 4),
+        "val_accuracy": round(accuracy(model, xva, yva), 4),
+        "chance": round(_chance(yte), 4), "steps": hist.get("steps", len(curve)),
+        "stop_step": hist.get("stop_step", ""), "max_steps": cfg.max_steps,
+        "capped": bool(hist.get("capped", False)),
+        "flat": stats.is_flat(curve, min(tp.eval_images, len(xva))) if curve else "",
+        "eval_images": min(tp.eval_images, len(xva)),
         "block_params": int(costs["blocks"]["params"]),
         "block_flops": int(costs["blocks"]["flops"]),
         "latency_ms": round(analysis.latency_ms(model, batch, repeats=5), 3),
@@ -223,16 +277,34 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
         "model_flops": int(costs["model"]["flops"]),
         "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
         "final_loss": round(hist["loss"][-1], 4),
-        "dist_input": "", "dist_output": "", "dist_attention": "",
+        "dist_input": "", "dist_output": "", "dist_attention": "", "entropy_attention": "",
+        "dist_attention_centered": "", "mean_map_accuracy": "",
     }
+    row.update(_block_measurements(model, batch, xte, yte))
+    return {"row": row, "model": model, "curve": curve}
+
+
+def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tensor,
+                        yte: torch.Tensor) -> Dict[str, Any]:
+    """Latency of the block, the query-independence statistics (cosine distances, entropy,
+    distance after subtracting the uniform map) and, for NL, the mean-map replacement test."""
     blocks = analysis.find_blocks(model)
-    if blocks:
-        _, block = blocks[0]
-        inp, _ = analysis.capture(model, batch, block)
-        row["block_latency_ms"] = round(analysis.latency_ms(block, inp, repeats=5), 3)
-        stats = analysis.query_independence(model, xte[:128], block=block)
-        row.update({f"dist_{k}": round(v, 4) for k, v in stats.items()})
-    return {"row": row, "model": model, "curve": hist.get("curve", [])}
+    if not blocks:
+        return {}
+    _, block = blocks[0]
+    inp, _ = analysis.capture(model, batch, block)
+    out: Dict[str, Any] = {"block_latency_ms": round(analysis.latency_ms(block, inp,
+                                                                         repeats=5), 3)}
+    probe = xte[:128]
+    stats_ = analysis.query_independence(model, probe, block=block)
+    out.update({f"dist_{k}": round(v, 4) for k, v in stats_.items()})
+    shape = analysis.attention_shape_statistics(model, probe, block)
+    out.update({k: ("" if v != v else round(v, 4)) for k, v in  # nan (dead block): empty
+                (("entropy_attention", shape["entropy"]),
+                 ("dist_attention_centered", shape["centered"]))})
+    if isinstance(block, NonLocal2d):
+        out["mean_map_accuracy"] = round(analysis.mean_map_accuracy(model, xte, yte, block), 4)
+    return out
 
 
 def _cpu_model() -> str:
@@ -251,7 +323,8 @@ def machine_info(args: argparse.Namespace, seconds: float, cpu_seconds: float,
     return {
         "command": "gclab reproduce" + (" --quick" if args.quick else "")
         + (f" --seeds {args.seeds}" if args.seeds is not None else "")
-        + f" --jobs {args.jobs} --threads {args.threads}",
+        + f" --jobs {args.jobs} --threads {args.threads}"
+        + (f" --stop-after {args.stop_after:g}" if args.stop_after is not None else ""),
         "cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
         "jobs": args.jobs,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -270,11 +343,11 @@ _TENSORS: Dict[Tuple[str, Any], Tuple] = {}
 
 
 def _tensors(task: str, difficulty: Any) -> Tuple:
+    """(x_train, y_train, x_val, y_val, x_test, y_test) of one task level, loaded once."""
     key = (task, difficulty)
     if key not in _TENSORS:
-        xtr, ytr = to_tensors(*load(task, "train", difficulty=difficulty))
-        xte, yte = to_tensors(*load(task, "test", difficulty=difficulty))
-        _TENSORS[key] = (xtr, ytr, xte, yte)
+        _TENSORS[key] = tuple(t for split in ("train", "val", "test")
+                              for t in to_tensors(*load(task, split, difficulty=difficulty)))
     return _TENSORS[key]
 
 
@@ -295,7 +368,9 @@ def _attention_records(model: SmallResNet, task: str, difficulty: Any, name: str
 def _job(args: tuple) -> Dict[str, Any]:
     """One (task, difficulty, model, seed) run in a worker; saves the NL artefacts of lesson
     3 and the attention maps of the new tasks."""
-    task, difficulty, name, seed, plan, out, progress, threads = args
+    task, difficulty, name, seed, plan, out, progress, threads, deadline = args
+    if deadline is not None and time.time() > deadline:
+        return {"skipped": (task, difficulty, name, seed)}
     if threads is not None:
         torch.set_num_threads(threads)
     tensors = _tensors(task, difficulty)
@@ -304,9 +379,9 @@ def _job(args: tuple) -> Dict[str, Any]:
     attention: List[Dict[str, Any]] = []
     if task == "longrange" and name == "nl" and seed == first_seed:
         torch.save(res["model"].state_dict(), Path(out) / "nl_longrange_seed0.pt")
-        plot_nl_attention(res["model"], tensors[2], Path(out) / "attention_nl.png")
+        plot_nl_attention(res["model"], tensors[4], Path(out) / "attention_nl.png")
     elif task != "longrange" and name in ATTENTION_MODELS and seed == first_seed:
-        attention = _attention_records(res["model"], task, difficulty, name, tensors[2])
+        attention = _attention_records(res["model"], task, difficulty, name, tensors[4])
     curve = [{"task": task, "difficulty": res["row"]["difficulty"], "model": name,
               "seed": seed, "step": st, "accuracy": round(a, 4)} for st, a in res["curve"]]
     return {"row": res["row"], "curve": curve, "attention": attention}
@@ -340,6 +415,12 @@ def main(argv: List[str] | None = None) -> int:
                    help="torch intra-op threads per run (default 1: every run is then "
                    "bit-reproducible whatever --jobs is)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite comparisons.csv, ablation.md, the derived "
+                   "columns and the figures from the runs already in --out")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                   help="start no run after this many minutes; the runs not started are "
+                   "listed in machine.json (skipped_runs) and the report uses the rest")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs in parallel, one worker process each (default: 2 on 2+ cores)")
     args = p.parse_args(argv)
@@ -351,12 +432,21 @@ def main(argv: List[str] | None = None) -> int:
     if missing:
         print(f"gclab reproduce: {missing}", file=sys.stderr)
         return 2
+    if args.report_only:
+        if not (args.out / "ablation.csv").exists():
+            p.error(f"--report-only needs the runs of an earlier reproduce in {args.out}")
+        summarize_results(args.out)
+        print(f"rewrote comparisons.csv, ablation.md, the derived columns and the figures "
+              f"in {args.out}")
+        return 0
     torch.set_num_threads(args.threads)
     plan = make_plan(args.quick, args.seeds)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads)
-            for t, d, m, s in plan.runs()]
+    deadline = None if args.stop_after is None else time.time() + 60 * args.stop_after
+    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads,
+             deadline) for t, d, m, s in plan.runs()]
+    skipped: List[Tuple] = []
     t0 = time.perf_counter()
     rows: List[Dict[str, Any]] = []
     maps: List[Dict[str, Any]] = []
@@ -375,6 +465,9 @@ def main(argv: List[str] | None = None) -> int:
             pool = mp.get_context("spawn").Pool(args.jobs)
             results = pool.imap(_job, jobs)
         for k, res in enumerate(results, start=1):
+            if "skipped" in res:
+                skipped.append(res["skipped"])
+                continue
             row = res["row"]
             rows.append(row)
             writer.writerow(row)
@@ -388,6 +481,7 @@ def main(argv: List[str] | None = None) -> int:
                 loads.append(os.getloadavg()[0])
             print(f"[{k}/{len(jobs)}] {_label(row['task'], row['difficulty']):<24} "
                   f"{row['model']:<17} seed {row['seed']}  acc {row['accuracy']:.3f}  "
+                  f"{row['steps']} steps{' (CAPPED at the maximum)' if row['capped'] else ''} "
                   f"({row['train_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)",
                   flush=True)
         if args.jobs != 1:
@@ -395,6 +489,9 @@ def main(argv: List[str] | None = None) -> int:
             pool.join()
     cpu = sum(float(r["cpu_seconds"]) for r in rows)
     machine = machine_info(args, time.perf_counter() - t0, cpu, plan.seeds, loads)
+    machine["runs"] = len(rows)
+    machine["capped_runs"] = sum(bool(r["capped"]) for r in rows)
+    machine["skipped_runs"] = [list(map(str, s)) for s in skipped]
     (out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     summarize_results(out)
     print(f"wrote ablation.csv, comparisons.csv, curves.csv, ablation.md, the figures and "

@@ -215,49 +215,92 @@ print(f"mean cosine distance between the 64 attention maps: {distance(att1)[0]:.
 # %% [markdown]
 # The statistic of the trained block, over 256 test images, by `gclab.experiments.analysis`
 # (`query_independence` computes exactly your `pairwise_distance` on the three sets of vectors).
-# For contrast, the same block with random weights ($\theta$, $\phi$, $g$, $W_z$ drawn with
-# standard deviation 0.5): an NL block *can* give every query its own map.
+# For contrast, two untrained blocks: one with random weights ($\theta$, $\phi$, $g$, $W_z$
+# drawn with standard deviation 0.5; an NL block *can* give every query its own map), and one
+# **fresh** from its constructor (small initial weights).
+
+# %%
+def untrained_nl(std):
+    """The trained model with its NL block re-drawn: N(0, std) weights, or fresh (std None)."""
+    m = build_model("nl")
+    m.load_state_dict(state)
+    block = [b for _, b in analysis.find_blocks(m) if isinstance(b, NonLocal2d)][0]
+    torch.manual_seed(0)
+    if std is None:
+        block.reset_parameters()
+    else:
+        for p in block.parameters():
+            torch.nn.init.normal_(p, std=std)
+    return m.eval(), block
+
+
+# %%
+batch = x_test[:256]
+blocks = {"trained NL": (model, nl), "random-weight NL": untrained_nl(0.5),
+          "fresh NL (untrained)": untrained_nl(None)}
+
+# %% [markdown]
+# A fresh NL's logits are all near 0, so every softmax row is near the **uniform** map
+# $1/N'$: every query's map is the same, and the cosine statistic says "query-independent"
+# (distance ~0) for a block that has learned nothing. Two more numbers tell the cases apart:
+# the **entropy** of a row divided by $\log N'$ (1: uniform; near 0: all weight on a few
+# positions) and the cosine distance **after subtracting the uniform map** from every row
+# (`analysis.attention_shape_statistics`): a *learned* shared map stays near 0, uniform maps
+# plus small query-dependent noise jump towards 1.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-batch = x_test[:256]
-trained = analysis.query_independence(model, batch, block=nl)
-random_model = build_model("nl")
-random_model.load_state_dict(state)
-random_nl = [m for _, m in analysis.find_blocks(random_model) if isinstance(m, NonLocal2d)][0]
-torch.manual_seed(0)
-for p in random_nl.parameters():
-    torch.nn.init.normal_(p, std=0.5)
-untrained = analysis.query_independence(random_model.eval(), batch, block=random_nl)
-print(f"{'mean cosine distance':<22}{'input':>8}{'output':>8}{'attention':>11}")
-for name, s in (("trained NL", trained), ("random-weight NL", untrained)):
-    print(f"{name:<22}{s['input']:8.3f}{s['output']:8.3f}{s['attention']:11.3f}")
+print(f"{'':<22}{'input':>8}{'output':>8}{'attention':>11}{'entropy':>9}{'centred':>9}")
+for name, (m, b) in blocks.items():
+    s = analysis.query_independence(m, batch, block=b)
+    shape = analysis.attention_shape_statistics(m, batch, b)
+    print(f"{name:<22}{s['input']:8.3f}{s['output']:8.3f}{s['attention']:11.3f}"
+          f"{shape['entropy']:9.3f}{shape['centered']:9.3f}")
 
 # %% [markdown]
 # For reference, the GCNet paper (Table 1) measured on COCO with Mask R-CNN: input 0.401,
 # output 0.012, attention 0.020 — the inputs differ, the maps and outputs hardly do.
 #
-# `gclab reproduce` trained all four NL modes (seed 0 in the committed run) and stored the
-# statistic of each run in `data/results/ablation.csv`:
+# `gclab reproduce` trained the four NL modes on this task (seed 0) and NL on `lookalike` (5
+# seeds), and stored for every run the statistic, the entropy, the centred distance, and the
+# **mean-map test**: the test accuracy when the trained NL gives every query the mean of its
+# maps (`analysis.mean_map_accuracy`, what SNL would compute with NL's own weights), beside
+# its real accuracy (`data/results/ablation.csv`):
 
 # %%
 # NBVAL_CHECK_OUTPUT
 with open(RESULTS_DIR / "ablation.csv") as f:
-    rows = [r for r in csv.DictReader(f) if r["task"] == "longrange"]
-print(f"{'model':<18}{'accuracy':>10}{'input':>8}{'output':>8}{'attention':>11}   seeds")
-for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "gc_r16"):
-    rs = [r for r in rows if r["model"] == name]
-    if not rs:
-        continue
-    mean = {k: np.mean([float(r[k]) for r in rs])
-            for k in ("accuracy", "dist_input", "dist_output", "dist_attention")}
-    print(f"{name:<18}{mean['accuracy']:10.3f}{mean['dist_input']:8.3f}"
-          f"{mean['dist_output']:8.3f}{mean['dist_attention']:11.3f}   {len(rs)}")
+    rows = [r for r in csv.DictReader(f) if r["model"].startswith("nl") or r["model"] == "snl"]
+keys = ("accuracy", "mean_map_accuracy", "dist_attention", "entropy_attention",
+        "dist_attention_centered")
+print(f"{'task':<10}{'model':<18}{'acc':>6}{'mean-map':>9}{'attention':>10}{'entropy':>8}"
+      f"{'centred':>8}  seeds")
+for task in dict.fromkeys(r["task"] for r in rows):
+    for name in dict.fromkeys(r["model"] for r in rows if r["task"] == task):
+        rs = [r for r in rows if r["task"] == task and r["model"] == name]
+        mean = {k: np.mean([float(r[k]) for r in rs if r[k] != ""] or [np.nan]) for k in keys}
+        print(f"{task:<10}{name:<18}" + "".join(f"{mean[k]:{w}.3f}" for k, w in
+              zip(keys, (6, 9, 10, 8, 8))) + f"  {len(rs)}")
 
 # %% [markdown]
-# (`snl` and `gc_r16` compute one map for all queries by construction, so their attention
-# distance is exactly 0; they are there as the floor.) Lesson 7's `ablation.md` has the
-# per-seed table. Four cautions when you interpret the table above:
+# **What comes out.** Read the `lookalike` row with `ablation.md`'s per-seed table beside it:
+# NL's five trained blocks are not alike. On some seeds the maps are shared (attention distance
+# near 0) and the mean map loses nothing; on others they are query-dependent (about 0.5) and
+# replacing them by their mean costs a lot of accuracy — the block's own weights rely on the
+# per-query maps. Yet SNL, which learns one map from the start, is as accurate as NL on every
+# seed (lesson 7). So the paper's observation splits in two: *one shared map suffices* for this
+# task (SNL shows it), but *NL does not necessarily find the shared solution* — gradient descent
+# may settle on a query-dependent one that works as well. The fresh block above is the other
+# trap: maps that are all the same because nothing was learned.
+#
+# (`snl` computes one map for all queries by construction, so its attention distance is
+# exactly 0 and its mean-map column is empty; it is there as the floor.) Lesson 7's
+# `ablation.md` has the per-seed table. Five cautions when you interpret the table above:
+#
+# * The mean-map column is the test that matters: where it is close to the real accuracy, one
+#   shared map loses nothing *for this trained block*; where it drops, the block's queries do
+#   use their own maps — and SNL, which learns its one map from the start, may still match NL,
+#   because training finds another route (lesson 7 compares them at convergence).
 #
 # * `dot_product` and `concatenation` do not normalise with a softmax, so their "maps" are
 #   unnormalised weights (divided by $N'$); the cosine distance ignores the scale, so it still
@@ -270,7 +313,9 @@ for name in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation", "snl", "
 #   the paper's observation is about *learned* embeddings.
 # * `concatenation` died on the committed seed (and on 2 of 3 in an earlier run; every ReLU
 #   weight 0): those blocks output nothing, and a zero vector has distance 1 from everything
-#   by convention, so read its row as "undefined", not as "query-dependent".
+#   by convention, so read its row as "undefined", not as "query-dependent" (its entropy and
+#   centred columns describe all-zero rows too: undefined; the current code reports them as
+#   empty).
 #
 # ## 4. One map for every query
 #

@@ -12,31 +12,33 @@
 # ---
 
 # %% [markdown]
-# # Lesson 7 — Experiments: which of the paper's comparisons can a small experiment decide?
+# # Lesson 7 — Experiments: where a block converges, and how fast it gets there
 #
 # **Expected time:** about 45 minutes. **Runs in:** under 20 s on a laptop CPU (it reads the
-# results of `gclab reproduce`; training them takes about 20 minutes on 2 idle cores).
+# results of `gclab reproduce`; training them takes about half an hour of CPU).
 #
 # **You will be able to**
-# 1. summarise runs over seeds as mean ± sample standard deviation, and say when a difference
-#    between two models is more than seed noise (Welch's $t$ and its confidence interval);
-# 2. read a comparison as *reproduced*, *reversed* or *not decidable* — and say what "not
-#    decidable" does and does not tell you;
-# 3. count the FLOPs of an NL block and a GC block by hand and check them against
+# 1. tell apart two claims that one number used to mix: **where a model converges** (its
+#    accuracy once training has levelled off) and **how fast it gets there** (steps to a level,
+#    and the share of seeds that get there at all);
+# 2. summarise runs over seeds as mean ± sample standard deviation, and say when a difference
+#    is more than seed noise (Welch's $t$ and its confidence interval);
+# 3. compare a learn-or-not outcome as a **proportion** (Fisher's exact test) and steps to a
+#    level with a **rank test** in which a seed that never gets there counts as the slowest;
+# 4. count the FLOPs of an NL block and a GC block by hand and check them against
 #    `FlopCounterMode`;
-# 4. judge, for each claim of the GCNet paper, whether our small experiment reproduces it —
-#    and why a task must be *designed* to separate two blocks.
+# 5. judge, for each claim of the GCNet paper, what our small experiment says — and what a
+#    verdict from a fixed short budget would have said instead.
 #
 # **Assumes:** lessons 3 to 6 (NL, SNL, GC, SE and their three steps); mean and variance.
 #
 # Exercises are checked by `check("exp.<name>", ...)`; `hint("exp.<name>", level)` gives a hint
-# at level 1 (concept), 2 (shapes) or 3 (pseudo-code).
+# at level 1 (concept), 2 (shapes and steps) or 3 (pseudo-code).
 #
-# **Run All** in your copy runs until the first cell that needs an answer you have not written
-# yet: the stub's `NotImplementedError` stops it there (the first is the cell right after the
-# check of `exp.mean_std`, which prints your summary). Checks of unfinished exercises just say
-# "not yet implemented"; the tables and figures further down read the committed results and
-# run once you have reached them.
+# **Run All** shows every committed result first (sections 1-3 need no code of yours); the
+# exercises come after them, and the first stub you have not written yet stops Run All there
+# with its `NotImplementedError` (checks of unfinished exercises just say "not yet
+# implemented").
 
 # %%
 import csv
@@ -48,49 +50,159 @@ from IPython.display import Image, display
 from scipy import stats
 
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.experiments import reproduce
+from gclab.experiments import report, reproduce
 from gclab.experiments.reproduce import RESULTS_DIR
 
 # %% [markdown]
-# ## 1. The experiment
+# ## 1. What changed, and why
 #
-# `gclab reproduce` trains one small ResNet (`gclab.experiments.models.SmallResNet`: a stem and
-# four stages of one BasicBlock each, 8-16-64-32 channels, receptive field 41 px) with **one**
-# block in `layer3` (64 channels, a $4 \times 16$ map): GC, SE and SNL after the unit's last
-# conv + BN, NL after the unit. Four tasks on a $16 \times 64$ strip (`gclab.experiments.data`):
+# The first versions of this lesson trained every model for a fixed **200 steps** and compared
+# final accuracies. Near a learning transition a seed either finds the key within 200 steps
+# (accuracy ~0.99) or does not (~0.5), so those tables averaged a learn-or-not coin flip, and
+# their verdicts — "GC is worse than NL", "LayerNorm hurts", "average pooling beats attention" —
+# measured **how fast** a block learns under that budget, not **where it converges**. The paper
+# trains to convergence, so its claims are about converged models.
 #
-# * `longrange` (lesson 3): are the two end glyphs the same? Every block that learns it gets
-#   100 % — so it cannot *order* the blocks (the first version of this lesson found exactly that).
-# * `paint`, designed to separate them: a handwritten **key** digit (0 or 1, scikit-learn's
-#   digits) at the left end, two distractor digits in the middle, and in the right half 32 cells,
-#   each blank or holding a horizontal or vertical bar. Every right-half cell is labelled
-#   `key XOR (bar is vertical)` (a blank cell: the key). No right-half feature of the plain CNN
-#   sees the key, so the baseline is at chance *by construction*. The **difficulty** knob is the
-#   key's side: 10 or 8 px.
-# * `lookalike`: `paint` with keys (and distractors) of classes **1 and 8**, the pair of
-#   handwritten digits that is hardest to tell apart (an SVM shown only the key reads it right
-#   97 % of the time at 8 px). It was designed so that no model saturates.
-# * `twokeys`: two keys, one in the top and one in the bottom half of the rows; a cell reads the
-#   key of its own half. The knob: the percentage of images whose keys **disagree** (0: one bit
-#   suffices; 50: each half needs its own key — built to test "SNL ≈ NL").
+# The committed results now come from a **converged protocol** (`docs/experiments.md`, third
+# design, committed before the runs):
 #
-# The designs and our predictions were committed before the runs (`docs/experiments.md`).
-# Nine models, 5 seeds on most levels (3 on `paint` s = 10 and `twokeys` d = 0), 200 steps of
-# 32 fresh images, the same AdamW for all. Where the committed results were made:
+# * a **validation split with held-out handwriting** (digit images that neither training nor
+#   test uses) read every 50 steps;
+# * a warm-up, then a cosine learning-rate decay; **early stopping** once the validation
+#   accuracy has levelled off (no gain of 0.005 in 200 steps) — but never while a run is still
+#   below 0.75: such a run trains to the **maximum** and is reported **capped**;
+# * per model, three numbers instead of one: the **accuracy of the seeds that learned**, the
+#   **share of seeds that learned**, and the **steps to 90 % of the ceiling** (a seed that never
+#   gets there is kept, as "never").
+#
+# `gclab reproduce` trains one small ResNet (`SmallResNet`: four stages of one BasicBlock,
+# 8-16-64-32 channels, receptive field 41 px) with **one** block in `layer3` (64 channels, a
+# $4 \times 16$ map). Two tasks on a $16 \times 64$ strip:
+#
+# * `lookalike` (key side 8 px): a handwritten **key** digit, 1 or 8 (the pair that handwriting
+#   confuses most), at the left end; two distractor digits in the middle; 32 right-half cells,
+#   each blank or holding a bar, labelled `key XOR (bar is vertical)`. No right-half feature of
+#   the plain CNN sees the key: the baseline is at chance *by construction*. Nine models.
+# * `longrange` (lesson 3): are the two end glyphs the same? The four NL pairwise functions.
+#
+# Where the committed results were made, how long it took, and what was cut:
 
 # %%
 machine = json.loads((RESULTS_DIR / "machine.json").read_text())
 for key in ("command", "cpu", "jobs", "threads", "torch", "wall_minutes", "cpu_minutes",
-            "load_average_1min_mean_during_run", "date"):
-    print(f"{key:>13}: {machine[key]}")
+            "load_average_1min_mean_during_run", "runs", "capped_runs", "date"):
+    value = machine.get(key)
+    print(f"{key:>33}: {round(value, 1) if isinstance(value, float) else value}")
+print(f"{'runs not started (--stop-after)':>33}: {len(machine.get('skipped_runs', []))}")
 
 # %%
 with open(RESULTS_DIR / "ablation.csv") as f:
     rows = list(csv.DictReader(f))
-print(len(rows), "runs; columns:", ", ".join(rows[0]))
+with open(RESULTS_DIR / "comparisons.csv") as f:
+    comparisons = list(csv.DictReader(f))
+with open(RESULTS_DIR / "curves.csv") as f:
+    curves = list(csv.DictReader(f))
+print(len(rows), "runs;", len(comparisons), "comparison rows;", len(curves), "curve points")
 
 # %% [markdown]
-# ## 2. Mean ± standard deviation over seeds
+# ## 2. The committed results
+#
+# Per model: how many seeds learned (their final validation accuracy got at least halfway from
+# chance to the ceiling, the best model's median), the test accuracy of those seeds, and for
+# every seed the steps to 90 % of the way from chance to the ceiling, and its test accuracy:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("\n".join(reproduce.accuracy_lines(rows)))
+
+# %% [markdown]
+# Every seed is a dot; an open dot is a seed that did not learn. The bar averages only the
+# seeds that learned — a learn-or-not outcome is never averaged into one number:
+
+# %%
+display(Image(filename=str(RESULTS_DIR / "ablation.png")))
+
+# %% [markdown]
+# The validation curves, one line per seed and one panel per model. Read two things off each
+# panel: **where** the lines end up (the height of their flat last part) and **when** they
+# cross the dotted line (90 % of the way from chance to the ceiling). A dashed line is a run
+# that reached the maximum number of steps without levelling off above 0.75 (capped):
+
+# %%
+display(Image(filename=str(RESULTS_DIR / "curves.png")))
+
+# %% [markdown]
+# The paper's comparisons, each decided on three metrics (`comparisons.csv`, column `metric`):
+#
+# * `accuracy` — the difference of mean test accuracy **among the seeds that learned**, with a
+#   95 % Welch interval; *reproduced* when the interval lies on the paper's side of 0 (for the
+#   two "≈" claims, SNL vs NL and GC vs NL: when the first model is at most 0.02 worse),
+#   *reversed* when it lies on the other side, *not decidable* otherwise;
+# * `learned_share` — the two shares of seeds that learned, Fisher's exact test (one-sided,
+#   $p < 0.05$);
+# * `steps_to_90` — the median steps to 90 % of the ceiling, an exact Mann-Whitney test on
+#   ranks in which "never" ranks after every number of steps (one-sided, $p < 0.05$).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for metric in ("accuracy", "learned_share", "steps_to_90"):
+    print(metric)
+    print("\n".join(reproduce.comparison_lines(comparisons, task="lookalike", metric=metric)),
+          end="\n\n")
+
+# %% [markdown]
+# The same, one paragraph per claim (generated from `comparisons.csv`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("\n\n".join(report.verdict_lines(comparisons, task="lookalike")))
+
+# %% [markdown]
+# What each block costs, for our block in `layer3` ($C = 64$, $N = 64$), per image, and the
+# whole model's FLOPs (the block's share of the network):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+first = {}
+for r in rows:
+    if r["task"] == "lookalike":
+        first.setdefault(r["model"], r)
+nl_cost = first["nl"]
+print(f"{'model':<17}{'params':>8}{'kFLOPs':>9}{'vs NL':>7}{'model MFLOPs':>14}")
+for model, r in first.items():
+    share = int(r["block_flops"]) / int(nl_cost["block_flops"])
+    print(f"{model:<17}{int(r['block_params']):>8}{int(r['block_flops']) / 1e3:>9.1f}"
+          f"{share:>7.1%}{int(r['model_flops']) / 1e6:>14.2f}")
+
+# %% [markdown]
+# Where the blocks look: NL's attention for one query (the star, a right-half cell), SNL's and
+# GC's single map (the same for every query), seed 0. A block that solved the task puts its
+# weight on the key at the left end, not on the distractor digits or the bars:
+
+# %%
+display(Image(filename=str(RESULTS_DIR / "attention_blocks.png")))
+
+# %% [markdown]
+# ## 3. Where it converges, and how fast it gets there
+#
+# Read the paragraphs above claim by claim (`docs/experiments.md` discusses each next to the
+# full tables). Three patterns to look for:
+#
+# * **Same place, different speed.** Two models whose learned seeds reach the same accuracy
+#   can differ a lot in steps to the ceiling and in how many seeds get there within the
+#   maximum. A fixed 200-step budget turns that difference in speed into a difference in
+#   "accuracy" — which is what the old tables reported.
+# * **A share is a proportion.** "3 of 5 seeds learned" against "5 of 5" is a proportion test
+#   with five trials a side; Fisher's exact test cannot call that significant ($p \approx 0.22$).
+#   Five seeds decide a share only when it is nearly all against nearly none.
+# * **"Never" is data.** A seed that did not reach the level within the maximum is the slowest
+#   seed, not a missing one: dropping it makes a model look faster than it is.
+#
+# A verdict from a fixed short budget is a statement about speed of learning, which is worth
+# knowing — a model that needs fewer steps is cheaper to train — but it is not the paper's claim.
+
+# %% [markdown]
+# ## 4. Mean ± standard deviation over seeds
 #
 # With $S$ seeds $a_1, \dots, a_S$ per model we report the mean and the *sample* standard
 # deviation
@@ -116,44 +228,26 @@ def mean_std(acc):
 check("exp.mean_std", mean_std)
 
 # %% [markdown]
-# Your function on the hardest `paint` level, the smaller key (one row per model, one column
-# per seed):
+# Your function on `lookalike`, over every seed (a seed left at chance inflates the spread),
+# beside the mean over the seeds that learned only (what the `accuracy` metric compares):
 
 # %%
-hard = str(min(int(r["difficulty"]) for r in rows if r["task"] == "paint"))
-paint = [r for r in rows if r["task"] == "paint" and r["difficulty"] == hard]
-names = list(dict.fromkeys(r["model"] for r in paint))
-matrix = np.array([[float(r["accuracy"]) for r in paint if r["model"] == n] for n in names])
+look = [r for r in rows if r["task"] == "lookalike"]
+names = list(dict.fromkeys(r["model"] for r in look))
+n_seeds = min(sum(r["model"] == n for r in look) for n in names)  # a cut run may lack seeds
+matrix = np.array([[float(r["accuracy"]) for r in look if r["model"] == n][:n_seeds]
+                   for n in names])
 means, stds = mean_std(matrix)
 for name, m, s in zip(names, means, stds):
-    print(f"{name:<12} {m:.3f} ± {s:.3f}")
+    won = [float(r["accuracy"]) for r in look if r["model"] == name and r["learned"] == "True"]
+    note = f"learned seeds: {np.mean(won):.3f} (n={len(won)})" if won else "no seed learned"
+    print(f"{name:<12} all seeds {m:.3f} ± {s:.3f}   {note}")
 
 # %% [markdown]
-# The whole table, per task and difficulty (`reproduce.accuracy_lines`, the same computation).
-# Chance is about 0.5 everywhere (balanced labels).
-
-# %%
-# NBVAL_CHECK_OUTPUT
-print("\n".join(reproduce.accuracy_lines(rows)))
-
-# %% [markdown]
-# Every seed is a dot (the axis goes above 1.0 so that no dot is cut):
-
-# %%
-display(Image(filename=str(RESULTS_DIR / "ablation.png")))
-
-# %% [markdown]
-# The final accuracy is one point of a curve. Test accuracy during training (mean over the
-# seeds, band from the worst to the best seed) shows *when* each model picks up the key:
-
-# %%
-display(Image(filename=str(RESULTS_DIR / "curves.png")))
-
-# %% [markdown]
-# ## 3. Is a difference more than seed noise?
+# ## 5. Is a difference more than seed noise?
 #
-# Five seeds are few. Welch's $t$ measures a difference of means in units of its standard
-# error, each model keeping its own variance:
+# Welch's $t$ measures a difference of means in units of its standard error, each model keeping
+# its own variance:
 #
 # $$
 # t = \frac{\bar a - \bar b}{\sqrt{s_a^2 / S_a + s_b^2 / S_b}}.
@@ -181,50 +275,96 @@ check("exp.welch_t", welch_t)
 # The same quantities give a **95 % confidence interval** for the difference,
 # $\bar a - \bar b \pm t_{\nu,\,0.975}\, se$ with Welch's degrees of freedom $\nu$
 # (`analysis.welch_interval`; scipy: `ttest_ind(a, b, equal_var=False).confidence_interval()`).
-# Check it on one pair against scipy:
+# Check it on GC r16 against NL, over the seeds that learned:
 
 # %%
-a = matrix[names.index("gc_r16")]
-b = matrix[names.index("gc_r16_mul")]
-with warnings.catch_warnings():  # scipy warns when a sample has no spread
-    warnings.simplefilter("ignore", RuntimeWarning)
-    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-print(f"t = {welch_t(a, b):+.2f}   scipy CI [{ci.low:+.3f}, {ci.high:+.3f}]   gclab",
-      reproduce.analysis.welch_interval(a, b))
+def learned_acc(model):
+    return np.array([float(r["accuracy"]) for r in look
+                     if r["model"] == model and r["learned"] == "True"])
 
-# %% [markdown]
-# Each comparison of the paper then gets a **verdict**: *reproduced* when the interval lies on
-# the paper's side of 0, *reversed* when it lies on the other side, *not decidable* when it
-# contains 0. (For the two "≈" claims, SNL vs NL and GC vs NL: reproduced when the first model
-# is at most 0.02 worse, reversed when it is significantly worse.) `comparisons.csv`, with the
-# paper's claim beside each row:
 
-# %%
-# NBVAL_CHECK_OUTPUT
-with open(RESULTS_DIR / "comparisons.csv") as f:
-    comparisons = list(csv.DictReader(f))
-for task in ("paint", "lookalike", "twokeys"):
-    print(task)
-    print("\n".join(reproduce.comparison_lines(comparisons, task=task)), end="\n\n")
+a, b = learned_acc("gc_r16"), learned_acc("nl")
+if min(len(a), len(b)) >= 2:
+    with warnings.catch_warnings():  # scipy warns when a sample has no spread
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    d, lo, hi = reproduce.analysis.welch_interval(a, b)
+    print(f"t = {welch_t(a, b):+.2f}   scipy CI [{ci.low:+.3f}, {ci.high:+.3f}]   "
+          f"gclab {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+else:
+    print("fewer than two learned seeds on a side: no interval")
 
 # %% [markdown]
 # ### What "not decidable" means
 #
-# An interval that contains 0 says: *with these seeds, this task and this budget, we cannot
-# tell the two apart.* It is **not** evidence that they are equal — an interval of
-# $[-0.15, +0.20]$ is compatible with a large gain either way. What narrows it: more seeds
-# (the half-width shrinks like $1/\sqrt{S}$), a task whose outcome varies less from seed to
-# seed, or a task built so that the mechanism in question decides the label. What must **not**
-# be done: retune the task or the budget after seeing the verdict until it says "reproduced" —
-# that turns the interval into a statement about our search, not about the blocks. The
-# long-range rows show the other failure: when every model scores 1.000 the interval is
-# $[0, 0]$ and the comparison is decided "equal" only because the task is too easy.
+# An interval that contains 0 (or a $p$ above 0.05) says: *with these seeds and this task we
+# cannot tell the two apart.* It is **not** evidence that they are equal — an interval of
+# $[-0.15, +0.20]$ is compatible with a large gain either way. What narrows it: more seeds, a
+# task whose outcome varies less from seed to seed, or a task built so that the mechanism in
+# question decides the label. What must **not** be done: retune the task or the budget after
+# seeing the verdict until it says "reproduced".
 
 # %% [markdown]
-# ## 4. What each block costs
+# ## 6. Which claim do two sets of curves support?
 #
-# The accuracy column means little without the cost column. `FlopCounterMode` counts 2 FLOPs
-# per multiply-add of every matmul and convolution (not the softmax, norms or additions).
+# Two models, `a` and `b`, each with one validation curve per seed. Two questions:
+#
+# * **where it converges** — the mean over seeds of each curve's *last* evaluation; the two are
+#   "the same" when they differ by at most 0.02, else the higher one wins;
+# * **how fast it gets there** — per seed, the first step at which the curve reaches 90 % of the
+#   way from chance to the higher of the two final means (`inf` if it never does), then the
+#   **median** over seeds; the smaller wins, "same" on a tie.
+#
+# **Exercise `exp.which_claim`.** `which_claim(steps, a, b, chance)`: `steps (T,)`,
+# `a (S_a, T)`, `b (S_b, T)`, a float → `(where, fast)`, each `'a'`, `'b'` or `'same'`.
+
+# %%
+def which_claim(steps, a, b, chance):
+    """(where it converges, how fast it gets there): 'a', 'b' or 'same' for each."""
+    # exercise exp.which_claim: read the end of each curve, then when each seed first
+    # reaches the level; keep the seeds that never do
+    ### BEGIN SOLUTION
+    fa, fb = a[:, -1].mean(), b[:, -1].mean()
+    where = "same" if abs(fa - fb) <= 0.02 else ("a" if fa > fb else "b")
+    level = chance + 0.9 * (max(fa, fb) - chance)
+
+    def median_steps(curves):
+        hits = [np.nonzero(c >= level)[0] for c in curves]
+        return np.median([steps[h[0]] if h.size else np.inf for h in hits])
+
+    ta, tb = median_steps(a), median_steps(b)
+    fast = "same" if ta == tb else ("a" if ta < tb else "b")
+    return where, fast
+    ### END SOLUTION
+
+
+# %%
+check("exp.which_claim", which_claim)
+
+# %% [markdown]
+# Now on the committed curves: GC r16 (`a`) against NL (`b`) on `lookalike`, then GC r16
+# against GC r4. Before you run the cell, look at those panels of the curves figure and write
+# down your answer. (A run that stopped early stays where it stopped: its curve is continued
+# at its last value up to the longest run, which is what "converged" means here.)
+
+# %%
+steps = np.array(sorted({int(r["step"]) for r in curves if r["task"] == "lookalike"}))
+for one, two in (("gc_r16", "nl"), ("gc_r16", "gc_r4")):
+    a = report.curve_matrix(curves, "lookalike", one, steps)
+    b = report.curve_matrix(curves, "lookalike", two, steps)
+    print(f"{one} vs {two}:", which_claim(steps, a, b, 0.5))
+
+# %% [markdown]
+# `which_claim` *describes* these seeds; it is not a test. Compare its answers with the
+# `steps_to_90` and `accuracy` rows of section 2: a difference in median steps that the rule
+# reports can still be "not decidable" there, because five seeds a side may not tell it from
+# seed noise.
+
+# %% [markdown]
+# ## 7. What each block costs, by hand
+#
+# `FlopCounterMode` counts 2 FLOPs per multiply-add of every matmul and convolution (not the
+# softmax, norms or additions).
 #
 # **Exercise `exp.nl_flops`.** `nl_flops(channels, height, width)`: the FLOPs of one
 # embedded-gaussian `NonLocal2d` (reduction 2, no sub-sampling) on a `(1, C, H, W)` input, by
@@ -265,90 +405,26 @@ def gc_flops(channels, height, width, ratio):
 check("exp.gc_flops", gc_flops)
 
 # %% [markdown]
-# Your formulas for our block in `layer3` ($C = 64$, a $4 \times 16$ map):
+# Your formulas for our block in `layer3` ($C = 64$, a $4 \times 16$ map), against the cost
+# table of section 2:
 
 # %%
 print(f"NL: {nl_flops(64, 4, 16):,} FLOPs   GC r16: {gc_flops(64, 4, 16, 1 / 16):,} FLOPs   "
       f"ratio {gc_flops(64, 4, 16, 1 / 16) / nl_flops(64, 4, 16):.1%}")
 
 # %% [markdown]
-# The cost columns of the table, for our block in `layer3` ($C = 64$, $N = 64$), per image.
-# The last column is the whole model's FLOPs per image (the block's share of the network).
-
-# %%
-# NBVAL_CHECK_OUTPUT
-first = {}
-for r in paint:
-    first.setdefault(r["model"], r)
-nl_cost = first["nl"]
-print(f"{'model':<17}{'params':>8}{'kFLOPs':>9}{'vs NL':>7}{'model MFLOPs':>14}")
-for model, r in first.items():
-    share = int(r["block_flops"]) / int(nl_cost["block_flops"])
-    print(f"{model:<17}{int(r['block_params']):>8}{int(r['block_flops']) / 1e3:>9.1f}"
-          f"{share:>7.1%}{int(r['model_flops']) / 1e6:>14.2f}")
-
-# %% [markdown]
-# ## 5. Where the blocks look
-#
-# NL's attention for one query (the star, a right-half cell; on `twokeys` also one in the
-# bottom half), SNL's and GC's single map (the same for every query), seed 0 on each level. A
-# block that solved the task must put its weight on a key at the left end, not on the
-# distractor digits or the bars:
-
-# %%
-display(Image(filename=str(RESULTS_DIR / "attention_blocks.png")))
-
-# %% [markdown]
-# ## 6. The paper's claims, one by one
-#
-# The numbers above come from the committed `data/results`; the discussion is written for them
-# (`docs/experiments.md` has the same next to the full tables). Three tasks, six levels, and the
-# verdicts never contradict each other:
-#
-# **SNL ≈ NL — reproduced wherever it is decided** (both `paint` levels, `twokeys` d = 0).
-# On `twokeys` d = 50 we *predicted* it would break: each half needs its own key, and SNL has one
-# map for all queries. It did not break: SNL 0.997 on every seed, NL 0.984 (the interval touches
-# our 0.02 margin, so the row says "not decidable", but SNL is not the worse of the two). Look at SNL's map in the figure:
-# it sits on the top key only. At layer3 every cell sees the whole 16-px height, so the top key's
-# cell already encodes *both* keys; one map that picks it carries two bits in its 64 channels.
-# The CNN's receptive field did the query dependence for SNL — a task meant to break the claim
-# must put the keys farther apart than that.
-#
-# **r4 > r16 — reproduced, and LayerNorm helps — reversed, wherever decided** (`paint` s = 8,
-# `twokeys` d = 50), both more strongly when the context must carry two bits. At $C = 64$, r16
-# leaves a **4-wide** bottleneck whose LayerNorm removes two of its four degrees of freedom: a
-# finding about small models, not a refutation of the paper's LN at 64 channels.
-#
-# **GC ≈ NL — reproduced only on the easy levels** (`paint` s = 10, `twokeys` d = 0), reversed on
-# the four hard ones: GC r16 (1.1 % of NL's FLOPs) learns late or not at all where NL learns on
-# every seed.
-#
-# **`lookalike` meets the bar we set (best model 0.94, nothing saturates) and decides almost
-# nothing else**: most GC variants never leave chance within 200 steps, so they are compared at
-# 0.5 against 0.5. Making a task harder does not by itself make it more informative.
-#
-# **GC > SE and add > mul — never decided.** SE and GC-mul are lower on average, as predicted,
-# but against a GC r16 whose seeds are split between ~0.5 and ~0.8 the intervals contain 0.
-#
-# **What to take away.** A verdict is about *this* task, budget and scale. A "not decidable"
-# row is not a tie: it says the seeds cannot tell. Cost claims (FLOPs, parameters) reproduce
-# exactly, being arithmetic; mechanism claims reproduce where the task makes the mechanism
-# necessary — and a task can fail to make it necessary in ways you only see in the attention
-# maps. Small accuracy gaps need tasks designed for them, and more seeds.
-#
-# ## 7. Make the table yourself
+# ## 8. Make the table yourself
 #
 # ```
-# gclab reproduce                 # ~20 min on 2 idle cores; writes a new ./gclab-results
-# gclab reproduce --quick         # ~1 min: a few models, 1 seed
+# gclab reproduce                 # the committed plan; writes a new ./gclab-results
+# gclab reproduce --quick         # ~1 min: a few models, 1 seed, short runs
 # gclab reproduce --seeds 8 --out /tmp/my_results
 # ```
 #
 # `gclab reproduce` never overwrites the committed `data/results` unless you pass
 # `--out data/results`. Each run is bit-reproducible on the same machine and torch build (fixed
-# seeds, deterministic algorithms, one thread per run); other CPUs or torch versions may change
-# the last digits of the losses and, near a learning transition, whether a seed learns in time.
-# Things to try: more seeds (does a "not decidable" become decided, and which way?), the key
-# side 6 (`make_split("paint", ..., difficulty=6)`; any side from 4 to 12), `twokeys` with the
-# keys farther apart than the receptive field, or train longer and watch the late learners
-# catch up — then ask which of your conclusions survived.
+# seeds, deterministic algorithms, one thread per run). Things to try: the `manykeys` task
+# (designed in `docs/experiments.md`, generated, not in the committed plan: eight key bits
+# through GC's bottleneck at 128 channels, r4 against r16), more seeds (does a "not decidable"
+# become decided, and which way?), or a fixed budget of 200 steps (`TrainConfig(max_steps=200)`
+# without early stopping) — and see which verdicts turn into statements about speed.

@@ -122,7 +122,7 @@ class Worker:
         }
 
     def call(self, header: dict, blob: bytes):
-        from gclab.exercises.running import _CappedStream, _guarded
+        from gclab.exercises.running import _CappedStream, _guarded, _guarded_apart
 
         found, obj = self.target(header)
         if not found:
@@ -133,9 +133,10 @@ class Worker:
         hits: list = []
         out = _CappedStream()
         payload = pickle.loads(blob) if blob else ()  # the grader's own data
+        run = _guarded_apart if header.get("apart") else _guarded
 
         def guarded(fn):
-            return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
+            return run(self._tripwired(fn, forbidden, hits), limit, out)
 
         extra: dict = {}
         if kind == "value":

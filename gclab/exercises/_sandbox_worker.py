@@ -157,7 +157,7 @@ class Worker:
         else:
             return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
         tree = extra.pop("tree", b"")
-        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], **extra}
+        reply = {**_left_behind(out), **extra}
         if hits:
             reply["reference"] = hits[0]
         if extra.get("outcome"):
@@ -216,7 +216,7 @@ class Worker:
             tree = guarded(lambda: skeleton.describe(built.value))
         else:
             tree = None
-        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP]}
+        reply = _left_behind(out)
         if hits:
             reply["reference"] = hits[0]
         if tree is None or tree.error is not None or tree.timed_out:
@@ -334,6 +334,13 @@ class Worker:
         self.send({"ev": "end"})
         self.serving = True
         self.serve(until="exit")
+
+
+def _left_behind(out) -> dict:
+    """What the calls printed, warned and changed, as the reply sends it (the grader caps it)."""
+    return {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], "warned": out.warned,
+            "warnings": [w[:300] for w in out.warnings[:3]],
+            "changes": [c[:200] for c in out.changes[:5]]}
 
 
 def _type_name(x) -> str:

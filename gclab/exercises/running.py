@@ -206,11 +206,16 @@ def _guarded_apart(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _
     more and is killed at the time limit: a loop in C that never looks at signals
     (``sum(range(10**12))``) or an allocation of terabytes ends there, not in the learner's
     process. What the call printed and warned comes back into ``out``. Where there is no fork
-    (not Linux), it is :func:`_guarded`."""
+    (not Linux, or no process may be started), it is :func:`_guarded`."""
     if not sys.platform.startswith("linux"):
         return _guarded(fn, limit, out)
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process left to start (a sandbox's limit): run it here
+        os.close(read)
+        os.close(write)
+        return _guarded(fn, limit, out)
     if pid == 0:  # the child: run, send the outcome, and leave without cleaning up
         try:
             os.close(read)

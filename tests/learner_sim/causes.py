@@ -292,6 +292,13 @@ def _(channels):
     return (channels + 1) ** 2
 
 
+@named("snl.param_count", "counting an actual SimplifiedNonLocal2d's parameters", CLOSED_FORM)
+def _(channels):
+    from gclab.nn import SimplifiedNonLocal2d
+
+    return sum(p.numel() for p in SimplifiedNonLocal2d(channels).parameters())
+
+
 # ====================================== se.param_count
 @named("se.param_count", "both biases forgotten", BIAS)
 def _(channels, reduction=16):

@@ -7,6 +7,7 @@ megabytes gets a failing verdict with a message, and nothing passes falsely.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -866,3 +867,43 @@ def test_checks_in_worker_threads_leave_the_process_state_alone():
         core._REGISTRY.pop("engine.threads")
     assert (os.getcwd(), list(warnings.filters), torch.get_default_dtype()) == before
     assert set(seen) == {before[0]}
+
+
+# ---- a case only a formula reaches ------------------------------------------------------------
+def _offsets_variance(depth, kernel=3):
+    offsets = np.arange(kernel) - (kernel - 1) / 2  # 7 TiB at kernel 1e12 + 1
+    return float(depth * np.mean(offsets**2))
+
+
+def _summed_in_c(depth, kernel=3):
+    squares = sum(map(pow, range(kernel), itertools.repeat(2)))
+    mean = sum(range(kernel)) / kernel  # a C loop over 1e12 ints: no signal reaches it
+    return depth * (squares / kernel - mean**2)
+
+
+@pytest.mark.parametrize("answer, how", [(_offsets_variance, "ran out of memory"),
+                                         (_summed_in_c, "did not finish")])
+def test_a_numerical_answer_to_a_derivation_is_named_and_ends(answer, how):
+    """Right on every case it can compute, but only a formula reaches the largest case: the
+    verdict says so (not a bare MemoryError), and a loop that ignores the time limit's signal
+    is ended all the same (it runs apart, in a forked child)."""
+    assert answer(4, 3) == pytest.approx(4 * 8 / 12)
+    result = check("rf.erf_variance", answer)
+    assert not result.passed
+    assert result.diagnosis.startswith("this check needs the closed form: your code computes "
+                                       f"the answer numerically and {how}"), result.diagnosis
+    assert "1e12 offsets" in result.diagnosis
+    assert sum("needs the closed form" in c.message for c in result.checks) == 1
+
+
+def test_an_answer_on_a_formula_only_case_keeps_its_output_and_printing():
+    """The call run apart sends back what it returned and printed."""
+    def formula(depth, kernel=3):
+        print("derived")
+        return depth * (kernel**2 - 1) / 12
+
+    result = check("rf.erf_variance", formula)
+    assert result.passed, str(result)
+    calls = len(core._trials(core.get("rf.erf_variance")))
+    assert result.printed == len("derived\n") * calls
+    assert result.printed_text.startswith("derived\nderived\n")

@@ -126,7 +126,11 @@ def graded(tmp_path_factory):
 
 
 def _seedless(message: str) -> str:
-    return re.sub(r"\[seed \d+\]", "[seed]", message)
+    """The message without what the data decides: the seed, which failing case is the worst and
+    the numbers measured on it (the grader's secret seeds draw other data)."""
+    message = re.sub(r"\[seed \d+\]", "[seed]", message)
+    message = re.sub(r"worst: output on [^\[]*\[seed\]", "worst: output on <case> [seed]", message)
+    return re.sub(r"\d+\.\d+(e-?\d+)?", "<number>", message)
 
 
 @pytest.mark.parametrize("name", list(SOURCES))

@@ -457,3 +457,36 @@ def test_an_answer_stuck_in_one_c_call_fails_and_the_run_stops(tmp_path, monkeyp
     row = _rows(g)["rf.theoretical"]
     assert row["status"] == "failed" and "did not return within its time limit" in row["detail"]
     assert g.run.outcome == "timed out"
+
+
+# ---------------------------------------------------------------- what the sandbox sends back
+ANSWERS = {
+    "warns": "import warnings\ndef erf_variance(depth, kernel=3):\n"
+             "    warnings.warn('derived by hand')\n    return depth * (kernel**2 - 1) / 12\n",
+    "loops_in_c": "def erf_variance(depth, kernel=3):\n"
+                  "    mean = sum(range(kernel)) / kernel  # a C loop: no signal stops it\n"
+                  "    squares = sum(map(pow, range(kernel), [2] * kernel))\n"
+                  "    return depth * (squares / kernel - mean**2)\n",
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_the_sandbox_forwards_warnings_and_ends_a_numerical_derivation(name):
+    """A warning the learner's call issued in the sandbox reaches the verdict; a numerical
+    answer that loops in C on the case only a formula reaches is ended there (the call runs
+    apart), the run completes, and the verdict names the cause."""
+    from gclab.exercises import get
+    from gclab.exercises.trusted import run_and_grade
+
+    cells = [HEAD, ANSWERS[name] + "check('rf.erf_variance', erf_variance)\n"]
+    run = run_and_grade(cells, "00_receptive_fields", [get("rf.erf_variance")], timeout=120,
+                        memory=4 << 30)
+    assert run.outcome == "completed", (run.outcome, run.detail, run.output)
+    verdict = run.verdicts["rf.erf_variance"]
+    if name == "warns":
+        assert verdict.passed, str(verdict)
+        assert verdict.warned > 0 and "derived by hand" in verdict.warnings[0], verdict.warnings
+    else:
+        assert not verdict.passed
+        assert verdict.diagnosis.startswith("this check needs the closed form"), verdict.diagnosis
+        assert "did not finish" in verdict.diagnosis

@@ -122,7 +122,7 @@ class Worker:
         }
 
     def call(self, header: dict, blob: bytes):
-        from gclab.exercises.running import _CappedStream, _guarded
+        from gclab.exercises.running import _CappedStream, _guarded, _guarded_apart
 
         found, obj = self.target(header)
         if not found:
@@ -133,9 +133,10 @@ class Worker:
         hits: list = []
         out = _CappedStream()
         payload = pickle.loads(blob) if blob else ()  # the grader's own data
+        run = _guarded_apart if header.get("apart") else _guarded
 
         def guarded(fn):
-            return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
+            return run(self._tripwired(fn, forbidden, hits), limit, out)
 
         extra: dict = {}
         if kind == "value":
@@ -156,7 +157,7 @@ class Worker:
         else:
             return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
         tree = extra.pop("tree", b"")
-        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], **extra}
+        reply = {**_left_behind(out), **extra}
         if hits:
             reply["reference"] = hits[0]
         if extra.get("outcome"):
@@ -215,7 +216,7 @@ class Worker:
             tree = guarded(lambda: skeleton.describe(built.value))
         else:
             tree = None
-        reply = {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP]}
+        reply = _left_behind(out)
         if hits:
             reply["reference"] = hits[0]
         if tree is None or tree.error is not None or tree.timed_out:
@@ -333,6 +334,13 @@ class Worker:
         self.send({"ev": "end"})
         self.serving = True
         self.serve(until="exit")
+
+
+def _left_behind(out) -> dict:
+    """What the calls printed, warned and changed, as the reply sends it (the grader caps it)."""
+    return {"printed": out.count, "printed_text": out.text[:_OUTPUT_CAP], "warned": out.warned,
+            "warnings": [w[:300] for w in out.warnings[:3]],
+            "changes": [c[:200] for c in out.changes[:5]]}
 
 
 def _type_name(x) -> str:

@@ -275,6 +275,12 @@ def _compare(
     return _Mismatch(True, f"{where} equals the reference")
 
 
+def _scalar(x: np.ndarray) -> Any:
+    """The one number a 0-d array holds (a Python int past int64 sits in an object array)."""
+    v = x[()]
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _compare_values(
     e: np.ndarray,
     a: np.ndarray,
@@ -306,7 +312,7 @@ def _compare_values(
         if scalar:
             return _Mismatch(
                 False,
-                f"{where} is {a[()].item()!r}, expected {e[()].item()!r} "
+                f"{where} is {_scalar(a)!r}, expected {_scalar(e)!r} "
                 f"(relative error {err:.2g})",
                 err,
                 True,

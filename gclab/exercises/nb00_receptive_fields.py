@@ -473,6 +473,22 @@ def erf_variance(depth: int, kernel: int = 3) -> float:
     return depth * (kernel**2 - 1) / 12
 
 
+def _values_variance(depth: int, kernel: int = 3) -> float:
+    """The variance of the ERF's values (a mistake): exact where the ERF can be built, and
+    beyond that from the local limit theorem, sum of g^2 ~ 1 / (2 sqrt(pi) sigma)."""
+    n = depth * (kernel - 1) + 1
+    if n <= 10**6:
+        return float(np.var(erf_1d(depth, kernel)))
+    sigma = math.sqrt(erf_variance(depth, kernel))
+    return 1 / (2 * math.sqrt(math.pi) * sigma * n) - 1 / n**2
+
+
+def _mean_square_from(first: int, kernel: int) -> float:
+    """The mean of the squares of the ``kernel`` integers ``first, first + 1, ...``."""
+    a, k = first, kernel
+    return (k * a * a + a * k * (k - 1) + (k - 1) * k * (2 * k - 1) // 6) / k
+
+
 def _variance_cases(rng: np.random.Generator) -> List[Case]:
     pairs = [(1, 3), (4, 3), (3, 5), (10, 7), (2, 2), (5, 4)]
     extra = (int(rng.integers(2, 30)), int(rng.integers(2, 9)))
@@ -480,7 +496,10 @@ def _variance_cases(rng: np.random.Generator) -> List[Case]:
     # the derivation itself: no ERF array of this size can be built or enumerated (so every
     # mistake registered here is a closed form too: mistakes run on this case as well)
     cases.append(Case(args=(10**9, 10**12 + 1), label="depth 1e9, kernel 1e12 + 1 (too large "
-                      "to convolve or enumerate: only the closed form gets there)"))
+                      "to convolve or enumerate: only the closed form gets there)",
+                      closed_form="at depth 1e9 and kernel 1e12 + 1 neither the ERF (1e21 "
+                      "pixels) nor the 1e12 offsets of one layer can be built, convolved or "
+                      "looped over"))
     return cases
 
 
@@ -506,18 +525,17 @@ register(
                 lambda depth, kernel=3: depth * (kernel**2 - 1) // 12
             ),
             "the variance of the ERF map's values (how its heights spread), not of the offsets": (
-                lambda depth, kernel=3: float(np.var(erf_1d(depth, kernel)))
+                _values_variance
             ),
             "ddof=1 on the k offsets: a sample variance where the k offsets are the whole "
             "population": (
-                lambda depth, kernel=3: depth * float(np.var(np.arange(kernel), ddof=1))
+                lambda depth, kernel=3: depth * kernel * (kernel + 1) / 12
             ),
             "the kernel hard-coded to 3 (the formula ignores the kernel argument)": (
                 lambda depth, kernel=3: depth * 8 / 12
             ),
             "offsets from -k//2: (-k)//2 rounds down, so the offsets are not centred on 0": (
-                lambda depth, kernel=3: depth * float(np.mean(
-                    np.arange(-kernel // 2, kernel // 2).astype(float) ** 2))
+                lambda depth, kernel=3: depth * _mean_square_from(-kernel // 2, kernel)
             ),
         },
         properties=[Property("a number", lambda out, *a, **k: np.ndim(out) == 0)],

@@ -452,7 +452,9 @@ def cases_param_count(rng):
     cases = [Case(args=(c,), label=f"C = {c}") for c in cs]
     # the derivation itself: a block with C^2 = 1e18 weights cannot be built and counted
     cases.append(Case(args=(10**9,), label="C = 1e9 (too large to build a module and count "
-                      "it: only the formula gets there)"))
+                      "it: only the formula gets there)",
+                      closed_form="at C = 1e9 an SNL block (1e18 weights) cannot be built, "
+                      "and its parameters cannot be counted one by one"))
     return cases
 
 

@@ -410,7 +410,9 @@ def cases_param_count(rng):
     cases = [Case(args=(c, r), label=f"C = {c}, r = {r}") for c, r in pairs]
     # the derivation itself: a block with 2 C^2 / r = 1.25e17 weights cannot be built and counted
     cases.append(Case(args=(10**9 + 7, 16), label="C = 1e9 + 7, r = 16 (too large to build a "
-                      "module and count it: only the formula gets there)"))
+                      "module and count it: only the formula gets there)",
+                      closed_form="at C = 1e9 + 7 an SE block (1.25e17 weights) cannot be "
+                      "built, and its parameters cannot be counted one by one"))
     return cases
 
 

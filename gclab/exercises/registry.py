@@ -25,6 +25,10 @@ class Case:
     ``forward``. ``label`` names the case in the verdict (e.g. ``"(2,5,7)"``). ``meta`` names
     numbers of the case a wrong factor may be (``{"C_i": 4, "N'": 6}``); the diagnosis names a
     learner's output that is off by one of them (``gclab.exercises.diagnose``).
+    ``closed_form``, set on a case only a formula reaches (a derivation exercise's case too large
+    to compute), says what cannot be done there ("at C = 1e9 no block can be built"): the
+    learner's call on it runs apart (killed at the time limit, its memory capped) and a crash or
+    time-out there is named as computing numerically instead of deriving.
     """
 
     args: Tuple[Any, ...] = ()
@@ -32,6 +36,7 @@ class Case:
     inputs: Tuple[Any, ...] = ()
     label: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
+    closed_form: str = ""
 
 
 @dataclass

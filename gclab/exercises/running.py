@@ -3,7 +3,10 @@ description of what it raised."""
 
 
 import io
+import os
+import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -187,3 +190,104 @@ def _describe_error(outcome: _Outcome, limit: float) -> str:
         msg = msg[:300] + "..."
     where = f" at {outcome.tb}" if outcome.tb else ""
     return f"raised {type(exc).__name__}: {msg}{where}"
+
+
+# --------------------------------------------------------------------------------------------
+# A call run apart: for the cases only a formula reaches
+# --------------------------------------------------------------------------------------------
+#: Memory a call run apart may map on top of what the process had when it forked.
+APART_MEMORY = 2 << 30
+#: Seconds a call run apart gets on top of its time limit (the fork, the reply).
+APART_SLACK = 2.0
+
+
+def _guarded_apart(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcome:
+    """:func:`_guarded` in a forked child process that may map at most :data:`APART_MEMORY`
+    more and is killed at the time limit: a loop in C that never looks at signals
+    (``sum(range(10**12))``) or an allocation of terabytes ends there, not in the learner's
+    process. What the call printed and warned comes back into ``out``. Where there is no fork
+    (not Linux, or no process may be started), it is :func:`_guarded`."""
+    if not sys.platform.startswith("linux"):
+        return _guarded(fn, limit, out)
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:  # no process left to start (a sandbox's limit): run it here
+        os.close(read)
+        os.close(write)
+        return _guarded(fn, limit, out)
+    if pid == 0:  # the child: run, send the outcome, and leave without cleaning up
+        try:
+            os.close(read)
+            _cap_memory(APART_MEMORY)
+            sub = _CappedStream()
+            sub.state = out.state
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(_pack(_guarded(fn, limit, sub), sub))
+        finally:
+            os._exit(0)
+    os.close(write)
+    data = _read_until(read, time.monotonic() + limit + APART_SLACK)
+    if data is None:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if data is None:
+        return _Outcome(timed_out=True)
+    if not data:
+        return _Outcome(error=MemoryError("the call ended its process (out of memory?)"))
+    value, error, timed_out, tb, text, count, warned, warns = pickle.loads(data)
+    out.write(text)
+    out.count += max(0, count - len(text))
+    out.warned += warned
+    out.warnings.extend(w for w in warns if w not in out.warnings)
+    del out.warnings[3:]
+    return _Outcome(value=value, error=error, timed_out=timed_out, tb=tb)
+
+
+def _pack(outcome: _Outcome, sub: _CappedStream) -> bytes:
+    error, value = outcome.error, outcome.value
+    try:
+        pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - an exception class of the learner's
+        error = RuntimeError(f"{type(error).__name__}: {error}")
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001
+        value, error = None, TypeError(f"returned a {type(value).__name__}, which cannot be "
+                                       "checked (it cannot be copied)")
+    return pickle.dumps((value, error, outcome.timed_out, outcome.tb, sub.text, sub.count,
+                         sub.warned, sub.warnings))
+
+
+def _cap_memory(extra: int) -> None:
+    """Let this process map at most ``extra`` bytes more than it does now."""
+    try:
+        import resource
+
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = kib * 1024 + extra
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError, StopIteration):
+        pass  # no cap: the time limit still ends the call
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    """Everything written to ``fd`` until it closes, or None at the deadline."""
+    import select
+
+    chunks: List[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

@@ -103,6 +103,13 @@ def _pickled(payload: Any) -> bytes | None:
         return None
 
 
+def _merge(kept: List[str], sent: Any, most: int, chars: int) -> None:
+    """Add the sandbox's strings in ``sent`` to ``kept`` (new ones only, at most ``most``)."""
+    for item in sent if isinstance(sent, list) else []:
+        if isinstance(item, str) and item[:chars] not in kept and len(kept) < most:
+            kept.append(item[:chars])
+
+
 class _Remote:
     """core._check's ``run_learner`` for one exercise: each trial is one request."""
 
@@ -143,8 +150,11 @@ class _Remote:
         out.write(text)
         try:
             out.count += max(0, int(reply.get("printed", 0)) - len(text))
+            out.warned += max(0, int(reply.get("warned", 0)))
         except (TypeError, ValueError, OverflowError):
             pass
+        _merge(out.warnings, reply.get("warnings"), 3, 300)
+        _merge(out.changes, reply.get("changes"), 5, 200)
         if reply.get("reference") and self.answer.reference is None:
             self.answer.reference = str(reply["reference"])[:120]
         return reply, value
@@ -180,7 +190,9 @@ class _Remote:
             return outcome, None, None, None
         if ex.kind == "function":
             snapshot = (_clone(case.args), _clone(case.kwargs))
-            reply, data = self._ask(ex, {}, (case.args, case.kwargs), out)
+            # a case only a formula reaches runs apart in the sandbox (killed at the time limit)
+            header = {"apart": True} if case.closed_form else {}
+            reply, data = self._ask(ex, header, (case.args, case.kwargs), out)
             outcome, result = self._outcome(reply, data)
             if result is None:
                 return outcome, None, None, None

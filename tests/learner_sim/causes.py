@@ -13,6 +13,7 @@ share beside the named share.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Dict, Tuple
 
@@ -39,6 +40,7 @@ def _sig(z):
 BIAS = r"bias"
 FLOAT_INT = r"float where an int|not a whole number|//"
 TYPE = r"wrong type|belongs \(|is a .* where a"
+CLOSED_FORM = r"needs the closed form: your code computes the answer numerically"
 
 
 # ====================================== rf.erf_variance
@@ -79,10 +81,25 @@ def _(depth, kernel=3):
     return float(depth * np.sum(offsets**2) / (kernel - 1))
 
 
-@right("rf.erf_variance", "the offsets' mean square, times the depth")
+@named("rf.erf_variance", "the offsets' mean square, times the depth, computed on the offsets",
+       CLOSED_FORM)
 def _(depth, kernel=3):
     offsets = np.arange(kernel) - (kernel - 1) / 2
     return float(depth * np.mean(offsets**2))
+
+
+@named("rf.erf_variance", "a Python loop over the offsets (C-level sum, deaf to signals)",
+       CLOSED_FORM)
+def _(depth, kernel=3):
+    squares = sum(map(pow, range(kernel), itertools.repeat(2)))  # never looks at signals
+    mean = sum(range(kernel)) / kernel
+    return depth * (squares / kernel - mean**2)
+
+
+@right("rf.erf_variance", "E[X^2] - E[X]^2 of one layer's positions 0 .. k-1, times the depth")
+def _(depth, kernel=3):
+    mean_square = (kernel - 1) * (2 * kernel - 1) / 6
+    return depth * (mean_square - ((kernel - 1) / 2) ** 2)
 
 
 # ====================================== nlgrad.softmax_jacobian
@@ -275,6 +292,13 @@ def _(channels):
     return (channels + 1) ** 2
 
 
+@named("snl.param_count", "counting an actual SimplifiedNonLocal2d's parameters", CLOSED_FORM)
+def _(channels):
+    from gclab.nn import SimplifiedNonLocal2d
+
+    return sum(p.numel() for p in SimplifiedNonLocal2d(channels).parameters())
+
+
 # ====================================== se.param_count
 @named("se.param_count", "both biases forgotten", BIAS)
 def _(channels, reduction=16):
@@ -312,11 +336,20 @@ def _(channels, reduction=16):
     return (channels * p + channels) + (p * channels + channels)
 
 
-@right("se.param_count", "counting an actual SEBlock's parameters")
+@named("se.param_count", "counting an actual SEBlock's parameters", CLOSED_FORM)
 def _(channels, reduction=16):
     from gclab.nn import SEBlock
 
     return sum(p.numel() for p in SEBlock(channels, ratio=1 / reduction).parameters())
+
+
+@right("se.param_count", "a helper that counts one conv (weights and biases), used twice")
+def _(channels, reduction=16):
+    def conv(c_in, c_out):
+        return c_in * c_out + c_out
+
+    p = channels // reduction
+    return conv(channels, p) + conv(p, channels)
 
 
 # ====================================== gc.mul_fusion_backward

@@ -289,8 +289,13 @@ def test_environment_is_scrubbed(graded):
 @needs_bwrap
 def test_file_system_is_read_only_outside_the_copy(graded):
     detail = _rows(graded["grades"]["home_env_write_net"])["rf.erf_1d"]["detail"]
-    assert "WRITE-PROBE OSError" in detail, detail  # read-only file system
-    assert not graded["outside"].exists()
+    if graded["outside"].is_relative_to("/tmp"):
+        # a checkout under /tmp (CI's clean clone) lies inside the sandbox's own tmpfs /tmp:
+        # the write may succeed there, in memory that dies with the sandbox
+        assert "WRITE-PROBE" in detail, detail
+    else:
+        assert "WRITE-PROBE OSError" in detail, detail  # read-only file system
+    assert not graded["outside"].exists()  # the host's file system is never written
 
 
 @needs_bwrap

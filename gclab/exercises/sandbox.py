@@ -235,6 +235,18 @@ def _bwrap_command(view: Path, output: Path) -> List[str]:
     for name in ETC:
         if (Path("/etc") / name).exists():
             cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    cmd += [
+        "--dev", "/dev",
+        "--size", str(SHM_LIMIT), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
+        "--proc", "/proc",
+        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",
+        "--dir", "/tmp/work",
+        "--dir", "/tmp/home",
+        "--bind", str(output), "/tmp/output.txt",
+    ]
+    # After the /tmp tmpfs, so that an interpreter or venv under /tmp (a CI clone) is bound
+    # on top of it instead of being hidden by it.
     done: set = set()
     for d in _python_dirs():
         _bind_ro(cmd, d, done)
@@ -245,14 +257,6 @@ def _bwrap_command(view: Path, output: Path) -> List[str]:
         if (d / "gclab").is_dir() and "site-packages" in str(d) + "dist-packages":
             cmd += ["--ro-bind", str(view / "gclab"), str(d / "gclab")]
     cmd += [
-        "--dev", "/dev",
-        "--size", str(SHM_LIMIT), "--tmpfs", "/dev/shm",
-        "--remount-ro", "/dev",
-        "--proc", "/proc",
-        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",
-        "--dir", "/tmp/work",
-        "--dir", "/tmp/home",
-        "--bind", str(output), "/tmp/output.txt",
         "--remount-ro", "/",  # bwrap's own root tmpfs: nothing is written outside /tmp
         "--chdir", "/tmp/work",
         "--unshare-net",

@@ -187,6 +187,9 @@ def test_no_scored_cell_of_the_baseline_sees_a_key():
     """Autograd: the plain dense CNN's logits on the scored cells do not depend on any pixel of
     columns [0, 12) (where the keys of paint, lookalike and twokeys lie); with a GC block they
     do."""
+    # a fixed draw: on about 1 in 13 random draws (seeds 24, 25, 28 of 0-39) LayerNorm's affine
+    # and the ReLU after it zero all 4 channels of GC's bottleneck, and the block sees nothing
+    torch.manual_seed(0)
     x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
     for block, sees in ((None, False), ("gc", True)):
         model = SmallResNet(block=block, dense=True).eval()

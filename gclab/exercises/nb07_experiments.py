@@ -270,7 +270,12 @@ def cases_which_claim(rng):
             _sigmoid_curves(steps, [250] * 5, [0.97] * 5),
             _sigmoid_curves(steps, [100, 100, 100, 100, 600], [0.97] * 5)),
     }
-    return [Case(args=(steps, a, b, 0.5), label=name) for name, (a, b) in sets.items()]
+    cases = [Case(args=(steps, a, b, 0.5), label=name) for name, (a, b) in sets.items()]
+    # ten classes, chance 0.1: a level computed from 0.5 (or none) lands above b's plateau
+    ten = (_sigmoid_curves(steps, [300, 320, 340], [0.95] * 3, chance=0.1),
+           _sigmoid_curves(steps, [200, 220, 240], [0.93] * 3, chance=0.1))
+    cases.append(Case(args=(steps, *ten, 0.1), label="ten classes: chance is 0.1"))
+    return cases
 
 
 def _std_nonneg(out, *args, **kw):

@@ -572,6 +572,27 @@ def gc_flops(channels, height, width, ratio):
     return int(2 * (context + transform))
 
 
+@follows("exp.which_claim", "91ab1c0939")
+def which_claim(steps, a, b, chance):
+    final_a, final_b = a[:, -1].mean(), b[:, -1].mean()
+    if abs(final_a - final_b) <= 0.02:
+        where = "same"
+    else:
+        where = "a" if final_a > final_b else "b"
+    level = chance + 0.9 * (max(final_a, final_b) - chance)
+
+    def first_steps(curves):
+        out = []
+        for seed in curves:
+            hit = np.nonzero(seed >= level)[0]
+            out.append(steps[hit[0]] if len(hit) else np.inf)
+        return np.median(out)
+
+    ta, tb = first_steps(a), first_steps(b)
+    fast = "same" if ta == tb else ("a" if ta < tb else "b")
+    return (where, fast)
+
+
 # =========================================================================== lesson 8
 @follows("use.unit_output", "45f8cde858")
 def unit_output(identity, branch, mul, add, position):

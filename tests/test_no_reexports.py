@@ -6,10 +6,12 @@ are caught here, in every module of the package:
 (a) an import silenced with ``# noqa: F401`` (ruff's "imported but unused"): the one allowed
     is listed in SIDE_EFFECT_IMPORTS with the reason it is imported;
 (b) a name imported into a module that the module neither uses nor defines but lists in
-    ``__all__``: a re-export.
+    ``__all__``: a re-export;
+(c) a caller (in gclab, tests or scripts) that imports a name from a module that only imported
+    it (``from gclab.exercises.core import Case`` when ``Case`` lives in ``registry``).
 
 A package's ``__init__.py`` is its public face (``from gclab.nn import GCBlock``): gathering
-its modules' names is its job, so (b) does not apply to it.
+its modules' names is its job, so (b) and (c) do not apply to it.
 """
 
 from __future__ import annotations
@@ -171,3 +173,62 @@ def test_no_module_reexports_what_it_imports():
         "names a module imports, never uses, and lists in __all__ (callers should import "
         "them from the module that defines them):\n" + "\n".join(found)
     )
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_not_defined(source: str) -> set:
+    """Names a module binds by importing them and never assigns or defines itself."""
+    tree = ast.parse(source)
+    imported, defined = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update(_imported_names(node))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+    return imported - defined
+
+
+def _absolute(node: ast.ImportFrom, rel: str) -> str:
+    """The module a ``from`` import names; ``rel`` is the importing file's path (gclab/...)."""
+    if node.level == 0:
+        return node.module or ""
+    base = list(Path(rel).with_suffix("").parts)[:-1]  # the importer's package
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def passed_on_imports(source: str, rel: str, borrowed: dict) -> List[str]:
+    """``from gclab.m import name`` where module ``gclab.m`` only imported ``name`` itself."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        module = _absolute(node, rel) if isinstance(node, ast.ImportFrom) else None
+        if module in borrowed:
+            out += [f"{rel}:{node.lineno}: from {module} import {a.name}"
+                    for a in node.names if a.name in borrowed[module]]
+    return out
+
+
+def test_callers_import_each_name_from_the_module_that_defines_it():
+    borrowed = {
+        _module_of(p): _imported_not_defined(p.read_text(encoding="utf-8"))
+        for p in MODULES if p.name != "__init__.py"
+    }
+    assert "check" not in borrowed["gclab.exercises.core"]  # the checker itself
+    assert "Case" in borrowed["gclab.exercises.core"]
+    relative = "from .core import Case, check\n"
+    assert passed_on_imports(relative, "gclab/exercises/x.py", borrowed) == [
+        "gclab/exercises/x.py:1: from gclab.exercises.core import Case"]
+    callers = [p for d in ("gclab", "tests", "scripts") for p in (ROOT.parent / d).rglob("*.py")]
+    found = [
+        hit for path in callers if path.exists()
+        for hit in passed_on_imports(path.read_text(encoding="utf-8"),
+                                     path.relative_to(ROOT.parent).as_posix(), borrowed)
+    ]
+    assert not found, "names imported through a module that only imports them:\n" + "\n".join(
+        found)

@@ -1,8 +1,8 @@
 """Which Non-local path is fastest on small maps? The measurement behind ``impl='auto'``.
 
 fwd+bwd of NonLocal2d(256) at B=2 on maps from 8x8 to 32x32, median of 40 interleaved rounds
-(``gclab.experiments.bench.interleaved_medians``), for the explicit (N, N') matrix, the fast path
-and, when mmcv is installed, mmcv's NonLocal2d; in dot-product mode also the factorised
+(``gclab.experiments.bench_core.interleaved_medians``), for the explicit (N, N') matrix, the
+fast path and, when mmcv is installed, mmcv's NonLocal2d; in dot-product mode also the factorised
 ``theta (phi^T g)`` path beside the Gram form that ``fast`` takes from N >= 2C. About 2 minutes
 per thread count::
 
@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from gclab.experiments.bench import fwd_bwd_step, interleaved_medians
+from gclab.experiments.bench_core import fwd_bwd_step, interleaved_medians
 from gclab.nn import NonLocal2d
 
 

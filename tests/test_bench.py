@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gclab.experiments.bench as bench
+from gclab.experiments import bench, bench_core, bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,8 @@ def test_smoke_prints_peaks_shares_and_both_thread_counts(tmp_path, monkeypatch,
 
 def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    row = bench.Row("nl_dot", "gclab", 1, 8, 4, 4, time_ms=1.0)
-    msg = bench.plot_scaling([row], str(tmp_path / "scaling.png"))
+    row = bench_core.Row("nl_dot", "gclab", 1, 8, 4, 4, time_ms=1.0)
+    msg = bench_report.plot_scaling([row], str(tmp_path / "scaling.png"))
     assert msg and "matplotlib" in msg and not (tmp_path / "scaling.png").exists()
 
 
@@ -57,33 +57,33 @@ def test_help_works_without_matplotlib_and_mmcv():
 
 
 def test_cpu_description_names_the_cpu():
-    d = bench.cpu_description()
+    d = bench_report.cpu_description()
     assert isinstance(d["cpu"], str) and d["cpu"]
     assert isinstance(d["vector_extensions"], list)
 
 
 def _smoke_config():
-    cfg = bench.Config(nl_sizes=((4, 4),), gc_sizes=((4, 4), (8, 8)), channels=8,
+    cfg = bench_core.Config(nl_sizes=((4, 4),), gc_sizes=((4, 4), (8, 8)), channels=8,
                        nl_batch=1, gc_batch=2, gemm_sizes=(32, 64))
     return cfg
 
 
 def test_peaks_are_the_max_over_every_measurement():
     cfg = _smoke_config()
-    lim = bench.measure_limits(cfg, 1)
+    lim = bench_core.measure_limits(cfg, 1)
     assert set(lim.gemm_rates) == {32, 64} and len(lim.copy_gbps) == 2
     assert lim.gemm_gflops == max(lim.gemm_rates.values())
     assert lim.gemm_rates[lim.gemm_size] == lim.gemm_gflops
     first_gemm, first_copy = dict(lim.gemm_rates), dict(lim.copy_gbps)
-    bench.remeasure_peaks(lim, cfg)  # a second measurement can only raise them
+    bench_core.remeasure_peaks(lim, cfg)  # a second measurement can only raise them
     assert all(lim.gemm_rates[n] >= r for n, r in first_gemm.items())
     assert all(lim.copy_gbps[m] >= r for m, r in first_copy.items())
     assert lim.gemm_gflops == max(lim.gemm_rates.values())
     assert lim.load_average_end
 
 
-def _limits(gemm: float, copy: dict) -> bench.Limits:
-    return bench.Limits(threads=1, matmul_gflops=1.0, matmul_shape="", clone_gbps=1.0,
+def _limits(gemm: float, copy: dict) -> bench_core.Limits:
+    return bench_core.Limits(threads=1, matmul_gflops=1.0, matmul_shape="", clone_gbps=1.0,
                         clone_ms=1.0, clone_mib=1.0, load_average=(0.0, 0.0, 0.0),
                         gemm_gflops=gemm, gemm_size=64, gemm_rates={64: gemm},
                         copy_gbps=dict(copy))
@@ -92,14 +92,15 @@ def _limits(gemm: float, copy: dict) -> bench.Limits:
 def test_floors_are_work_at_the_peak_and_no_share_exceeds_one():
     # 1 GFLOP in 20 ms = 50 GFLOP/s: half of a 100 GFLOP/s peak; 0.5 GFLOP in 2 ms = 250
     # GFLOP/s beats it, so the peak must become 250 (measured peaks are lower bounds)
-    nl_slow = bench.Row("nl_embedded", "mmcv", 2, 256, 8, 8, time_ms=20.0)
-    nl_fast = bench.Row("nl_dot", "gclab", 2, 256, 8, 8, time_ms=2.0)
-    mib = 2 * 256 * 8 * 8 * 4 / bench.MIB
-    se = bench.Row("se", "gclab", 2, 256, 8, 8, time_ms=1.0)  # 5 tensors of 128 KiB
-    clone = bench.Row("se", bench.CLONE, 2, 256, 8, 8, time_ms=1e-4)  # faster than the copy
+    nl_slow = bench_core.Row("nl_embedded", "mmcv", 2, 256, 8, 8, time_ms=20.0)
+    nl_fast = bench_core.Row("nl_dot", "gclab", 2, 256, 8, 8, time_ms=2.0)
+    mib = 2 * 256 * 8 * 8 * 4 / bench_core.MIB
+    se = bench_core.Row("se", "gclab", 2, 256, 8, 8, time_ms=1.0)  # 5 tensors of 128 KiB
+    # faster than the copy
+    clone = bench_core.Row("se", bench_core.CLONE, 2, 256, 8, 8, time_ms=1e-4)
     lim = _limits(100.0, {round(mib, 3): 10.0})
     rows = [nl_slow, nl_fast, se, clone]
-    bench.apply_floors(rows, lim, {("nl_embedded", 64): 1.0, ("nl_dot", 64): 0.5})
+    bench_core.apply_floors(rows, lim, {("nl_embedded", 64): 1.0, ("nl_dot", 64): 0.5})
     assert lim.gemm_gflops == 250.0 and any("nl_dot" in why for why in lim.raised_by)
     assert nl_fast.share == 1.0
     assert abs(nl_slow.share - 1.0 / 250.0 / 20e-3) < 1e-12
@@ -116,7 +117,7 @@ def test_counted_flops_are_the_non_local_formula():
 
     b, c, h, w = 2, 16, 4, 6
     n, ci = h * w, c // 2
-    got = bench.count_flops(lambda: NonLocal2d(c, impl="explicit"), (b, c, h, w))
+    got = bench_core.count_flops(lambda: NonLocal2d(c, impl="explicit"), (b, c, h, w))
     assert got == 6 * 2 * b * n * n * ci + 4 * 3 * 2 * b * n * c * ci
 
 
@@ -146,13 +147,13 @@ def test_cpu_clock_leaves_out_time_the_process_does_not_run():
 
     nap = {"nap": lambda: time.sleep(0.05)}  # 50 ms off the CPU, as when another job runs
     try:
-        bench.use_clock("cpu")
-        assert max(bench.interleaved_medians(nap, 2, 0)["nap"]) < 0.02
+        bench_core.use_clock("cpu")
+        assert max(bench_core.interleaved_medians(nap, 2, 0)["nap"]) < 0.02
     finally:
-        bench.use_clock("wall")
-    assert min(bench.interleaved_medians(nap, 2, 0)["nap"]) >= 0.05
+        bench_core.use_clock("wall")
+    assert min(bench_core.interleaved_medians(nap, 2, 0)["nap"]) >= 0.05
     with pytest.raises(ValueError, match="clock must be one of"):
-        bench.use_clock("cycles")
+        bench_core.use_clock("cycles")
 
 
 def test_cpu_clock_applies_to_one_thread_only(tmp_path):

@@ -17,8 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from gclab.exercises import core
-from gclab.exercises.core import Case, CheckResult, Exercise, Property, catalog, check, hint
+from gclab.exercises import compare, core, registry
+from gclab.exercises.core import check
+from gclab.exercises.registry import Case, Exercise, Property, catalog, hint
+from gclab.exercises.verdict import CheckResult
 
 
 # --------------------------------------------------------------------------- tiny exercises
@@ -130,10 +132,10 @@ def tiny_exercises():
     """Register the tiny exercises for this module only, so the catalog the other tests see
     (tests/test_exercises_all.py) holds only the course's exercises."""
     for e in TINY:
-        core.register(e)
+        registry.register(e)
     yield
     for e in TINY:
-        core._REGISTRY.pop(e.id, None)
+        registry._REGISTRY.pop(e.id, None)
 
 
 @pytest.fixture
@@ -369,10 +371,10 @@ def test_relative_error_is_cs231n_with_atol_floor():
     a = np.array([1.0, 2.0, 0.0])
     b = np.array([1.0, 2.0 * (1 + 1e-6), 1e-6])
     # max_i |a-b| / max(1e-8, |a|+|b|): the 0 vs 1e-6 element has relative error 1
-    assert core._rel_error(a, b, atol=0.0) == pytest.approx(1.0)
+    assert compare._rel_error(a, b, atol=0.0) == pytest.approx(1.0)
     # ... unless its absolute difference is under atol; then the 2 vs 2(1+1e-6) one is the max
     expected = abs(2.0 - 2.0 * (1 + 1e-6)) / (2.0 + 2.0 * (1 + 1e-6))
-    assert core._rel_error(a, b, atol=1.5e-6) == pytest.approx(expected, rel=1e-6)
+    assert compare._rel_error(a, b, atol=1.5e-6) == pytest.approx(expected, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- display, log, api
@@ -434,7 +436,7 @@ def test_bad_exercise_definitions_are_rejected():
     with pytest.raises(TypeError, match="reference"):
         Exercise(id="x.y", notebook="n", title="t", reference=None, cases=_softmax_cases)
     with pytest.raises(TypeError, match="Exercise"):
-        core.register({"id": "x.y"})
+        registry.register({"id": "x.y"})
 
 
 # --------------------------------------------------------------------------- issue 10, section 1-2
@@ -446,22 +448,22 @@ def test_bad_exercise_definitions_are_rejected():
 @pytest.mark.parametrize("expected", [np.asarray(0.25), np.float64(0.25), 0.25],
                          ids=["exp 0-d", "exp np scalar", "exp float"])
 def test_a_number_passes_in_every_correct_form(form, expected):
-    assert core._compare(expected, form(0.25), 1e-9, 0.0).ok
-    assert not core._compare(expected, form(0.5), 1e-9, 0.0).ok
+    assert compare._compare(expected, form(0.25), 1e-9, 0.0).ok
+    assert not compare._compare(expected, form(0.5), 1e-9, 0.0).ok
 
 
 def test_a_number_is_not_a_one_element_array():
-    r = core._compare(np.asarray(0.25), np.asarray([0.25]), 1e-9, 0.0)
+    r = compare._compare(np.asarray(0.25), np.asarray([0.25]), 1e-9, 0.0)
     assert not r.ok and "shape (1,)" in r.message
 
 
 def test_mutation_check_sees_requires_grad_dtype_and_shape():
     t = torch.zeros(3, dtype=torch.float64)
-    assert "requires_grad" in core._mutation(t, t.clone().requires_grad_())
-    assert "dtype" in core._mutation(t, t.float())
-    assert "shape" in core._mutation(t, t.reshape(1, 3))
-    assert "dtype" in core._mutation(np.zeros(3), np.zeros(3, np.float32))
-    assert core._mutation(t, t.clone()) is None
+    assert "requires_grad" in compare._mutation(t, t.clone().requires_grad_())
+    assert "dtype" in compare._mutation(t, t.float())
+    assert "shape" in compare._mutation(t, t.reshape(1, 3))
+    assert "dtype" in compare._mutation(np.zeros(3), np.zeros(3, np.float32))
+    assert compare._mutation(t, t.clone()) is None
 
 
 def test_restoring_by_arithmetic_is_explained():
@@ -472,7 +474,7 @@ def test_restoring_by_arithmetic_is_explained():
         y[k] += h
         y[k] -= 2 * h
         y[k] += h
-    msg = core._mutation(x, y)
+    msg = compare._mutation(x, y)
     assert msg is not None and "rounding" in msg and "old = x[i]" in msg
 
 
@@ -485,11 +487,11 @@ def test_function_that_turns_on_requires_grad_fails():
                   reference=lambda x: x * 2,
                   cases=lambda rng: [Case(args=(torch.ones(3, dtype=torch.float64),))],
                   mistakes={"a": lambda x: x, "b": lambda x: x * 3})
-    core.register(ex)
+    registry.register(ex)
     try:
         result = check("engine.flags", f)
     finally:
-        core._REGISTRY.pop("engine.flags")
+        registry._REGISTRY.pop("engine.flags")
     assert not result.passed
     assert "requires_grad" in result.message
 
@@ -520,11 +522,11 @@ def test_two_mistakes_with_the_same_output_are_both_named():
                   mistakes={"the 1 left out": lambda x: x * 1.0,
                             "both biases forgotten": lambda x: x + 0.0,
                             "doubled": lambda x: 2 * x + 1})
-    core.register(ex)
+    registry.register(ex)
     try:
         result = check("engine.twins", lambda x: x.copy())
     finally:
-        core._REGISTRY.pop("engine.twins")
+        registry._REGISTRY.pop("engine.twins")
     assert result.diagnosis == "the 1 left out, or both biases forgotten"
 
 
@@ -533,11 +535,11 @@ def test_a_float_count_is_named_by_its_property():
                   reference=lambda: 12, mistakes={"a": lambda: 11, "b": lambda: 13},
                   properties=[Property("a count is an int",
                                        lambda v: (isinstance(v, int), "use // for a count"))])
-    core.register(ex)
+    registry.register(ex)
     try:
         result = check("engine.count", 12.0)
     finally:
-        core._REGISTRY.pop("engine.count")
+        registry._REGISTRY.pop("engine.count")
     assert not result.passed and result.diagnosis == "use // for a count"
 
 
@@ -605,7 +607,7 @@ def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
         seen["learner"] = read()
         return x * 2.0
 
-    core.register(Exercise(id="engine.probe", notebook="engine_tests", title="probe",
+    registry.register(Exercise(id="engine.probe", notebook="engine_tests", title="probe",
                            reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
                            mistakes={"halved": lambda x: x, "same": lambda x: x * 1.0},
                            seeds=(0,)))
@@ -615,7 +617,7 @@ def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
         result = check("engine.probe", learner)
         assert read() == mine, "check() changed the learner's setting"
     finally:
-        core._REGISTRY.pop("engine.probe")
+        registry._REGISTRY.pop("engine.probe")
     expected = {"torch.set_num_threads": threads}.get(setting, engine_value)
     assert seen["reference"] == expected, f"the reference saw the learner's {setting}"
     assert seen["learner"] == mine, f"the learner's code did not run with its own {setting}"
@@ -628,7 +630,7 @@ def test_check_leaves_the_learners_random_generators_alone():
     def reference(x):  # trusted code that draws: its draws must not be the learner's
         return x + 0 * torch.rand(1).item() + 0 * np.random.rand() + 0 * random.random()
 
-    core.register(Exercise(id="engine.draws", notebook="engine_tests", title="draws",
+    registry.register(Exercise(id="engine.draws", notebook="engine_tests", title="draws",
                            reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
                            mistakes={"a": lambda x: x * 0, "b": lambda x: x * 3}))
     try:
@@ -642,7 +644,7 @@ def test_check_leaves_the_learners_random_generators_alone():
         assert not check("engine.draws", lambda x: x * 5).passed  # references and mistakes run
         assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected
     finally:
-        core._REGISTRY.pop("engine.draws")
+        registry._REGISTRY.pop("engine.draws")
 
 
 def test_the_verdict_names_the_learners_numpy_error_state_as_the_cause(learner_state):
@@ -781,7 +783,7 @@ def test_two_results_in_the_wrong_order_are_named_so():
 
 @pytest.mark.parametrize("exercise,learner,wrong_cause,right_cause", [
     ("nlgrad.maxpool_backward",
-     lambda: core.get("nlgrad.maxpool_backward").mistakes[
+     lambda: registry.get("nlgrad.maxpool_backward").mistakes[
          "the mask compares with the whole map's max, not each window's"],
      "H and W swapped", "whole map's max"),
     ("nl.dot_product", lambda: (lambda th, ph: th @ ph / th.shape[2]), "B = 1", "C_i"),
@@ -853,7 +855,7 @@ def test_checks_in_worker_threads_leave_the_process_state_alone():
         seen.append(os.getcwd())
         return x * 2.0
 
-    core.register(Exercise(id="engine.threads", notebook="engine_tests", title="threads",
+    registry.register(Exercise(id="engine.threads", notebook="engine_tests", title="threads",
                            reference=reference, cases=lambda rng: [Case(args=(np.ones(3),))],
                            mistakes={"a": lambda x: x, "b": lambda x: x * 3}))
     try:
@@ -864,7 +866,7 @@ def test_checks_in_worker_threads_leave_the_process_state_alone():
         for w in workers:
             w.join()
     finally:
-        core._REGISTRY.pop("engine.threads")
+        registry._REGISTRY.pop("engine.threads")
     assert (os.getcwd(), list(warnings.filters), torch.get_default_dtype()) == before
     assert set(seen) == {before[0]}
 
@@ -904,6 +906,6 @@ def test_an_answer_on_a_formula_only_case_keeps_its_output_and_printing():
 
     result = check("rf.erf_variance", formula)
     assert result.passed, str(result)
-    calls = len(core._trials(core.get("rf.erf_variance")))
+    calls = len(core._trials(registry.get("rf.erf_variance")))
     assert result.printed == len("derived\n") * calls
     assert result.printed_text.startswith("derived\nderived\n")

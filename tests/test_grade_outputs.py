@@ -13,14 +13,13 @@ from gradekit import LEARNERS, SOLUTIONS, code_cells, exercise_cells, write_note
 
 from gclab.exercises.grade import (
     Grade,
-    SubmissionError,
-    detect_lesson,
     feedback_names,
     grade_many,
     write_feedback,
     write_gradebook,
 )
 from gclab.exercises.similarity import fingerprint
+from gclab.exercises.submission import SubmissionError, detect_lesson
 from gclab.exercises.trusted import SandboxRun
 
 HOSTILE = "<img src=x onerror=alert(document.cookie)>"

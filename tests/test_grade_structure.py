@@ -19,7 +19,7 @@ import re
 import pytest
 from gradekit import SOLUTIONS, code_cells, write_notebook
 
-from gclab.exercises import core
+from gclab.exercises import core, registry
 from gclab.exercises.grade import grade_many
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def _in_process(head: str, source: str) -> dict:
     exec(head, ns)  # noqa: S102 - the test's own notebook cells
     ns["check"] = lambda ex_id, obj: got.setdefault(ex_id, obj)
     exec(source, ns)  # noqa: S102
-    return {ex_id: core._check(core.get(ex_id), obj) for ex_id, obj in got.items()}
+    return {ex_id: core._check(registry.get(ex_id), obj) for ex_id, obj in got.items()}
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, exercise_cells, processes_with, write_notebook
 
 from gclab.exercises import catalog
-from gclab.exercises.grade import clean, grade, grade_many
+from gclab.exercises.grade import grade, grade_many
 from gclab.exercises.sandbox import bwrap_available
+from gclab.exercises.submission import clean
 
 LESSON = "00_receptive_fields"
 IDS = [e.id for e in catalog(notebook=LESSON)]
@@ -326,7 +327,7 @@ def test_another_lessons_notebook_is_graded_as_the_lesson_asked_for(tmp_path):
     assert any("lesson 00_receptive_fields" in w for w in g.warnings), g.warnings
     # and without --lesson: recognised from its checks, with a warning about its name
     path.write_text(path.read_text().replace(LESSON, "04_simplified_nl"))
-    from gclab.exercises.grade import detect_lesson, read_notebook
+    from gclab.exercises.submission import detect_lesson, read_notebook
 
     cells_, meta = read_notebook(path)
     lesson, warnings = detect_lesson(path, cells_, meta, None)

@@ -32,11 +32,11 @@ def test_quick_reproduction_writes_a_new_folder_in_the_cwd(tmp_path, monkeypatch
     with (out / "ablation.csv").open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-        assert tuple(reader.fieldnames) == reproduce.COLUMNS + report.DERIVED_COLUMNS
+        assert tuple(reader.fieldnames) == report.COLUMNS + report.DERIVED_COLUMNS
     with (out / "comparisons.csv").open() as f:
         reader = csv.DictReader(f)
         comps = list(reader)
-        assert tuple(reader.fieldnames) == reproduce.COMPARISON_COLUMNS
+        assert tuple(reader.fieldnames) == report.COMPARISON_COLUMNS
     assert comps and all(c["verdict"] in ("reproduced", "reversed", "not decidable")
                          for c in comps)
     plan = reproduce.make_plan(quick=True)
@@ -147,7 +147,7 @@ def test_committed_results_cover_the_full_plan():
     for task in ("lookalike",):
         for level in plan.tasks[task].difficulties:
             models = set(plan.tasks[task].models)
-            want = {(c.name, m) for c in reproduce.COMPARISONS if {c.first, c.second} <= models
+            want = {(c.name, m) for c in report.COMPARISONS if {c.first, c.second} <= models
                     for m in report.METRICS}
             have = {(c["comparison"], c["metric"]) for c in comps
                     if c["task"] == task and c["difficulty"] == str(level)}

@@ -19,18 +19,9 @@ import importlib
 import pkgutil
 import re
 
-from .core import (
-    Case,
-    CheckItem,
-    CheckResult,
-    Exercise,
-    Property,
-    catalog,
-    check,
-    get,
-    hint,
-    register,
-)
+from .core import check
+from .registry import Case, Exercise, Property, catalog, get, hint, register
+from .verdict import CheckItem, CheckResult
 
 __all__ = [
     "Case",

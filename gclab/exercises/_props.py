@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .core import Case
+from gclab.exercises.registry import Case
 
 
 def same_shape(out, first, *args, **kw) -> bool:

@@ -55,37 +55,18 @@ import numpy as np
 from . import across, globalstate, probe
 from . import diagnose as _detect
 
-# The four parts of the engine; core only orchestrates them. Re-exported so that
-# ``gclab.exercises.core`` keeps its public names.
-from .compare import (  # noqa: F401
+# The four parts of the engine (compare, registry, running, verdict); core orchestrates them.
+from .compare import (
     _clone,
     _compare,
-    _compare_values,
-    _identical,
     _mutation,
-    _rel_error,
     _torch,
     _typename,
 )
 from .mismatch import explain_mismatch
-from .registry import (  # noqa: F401
-    _REGISTRY,
-    KINDS,
-    STATUSES,
-    Case,
-    Catalog,
-    CatalogEntry,
-    Exercise,
-    Hint,
-    Property,
-    catalog,
-    get,
-    hint,
-    register,
-)
-from .running import (  # noqa: F401
+from .registry import Case, Exercise, Property, get
+from .running import (
     MAX_PRINTED_CHARS,
-    SHOWN_PRINTED_CHARS,
     _CappedStream,
     _describe_error,
     _guarded,
@@ -94,19 +75,7 @@ from .running import (  # noqa: F401
 )
 from .verdict import CheckItem, CheckResult
 
-__all__ = [
-    "Case",
-    "CheckItem",
-    "CheckResult",
-    "Exercise",
-    "Hint",
-    "Property",
-    "catalog",
-    "check",
-    "get",
-    "hint",
-    "register",
-]
+__all__ = ["check"]
 
 # --------------------------------------------------------------------------------------------
 # The check itself

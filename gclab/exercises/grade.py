@@ -58,21 +58,20 @@ from typing import Any, Dict, List, Sequence
 
 from gclab.exercises.class_report import report_path, write_report
 from gclab.exercises.similarity import flag_copies
-from gclab.exercises.submission import (  # noqa: F401 - reading submissions, as before
+from gclab.exercises.submission import (
     TEXT_CAP,
     SubmissionError,
     batch_lessons,
     checked_lesson,
     clean,
     detect_lesson,
-    known_lessons,
     read_notebook,
     resolve_lesson,
     resolve_submission,
     student_of,
 )
 
-__all__ = ["Grade", "SubmissionError", "clean", "grade", "grade_many", "main", "read_notebook"]
+__all__ = ["Grade", "grade", "grade_many", "main"]
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MEMORY = 4 * 2**30
@@ -511,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gclab grade: {exc}", file=sys.stderr)
         return 2
     from . import sandbox
+    from ._reaper import become_subreaper, kill_children
 
     if not sandbox.bwrap_available():
         print(
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " (install it: bash scripts/sandbox-deps.sh; see docs/instructors.md)",
             file=sys.stderr,
         )
-        sandbox.become_subreaper()
+        become_subreaper()
     try:
         lesson = resolve_lesson(args.lesson) if args.lesson else None
     except SubmissionError as exc:
@@ -539,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  args.jobs, progress=not args.quiet)
     finally:
         if not sandbox.bwrap_available():
-            sandbox.kill_children(os.getpid())
+            kill_children(os.getpid())
     for g in results:
         for w in g.warnings:
             print(f"gclab grade: warning: {clean(g.notebook, 120)}: {w}", file=sys.stderr)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 
 from ._props import COUNT, count_is_int
 

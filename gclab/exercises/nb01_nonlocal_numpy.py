@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.numpy import non_local, ops
 
 NOTEBOOK = "01_nonlocal_numpy"

@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
 from gclab.exercises.nb01_nonlocal_numpy import random_params
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.numpy import non_local, ops
 from gclab.numpy.gradcheck import numerical_gradient, rel_error
 

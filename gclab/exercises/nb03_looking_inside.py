@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.experiments import analysis
 
 NOTEBOOK = "03_looking_inside_nl"

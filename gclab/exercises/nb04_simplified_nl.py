@@ -20,7 +20,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
 from ._props import is_int as _is_int

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, Bottleneck, GCBlock, GlobalContextFramework, fusion
 
 from ._props import is_int as _is_int

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
 
 from ._props import is_int as _is_int

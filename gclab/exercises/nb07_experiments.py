@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, NonLocal2d
 
 from ._props import count_is_int

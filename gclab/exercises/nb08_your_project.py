@@ -22,7 +22,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from gclab.exercises.core import Case, Exercise, Property, register
+from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
 from gclab.nn.insert import _select_units
 

@@ -81,11 +81,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under their old names
+from gclab.experiments.bench_core import (
     CLONE,
     FLOOR,
-    GIB,
-    MIB,
     Config,
     Limits,
     Row,
@@ -93,23 +91,19 @@ from gclab.experiments.bench_core import (  # noqa: F401 - the primitives, under
     _init_,
     _median_row,
     _nxn_estimate_gib,
-    _repeats_for,
     apply_floors,
     count_flops,
-    fwd_bwd_step,
     interleaved_medians,
     matmul_floor_step,
     measure_group,
     measure_limits,
     nl_matmul_flops,
-    peak_bytes,
     remeasure_peaks,
     use_clock,
 )
-from gclab.experiments.bench_report import (  # noqa: F401 - the report, under its old names
+from gclab.experiments.bench_report import (
     Target,
     cpu_description,
-    dot_product_growth,
     evaluate_targets,
     format_limits,
     format_rows,

@@ -18,8 +18,7 @@ are rewritten only with ``--out data/results``):
 - ``machine.json``     where and how long it ran (wall and CPU time, load);
 - ``nl_longrange_seed0.pt``  the trained NL model that lesson 3 looks inside.
 
-The comparisons, their statistics and the figures live in :mod:`gclab.experiments.report`
-(re-exported here under their old names).
+The comparisons, their statistics and the figures live in :mod:`gclab.experiments.report`.
 
 Usage::
 
@@ -46,21 +45,12 @@ import torch
 from gclab.experiments import analysis, stats
 from gclab.experiments.data import DATA_DIR, DIFFICULTIES, load, to_tensors
 from gclab.experiments.models import SmallResNet
-from gclab.experiments.report import (  # noqa: F401 - the comparisons' names, as before
+from gclab.experiments.report import (
     COLUMNS,
-    COMPARISON_COLUMNS,
-    COMPARISONS,
     CURVE_COLUMNS,
-    MARGIN,
-    Comparison,
     _label,
-    accuracy_lines,
-    compare,
-    comparison_lines,
     plot_nl_attention,
-    read_csv,
     summarize_results,
-    write_csv,
 )
 from gclab.experiments.train import TrainConfig, accuracy, build, train
 from gclab.nn import NonLocal2d

@@ -33,8 +33,8 @@ from typing import Dict
 
 from torch import nn
 
-# the key tables live in ._keys (imported by the blocks too); re-exported here for old imports
-from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, remap_state_dict_keys  # noqa: F401
+# the key tables (the blocks' load hook reads them too)
+from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, remap_state_dict_keys
 
 
 def mmcv_to_gclab_state_dict(state_dict: Dict, kind: str) -> Dict:

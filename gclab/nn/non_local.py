@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import flops as _flops  # noqa: F401 - registers FlopCounterMode formulas for SDPA on CPU
+from . import flops as _flops  # noqa: F401 - imported to register FLOP formulas for SDPA on CPU
 from ._checks import check_bool, check_choice, check_input, check_int
 from ._fused import _compiling
 from ._keys import NON_LOCAL_KEYS, remap_state_dict_keys

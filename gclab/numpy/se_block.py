@@ -26,7 +26,7 @@ import numpy as np
 
 from . import gc_block
 from ._checks import check_dout
-from .framework import Params, fusion, fusion_backward, fusion_forward
+from .framework import Params, fusion
 
 SE_CONFIG = {"pooling": "avg", "fusions": ("mul",), "layer_norm": False}
 
@@ -71,6 +71,5 @@ def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
 
 
 __all__ = [
-    "backward", "context_modeling", "forward", "fusion", "fusion_backward", "fusion_forward",
-    "gate", "transform",
+    "backward", "context_modeling", "forward", "fusion", "gate", "transform",
 ]

@@ -50,7 +50,7 @@ from IPython.display import Image, display
 from scipy import stats
 
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.experiments import report, reproduce
+from gclab.experiments import analysis, report
 from gclab.experiments.reproduce import RESULTS_DIR
 
 # %% [markdown]
@@ -113,7 +113,7 @@ print(len(rows), "runs;", len(comparisons), "comparison rows;", len(curves), "cu
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("\n".join(reproduce.accuracy_lines(rows)))
+print("\n".join(report.accuracy_lines(rows)))
 
 # %% [markdown]
 # Every seed is a dot; an open dot is a seed that did not learn. The bar averages only the
@@ -147,7 +147,7 @@ display(Image(filename=str(RESULTS_DIR / "curves.png")))
 # NBVAL_CHECK_OUTPUT
 for metric in ("accuracy", "learned_share", "steps_to_90"):
     print(metric)
-    print("\n".join(reproduce.comparison_lines(comparisons, task="lookalike", metric=metric)),
+    print("\n".join(report.comparison_lines(comparisons, task="lookalike", metric=metric)),
           end="\n\n")
 
 # %% [markdown]
@@ -288,7 +288,7 @@ if min(len(a), len(b)) >= 2:
     with warnings.catch_warnings():  # scipy warns when a sample has no spread
         warnings.simplefilter("ignore", RuntimeWarning)
         ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    d, lo, hi = reproduce.analysis.welch_interval(a, b)
+    d, lo, hi = analysis.welch_interval(a, b)
     print(f"t = {welch_t(a, b):+.2f}   scipy CI [{ci.low:+.3f}, {ci.high:+.3f}]   "
           f"gclab {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
 else:

@@ -35,6 +35,7 @@ from typing import Dict, List
 
 import torch
 
+from gclab.experiments.bench import mmcv_blocks
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
 from gclab.nn.non_local import MODES
 
@@ -114,19 +115,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _mmcv_blocks():
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from mmcv.cnn import ContextBlock
-            from mmcv.cnn import NonLocal2d as MmcvNonLocal2d
-        return MmcvNonLocal2d, ContextBlock
-    except Exception:  # noqa: BLE001 - any import failure means "not installed" here
-        return None
-
-
 def _time_block(build, device: str, dtype: torch.dtype, shape, repeats: int) -> Dict:
     """Median fwd+bwd time (ms) and peak memory (MiB, CUDA) of ``build()`` on ``shape``."""
     row: Dict = {}
@@ -159,7 +147,7 @@ def time_nl(device: str, dtype: torch.dtype, size: int, channels: int, repeats: 
     rows = []
     builds = {"fast": lambda: NonLocal2d(channels, impl="fast"),
               "explicit": lambda: NonLocal2d(channels, impl="explicit")}
-    mmcv = _mmcv_blocks()
+    mmcv = mmcv_blocks()
     if mmcv is not None:
         builds["mmcv"] = lambda: mmcv[0](channels)
     for impl, build in builds.items():
@@ -176,7 +164,7 @@ def time_nl(device: str, dtype: torch.dtype, size: int, channels: int, repeats: 
 def time_gc(device: str, dtype: torch.dtype, size: int, channels: int, repeats: int) -> List[Dict]:
     """Median fwd+bwd time of GC (B=8) against mmcv's ContextBlock."""
     builds = {"gclab": lambda: GCBlock(channels, 1 / 16)}
-    mmcv = _mmcv_blocks()
+    mmcv = mmcv_blocks()
     if mmcv is not None:
         builds["mmcv"] = lambda: mmcv[1](channels, ratio=1 / 16)
     rows = []

@@ -140,7 +140,8 @@ class TimmStyleSE(nn.Module):
         return x * torch.sigmoid(gate)
 
 
-def _mmcv():
+def mmcv_blocks():
+    """mmcv's (NonLocal2d, ContextBlock) classes, or None where mmcv is not installed."""
     try:
         import warnings
 
@@ -457,7 +458,7 @@ def main(argv: List[str] | None = None) -> int:
 def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
              argv: List[str] | None) -> Tuple[Dict[str, object], Dict[int, List[Target]]]:
     """One full benchmark into ``out_dir``; returns the machine description and the targets."""
-    mmcv, timm = _mmcv(), _timm()
+    mmcv, timm = mmcv_blocks(), _timm()
     machine = machine_description()
     arch = f", {machine['microarchitecture']}" if machine["microarchitecture"] else ""
     print(f"gclab bench on {machine['cpu_label']}{arch} ({machine['cores']} cores, torch "

@@ -25,11 +25,13 @@ from typing import List
 from gclab._extras import EXTRA_OF, MissingExtra
 
 COMMANDS = {
-    "grade": ("gclab.exercises.grade", "grade learner notebooks in a sandbox (one or a class)"),
-    "notebooks": ("gclab.course", "generate learner and solution copies of the notebooks"),
+    "grade": ("gclab.grading.grade", "grade learner notebooks in a sandbox (one or a class)"),
+    "notebooks": ("gclab.course.notebooks",
+                  "generate learner and solution copies of the notebooks"),
     "reproduce": ("gclab.experiments.reproduce", "train and evaluate the ablation table"),
     "bench": ("gclab.experiments.bench", "benchmark the blocks against mmcv and timm"),
-    "site": ("gclab.site", "build the course as a static website from the executed notebooks"),
+    "site": ("gclab.course.site",
+             "build the course as a static website from the executed notebooks"),
 }
 
 

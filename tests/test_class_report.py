@@ -15,7 +15,7 @@ import pytest
 from gradekit import LEARNERS, SOLUTIONS, exercise_cells, ids_in, write_notebook
 
 from gclab.exercises import catalog
-from gclab.exercises.class_report import (
+from gclab.grading.class_report import (
     csv_field,
     md_escape,
     summarise,
@@ -23,13 +23,13 @@ from gclab.exercises.class_report import (
     to_markdown,
     write_report,
 )
-from gclab.exercises.grade import main
+from gclab.grading.grade import main
 
 LESSON = "00_receptive_fields"
 IDS = [e.id for e in catalog(notebook=LESSON)]
 MARKER = "LEARNER_CODE_MARKER_7731"  # a comment in every planted submission's code
 
-# registered mistakes of lesson 0 (gclab/exercises/nb00_receptive_fields.py), as code
+# registered mistakes of lesson 0 (gclab/exercises/lessons/nb00_receptive_fields.py), as code
 ROUNDED_DOWN = ("def layers_to_cover(size, kernel=3):\n    return (size - 1) // (kernel - 1)\n"
                 'check("rf.layers_to_cover", layers_to_cover)')
 NO_CENTRE = ("def layers_to_cover(size, kernel=3):\n    return math.ceil(size / (kernel - 1))\n"

@@ -1,4 +1,5 @@
-"""The notebook builder (gclab.course): stubs, solution copies, determinism, staleness check."""
+"""The notebook builder (gclab.course.notebooks): stubs, solution copies, determinism,
+staleness check."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gclab import course
-from gclab.course import BuildError, check_copies, learner_notebook, lessons, solution_notebook
+from gclab.course import notebooks as course
+from gclab.course.notebooks import (
+    BuildError,
+    check_copies,
+    learner_notebook,
+    lessons,
+    solution_notebook,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

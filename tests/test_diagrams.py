@@ -1,4 +1,5 @@
-"""gclab.diagrams: each block shows its three stages and shapes on the arrows; deterministic."""
+"""gclab.course.diagrams: each block shows its three stages and shapes on the arrows;
+deterministic."""
 
 from __future__ import annotations
 

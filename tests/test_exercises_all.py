@@ -1,7 +1,7 @@
 """Every exercise in the catalog: the reference passes, every mistake fails with its diagnosis.
 
 Generic over ``gclab.exercises.catalog()``: a new content module is covered the moment it is
-imported by ``gclab.exercises`` (which imports every ``gclab/exercises/nbNN_*.py``).
+imported by ``gclab.exercises`` (which imports every ``gclab/exercises/lessons/nbNN_*.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MISTAKES = [(e.id, name) for e in catalog() for name in get(e.id).mistakes]
 
 def test_content_modules_are_all_imported():
     """Every nbNN_*.py file is a content module that registered something."""
-    files = sorted(p.stem for p in Path(ex.__file__).parent.glob("nb[0-9][0-9]_*.py"))
+    files = sorted(p.stem for p in (Path(ex.__file__).parent / "lessons").glob("nb[0-9][0-9]_*.py"))
     assert [m.rsplit(".", 1)[1] for m in ex.content_modules()] == files
     notebooks = {e.notebook for e in catalog()}
     for stem in files:  # nbNN_<anything>.py registers exercises of lesson NN

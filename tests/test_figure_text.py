@@ -4,8 +4,8 @@ JupyterLab shows an inline figure as the PNG matplotlib's inline backend makes (
 ``bbox_inches="tight"``), scaled down to the output area's width when it is wider (about
 800 px in a notebook next to the file browser). A text of ``s`` points then is
 ``s * 100 / 72 * min(1, 800 / png_width)`` pixels tall; each figure's smallest text must be
-at least 8 px. The figures are made by the same calls the lessons make (``gclab.diagrams``,
-``gclab.course_figures``) and, for lesson 7, by ``gclab.experiments.report`` from the
+at least 8 px. The figures are made by the same calls the lessons make (``gclab.course.diagrams``,
+``gclab.course.figures``) and, for lesson 7, by ``gclab.experiments.report`` from the
 committed results.
 """
 
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gclab import course_figures, diagrams  # noqa: E402
+from gclab.course import diagrams, figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_WIDTH = 800  # px
@@ -97,17 +97,17 @@ FIGURES = {  # the calls the lessons make
     "05 diagrams.blocks(snl, gc)": lambda: diagrams.blocks("snl", "gc"),
     "05 norm_axes": lambda: diagrams.norm_axes(4, 8),
     "06 diagrams.blocks(all four)": lambda: diagrams.blocks("nl", "snl", "gc", "se"),
-    "00 erf_grid": lambda: course_figures.erf_grid(ERFS, 33, _rf),
-    "00 erf_growth": lambda: course_figures.erf_growth(DEPTHS, DEPTHS * 1.0,
+    "00 erf_grid": lambda: figures.erf_grid(ERFS, 33, _rf),
+    "00 erf_growth": lambda: figures.erf_growth(DEPTHS, DEPTHS * 1.0,
                                                        np.sqrt(DEPTHS) * 1.2),
-    "00 erf_compare": lambda: course_figures.erf_compare(ERFS[4], ERFS[8]),
-    "01 gaussian_attention_demo": lambda: course_figures.gaussian_attention_demo(12, 16),
-    "02 plot_timings": lambda: course_figures.plot_timings(
+    "00 erf_compare": lambda: figures.erf_compare(ERFS[4], ERFS[8]),
+    "01 gaussian_attention_demo": lambda: figures.gaussian_attention_demo(12, 16),
+    "02 plot_timings": lambda: figures.plot_timings(
         {4: (0.01, 0.001), 6: (0.05, 0.002), 8: (0.2, 0.003)}, 8),
-    "04 nl_vs_snl_maps": lambda: course_figures.nl_vs_snl_maps(),
-    "05 cost_curves": lambda: course_figures.cost_curves(_flops, _n_params,
+    "04 nl_vs_snl_maps": lambda: figures.nl_vs_snl_maps(),
+    "05 cost_curves": lambda: figures.cost_curves(_flops, _n_params,
                                                          sides=(7, 14, 28, 56)),
-    "06 framework_table": course_figures.framework_table,
+    "06 framework_table": figures.framework_table,
 }
 
 

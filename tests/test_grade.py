@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from gclab.exercises import catalog
-from gclab.exercises.grade import grade, main
+from gclab.grading.grade import grade, main
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "00_receptive_fields"

@@ -12,7 +12,7 @@ import pytest
 from gradekit import LEARNERS, SOLUTIONS, exercise_cells, ids_in, write_notebook
 
 from gclab.exercises import catalog, hint
-from gclab.exercises.grade import main
+from gclab.grading.grade import main
 
 LESSON = "00_receptive_fields"
 IDS = [e.id for e in catalog(notebook=LESSON)]

@@ -10,7 +10,7 @@ import pytest
 from gradekit import write_notebook
 
 from gclab.exercises import catalog
-from gclab.exercises.grade import main
+from gclab.grading.grade import main
 
 
 def _one_line_exit_2(capsys, argv, *expect):
@@ -103,8 +103,8 @@ def test_a_bad_submission_in_a_batch_gets_its_own_rows(tmp_path, capsys):
 
 
 def test_gradebook_fields_cannot_run_as_spreadsheet_formulas(tmp_path):
-    from gclab.exercises.grade import Grade, write_gradebook
-    from gclab.exercises.trusted import SandboxRun
+    from gclab.grading.grade import Grade, write_gradebook
+    from gclab.grading.trusted import SandboxRun
 
     row = {"id": "rf.theoretical", "title": "t", "status": "failed", "points": 0,
            "detail": "=HYPERLINK(\"http://x\")", "message": "", "diagnosis": None, "hint": ""}

@@ -18,9 +18,9 @@ import uuid
 import pytest
 from gradekit import ROOT, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
-from gclab.exercises import limits
-from gclab.exercises.grade import grade, grade_many
-from gclab.exercises.sandbox import bwrap_available
+from gclab.grading import limits
+from gclab.grading.grade import grade, grade_many
+from gclab.grading.sandbox import bwrap_available
 
 pytestmark = pytest.mark.slow
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) not usable "
@@ -34,7 +34,7 @@ PARAMS = ("params = {'context_modeling.conv_mask.weight': w_k.reshape(1, -1, 1, 
           "          'context_modeling.conv_mask.bias': np.array([b_k])}\n")
 
 REACH = [HEAD4, """
-import inspect, gclab.exercises.nb04_simplified_nl as nb04
+import inspect, gclab.exercises.lessons.nb04_simplified_nl as nb04
 try:  # the reference's source, run here
     ns = dict(vars(nb04))
     exec(inspect.getsource(nb04.ref_forward), ns)
@@ -158,7 +158,7 @@ out.append(f'MEMORY:{sum(g and a for g, a in zip(got, alive))}of3')
 """
     wire_bomb = """
 import io, zipfile, json, numpy as _np
-import gclab.exercises.wire as wire
+import gclab.grading.wire as wire
 def bomb(value):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as zf:
@@ -267,7 +267,7 @@ def test_cases_are_drawn_from_a_secret_seed_per_run():
     import subprocess
     import sys
 
-    code = ("from gclab.exercises import get\nfrom gclab.exercises.trusted import secret_seeds\n"
+    code = ("from gclab.exercises import get\nfrom gclab.grading.trusted import secret_seeds\n"
             "ex = get('snl.attention')\nprint(secret_seeds(ex), tuple(ex.seeds))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -370,7 +370,7 @@ os._exit(3)
 
 
 def test_grade_says_which_limits_are_in_force(tmp_path, capsys):
-    from gclab.exercises.grade import main
+    from gclab.grading.grade import main
 
     path = write_notebook(tmp_path / "empty.ipynb", [HEAD0], L0)
     main([str(path), "--lesson", "00", "--timeout", "120", "--memory", "1G"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gclab.course import main as notebooks_main
+from gclab.course.notebooks import main as notebooks_main
 from gclab.exercises import catalog
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,16 +11,16 @@ import json
 import pytest
 from gradekit import LEARNERS, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
-from gclab.exercises.grade import (
+from gclab.grading.grade import (
     Grade,
     feedback_names,
     grade_many,
     write_feedback,
     write_gradebook,
 )
-from gclab.exercises.similarity import fingerprint
-from gclab.exercises.submission import SubmissionError, detect_lesson
-from gclab.exercises.trusted import SandboxRun
+from gclab.grading.similarity import fingerprint
+from gclab.grading.submission import SubmissionError, detect_lesson
+from gclab.grading.trusted import SandboxRun
 
 HOSTILE = "<img src=x onerror=alert(document.cookie)>"
 

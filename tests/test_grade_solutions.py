@@ -14,7 +14,7 @@ import pytest
 from gradekit import SOLUTIONS
 
 from gclab.exercises import catalog
-from gclab.exercises.grade import main
+from gclab.grading.grade import main
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 The trusted grader never builds the learner's module: the sandbox builds it and sends its tree
 as data, the grader runs the exercise's ``structure`` properties (and ``describe_structure``,
 for a state_dict that does not load) on a data-only skeleton of it
-(:mod:`gclab.exercises.skeleton`). Lesson 6's ``se.assemble`` is the exercise with structure
+(:mod:`gclab.grading.skeleton`). Lesson 6's ``se.assemble`` is the exercise with structure
 properties: SEBlock itself, a GCBlock, GC's zero init must fail there with the verdict that
 ``check()`` gives in-process, and the correct assembly pass. A few wrong function answers of
 the same lesson show that diagnose's detectors (and the registered mistakes) reach grade too;
@@ -20,7 +20,7 @@ import pytest
 from gradekit import SOLUTIONS, code_cells, write_notebook
 
 from gclab.exercises import core, registry
-from gclab.exercises.grade import grade_many
+from gclab.grading.grade import grade_many
 
 pytestmark = pytest.mark.slow
 LESSON = "06_se_framework"
@@ -172,7 +172,7 @@ def test_detectors_reach_grade(graded):
 def test_skeleton_round_trip_and_malformed_trees():
     import torch
 
-    from gclab.exercises import skeleton, wire
+    from gclab.grading import skeleton, wire
     from gclab.nn import Bottleneck, SEBlock
 
     class Mine(SEBlock):  # the learner's own class: a placeholder under its trusted base

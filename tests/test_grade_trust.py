@@ -21,9 +21,9 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, exercise_cells, processes_with, write_notebook
 
 from gclab.exercises import catalog
-from gclab.exercises.grade import grade, grade_many
-from gclab.exercises.sandbox import bwrap_available
-from gclab.exercises.submission import clean
+from gclab.grading.grade import grade, grade_many
+from gclab.grading.sandbox import bwrap_available
+from gclab.grading.submission import clean
 
 LESSON = "00_receptive_fields"
 IDS = [e.id for e in catalog(notebook=LESSON)]
@@ -327,7 +327,7 @@ def test_another_lessons_notebook_is_graded_as_the_lesson_asked_for(tmp_path):
     assert any("lesson 00_receptive_fields" in w for w in g.warnings), g.warnings
     # and without --lesson: recognised from its checks, with a warning about its name
     path.write_text(path.read_text().replace(LESSON, "04_simplified_nl"))
-    from gclab.exercises.submission import detect_lesson, read_notebook
+    from gclab.grading.submission import detect_lesson, read_notebook
 
     cells_, meta = read_notebook(path)
     lesson, warnings = detect_lesson(path, cells_, meta, None)
@@ -341,7 +341,7 @@ def test_the_reference_handed_in_is_not_passed(tmp_path):
     pool = next(c for c in code_cells_04() if "def attention_pool" in c)
     hostile = [
         cells[0],
-        "import gclab.exercises.nb04_simplified_nl as nb04\n"
+        "import gclab.exercises.lessons.nb04_simplified_nl as nb04\n"
         'check("snl.forward", nb04.ref_forward)',
         "def attention_weights(x, w_k, b_k):\n"
         "    params = {'context_modeling.conv_mask.weight': w_k.reshape(1, -1, 1, 1),\n"
@@ -450,7 +450,7 @@ def test_an_answer_stuck_in_one_c_call_fails_and_the_run_stops(tmp_path, monkeyp
     """One C call the in-sandbox alarm cannot interrupt (sum over a huge range): the grader's
     own deadline per call (the exercise's limit + a slack, 20 s; 5 s here, as it burns a core
     meanwhile) fails it and ends the run."""
-    from gclab.exercises import trusted
+    from gclab.grading import trusted
 
     monkeypatch.setattr(trusted, "_CALL_SLACK", 5.0)
     cell = ('def theoretical_rf(kernels, strides):\n'
@@ -482,7 +482,7 @@ def test_the_sandbox_forwards_warnings_and_ends_a_numerical_derivation(name):
     answer that loops in C on the case only a formula reaches is ended there (the call runs
     apart), the run completes, and the verdict names the cause."""
     from gclab.exercises import get
-    from gclab.exercises.trusted import run_and_grade
+    from gclab.grading.trusted import run_and_grade
 
     cells = [HEAD, ANSWERS[name] + "check('rf.erf_variance', erf_variance)\n"]
     run = run_and_grade(cells, "00_receptive_fields", [get("rf.erf_variance")], timeout=120,

@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from gclab import course
+from gclab.course import notebooks as course
 from gclab.exercises import catalog, get
 
 # code-like patterns a hint or a stub's words must not contain (name, regex)

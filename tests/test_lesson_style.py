@@ -1,8 +1,8 @@
 """Lessons read well: short code cells, a Run-All note, derivations folded after their check.
 
 * No code cell of a learner copy (what the learner sees, stubs included) is longer than
-  ``MAX_LINES`` lines: figures and bookkeeping live in ``gclab.course_figures`` and
-  ``gclab.diagrams``, called in one line.
+  ``MAX_LINES`` lines: figures and bookkeeping live in ``gclab.course.figures`` and
+  ``gclab.course.diagrams``, called in one line.
 * Every lesson says at the top how far Run All goes in a learner copy.
 * ``<details>`` blocks are folded in the learner copy and open in the solution copy.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from gclab import course
+from gclab.course import notebooks as course
 
 MAX_LINES = 15
 # lessons whose cells are not held to MAX_LINES; none today

@@ -1,7 +1,7 @@
 """The learner copies run top to bottom with only the designed errors; the runtime budget plugin.
 
 * Every learner copy ``notebooks/NN_slug.ipynb`` is executed in a fresh kernel (errors allowed,
-  through ``gclab.exercises.execute.run_notebook``). The only errors allowed are the stubs'
+  through ``gclab.course.execute.run_notebook``). The only errors allowed are the stubs'
   ``NotImplementedError("exercise ...")``, and every ``check`` the notebook ran (read from
   ``GCLAB_GRADE_LOG``) reported "not implemented" -- a check that passes or fails in a learner
   copy means a solution leaked or a check crashed on a stub. Demonstration cells that wrap the
@@ -19,9 +19,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gclab.course import lessons
+from gclab.course.execute import run_notebook
+from gclab.course.notebooks import lessons
 from gclab.exercises import catalog
-from gclab.exercises.execute import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = lessons(ROOT)

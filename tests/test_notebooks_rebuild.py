@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from gclab.course import ROOT, build, check_copies
+from gclab.course.notebooks import ROOT, build, check_copies
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urljoin, urlparse
 import nbformat
 import pytest
 
-from gclab import site
-from gclab.course import ROOT, lessons
+from gclab.course import site
+from gclab.course.notebooks import ROOT, lessons
 
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")

@@ -8,9 +8,9 @@ Learner side::
     catalog()                                 # every exercise: id, notebook, title
 
 The engine is :mod:`gclab.exercises.core`; the exercises live in one content module per
-notebook, ``gclab/exercises/nbNN_slug.py``, all imported here. A content module that fails to
-import makes ``import gclab.exercises`` fail loudly (on purpose: a silently missing lesson would
-make its checks disappear).
+notebook, ``gclab/exercises/lessons/nbNN_slug.py``, all imported here. A content module that
+fails to import makes ``import gclab.exercises`` fail loudly (on purpose: a silently missing
+lesson would make its checks disappear).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import importlib
 import pkgutil
 import re
 
-from .core import check
-from .registry import Case, Exercise, Property, catalog, get, hint, register
-from .verdict import CheckItem, CheckResult
+from gclab.exercises.core import check
+from gclab.exercises.registry import Case, Exercise, Property, catalog, get, hint, register
+from gclab.exercises.verdict import CheckItem, CheckResult
 
 __all__ = [
     "Case",
@@ -41,9 +41,12 @@ _CONTENT = re.compile(r"^nb\d\d_\w+$")
 
 
 def content_modules() -> list:
-    """Names of the content modules (``gclab.exercises.nbNN_slug``), sorted."""
+    """Names of the content modules (``gclab.exercises.lessons.nbNN_slug``), sorted."""
+    from gclab.exercises import lessons
+
     return sorted(
-        f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if _CONTENT.match(m.name)
+        f"{lessons.__name__}.{m.name}"
+        for m in pkgutil.iter_modules(lessons.__path__) if _CONTENT.match(m.name)
     )
 
 

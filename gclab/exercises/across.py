@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Sequence, Tuple
 
-from .diagnose import Observation, detect
+from gclab.exercises.diagnose import Observation, detect
 
 __all__ = ["explain"]
 

@@ -8,7 +8,7 @@ Learner side::
     (False, 'failed', 'off by one: forgot the 1 (the centre pixel itself)')
     >>> hint("rf.theoretical", level=2)                     # 1 concept, 2 shapes, 3 pseudo-code
 
-Author side: one content module per notebook (``gclab/exercises/nbNN_slug.py``) calls
+Author side: one content module per notebook (``gclab/exercises/lessons/nbNN_slug.py``) calls
 :func:`register` with an :class:`Exercise`; see ``docs/exercises.md`` for the contract.
 
 How a check works
@@ -52,20 +52,20 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from . import across, globalstate, probe
-from . import diagnose as _detect
+from gclab.exercises import across, globalstate, probe
+from gclab.exercises import diagnose as _detect
 
 # The four parts of the engine (compare, registry, running, verdict); core orchestrates them.
-from .compare import (
+from gclab.exercises.compare import (
     _clone,
     _compare,
     _mutation,
     _torch,
     _typename,
 )
-from .mismatch import explain_mismatch
-from .registry import Case, Exercise, Property, get
-from .running import (
+from gclab.exercises.mismatch import explain_mismatch
+from gclab.exercises.registry import Case, Exercise, Property, get
+from gclab.exercises.running import (
     MAX_PRINTED_CHARS,
     _CappedStream,
     _describe_error,
@@ -73,7 +73,7 @@ from .running import (
     _guarded_apart,
     _Outcome,
 )
-from .verdict import CheckItem, CheckResult
+from gclab.exercises.verdict import CheckItem, CheckResult
 
 __all__ = ["check"]
 
@@ -420,7 +420,7 @@ def _check_structure(ex: Exercise, obj: Any, case: Case, out: _CappedStream,
     what the exercise asks for (its type, its parts, its initialisation). A module that cannot
     be built gives no items here; the output checks report that. ``build(ex, case, out)``, when
     given (``gclab grade``), returns the module instead: a data-only skeleton of the one built
-    in the sandbox (:mod:`gclab.exercises.skeleton`), or None."""
+    in the sandbox (:mod:`gclab.grading.skeleton`), or None."""
     t = _torch()
     if build is not None:
         module = build(ex, case, out)

@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Sequence
 
 import numpy as np
 
-from .registry import Case
+from gclab.exercises.registry import Case
 
 __all__ = ["BATCH_MIXED", "batch_contrast"]
 

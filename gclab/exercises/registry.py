@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from .verdict import ShownWhenMade
+from gclab.exercises.verdict import ShownWhenMade
 
 KINDS = ("function", "value", "module")
 STATUSES = ("passed", "failed", "not implemented")

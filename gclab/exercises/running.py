@@ -145,7 +145,7 @@ def _guarded(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcom
     recorded in ``out.changes``, and the caller's state is put back afterwards."""
     import contextlib
 
-    from . import globalstate
+    from gclab.exercises import globalstate
 
     engine = learner = None
     if out.state is not None:

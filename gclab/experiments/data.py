@@ -61,6 +61,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from gclab import paths
+
 TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys")
 #: ``val`` is the validation split that early stopping reads: on the digit tasks it is drawn
 #: from handwriting that neither train nor test uses (:func:`_digit_pool`)
@@ -80,7 +82,7 @@ TWOKEYS_SIDE = 8
 IGNORE = -100
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2, "val": 3}
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+DATA_DIR = paths.DATA
 SUMS_FILE = "SHA256SUMS"
 #: digit classes of the paint task's key (the real handwritten digits of scikit-learn):
 #: key 0 is a digit of the first class, key 1 of the second

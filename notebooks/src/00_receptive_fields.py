@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclab import course_figures
+from gclab.course import figures
 from gclab.exercises import catalog, check, hint
-from gclab.exercises import nb00_receptive_fields as ref  # gclab's answers, for the figures
+from gclab.exercises.lessons import nb00_receptive_fields as ref  # gclab's answers, for the figures
 from gclab.exercises.fallback import use_or_fallback
-from gclab.exercises.nb00_receptive_fields import conv_stack
+from gclab.exercises.lessons.nb00_receptive_fields import conv_stack
 
 torch.manual_seed(0)
 catalog(notebook="00_receptive_fields")
@@ -262,7 +262,7 @@ erfs = {depth: mean_erf(depth) for depth in DEPTHS}
 
 
 # %%
-course_figures.erf_grid(erfs, SIZE, trf)
+figures.erf_grid(erfs, SIZE, trf)
 
 # %% [markdown]
 # The bright region grows, but far more slowly than the dashed square. To put a number on it,
@@ -311,7 +311,7 @@ trf_radius = (trf_sizes - 1) / 2  # pixels from the centre to the edge of the TR
 erf_radius = np.array([radius(erfs[d]) for d in DEPTHS])
 print(f"growth exponent: TRF {slope(depths, trf_radius):.2f}, "
       f"ERF {slope(depths, erf_radius):.2f}")
-course_figures.erf_growth(depths, trf_radius, erf_radius)
+figures.erf_growth(depths, trf_radius, erf_radius)
 
 # %% [markdown]
 # The TRF has slope 1 (linear growth); the measured ERF has a slope well below 1, close to
@@ -343,7 +343,7 @@ class GlobalContextAdd(nn.Module):
 # %%
 x = torch.randn(1, 2, SIZE, SIZE, dtype=torch.float64)
 global_erf = erf_of(GlobalContextAdd(2), x)
-course_figures.erf_compare(erfs[24], global_erf)
+figures.erf_compare(erfs[24], global_erf)
 print(f"pixels with a non-zero gradient: 24 convs {np.mean(erfs[24] > 0):.0%}, "
       f"one global-context layer {np.mean(global_erf > 0):.0%}")
 

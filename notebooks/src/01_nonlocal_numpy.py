@@ -47,16 +47,16 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
-from gclab import course_figures, diagrams
+from gclab.course import diagrams, figures
 from gclab.exercises import catalog, check, hint
-from gclab.exercises import nb01_nonlocal_numpy as ref  # gclab's answers, for demonstrations
+from gclab.exercises.lessons import nb01_nonlocal_numpy as ref  # gclab's answers, for demonstrations
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
 catalog(notebook="01_nonlocal_numpy")
 
 # %% [markdown]
-# **At a glance:** the Non-local block, drawn by `gclab.diagrams` in one visual language: the
+# **At a glance:** the Non-local block, drawn by `gclab.course.diagrams` in one visual language: the
 # tensor shape on every arrow, and the three steps shaded the same way in every block —
 # **context modelling** (blue), **transform** (orange), **fusion** (green).
 
@@ -459,7 +459,7 @@ for mode in ("gaussian", "embedded_gaussian", "dot_product", "concatenation"):
 # the attention matrix drawn over the image.
 
 # %%
-course_figures.gaussian_attention_demo(height=12, width=16)  # gclab's gaussian: runs before yours
+figures.gaussian_attention_demo(height=12, width=16)  # gclab's gaussian: runs before yours
 
 # %% [markdown]
 # The query on the top-left red blob attends just as much to the red blob in the far corner as

@@ -55,9 +55,9 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
-from gclab import course_figures
+from gclab.course import figures
 from gclab.exercises import catalog, check, hint
-from gclab.exercises import nb02_nonlocal_backward as ref  # gclab's answers
+from gclab.exercises.lessons import nb02_nonlocal_backward as ref  # gclab's answers
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 
@@ -603,7 +603,7 @@ for name, prm in block.named_parameters():
 
 # %%
 C_t = 8
-timings = course_figures.time_loop_vs_vectorised(sides=(4, 6, 8, 12), channels=C_t)
+timings = figures.time_loop_vs_vectorised(sides=(4, 6, 8, 12), channels=C_t)
 
 # %%
 print(f"machine: {platform.machine()}, {os.cpu_count()} CPU core(s) visible, "
@@ -612,7 +612,7 @@ for side, (t_loop, t_vec) in timings.items():
     print(f"{side:2d}x{side:<2d} (N = {side * side:3d}): loop {1e3 * t_loop:8.2f} ms, "
           f"vectorised {1e3 * t_vec:6.3f} ms, ratio {t_loop / t_vec:6.0f}x")
 
-course_figures.plot_timings(timings, C_t)
+figures.plot_timings(timings, C_t)
 
 # %% [markdown]
 # The loop loses by a factor that grows with $N$: when this notebook was built (x86_64, 2 CPU

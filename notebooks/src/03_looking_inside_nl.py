@@ -51,7 +51,7 @@ import torch
 
 from gclab.experiments import analysis, data
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.exercises import nb03_looking_inside as ref  # gclab's answers, for the figures
+from gclab.exercises.lessons import nb03_looking_inside as ref  # gclab's answers, for the figures
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
 from gclab.experiments.reproduce import RESULTS_DIR, build_model

@@ -44,16 +44,16 @@ import numpy as np
 import torch
 
 import gclab.numpy as gnp
-from gclab import course_figures, diagrams
+from gclab.course import diagrams, figures
 from gclab.exercises import check, hint
-from gclab.exercises import nb04_simplified_nl as ref  # gclab's answers
+from gclab.exercises.lessons import nb04_simplified_nl as ref  # gclab's answers
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
 torch.set_default_dtype(torch.float64)  # this lesson compares NumPy and PyTorch in float64
 
 # %% [markdown]
-# **At a glance:** NL, and the Simplified NL block this lesson derives from it, drawn by `gclab.diagrams` in one visual language: the
+# **At a glance:** NL, and the Simplified NL block this lesson derives from it, drawn by `gclab.course.diagrams` in one visual language: the
 # tensor shape on every arrow, and the three steps shaded the same way in every block —
 # **context modelling** (blue), **transform** (orange), **fusion** (green).
 
@@ -114,7 +114,7 @@ diagrams.blocks("nl", "snl");
 # NL blocks hardly do, and SNL gives that freedom up.
 
 # %%
-course_figures.nl_vs_snl_maps(queries=[(5, 40), (30, 30), (45, 70)])
+figures.nl_vs_snl_maps(queries=[(5, 40), (30, 30), (45, 70)])
 
 # %% [markdown]
 # ## 2. Context modelling, part 1: the attention map

@@ -47,15 +47,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import gclab.numpy as gnp
-from gclab import course_figures, diagrams
+from gclab.course import diagrams, figures
 from gclab.exercises import check, hint
-from gclab.exercises import nb05_gc_block as ref  # gclab's answers
+from gclab.exercises.lessons import nb05_gc_block as ref  # gclab's answers
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import AttentionPooling, Bottleneck, GCBlock, NonLocal2d, SEBlock
 from gclab.nn import SimplifiedNonLocal2d
 
 # %% [markdown]
-# **At a glance:** SNL (lesson 4) and the Global Context block this lesson builds, drawn by `gclab.diagrams` in one visual language: the
+# **At a glance:** SNL (lesson 4) and the Global Context block this lesson builds, drawn by `gclab.course.diagrams` in one visual language: the
 # tensor shape on every arrow, and the three steps shaded the same way in every block —
 # **context modelling** (blue), **transform** (orange), **fusion** (green).
 
@@ -471,7 +471,7 @@ print(f"GCBlock(256, 1/16) on (1, 256, 14, 20): {flops(GCBlock(256, 1 / 16), (1,
 
 # %%
 sides = [7, 14, 28, 56, 112]
-cost_c, cost_n = course_figures.cost_curves(flops, n_params, sides=sides)
+cost_c, cost_n = figures.cost_curves(flops, n_params, sides=sides)
 
 # %% [markdown]
 # Reading the curves:

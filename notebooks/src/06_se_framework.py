@@ -44,15 +44,15 @@ import torch
 from torch import nn
 
 import gclab.numpy as gnp
-from gclab import course_figures, diagrams
+from gclab.course import diagrams, figures
 from gclab.exercises import check, hint
-from gclab.exercises import nb06_se_framework as ref  # gclab's answers
+from gclab.exercises.lessons import nb06_se_framework as ref  # gclab's answers
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import AttentionPooling, AveragePooling, Bottleneck, GCBlock
 from gclab.nn import GlobalContextFramework, SEBlock, SimplifiedNonLocal2d
 
 # %% [markdown]
-# **At a glance:** all four blocks of the course, SE last, drawn by `gclab.diagrams` in one visual language: the
+# **At a glance:** all four blocks of the course, SE last, drawn by `gclab.course.diagrams` in one visual language: the
 # tensor shape on every arrow, and the three steps shaded the same way in every block —
 # **context modelling** (blue), **transform** (orange), **fusion** (green).
 
@@ -84,7 +84,7 @@ diagrams.blocks("nl", "snl", "gc", "se");
 # $$
 
 # %%
-course_figures.framework_table()
+figures.framework_table()
 
 # %% [markdown]
 # The columns are interchangeable parts. `gclab.nn.framework` holds one class per part —

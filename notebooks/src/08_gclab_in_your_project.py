@@ -45,9 +45,9 @@ import numpy as np
 import torch
 
 from gclab.exercises import check, hint  # noqa: F401  (hint: for when you are stuck)
-from gclab.exercises import nb08_your_project as ref  # gclab's answers
+from gclab.exercises.lessons import nb08_your_project as ref  # gclab's answers
 from gclab.exercises.fallback import use_or_fallback
-from gclab.exercises.nb08_your_project import mmdet_style_small_resnet
+from gclab.exercises.lessons.nb08_your_project import mmdet_style_small_resnet
 from gclab.experiments.models import SmallResNet
 from gclab.nn import insert_blocks, load_mmdet_gcnet
 
@@ -261,7 +261,7 @@ print(nl_summary)
 # `backbone.`: `backbone.layer2.0.context_block.conv_mask.weight`,
 # `backbone.layer2.0.context_block.channel_add_conv.0.weight`, … We make such a checkpoint in
 # small: `SmallResNet` whose units in stages 2–4 carry mmcv's `ContextBlock` as
-# `context_block` (`mmdet_style_small_resnet`, 20 lines in `gclab.exercises.nb08_your_project`),
+# `context_block` (`mmdet_style_small_resnet`, 20 lines in `gclab.exercises.lessons.nb08_your_project`),
 # random weights, saved as mmdet saves it (a dict with `state_dict`), plus one neck weight.
 
 # %%

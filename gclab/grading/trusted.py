@@ -1,9 +1,9 @@
 """The trusted side of ``gclab grade``: verdicts computed where no learner code runs.
 
-The learner's notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`). This module, in the
+The learner's notebook runs in a sandbox (:mod:`gclab.grading.sandbox`). This module, in the
 grader's own process, decides which object answers which exercise, draws the cases, computes the
 references (and the registered mistakes, for the diagnosis) itself, sends only the *inputs* into
-the sandbox, and compares the outputs that come back -- as data (:mod:`gclab.exercises.wire`) --
+the sandbox, and compares the outputs that come back -- as data (:mod:`gclab.grading.wire`) --
 with :func:`gclab.exercises.core._check`, the same code that gives a learner's ``check`` its
 verdict. The expected outputs never exist in the sandbox, so nothing there (a patched engine, a
 forged log, a function that walks the stack) can see or change them.
@@ -15,7 +15,7 @@ the inputs, so pointing a check at another object gains nothing.
 
 The cases are drawn from seeds secret to each grading run (:func:`secret_seeds`), so no table
 of answers made beforehand matches them. The sandbox imports gclab from a copy without the
-answers (:mod:`gclab.exercises.view`; which code: :func:`gclab.exercises.reference_code.
+answers (:mod:`gclab.grading.view`; which code: :func:`gclab.grading.reference_code.
 answer_code`); a call into one of its stubs, or (second line, a profiler) into gclab's own
 implementation of the exercise, fails it with "uses the reference implementation". Replies are
 decoded outside the lock the batch shares, within the submission's own time; a reply that is
@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from . import wire
-from .compare import _clone
-from .reference_code import GCLAB_DIR, answer_code, checked_names, forbidden_code
-from .running import _CappedStream, _Outcome
-from .sandbox import Sandbox, SandboxBroken
-from .view import view_for
+from gclab.exercises.compare import _clone
+from gclab.exercises.running import _CappedStream, _Outcome
+from gclab.grading import wire
+from gclab.grading.reference_code import GCLAB_DIR, answer_code, checked_names, forbidden_code
+from gclab.grading.sandbox import Sandbox, SandboxBroken
+from gclab.grading.view import view_for
 
 _LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
 _CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
@@ -178,7 +178,7 @@ class _Remote:
         return _Outcome(error=_exception("RuntimeError", msg)), None
 
     def __call__(self, ex, obj, trial, out):
-        from .core import _build_reference_module
+        from gclab.exercises.core import _build_reference_module
 
         case = trial.case
         if ex.kind == "value":
@@ -242,7 +242,7 @@ def _part(result: Any, n: int) -> tuple:
 
 
 def _skeleton(data: Any) -> Any:
-    from . import skeleton
+    from gclab.grading import skeleton
 
     if isinstance(data, wire.WireError):
         return None
@@ -253,7 +253,7 @@ def _skeleton(data: Any) -> Any:
 
 
 def _layers(data: Any, ref: Any) -> str | None:
-    from .diagnose import describe_structure
+    from gclab.exercises.diagnose import describe_structure
 
     module = _skeleton(data)
     if module is None:
@@ -305,7 +305,7 @@ def secret_seeds(ex) -> Tuple[int, ...]:
 
 def _reference_passes(ex, seeds: Tuple[int, ...]) -> bool:
     """Whether the reference's own outputs on the cases of ``seeds`` have every property."""
-    from .core import _check_property, _trials
+    from gclab.exercises.core import _check_property, _trials
 
     drawn = copy.copy(ex)
     drawn.seeds = seeds
@@ -335,7 +335,7 @@ def in_view(keys: List[list], box: Sandbox) -> List[list]:
 def remote_check(box: Sandbox, ex, target: dict):
     """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
     the target is not there. Its cases are drawn with :func:`secret_seeds`."""
-    from .core import _check, _trials
+    from gclab.exercises.core import _check, _trials
 
     box.send({"op": "describe", "target": target})
     info, _ = box.receive(_CALL_SLACK)
@@ -352,7 +352,7 @@ def remote_check(box: Sandbox, ex, target: dict):
         except SandboxBroken:
             raise
         except Exception as exc:  # noqa: BLE001 - a reply that is not an answer: its verdict
-            from .verdict import CheckItem, CheckResult
+            from gclab.exercises.verdict import CheckItem, CheckResult
 
             why = f"the sandbox's reply could not be read ({type(exc).__name__})"
             return CheckResult(ex.id, ex.title, "failed", [CheckItem("ran", False, why)], why)
@@ -435,7 +435,7 @@ def run_and_grade(
             run.outcome = exc.outcome
             run.detail = exc.detail
             if current is not None:  # it broke while one of its calls ran: that one failed
-                from .verdict import CheckItem, CheckResult
+                from gclab.exercises.verdict import CheckItem, CheckResult
 
                 why = {"timed out": f"did not return within its time limit ({exc.detail})",
                        "kernel died": "the kernel died while it ran"}.get(

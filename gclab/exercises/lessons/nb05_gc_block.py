@@ -20,13 +20,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from gclab.exercises.lessons.common import is_int as _is_int
+from gclab.exercises.lessons.common import module_cases as cases_module
+from gclab.exercises.lessons.common import module_same_shape as _module_same_shape
+from gclab.exercises.lessons.common import same_shape as _same_shape
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, Bottleneck, GCBlock, GlobalContextFramework, fusion
-
-from ._props import is_int as _is_int
-from ._props import module_cases as cases_module
-from ._props import module_same_shape as _module_same_shape
-from ._props import same_shape as _same_shape
 
 NOTEBOOK = "05_gc_block"
 EPS = 1e-5  # nn.LayerNorm's default

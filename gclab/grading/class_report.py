@@ -1,6 +1,6 @@
 """The class report of ``gclab grade ... --report report.html``: what a class gets wrong.
 
-From the graded notebooks of a class (the :class:`gclab.exercises.grade.Grade` objects that
+From the graded notebooks of a class (the :class:`gclab.grading.grade.Grade` objects that
 ``gclab grade`` computes), per exercise in course order: how many submissions passed, failed,
 were not implemented or not attempted; the named causes of the failures (the registered
 mistake each wrong output matched) with their counts, most common first; the exercises nobody
@@ -79,7 +79,7 @@ def _outcome(g) -> str:
 
 def summarise(results: Sequence[Any]) -> ClassReport:
     """Aggregate graded notebooks (objects with ``student``, ``lesson``, ``rows``, ``run``,
-    ``error``, as :class:`~gclab.exercises.grade.Grade`) into a :class:`ClassReport`."""
+    ``error``, as :class:`~gclab.grading.grade.Grade`) into a :class:`ClassReport`."""
     by_id: Dict[str, ExerciseStats] = {}
     seconds: Dict[str, List[float]] = {}
     students = []
@@ -114,7 +114,7 @@ def _course_order(lesson: str, ex_id: str, first: List[str]) -> tuple:
 
 def _source_order(lesson: str, _cache: Dict[str, List[str]] = {}) -> List[str]:  # noqa: B006
     if lesson not in _cache:
-        from gclab.course import lessons
+        from gclab.course.notebooks import lessons
 
         found = [x for x in lessons() if x.name == lesson]
         text = found[0].source.read_text(encoding="utf-8") if found else ""

@@ -5,7 +5,7 @@ top, one box per operation, the tensor shape on every arrow (``C×H×W``, ``HW×
 and the three steps of the framework shaded the same way in every block -- **context
 modelling** (blue), **transform** (orange), **fusion** (green)::
 
-    from gclab import diagrams
+    from gclab.course import diagrams
     diagrams.blocks("nl", "snl", "gc", "se")   # one panel per block, side by side
     diagrams.flattening_trap()                 # lesson 1: reshape without transpose
     diagrams.norm_axes()                       # lesson 5: LayerNorm vs BatchNorm axes

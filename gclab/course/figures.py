@@ -2,7 +2,7 @@
 
 A lesson keeps the code it teaches; the plotting (and the bookkeeping around a measurement)
 lives here, one function per figure, named after what it shows. Everything is deterministic
-(fixed seeds) and runs on a CPU in seconds. See ``gclab.diagrams`` for the block diagrams.
+(fixed seeds) and runs on a CPU in seconds. See ``gclab.course.diagrams`` for the block diagrams.
 """
 
 from __future__ import annotations
@@ -252,10 +252,10 @@ def cost_curves(flops: Callable, n_params: Callable,
 # ----------------------------------------------------------------------------- lesson 6
 def framework_table() -> None:
     """SNL, GC and SE as rows of one table: context modelling -> transform -> fusion, with the
-    shapes of each step (the colours of ``gclab.diagrams``)."""
+    shapes of each step (the colours of ``gclab.course.diagrams``)."""
     import matplotlib.pyplot as plt
 
-    from gclab.diagrams import STAGE_COLOURS, STAGES
+    from gclab.course.diagrams import STAGE_COLOURS, STAGES
 
     rows = {  # block: (context modelling, transform, fusion)
         "SNL": ("attention pooling\nsoftmax(W_k x)", "1x1 conv C->C\n(W_v)", "add\nx + t"),

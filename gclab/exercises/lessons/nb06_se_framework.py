@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from gclab.exercises.lessons.common import is_int as _is_int
+from gclab.exercises.lessons.common import module_cases as cases_module
+from gclab.exercises.lessons.common import module_same_shape as _module_same_shape
+from gclab.exercises.lessons.common import same_shape as _same_shape
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
-
-from ._props import is_int as _is_int
-from ._props import module_cases as cases_module
-from ._props import module_same_shape as _module_same_shape
-from ._props import same_shape as _same_shape
 
 NOTEBOOK = "06_se_framework"
 SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7), (1, 1, 4, 6)]

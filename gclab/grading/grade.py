@@ -1,11 +1,11 @@
 """``gclab grade SUBMISSION... [--lesson NN] [--jobs N] [--csv F] [--feedback DIR]``: grade
 learner notebooks where the learner's code cannot touch the verdict.
 
-Each notebook runs in a sandbox (:mod:`gclab.exercises.sandbox`: bubblewrap on Linux -- no
+Each notebook runs in a sandbox (:mod:`gclab.grading.sandbox`: bubblewrap on Linux -- no
 network, own PID namespace, nothing of the host but the interpreter and an answer-free gclab,
 empty HOME, scrubbed environment, memory and process limits for all its processes together
 (cgroup), capped tmpfs, wall clock; the output's ``limits:`` line says which hold). The
-verdicts are computed in this process by :mod:`gclab.exercises.trusted`, which draws the
+verdicts are computed in this process by :mod:`gclab.grading.trusted`, which draws the
 inputs (from a secret seed), computes the references itself and compares what the learner's
 objects return; nothing the sandbox writes is a verdict. The lesson comes from ``--lesson`` or
 from the exercises the notebook's cells check (a warning says when that disagrees with the
@@ -20,7 +20,7 @@ there because the kernel died or the time ran out (the report says which).
 Many notebooks at once: ``--jobs N`` in parallel, a progress bar on stderr, ``--csv
 grades.csv`` (one row per student and exercise: student, exercise, status, points, message,
 flag) with a JSON twin (``grades.json``); ``flag`` says when a submission's answers match the
-published solutions or a classmate's (:mod:`gclab.exercises.similarity`; the score is not
+published solutions or a classmate's (:mod:`gclab.grading.similarity`; the score is not
 changed); learner text is HTML-escaped in every output; ``--feedback DIR`` (one Markdown
 file per student, distinct students in distinct files: each verdict, its likely cause, the
 level-1 hint for what failed). The student is named by the submission's
@@ -31,7 +31,7 @@ Exit status: 0 when every exercise of every notebook passed, 1 when any failed, 
 implemented or not attempted, 2 when an argument or a submission cannot be read (a bad
 submission in a batch gets its own rows; the others are graded).
 
-Reading a submission and recognising its lesson: :mod:`gclab.exercises.submission`.
+Reading a submission and recognising its lesson: :mod:`gclab.grading.submission`.
 
 Example::
 
@@ -56,9 +56,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from gclab.exercises.class_report import report_path, write_report
-from gclab.exercises.similarity import flag_copies
-from gclab.exercises.submission import (
+from gclab.grading.class_report import report_path, write_report
+from gclab.grading.similarity import flag_copies
+from gclab.grading.submission import (
     TEXT_CAP,
     SubmissionError,
     batch_lessons,
@@ -254,9 +254,8 @@ def grade(
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
     from gclab.exercises.registry import _REGISTRY
-
-    from .sandbox import limits_in_force
-    from .trusted import run_and_grade
+    from gclab.grading.sandbox import limits_in_force
+    from gclab.grading.trusted import run_and_grade
 
     path = resolve_submission(Path(path), lesson)
     cells, meta = read_notebook(path)
@@ -273,8 +272,7 @@ def grade(
 
 def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
     from gclab.exercises.registry import _REGISTRY
-
-    from .trusted import SandboxRun
+    from gclab.grading.trusted import SandboxRun
 
     exercises = [e for e in _REGISTRY.values() if lesson and e.notebook == lesson]
     g = Grade(str(path), lesson or "?", SandboxRun("error", error),
@@ -509,8 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtra as exc:
         print(f"gclab grade: {exc}", file=sys.stderr)
         return 2
-    from . import sandbox
-    from ._reaper import become_subreaper, kill_children
+    from gclab.grading import sandbox
+    from gclab.grading.reaper import become_subreaper, kill_children
 
     if not sandbox.bwrap_available():
         print(

@@ -22,11 +22,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
+from gclab.exercises.lessons.common import COUNT, count_is_int, counts_are_ints
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
 from gclab.nn.insert import _select_units
-
-from ._props import COUNT, count_is_int, counts_are_ints
 
 NOTEBOOK = "08_gclab_in_your_project"
 GC_STAGES = (2, 3, 4)  # the lesson's model: SmallResNet() with GC r4 at c3-c5

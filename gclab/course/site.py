@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from gclab._extras import require
-from gclab.course import ROOT, lessons
+from gclab.course.notebooks import ROOT, lessons
 
 __all__ = ["build_site", "lesson_page", "main", "stage", "widget_fallback"]
 

@@ -1,7 +1,7 @@
-"""Child process of :func:`gclab.exercises.execute.run_notebook`: execute one notebook, report
+"""Child process of :func:`gclab.course.execute.run_notebook`: execute one notebook, report
 how it ended (for the course's own notebooks in CI; grading uses the sandbox).
 
-Run by path (``python _execute_child.py NOTEBOOK STATUS EXECUTED TIMEOUT``), so it imports only
+Run by path (``python execute_child.py NOTEBOOK STATUS EXECUTED TIMEOUT``), so it imports only
 nbformat/nbclient, not gclab (and torch). Writes ``STATUS`` (JSON: outcome, detail, cell) as it
 goes, so the parent knows which cell was running if it has to kill this process; writes the
 executed notebook to ``EXECUTED`` unless that is an empty string.

@@ -1,10 +1,10 @@
 """The sandbox ``gclab grade`` runs a learner's notebook in, and the limits around it.
 
-On Linux with bubblewrap (``bwrap``) the worker (:mod:`gclab.exercises._sandbox_worker`) runs
+On Linux with bubblewrap (``bwrap``) the worker (:mod:`gclab.grading.worker`) runs
 
 * seeing only what a notebook needs, read-only: ``/usr`` (and its ``/bin``, ``/lib``
   links), the loader's files from ``/etc``, the Python installation and its site-packages,
-  and :mod:`gclab.exercises.view`'s copy of gclab (no answers, no lesson sources, no
+  and :mod:`gclab.grading.view`'s copy of gclab (no answers, no lesson sources, no
   ``.git``; a gclab installed in site-packages is covered by that copy too) with the course's
   ``data/``. No ``/home``, ``/root``, ``/var``, ``/run`` (no host unix sockets), no class
   folder, no checkout. Writable: a size-capped tmpfs ``/tmp`` (HOME and the work folder are
@@ -16,7 +16,7 @@ On Linux with bubblewrap (``bwrap``) the worker (:mod:`gclab.exercises._sandbox_
   capabilities (``--cap-drop ALL``), with a scrubbed environment.
 
 Resource limits (:func:`limits_in_force` says which hold here): a control group
-(:mod:`gclab.exercises.limits`, cgroup v2 or v1) caps the memory of all its processes
+(:mod:`gclab.grading.limits`, cgroup v2 or v1) caps the memory of all its processes
 together (tmpfs pages included) and the number of its processes and threads; without one,
 per-process rlimits (address space, processes of the user) are the fallback. Always: a
 per-file size limit, the tmpfs sizes (bubblewrap), and a wall-clock bound: on expiry the
@@ -26,7 +26,7 @@ opened as a regular file only, non-blocking, never following a link.
 
 Without bubblewrap (macOS, or a kernel that forbids namespaces) the limits that remain are the
 scrubbed environment, the resource limits above, the wall-clock bound and the cleanup: the
-worker is started under a small reaper (:mod:`gclab.exercises._reaper`) that is a
+worker is started under a small reaper (:mod:`gclab.grading.reaper`) that is a
 child-subreaper (Linux ``prctl``), so daemons and double forks are re-parented to it and killed
 when the run ends; the grader itself is a subreaper too, as a second net. :func:`protections`
 says which protections are active; ``gclab grade`` prints the missing ones.
@@ -46,14 +46,15 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from . import limits, wire
-from .view import view_for
+from gclab import paths
+from gclab.grading import limits, wire
+from gclab.grading.view import view_for
 
 __all__ = ["Sandbox", "bwrap_available", "limits_in_force", "protections",
            "missing_protections", "read_regular"]
 
-DATA = Path(__file__).resolve().parent.parent.parent / "data"  # the course's data, if any
-REAPER = Path(__file__).with_name("_reaper.py")
+DATA = paths.DATA  # the course's data, if any
+REAPER = Path(__file__).with_name("reaper.py")
 FILE_LIMIT = 256 * 2**20  # bytes per file the learner's code may write
 TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM): HOME and the work folder
 SHM_LIMIT = 64 * 2**20  # bytes of its /dev/shm
@@ -325,7 +326,7 @@ class Sandbox:
         self.output.touch()
         if self.use_bwrap:
             worker = [sys.executable, "-s",
-                      f"{VIEW_MOUNT}/gclab/exercises/_sandbox_worker.py", "/tmp/output.txt"]
+                      f"{VIEW_MOUNT}/gclab/grading/worker.py", "/tmp/output.txt"]
             cmd = _bwrap_command(view, self.output) + worker
             env = _clean_env("/tmp/home", "/tmp", VIEW_MOUNT)
             cwd = str(base)
@@ -333,8 +334,8 @@ class Sandbox:
             work, home = base / "work", base / "home"
             work.mkdir()
             home.mkdir()
-            worker = [sys.executable, "-s", str(view / "gclab" / "exercises" /
-                                                "_sandbox_worker.py"), str(self.output)]
+            worker = [sys.executable, "-s", str(view / "gclab" / "grading" / "worker.py"),
+                      str(self.output)]
             cmd = [sys.executable, "-s", str(REAPER), *worker]
             env = _clean_env(str(home), str(work), str(view))
             cwd = str(work)

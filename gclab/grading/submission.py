@@ -5,7 +5,7 @@
 takes the lesson from ``--lesson`` or from the exercises the cells check (never from metadata
 alone), :func:`student_of` names the student by the file or its folder, and :func:`clean` makes
 learner-derived text safe to print (no ANSI escapes or control characters, capped length).
-The grading itself is :mod:`gclab.exercises.grade`.
+The grading itself is :mod:`gclab.grading.grade`.
 """
 
 from __future__ import annotations
@@ -149,8 +149,7 @@ def checked_lesson(cells: List[str]) -> str | None:
     """The lesson whose exercises the cells' ``check("id", ...)`` calls name most (ties: the
     later lesson), or None when they name none."""
     from gclab.exercises import catalog
-
-    from .reference_code import checked_ids
+    from gclab.grading.reference_code import checked_ids
 
     owner = {e.id: e.notebook for e in catalog()}
     counts: Dict[str, int] = {}

@@ -14,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gclab.exercises.lessons.common import count_is_int
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, NonLocal2d
-
-from ._props import count_is_int
 
 NOTEBOOK = "07_experiments"
 #: exp.which_claim: two final accuracies closer than this are "the same"

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from gclab.exercises.nb01_nonlocal_numpy import random_params
+from gclab.exercises.lessons.nb01_nonlocal_numpy import random_params
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.numpy import non_local, ops
 from gclab.numpy.gradcheck import numerical_gradient, rel_error

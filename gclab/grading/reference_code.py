@@ -1,10 +1,10 @@
 """Which code of gclab is an exercise's answer: what the sandbox must not offer.
 
-The grader (:mod:`gclab.exercises.trusted`) reads here which name the instructor's lesson source
+The grader (:mod:`gclab.grading.trusted`) reads here which name the instructor's lesson source
 checks for each exercise (:func:`checked_names`), which gclab functions are tripwires during a
 call (:func:`forbidden_code`: the reference, its mistakes, and the gclab code the reference
 calls directly, minus the helpers the lesson's own solution uses), and which are replaced by
-stubs in the sandbox's view of gclab (:func:`answer_code`, for :mod:`gclab.exercises.view`).
+stubs in the sandbox's view of gclab (:func:`answer_code`, for :mod:`gclab.grading.view`).
 The functions that run references must be called under the grader's lock (torch's global RNG).
 """
 
@@ -16,11 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from gclab import paths
+
 __all__ = ["BLOCK_MODULES", "answer_code", "checked_ids", "checked_names", "forbidden_code",
            "lesson_source"]
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-GCLAB_DIR = str(Path(__file__).resolve().parent.parent) + "/"
+ROOT = paths.ROOT
+GCLAB_DIR = str(paths.PACKAGE) + "/"
 
 _CHECK_NAME = re.compile(
     r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*([A-Za-z_]\w*)\s*\)"""
@@ -126,7 +128,7 @@ def forbidden_code(ex, trials) -> List[list]:
     """Code objects (file, line, name) that are gclab's implementation of ``ex``."""
     if ex.id in _FORBIDDEN:
         return _FORBIDDEN[ex.id]
-    from .core import _run_reference
+    from gclab.exercises.core import _run_reference
 
     keys: Dict[tuple, str] = {}
     roots = set()
@@ -161,8 +163,9 @@ def forbidden_code(ex, trials) -> List[list]:
         if regions:  # without the lesson's source we cannot tell its helpers: be lenient
             seen.update(_block_code())
         for k, qual in seen.items():
-            content = re.search(r"/exercises/nb\d\d_", k[0]) is not None
-            if "/gclab/exercises/" in k[0] and not content:
+            content = re.search(r"/exercises/lessons/nb\d\d_", k[0]) is not None
+            engine = "/gclab/exercises/" in k[0] or "/gclab/grading/" in k[0]
+            if engine and not content:
                 continue  # the engine itself
             if not regions and not content:
                 continue
@@ -179,7 +182,7 @@ def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
     of gclab's blocks (:data:`BLOCK_MODULES`) -- except in a block module that the lesson's
     own solution needs, directly or through the modules it imports (a helper such as
     ``Bottleneck`` keeps its module whole)."""
-    from .core import _trials
+    from gclab.exercises.core import _trials
 
     found = set()
     needed: set = set()

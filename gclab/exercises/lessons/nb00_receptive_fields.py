@@ -28,9 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gclab.exercises.lessons.common import COUNT, count_is_int
 from gclab.exercises.registry import Case, Exercise, Property, register
-
-from ._props import COUNT, count_is_int
 
 NOTEBOOK = "00_receptive_fields"
 

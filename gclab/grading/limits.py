@@ -5,7 +5,7 @@ A cgroup counts every process and thread the notebook starts, and every page it 
 :class:`Group` makes one, with ``memory`` and ``pids`` limits, on cgroup v2 (a delegated
 subtree: the group is made under this process's own cgroup) or on cgroup v1 (the ``memory``
 and ``pids`` hierarchies). Where neither can be written, :func:`available` says so and the
-sandbox falls back to per-process rlimits (:mod:`gclab.exercises.sandbox`).
+sandbox falls back to per-process rlimits (:mod:`gclab.grading.sandbox`).
 
 The sandbox's child writes its own pid into the group before it execs (:meth:`Group.enter`),
 so nothing it starts is ever outside it; :meth:`Group.close` kills what is left and removes it.

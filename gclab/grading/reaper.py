@@ -1,10 +1,10 @@
-"""``python _reaper.py CMD...``: run CMD as a child and, when it ends (or this process gets
+"""``python reaper.py CMD...``: run CMD as a child and, when it ends (or this process gets
 SIGTERM), kill every process it left behind.
 
 Used by ``gclab grade`` where bubblewrap is missing. The reaper is a child-subreaper (Linux
 ``prctl(PR_SET_CHILD_SUBREAPER)``), so processes that double-fork or call ``setsid`` are
 re-parented to it instead of to init, and it can find and kill them. Imports nothing of gclab
-(it runs as a script); :mod:`gclab.exercises.sandbox` uses its functions for ``gclab grade``'s
+(it runs as a script); :mod:`gclab.grading.sandbox` uses its functions for ``gclab grade``'s
 own process too.
 """
 

@@ -1,9 +1,9 @@
 """The process inside the sandbox of ``gclab grade``: it runs the learner's notebook, and it
 calls the learner's objects on inputs the grader sends. Nothing it says is a verdict.
 
-Started by :mod:`gclab.exercises.sandbox` with the request channel on fd 0 and the reply channel
+Started by :mod:`gclab.grading.sandbox` with the request channel on fd 0 and the reply channel
 on fd 1 (both moved to private descriptors at once; the learner's output goes to the file named
-by its argument). It imports gclab from the answer-free view (:mod:`gclab.exercises.view`). The
+by its argument). It imports gclab from the answer-free view (:mod:`gclab.grading.view`). The
 grader first sends ``{"op": "run", "cells": [...]}``. The worker then executes the code cells
 in an IPython shell, announcing each (``{"ev": "cell"}``). The notebook's ``check(id, obj)`` is
 replaced by a recorder: it keeps ``obj``, tells the grader ``{"ev": "check", "id": ...}`` and
@@ -12,8 +12,8 @@ serves requests until ``{"op": "exit"}``.
 
 Requests: ``describe`` (is the target there, is it callable, its type name) and ``call`` (run
 the target on the inputs in the blob, with the exercise's time limit, and send back its output
-and the inputs as they are afterwards, as data; see :mod:`gclab.exercises.wire`) and ``structure``
-(build a module afresh and send its tree as data, :func:`gclab.exercises.skeleton.describe`, for
+and the inputs as they are afterwards, as data; see :mod:`gclab.grading.wire`) and ``structure``
+(build a module afresh and send its tree as data, :func:`gclab.grading.skeleton.describe`, for
 the exercise's structure checks; a state_dict that does not load sends it too). The inputs
 always come from the grader (its cases, drawn from its secret seed). During a call a stub of
 the view that gets called, and the functions the grader names as the exercise's reference
@@ -62,7 +62,7 @@ class _Recorded:
 
 class Worker:
     def __init__(self, rfd: int, wfd: int) -> None:
-        from gclab.exercises import wire
+        from gclab.grading import wire
 
         self.wire = wire
         self.rfd, self.wfd = rfd, wfd
@@ -191,11 +191,11 @@ class Worker:
 
     def structure(self, header: dict, blob: bytes):
         """Build the target afresh on the grader's arguments and send its tree as data
-        (:func:`gclab.exercises.skeleton.describe`): the grader checks its structure."""
+        (:func:`gclab.grading.skeleton.describe`): the grader checks its structure."""
         import torch
 
-        from gclab.exercises import skeleton
         from gclab.exercises.running import _CappedStream, _guarded
+        from gclab.grading import skeleton
 
         found, obj = self.target(header)
         if not found:
@@ -237,7 +237,7 @@ class Worker:
                 "outcome": "build_error",
                 "message": f"building it gave a {_type_name(module)}, not an nn.Module",
             }
-        from gclab.exercises import skeleton
+        from gclab.grading import skeleton
 
         tree = guarded(lambda: skeleton.describe(module))  # as built, before the weights load
         loaded = guarded(lambda: (module.load_state_dict(state, strict=True), module.eval()))
@@ -265,9 +265,9 @@ class Worker:
 
     def _tripwired(self, fn, forbidden, hits):
         """``fn`` with the tripwires on: a call into gclab's stubs (the answer-free view's
-        :data:`gclab.exercises.view.CALLED`) or, where the profiler still runs, into the
+        :data:`gclab.grading.view.CALLED`) or, where the profiler still runs, into the
         ``forbidden`` code is a hit."""
-        from gclab.exercises import view
+        from gclab.grading import view
 
         gclab_dir, trusted = self.gclab_dir, self.trusted_callers
 

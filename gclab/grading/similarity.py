@@ -27,9 +27,11 @@ import tokenize
 from pathlib import Path
 from typing import Any, Dict, List, Set
 
+from gclab import paths
+
 __all__ = ["MIN_MATCHES", "MIN_TOKENS", "SHARE", "answer_cells", "flag_copies"]
 
-ROOT = Path(__file__).resolve().parent.parent.parent  # a checkout: notebooks/ beside gclab/
+ROOT = paths.ROOT  # a checkout: notebooks/ beside gclab/
 MIN_TOKENS = 12
 MIN_MATCHES = 2
 SHARE = 0.5

@@ -20,10 +20,9 @@ from typing import Dict
 import numpy as np
 import torch
 
+from gclab.exercises.lessons.common import is_int as _is_int
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
-
-from ._props import is_int as _is_int
 
 NOTEBOOK = "04_simplified_nl"
 SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 3, 4, 7), (1, 8, 6, 3)]

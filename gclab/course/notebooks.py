@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
+from gclab import paths
+
 __all__ = [
     "ROOT",
     "BuildError",
@@ -64,7 +66,7 @@ class _LazyNbformat:
 
 nbformat = _LazyNbformat()
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.ROOT
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}

@@ -3,7 +3,7 @@
 For the course's OWN notebooks (CI: ``tests/test_notebooks.py`` runs every learner copy and
 reads the ``GCLAB_GRADE_LOG`` records its stubs' checks write). It trusts what the notebook
 writes, so it is not a grader: ``gclab grade`` runs submissions in a sandbox and computes the
-verdicts itself (:mod:`gclab.exercises.trusted`).
+verdicts itself (:mod:`gclab.grading.trusted`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def run_notebook(
         env.setdefault("MKL_NUM_THREADS", "1")
         cmd = [
             sys.executable,
-            str(Path(__file__).with_name("_execute_child.py")),  # by path: no torch import
+            str(Path(__file__).with_name("execute_child.py")),  # by path: no torch import
             str(path),
             str(status),
             str(executed) if keep_notebook else "",

@@ -2,12 +2,12 @@
 
 ``gclab grade`` runs a notebook against this copy, never against the installed gclab. In it
 
-* every lesson content module (``gclab/exercises/nbNN_*.py``: references, mistakes, hints) is
-  one stub: any name read from it is a function that raises "not available while grading"
+* every lesson content module (``gclab/exercises/lessons/nbNN_*.py``: references, mistakes,
+  hints) is one stub: any name read from it is a function that raises "not available while grading"
   (a demonstration cell that used one says so and the notebook goes on);
 * every library function or method the grader names as an exercise's implementation (its
   reference and the gclab code the reference calls, minus the helpers the lesson's own
-  solution uses: :func:`gclab.exercises.reference_code.answer_code`) keeps its signature and
+  solution uses: :func:`gclab.grading.reference_code.answer_code`) keeps its signature and
   decorators, but its body is one ``raise`` of the same message, so neither calling it nor
   reading its source (``inspect.getsource``) gives the answer.
 
@@ -27,9 +27,11 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple
 
+from gclab import paths
+
 __all__ = ["CALLED", "UNAVAILABLE", "build_view", "unavailable", "view_for"]
 
-PACKAGE = Path(__file__).resolve().parent.parent  # the real gclab/
+PACKAGE = paths.PACKAGE  # the real gclab/
 UNAVAILABLE = "is not available while grading"
 _CONTENT = re.compile(r"^nb\d\d_\w+\.py$")
 _VIEWS: Dict[Tuple, Path] = {}
@@ -46,7 +48,7 @@ def __getattr__(name):
         raise AttributeError(name)
 
     def stub(*args, **kwargs):
-        from gclab.exercises.view import unavailable
+        from gclab.grading.view import unavailable
 
         raise unavailable(name, "the lesson's reference")
 
@@ -62,7 +64,7 @@ def unavailable(name: str, what: str) -> RuntimeError:
 
 
 def _stub_line(qualname: str) -> str:
-    return ('raise __import__("gclab.exercises.view", fromlist=["unavailable"]).unavailable('
+    return ('raise __import__("gclab.grading.view", fromlist=["unavailable"]).unavailable('
             f'{qualname!r}, "an exercise asks you to write it")')
 
 
@@ -112,7 +114,7 @@ def build_view(dest: Path, answers: Iterable[Tuple[str, str]]) -> Path:
     dest = Path(dest)
     target = dest / "gclab"
     shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for path in (target / "exercises").iterdir():
+    for path in (target / "exercises" / "lessons").iterdir():
         if _CONTENT.match(path.name):
             path.write_text(_CONTENT_STUB, encoding="utf-8")
     by_file: Dict[Path, set] = {}
@@ -121,7 +123,7 @@ def build_view(dest: Path, answers: Iterable[Tuple[str, str]]) -> Path:
             rel = Path(filename).resolve().relative_to(PACKAGE)
         except ValueError:
             continue
-        if rel.parts[:1] == ("exercises",) and _CONTENT.match(rel.name):
+        if rel.parts[:2] == ("exercises", "lessons") and _CONTENT.match(rel.name):
             continue  # stubbed whole above
         by_file.setdefault(target / rel, set()).add(qualname)
     for path, names in by_file.items():

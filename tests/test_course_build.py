@@ -11,14 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gclab.course import notebooks as course
-from gclab.course.notebooks import (
-    BuildError,
-    check_copies,
-    learner_notebook,
-    lessons,
-    solution_notebook,
-)
+from gclab.course import notebooks
+from gclab.course.copies import dumps, learner_notebook, lessons, solution_notebook
+from gclab.course.notebooks import check_copies
+from gclab.course.solutions import BuildError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +91,7 @@ def test_learner_copy_replaces_each_region_by_a_stub_at_its_indentation():
 
 
 def test_no_solution_text_leaks_into_the_learner_copy():
-    text = course.dumps(learner_notebook(SOURCE, "99_synthetic"))
+    text = dumps(learner_notebook(SOURCE, "99_synthetic"))
     for line in SOLUTION_LINES:
         assert line not in text
         assert json.dumps(line)[1:-1] not in text
@@ -116,8 +112,8 @@ def test_solution_copy_keeps_the_code_and_drops_the_markers():
 
 
 def test_copies_are_deterministic_and_carry_lesson_metadata():
-    a = course.dumps(learner_notebook(SOURCE, "99_synthetic"))
-    b = course.dumps(learner_notebook(SOURCE, "99_synthetic"))
+    a = dumps(learner_notebook(SOURCE, "99_synthetic"))
+    b = dumps(learner_notebook(SOURCE, "99_synthetic"))
     assert a == b
     nb = nbformat.reads(a, as_version=4)
     nbformat.validate(nb)
@@ -153,9 +149,9 @@ def test_execute_stores_outputs_keeps_tags_and_check_flags_staleness(tmp_path):
         "    return 42\n    ### END SOLUTION\n\nprint(answer())\n\n"
         '# %% tags=["raises-exception"]\nraise RuntimeError("designed")\n'
     )
-    assert course.main(["--root", str(tmp_path)]) == 0
-    assert course.main(["--root", str(tmp_path), "--check"]) == 1  # solution not executed yet
-    assert course.main(["--root", str(tmp_path), "--execute"]) == 0
+    assert notebooks.main(["--root", str(tmp_path)]) == 0
+    assert notebooks.main(["--root", str(tmp_path), "--check"]) == 1  # solution not executed yet
+    assert notebooks.main(["--root", str(tmp_path), "--execute"]) == 0
     assert check_copies(tmp_path) == []
     sol = nbformat.read(str(tmp_path / "notebooks" / "solutions" / "00_tiny.ipynb"), 4)
     first, second = [c for c in sol.cells if c.cell_type == "code"]
@@ -165,7 +161,7 @@ def test_execute_stores_outputs_keeps_tags_and_check_flags_staleness(tmp_path):
     assert "execution" not in first.metadata  # no timestamps
     # regenerating without --execute keeps the outputs of unchanged cells
     before = (tmp_path / "notebooks" / "solutions" / "00_tiny.ipynb").read_text()
-    assert course.main(["--root", str(tmp_path)]) == 0
+    assert notebooks.main(["--root", str(tmp_path)]) == 0
     assert (tmp_path / "notebooks" / "solutions" / "00_tiny.ipynb").read_text() == before
     # a source edit inside a solution region makes the solution copy stale ...
     (src / "00_tiny.py").write_text((src / "00_tiny.py").read_text().replace("42", "43"))

@@ -25,7 +25,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from gclab.course import notebooks as course
+from gclab.course import copies as course
+from gclab.course import solutions
 from gclab.exercises import catalog, get
 
 # code-like patterns a hint or a stub's words must not contain (name, regex)
@@ -195,12 +196,12 @@ def _exercise_texts() -> Dict[str, Dict[str, object]]:
                 continue
             k += 1
             lines = cell.source.split("\n")
-            regions = course._regions(lines, lesson.name)
+            regions = solutions.regions(lines, lesson.name)
             if not regions:
                 continue
-            stub = course.stub_regions(codes, k, lesson.name)
+            stub = solutions.stub_regions(codes, k, lesson.name)
             for begin, end in regions:
-                ex_id, _ = course._exercise_for(codes, k, begin, end, lesson.name)
+                ex_id, _ = solutions.exercise_for(codes, k, begin, end, lesson.name)
                 entry = out.setdefault(ex_id, {"regions": [], "stub": "", "markdown": ""})
                 entry["regions"].append("\n".join(lines[begin + 1:end]))
                 entry["stub"] += "\n" + _stub_words(stub)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from gclab.course import notebooks as course
+from gclab.course import copies as course
 
 MAX_LINES = 15
 # lessons whose cells are not held to MAX_LINES; none today

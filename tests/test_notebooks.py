@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from gclab.course.copies import lessons
 from gclab.course.execute import run_notebook
-from gclab.course.notebooks import lessons
 from gclab.exercises import catalog
 
 ROOT = Path(__file__).resolve().parent.parent

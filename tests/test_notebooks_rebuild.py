@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from gclab.course.notebooks import ROOT, build, check_copies
+from gclab.course.notebooks import build, check_copies
+from gclab.paths import ROOT
 
 
 @pytest.fixture

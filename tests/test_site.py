@@ -19,7 +19,8 @@ import nbformat
 import pytest
 
 from gclab.course import site
-from gclab.course.notebooks import ROOT, lessons
+from gclab.course.copies import lessons
+from gclab.paths import ROOT
 
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from gclab._extras import require
-from gclab.course.notebooks import ROOT, lessons
+from gclab.course.copies import lessons
+from gclab.paths import ROOT
 
 __all__ = ["build_site", "lesson_page", "main", "stage", "widget_fallback"]
 

@@ -114,7 +114,7 @@ def _course_order(lesson: str, ex_id: str, first: List[str]) -> tuple:
 
 def _source_order(lesson: str, _cache: Dict[str, List[str]] = {}) -> List[str]:  # noqa: B006
     if lesson not in _cache:
-        from gclab.course.notebooks import lessons
+        from gclab.course.copies import lessons
 
         found = [x for x in lessons() if x.name == lesson]
         text = found[0].source.read_text(encoding="utf-8") if found else ""

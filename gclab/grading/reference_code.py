@@ -17,18 +17,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from gclab import paths
+from gclab.course import solutions
 
 __all__ = ["BLOCK_MODULES", "answer_code", "checked_ids", "checked_names", "forbidden_code",
            "lesson_source"]
 
 ROOT = paths.ROOT
 GCLAB_DIR = str(paths.PACKAGE) + "/"
-
-_CHECK_NAME = re.compile(
-    r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']\s*,\s*([A-Za-z_]\w*)\s*\)"""
-)
-_CHECK_ID = re.compile(r"""\bcheck\(\s*["']([A-Za-z_]\w*\.[\w.]+)["']""")
-_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,17 +39,17 @@ def lesson_source(lesson: str) -> str:
 
 def checked_names(lesson: str) -> Dict[str, str]:
     """exercise id -> the name the lesson source's ``check(id, name)`` checks."""
-    return {m.group(1): m.group(2) for m in _CHECK_NAME.finditer(lesson_source(lesson))}
+    return solutions.checked_names(lesson_source(lesson))
 
 
 def checked_ids(sources: List[str]) -> List[str]:
     """Every exercise id that ``check("id", ...)`` calls in these cell sources name, in order."""
-    return [m.group(1) for s in sources for m in _CHECK_ID.finditer(s)]
+    return [ex_id for s in sources for ex_id in solutions.checked_ids(s)]
 
 
 def _solution_text(lesson: str) -> Tuple[str, str]:
     src = lesson_source(lesson)
-    regions = "\n".join(m.group(1) for m in _REGION.finditer(src))
+    regions = "\n".join(solutions.region_code(src))
     imports = "\n".join(
         line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))
     )

@@ -1,4 +1,4 @@
-"""Small property checks and cases shared by several lessons' exercise modules."""
+"""What several lessons' exercise modules share: small maths helpers, property checks, cases."""
 
 from __future__ import annotations
 
@@ -6,6 +6,60 @@ import numpy as np
 import torch
 
 from gclab.exercises.registry import Case
+
+
+# --------------------------------------------------------------------------- maths helpers
+def tensor64(a) -> torch.Tensor:
+    """``a`` (array-like) as a float64 torch tensor: references run torch in double."""
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, ``1 / (1 + exp(-z))``."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, the maximum subtracted first (no overflow)."""
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def positions(x: np.ndarray) -> np.ndarray:
+    """(B, C, H, W) -> (B, N, C), position i = h * W + w."""
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
+
+
+def to_map(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(B, N, C) -> (B, C, H, W): undoes :func:`positions`."""
+    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], h, w)
+
+
+def to_map_hw_swapped(t: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Mistake: read the positions as (W, H) and transpose back: right shape, wrong picture."""
+    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], w, h).transpose(0, 1, 3, 2)
+
+
+def conv1x1_vector(w: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A 1x1 convolution (weight ``w``, bias ``b``) of a (B, Cin, 1, 1) context vector."""
+    return (v[:, :, 0, 0] @ w[:, :, 0, 0].T + b)[:, :, None, None]
+
+
+# --------------------------------------------------------------------------- properties
+def shape_is(fn):
+    """A property: the output's shape (a tuple of shapes for a tuple of outputs) is
+    ``fn(*args, **kwargs)``."""
+
+    def prop(out, *args, **kwargs):
+        want = fn(*args, **kwargs)
+        if isinstance(out, tuple):
+            got = tuple(getattr(o, "shape", None) for o in out)
+        else:
+            got = getattr(out, "shape", None)
+        return got == want, f"shape {got}, expected {want}"
+
+    return prop
 
 
 def same_shape(out, first, *args, **kw) -> bool:
@@ -44,6 +98,7 @@ def counts_are_ints(out, *args, **kw):
 COUNT = "a count is an int"
 
 
+# --------------------------------------------------------------------------- cases
 def module_cases(rng):
     """Cases for "build the block as an nn.Module" exercises: (C, ratio) and an input x."""
     out = []

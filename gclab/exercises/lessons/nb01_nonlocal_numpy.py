@@ -25,8 +25,8 @@ import math
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
-import torch
 
+from gclab.exercises.lessons.common import positions, shape_is, tensor64, to_map, to_map_hw_swapped
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.numpy import non_local, ops
 
@@ -36,31 +36,12 @@ Params = Dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
-def _positions(x: np.ndarray) -> np.ndarray:
-    """(B, C, H, W) -> (B, N, C)."""
-    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
-
-
-def _to_map(t: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(B, N, C) -> (B, C, H, W)."""
-    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], h, w)
-
-
-def _to_map_hw_swapped(t: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Mistake: read the positions as (W, H) and transpose back: right shape, wrong picture."""
-    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], w, h).transpose(0, 1, 3, 2)
-
-
 def _to_map_reshaped(t: np.ndarray, h: int, w: int) -> np.ndarray:
     """Mistake: reshape (B, N, C) straight to (B, C, H, W), no transpose."""
     return t.reshape(t.shape[0], t.shape[2], h, w)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def _sigmoid_for_softmax(z: np.ndarray) -> np.ndarray:
     return ops.sigmoid(z)
 
 
@@ -88,12 +69,12 @@ def random_params(rng: np.random.Generator, c: int, mode: str, reduction: int = 
 # ----------------------------------------------------------------------------- references
 def ref_to_positions(x: np.ndarray) -> np.ndarray:
     """(B, C, H, W) -> (B, N, C): torch's ``flatten(2).transpose(1, 2)``."""
-    return _t(x).flatten(2).transpose(1, 2).numpy()
+    return tensor64(x).flatten(2).transpose(1, 2).numpy()
 
 
 def ref_to_map(t: np.ndarray, H: int, W: int) -> np.ndarray:  # noqa: N803 - the lesson's names
     """(B, N, C) -> (B, C, H, W): torch's ``transpose(1, 2).reshape``."""
-    tt = _t(t)
+    tt = tensor64(t)
     return tt.transpose(1, 2).reshape(tt.shape[0], tt.shape[2], H, W).numpy()
 
 
@@ -149,7 +130,7 @@ def _nl(
     *,
     softmax_axis: int = -1,
     scale_power: float = -0.5,
-    to_map: Callable = _to_map,
+    to_map: Callable = to_map,
     residual: bool = True,
     normalise: Callable = None,
     scale_by_c: bool = False,
@@ -160,12 +141,12 @@ def _nl(
     pool = (lambda t: ops.max_pool(t, (2, 2))) if sub_sample else (lambda t: t)
     g = pool(ops.conv1x1(x, params["g.weight"], params["g.bias"]))
     if mode == "gaussian":
-        theta_x, phi = _positions(x), pool(x)
+        theta_x, phi = positions(x), pool(x)
     else:
-        theta_x = _positions(ops.conv1x1(x, params["theta.weight"], params["theta.bias"]))
+        theta_x = positions(ops.conv1x1(x, params["theta.weight"], params["theta.bias"]))
         phi = pool(ops.conv1x1(x, params["phi.weight"], params["phi.bias"]))
     phi_x = phi.reshape(b, phi.shape[1], -1)
-    g_x = _positions(g)
+    g_x = positions(g)
     logits = theta_x @ phi_x
     n_keys = theta_x.shape[1] if keys_as_queries else phi_x.shape[-1]
     if mode in ("gaussian", "embedded_gaussian"):
@@ -296,15 +277,6 @@ def _block_cases(rng: np.random.Generator) -> List[Case]:
 
 
 # ----------------------------------------------------------------------------- properties
-def _shape_is(fn):
-    def prop(out, *args, **kwargs):
-        want = fn(*args, **kwargs)
-        got = getattr(out, "shape", None)
-        return got == want, f"shape {got}, expected {want}"
-
-    return prop
-
-
 def _rows_sum_to_one(out, *args, **kwargs):
     s = np.asarray(out).sum(-1)
     return bool(np.allclose(s, 1.0)), f"row sums range over [{s.min():.3g}, {s.max():.3g}]"
@@ -342,11 +314,11 @@ register(Exercise(
         "reshape where a transpose belongs: x.reshape(B, N, C) mixes channels and positions":
             lambda x: x.reshape(x.shape[0], -1, x.shape[1]),
         "H and W transposed in a reshape (positions read column by column)":
-            lambda x: _positions(x.transpose(0, 1, 3, 2)),
+            lambda x: positions(x.transpose(0, 1, 3, 2)),
     },
     properties=[Property(
         "shape (B, H*W, C)",
-        _shape_is(lambda x: (x.shape[0], x.shape[2] * x.shape[3], x.shape[1])),
+        shape_is(lambda x: (x.shape[0], x.shape[2] * x.shape[3], x.shape[1])),
     )],
     hints=(
         "Position i = h*W + w is what a row-major flattening of the two spatial axes gives. Merge "
@@ -369,11 +341,11 @@ register(Exercise(
         "reshape where a transpose belongs: t.reshape(B, C, H, W) mixes channels and positions":
             lambda t, H, W: t.reshape(t.shape[0], t.shape[2], H, W),
         "H and W transposed in a reshape (reshaped to (W, H), then transposed)":
-            _to_map_hw_swapped,
+            to_map_hw_swapped,
     },
     properties=[Property(
         "shape (B, C, H, W)",
-        _shape_is(lambda t, H, W: (t.shape[0], t.shape[2], H, W)),
+        shape_is(lambda t, H, W: (t.shape[0], t.shape[2], H, W)),
     )],
     hints=(
         "This undoes to_positions: undo its steps in reverse order. Position i = h*W + w, so the "
@@ -400,7 +372,7 @@ register(Exercise(
     },
     properties=[Property(
         "shape (B, Co, H, W)",
-        _shape_is(lambda x, weight, bias: (x.shape[0], weight.shape[0]) + x.shape[2:]),
+        shape_is(lambda x, weight, bias: (x.shape[0], weight.shape[0]) + x.shape[2:]),
     )],
     hints=(
         "At every position (h, w) the same matrix W (Co x C) multiplies the C-vector of x at that "
@@ -426,7 +398,7 @@ register(Exercise(
         "softmax over the wrong axis (over the batch, axis 0, not the keys)":
             lambda z: ops.softmax(z, axis=0),
         "no max subtraction (exp overflows for large logits)": _naive_softmax,
-        "sigmoid where softmax belongs (rows do not sum to 1)": _sigmoid,
+        "sigmoid where softmax belongs (rows do not sum to 1)": _sigmoid_for_softmax,
     },
     properties=[
         Property("rows sum to 1", _rows_sum_to_one),
@@ -466,7 +438,7 @@ register(Exercise(
             ),
     },
     properties=[
-        Property("shape (B, N, N')", _shape_is(
+        Property("shape (B, N, N')", shape_is(
             lambda th, ph, use_scale=True: (th.shape[0], th.shape[1], ph.shape[2]))),
         Property("rows sum to 1", _rows_sum_to_one),
         Property("finite on every case (logits up to ~1e3)", _finite),
@@ -499,7 +471,7 @@ register(Exercise(
         "a softmax added (the dot-product form has none)":
             lambda th, ph: ops.softmax(th @ ph / ph.shape[-1]),
     },
-    properties=[Property("shape (B, N, N')", _shape_is(
+    properties=[Property("shape (B, N, N')", shape_is(
         lambda th, ph: (th.shape[0], th.shape[1], ph.shape[2])))],
     hints=(
         "f(x_i, x_j) is the dot product theta_i . phi_j, and C(x) is N', the number of keys. No "
@@ -534,7 +506,7 @@ register(Exercise(
         ),
     },
     properties=[
-        Property("shape (B, N, N')", _shape_is(
+        Property("shape (B, N, N')", shape_is(
             lambda th, ph, w: (th.shape[0], th.shape[1], ph.shape[2]))),
         Property("weights >= 0 (after the ReLU)", lambda out, *a: bool(np.all(out >= 0))),
     ],
@@ -567,7 +539,7 @@ register(Exercise(
     },
     properties=[Property(
         "shape (B, C, H//2, W//2)",
-        _shape_is(lambda x: x.shape[:2] + (x.shape[2] // 2, x.shape[3] // 2)),
+        shape_is(lambda x: x.shape[:2] + (x.shape[2] // 2, x.shape[3] // 2)),
     )],
     hints=(
         "Each output pixel is the maximum of a non-overlapping 2x2 window. With an odd size the "
@@ -591,7 +563,7 @@ register(Exercise(
     mistakes={
         "softmax over the wrong axis (over the queries, not the keys)": _ctx(softmax_axis=-2),
         "H and W transposed in a reshape (y put back as (W, H))":
-            _ctx(to_map=_to_map_hw_swapped),
+            _ctx(to_map=to_map_hw_swapped),
         "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
             _ctx(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _ctx(scale_power=0.0),
@@ -632,7 +604,7 @@ register(Exercise(
         "missing residual (returned W_z y, not x + W_z y)": _fwd(residual=False),
         "softmax over the wrong axis (over the queries, not the keys)": _fwd(softmax_axis=-2),
         "H and W transposed in a reshape (y put back as (W, H))":
-            _fwd(to_map=_to_map_hw_swapped),
+            _fwd(to_map=to_map_hw_swapped),
         "reshape where a transpose belongs: (attention @ g_x).reshape(B, Ci, H, W)":
             _fwd(to_map=_to_map_reshaped),
         "missing 1/sqrt(d) scale in the embedded gaussian": _fwd(scale_power=0.0),
@@ -641,7 +613,7 @@ register(Exercise(
         "divided by N (the queries) instead of N' (the sub-sampled keys)":
             _fwd(keys_as_queries=True),
     },
-    properties=[Property("shape of x (B, C, H, W)", _shape_is(lambda x, *a, **k: x.shape))],
+    properties=[Property("shape of x (B, C, H, W)", shape_is(lambda x, *a, **k: x.shape))],
     hints=(
         "Context modelling gives y (Ci channels); the transform W_z is the 1x1 conv conv_out back "
         "to C channels; fusion adds the input (a residual connection).",

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
+from gclab.exercises.lessons.common import positions, shape_is, to_map, to_map_hw_swapped
 from gclab.exercises.lessons.nb01_nonlocal_numpy import random_params
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.numpy import non_local, ops
@@ -34,29 +35,6 @@ Params = Dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _positions(x: np.ndarray) -> np.ndarray:
-    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
-
-
-def _to_map(t: np.ndarray, h: int, w: int) -> np.ndarray:
-    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], h, w)
-
-
-def _to_map_hw_swapped(t: np.ndarray, h: int, w: int) -> np.ndarray:
-    return t.transpose(0, 2, 1).reshape(t.shape[0], t.shape[2], w, h).transpose(0, 1, 3, 2)
-
-
-def _shape_is(fn):
-    def prop(out, *args, **kwargs):
-        want = fn(*args, **kwargs)
-        got = tuple(getattr(o, "shape", None) for o in out) if isinstance(out, tuple) else getattr(
-            out, "shape", None
-        )
-        return got == want, f"shape {got}, expected {want}"
-
-    return prop
-
-
 # ----------------------------------------------------------------------------- rel_error
 def _rel_error_cases(rng: np.random.Generator) -> List[Case]:
     a = rng.standard_normal((4, 5))
@@ -212,7 +190,7 @@ register(Exercise(
             lambda dout, p: dout.copy(),
     },
     properties=[
-        Property("shape of p", _shape_is(lambda dout, p: p.shape)),
+        Property("shape of p", shape_is(lambda dout, p: p.shape)),
         Property("every row of ds sums to 0 (softmax ignores a shift of its row)",
                  lambda out, dout, p: bool(np.allclose(np.asarray(out).sum(-1), 0, atol=1e-9))),
     ],
@@ -268,7 +246,7 @@ register(Exercise(
             ),
     },
     properties=[Property("shapes (dA like A, dB like B)",
-                         _shape_is(lambda dout, a, b: (a.shape, b.shape)))],
+                         shape_is(lambda dout, a, b: (a.shape, b.shape)))],
     hints=(
         "Write one entry of the product as a sum over k, differentiate it with respect to one "
         "entry of A and of B, and recognise each result as a matrix product again.",
@@ -326,7 +304,7 @@ register(Exercise(
     },
     properties=[Property(
         "shapes (dx like x, dW like weight, db (Co,))",
-        _shape_is(lambda dout, x, weight: (x.shape, weight.shape, (weight.shape[0],))),
+        shape_is(lambda dout, x, weight: (x.shape, weight.shape, (weight.shape[0],))),
     )],
     hints=(
         "The forward applies the same W and bias at every position and batch item. Parameters "
@@ -399,7 +377,7 @@ register(Exercise(
     },
     properties=[Property(
         "shapes (dtheta_x like theta_x, dphi_x like phi_x)",
-        _shape_is(lambda dattn, th, ph, attention, use_scale=True: (th.shape, ph.shape)),
+        shape_is(lambda dattn, th, ph, attention, use_scale=True: (th.shape, ph.shape)),
     )],
     hints=(
         "Run the forward backwards: the attention is a softmax of the logits divided by s "
@@ -430,15 +408,15 @@ def _block_variant(kind: str):
         for name in ("theta", "phi", "g"):
             convs[name] = ops.conv1x1_forward(x, params[name + ".weight"], params[name + ".bias"])
         theta, phi, g = (convs[n][0] for n in ("theta", "phi", "g"))
-        theta_x, g_x = _positions(theta), _positions(g)
+        theta_x, g_x = positions(theta), positions(g)
         phi_x = phi.reshape(b, phi.shape[1], -1)
         scale = math.sqrt(theta_x.shape[-1]) if use_scale else 1.0
         attn = ops.softmax(theta_x @ phi_x / scale)
-        y = _to_map(attn @ g_x, h, w)
+        y = to_map(attn @ g_x, h, w)
         _, c_out = ops.conv1x1_forward(y, params["conv_out.weight"], params["conv_out.bias"])
         grads: Params = {}
         dy, grads["conv_out.weight"], grads["conv_out.bias"] = ops.conv1x1_backward(dout, c_out)
-        dy_x = _positions(dy)
+        dy_x = positions(dy)
         dattn, dg_x = dy_x @ g_x.transpose(0, 2, 1), attn.transpose(0, 2, 1) @ dy_x
         axis = -2 if kind == "axis" else -1
         dlogits = attn * (dattn - (dattn * attn).sum(axis=axis, keepdims=True))
@@ -446,7 +424,7 @@ def _block_variant(kind: str):
             dlogits = dlogits / scale
         dtheta_x = dlogits @ phi_x.transpose(0, 2, 1)
         dphi_x = theta_x.transpose(0, 2, 1) @ dlogits
-        back = _to_map_hw_swapped if kind == "hw" else _to_map
+        back = to_map_hw_swapped if kind == "hw" else to_map
         dmaps = {"theta": back(dtheta_x, h, w), "phi": dphi_x.reshape(phi.shape),
                  "g": back(dg_x, h, w)}
         dx = np.zeros_like(x) if kind == "residual" else dout.copy()

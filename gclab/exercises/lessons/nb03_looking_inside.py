@@ -11,27 +11,23 @@ References run ``gclab.experiments.analysis`` (PyTorch, float64) or plain indexi
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from gclab.exercises.lessons.common import softmax, tensor64
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.experiments import analysis
 
 NOTEBOOK = "03_looking_inside_nl"
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
 # --------------------------------------------------------------------------- references
 def ref_cosine_distance(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """1 - cos(u, v) along the last axis: (..., D), (..., D) -> (...)."""
-    return analysis.cosine_distance(_t(u), _t(v)).numpy()
+    return analysis.cosine_distance(tensor64(u), tensor64(v)).numpy()
 
 
 def ref_mean_pairwise_distance(vectors: np.ndarray) -> np.ndarray:
     """Mean cosine distance over ordered pairs i != j of the N vectors: (B, N, D) -> (B,)."""
-    return analysis.mean_pairwise_cosine_distance(_t(vectors)).numpy()
+    return analysis.mean_pairwise_cosine_distance(tensor64(vectors)).numpy()
 
 
 def ref_query_map(attention: np.ndarray, row: int, col: int, height: int, width: int
@@ -126,16 +122,10 @@ def cases_pairwise(rng):
     return out
 
 
-def _softmax_rows(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def cases_query_map(rng):
     out = []
     for b, h, w, (r, c) in ((2, 3, 5, (1, 3)), (1, 4, 2, (3, 0)), (2, 2, 6, (0, 5))):
-        att = _softmax_rows(2.0 * rng.standard_normal((b, h * w, h * w)))
+        att = softmax(2.0 * rng.standard_normal((b, h * w, h * w)))
         out.append(Case(args=(att, r, c, h, w), label=f"{h}x{w} map, query ({r}, {c})"))
     return out
 
@@ -144,7 +134,7 @@ def cases_mean_map(rng):
     out = []
     # keys sub-sampled (N' = N/4, N/2): dividing by N' instead of N is 4x or 2x off there
     for b, n, n2 in ((2, 6, 6), (3, 8, 8), (1, 12, 12), (2, 12, 3), (1, 8, 4)):
-        att = _softmax_rows(2.0 * rng.standard_normal((b, n, n2)))
+        att = softmax(2.0 * rng.standard_normal((b, n, n2)))
         out.append(Case(args=(att,), label=f"attention ({b}, {n}, {n2})"))
     return out
 

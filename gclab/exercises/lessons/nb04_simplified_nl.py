@@ -20,7 +20,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from gclab.exercises.lessons.common import is_int as _is_int
+from gclab.exercises.lessons.common import is_int, sigmoid, softmax, tensor64
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
@@ -28,18 +28,14 @@ NOTEBOOK = "04_simplified_nl"
 SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 3, 4, 7), (1, 8, 6, 3)]
 
 
-def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
 def _snl_module(c: int, w_k, b_k, w_v, b_v) -> SimplifiedNonLocal2d:
     """A float64 ``SimplifiedNonLocal2d`` holding the given NumPy parameters."""
     m = SimplifiedNonLocal2d(c).double()
     sd = {
-        "context_modeling.conv_mask.weight": _t(w_k).reshape(1, c, 1, 1),
-        "context_modeling.conv_mask.bias": _t(b_k).reshape(1),
-        "transform.add.weight": _t(w_v).reshape(c, c, 1, 1),
-        "transform.add.bias": _t(b_v).reshape(c),
+        "context_modeling.conv_mask.weight": tensor64(w_k).reshape(1, c, 1, 1),
+        "context_modeling.conv_mask.bias": tensor64(b_k).reshape(1),
+        "transform.add.weight": tensor64(w_v).reshape(c, c, 1, 1),
+        "transform.add.bias": tensor64(b_v).reshape(c),
     }
     m.load_state_dict(sd, strict=True)
     return m
@@ -50,17 +46,17 @@ def ref_attention(x: np.ndarray, w_k: np.ndarray, b_k: float) -> np.ndarray:
     """alpha (B, N), N = H*W: softmax over positions of W_k x_j + b_k (gclab.nn)."""
     c = x.shape[1]
     pool = AttentionPooling(c).double()
-    pool.conv_mask.weight.data = _t(w_k).reshape(1, c, 1, 1)
-    pool.conv_mask.bias.data = _t(b_k).reshape(1)
+    pool.conv_mask.weight.data = tensor64(w_k).reshape(1, c, 1, 1)
+    pool.conv_mask.bias.data = tensor64(b_k).reshape(1)
     with torch.no_grad():
-        return pool.attention(_t(x)).numpy()
+        return pool.attention(tensor64(x)).numpy()
 
 
 def ref_attention_pool(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """context (B, C, 1, 1) = sum_j alpha_j x_j."""
     b, c = x.shape[:2]
     with torch.no_grad():
-        ctx = torch.bmm(_t(x).reshape(b, c, -1), _t(alpha).unsqueeze(2))
+        ctx = torch.bmm(tensor64(x).reshape(b, c, -1), tensor64(alpha).unsqueeze(2))
     return ctx.reshape(b, c, 1, 1).numpy()
 
 
@@ -68,7 +64,7 @@ def ref_forward(x, w_k, b_k, w_v, b_v) -> np.ndarray:
     """The SNL block z (B, C, H, W), computed by ``gclab.nn.SimplifiedNonLocal2d``."""
     m = _snl_module(x.shape[1], w_k, b_k, w_v, b_v)
     with torch.no_grad():
-        return m(_t(x)).numpy()
+        return m(tensor64(x)).numpy()
 
 
 def ref_nonlocal_to_snl(nl: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -99,16 +95,6 @@ def ref_snl_params() -> int:
 
 
 # --------------------------------------------------------------------------- wrong variants
-def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def _logits(x, w_k, b_k, transpose_hw: bool = False) -> np.ndarray:
     if transpose_hw:
         x = x.transpose(0, 1, 3, 2)
@@ -117,15 +103,15 @@ def _logits(x, w_k, b_k, transpose_hw: bool = False) -> np.ndarray:
 
 
 def wrong_attention_axis(x, w_k, b_k):
-    return _softmax(_logits(x, w_k, b_k), axis=0)
+    return softmax(_logits(x, w_k, b_k), axis=0)
 
 
 def wrong_attention_sigmoid(x, w_k, b_k):
-    return _sigmoid(_logits(x, w_k, b_k))
+    return sigmoid(_logits(x, w_k, b_k))
 
 
 def wrong_attention_transposed(x, w_k, b_k):
-    return _softmax(_logits(x, w_k, b_k, transpose_hw=True), axis=1)
+    return softmax(_logits(x, w_k, b_k, transpose_hw=True), axis=1)
 
 
 def wrong_pool_mean(x, alpha):
@@ -147,7 +133,7 @@ def _snl_np(x, w_k, b_k, w_v, b_v, gate=None, residual=True, bias=True, w_v_t=Tr
             ) -> np.ndarray:
     b, c = x.shape[:2]
     logits = _logits(x, w_k, b_k)
-    alpha = _softmax(logits, axis=1) if gate is None else gate(logits)
+    alpha = softmax(logits, axis=1) if gate is None else gate(logits)
     ctx = np.einsum("bcn,bn->bc", x.reshape(b, c, -1), alpha)
     term = (ctx @ w_v.T if w_v_t else ctx @ w_v) + (b_v if bias else 0.0)
     out = term[:, :, None, None] + (x if residual else 0.0)
@@ -159,7 +145,7 @@ def wrong_forward_no_residual(x, w_k, b_k, w_v, b_v):
 
 
 def wrong_forward_sigmoid(x, w_k, b_k, w_v, b_v):
-    return _snl_np(x, w_k, b_k, w_v, b_v, gate=_sigmoid)
+    return _snl_np(x, w_k, b_k, w_v, b_v, gate=sigmoid)
 
 
 def wrong_forward_no_bias(x, w_k, b_k, w_v, b_v):
@@ -221,7 +207,7 @@ def cases_pool(rng):
     for shape in SHAPES + [(2, 1, 4, 6)]:
         b, c, h, w = shape
         x = rng.standard_normal(shape)
-        alpha = _softmax(2.0 * rng.standard_normal((b, h * w)), axis=1)
+        alpha = softmax(2.0 * rng.standard_normal((b, h * w)), axis=1)
         out.append(Case(args=(x, alpha), label=f"x{shape}"))
     return out
 
@@ -280,10 +266,10 @@ def _reproduces_nl(out, nl, *args, **kw) -> bool:
     try:
         c = nl["g.weight"].shape[1]
         ref = NonLocal2d(c, reduction=2).double()
-        ref.load_state_dict({k: _t(v) for k, v in nl.items()})
+        ref.load_state_dict({k: tensor64(v) for k, v in nl.items()})
         snl = SimplifiedNonLocal2d(c).double()
-        snl.load_state_dict({k: _t(v) for k, v in out.items()})
-        x = _t(np.random.default_rng(0).standard_normal((2, c, 3, 5)))
+        snl.load_state_dict({k: tensor64(v) for k, v in out.items()})
+        x = tensor64(np.random.default_rng(0).standard_normal((2, c, 3, 5)))
         with torch.no_grad():
             return bool(torch.allclose(snl(x), ref(x), rtol=1e-6, atol=1e-8))
     except Exception:
@@ -428,7 +414,7 @@ register(Exercise(
             p.numel() for p in NonLocal2d(1024, reduction=2).parameters()
         ),
     },
-    properties=[Property("an int", _is_int)],
+    properties=[Property("an int", is_int)],
     hints=(
         "A 1x1 conv from a channels to b channels has one weight per (input, output) pair and one "
         "bias per output. Count every weight and every bias.",
@@ -478,7 +464,7 @@ register(Exercise(
             + channels
         ),
     },
-    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    properties=[Property("an int", lambda out, *a, **k: is_int(out))],
     hints=(
         "Write the count as a formula in C: a 1x1 conv from a channels to b channels has a "
         "weight for every (input, output) pair and a bias for every output.",

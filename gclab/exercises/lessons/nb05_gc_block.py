@@ -20,10 +20,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from gclab.exercises.lessons.common import is_int as _is_int
-from gclab.exercises.lessons.common import module_cases as cases_module
-from gclab.exercises.lessons.common import module_same_shape as _module_same_shape
-from gclab.exercises.lessons.common import same_shape as _same_shape
+from gclab.exercises.lessons.common import (
+    conv1x1_vector,
+    is_int,
+    module_cases,
+    module_same_shape,
+    same_shape,
+    sigmoid,
+    softmax,
+    tensor64,
+)
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, Bottleneck, GCBlock, GlobalContextFramework, fusion
 
@@ -31,13 +37,9 @@ NOTEBOOK = "05_gc_block"
 EPS = 1e-5  # nn.LayerNorm's default
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
 def _load(module: nn.Module, params: Dict[str, np.ndarray]) -> nn.Module:
     module = module.double()
-    module.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    module.load_state_dict({k: tensor64(v) for k, v in params.items()}, strict=True)
     return module.eval()
 
 
@@ -45,7 +47,8 @@ def _load(module: nn.Module, params: Dict[str, np.ndarray]) -> nn.Module:
 def ref_layer_norm(t: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """LayerNorm over (P, 1, 1) of t (B, P, 1, 1), affine gamma/beta (P, 1, 1), eps 1e-5."""
     with torch.no_grad():
-        out = torch.nn.functional.layer_norm(_t(t), gamma.shape, _t(gamma), _t(beta), eps=EPS)
+        out = torch.nn.functional.layer_norm(tensor64(t), gamma.shape, tensor64(gamma),
+                                             tensor64(beta), eps=EPS)
     return out.numpy()
 
 
@@ -54,7 +57,7 @@ def ref_transform(context: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndar
     p, c = params["0.weight"].shape[:2]
     m = _load(Bottleneck(c, p), params)
     with torch.no_grad():
-        return m(_t(context)).numpy()
+        return m(tensor64(context)).numpy()
 
 
 def ref_fusion(
@@ -63,9 +66,9 @@ def ref_fusion(
     """``gclab.nn.fusion``: x * sigmoid(mul) + add, multiplication first."""
     with torch.no_grad():
         out = fusion(
-            _t(x),
-            add=None if add is None else _t(add),
-            mul=None if mul is None else _t(mul),
+            tensor64(x),
+            add=None if add is None else tensor64(add),
+            mul=None if mul is None else tensor64(mul),
         )
     return out.numpy()
 
@@ -83,7 +86,7 @@ def _gc_module(params: Dict[str, np.ndarray]) -> GlobalContextFramework:
 def ref_gc_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
     """A GC block (att pooling, LayerNorm bottleneck, the fusions present in ``params``)."""
     with torch.no_grad():
-        return _gc_module(params)(_t(x)).numpy()
+        return _gc_module(params)(tensor64(x)).numpy()
 
 
 def ref_gc_params() -> int:
@@ -157,22 +160,17 @@ def wrong_ln_unbiased(t, gamma, beta):
     return _ln_np(t, gamma, beta, ddof=1)
 
 
-def _conv(w: np.ndarray, b: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """1x1 conv on a (B, Cin, 1, 1) vector."""
-    return (v[:, :, 0, 0] @ w[:, :, 0, 0].T + b)[:, :, None, None]
-
-
 def _bottleneck_np(context, params, prefix="", ln_axes=(1, 2, 3), order="ln_relu", ln=True):
     g = params[prefix + "1.weight"] if ln else None
     b = params[prefix + "1.bias"] if ln else None
-    h = _conv(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
+    h = conv1x1_vector(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
     if order == "relu_ln":
         h = np.maximum(h, 0.0)
     if ln:
         h = _ln_np(h, g, b, axes=ln_axes)
     if order == "ln_relu":
         h = np.maximum(h, 0.0)
-    return _conv(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
+    return conv1x1_vector(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
 
 
 def wrong_transform_relu_first(context, params):
@@ -187,13 +185,9 @@ def wrong_transform_no_ln(context, params):
     return _bottleneck_np(context, params, ln=False)
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def wrong_fusion_mul_after_add(x, add=None, mul=None):
     out = x if add is None else x + add
-    return out if mul is None else out * _sigmoid(mul)
+    return out if mul is None else out * sigmoid(mul)
 
 
 def wrong_fusion_no_sigmoid(x, add=None, mul=None):
@@ -203,15 +197,9 @@ def wrong_fusion_no_sigmoid(x, add=None, mul=None):
 
 def wrong_fusion_no_residual(x, add=None, mul=None):
     if mul is not None:
-        out = x * _sigmoid(mul)
+        out = x * sigmoid(mul)
         return out if add is None else out + add
     return np.broadcast_to(add, x.shape).copy()
-
-
-def _softmax(z, axis):
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def _gc_np(x, params, gate="softmax", ln_axes=(1, 2, 3), residual=True, mul_after_add=False):
@@ -219,7 +207,7 @@ def _gc_np(x, params, gate="softmax", ln_axes=(1, 2, 3), residual=True, mul_afte
     xf = x.reshape(b, c, -1)
     w_k = params["context_modeling.conv_mask.weight"].reshape(c)
     logits = np.einsum("c,bcn->bn", w_k, xf) + params["context_modeling.conv_mask.bias"]
-    alpha = _softmax(logits, 1) if gate == "softmax" else _sigmoid(logits)
+    alpha = softmax(logits, 1) if gate == "softmax" else sigmoid(logits)
     ctx = np.einsum("bcn,bn->bc", xf, alpha)[:, :, None, None]
     terms = {
         f: _bottleneck_np(ctx, params, prefix=f"transform.{f}.", ln_axes=ln_axes)
@@ -230,7 +218,7 @@ def _gc_np(x, params, gate="softmax", ln_axes=(1, 2, 3), residual=True, mul_afte
         return wrong_fusion_mul_after_add(x, terms.get("add"), terms.get("mul"))
     if not residual:
         return wrong_fusion_no_residual(x, terms.get("add"), terms.get("mul"))
-    out = x if "mul" not in terms else x * _sigmoid(terms["mul"])
+    out = x if "mul" not in terms else x * sigmoid(terms["mul"])
     return out if "add" not in terms else out + terms["add"]
 
 
@@ -419,7 +407,7 @@ register(Exercise(
         "eps = 1e-6 (nn.LayerNorm's default is 1e-5)": wrong_ln_eps_1e6,
     },
     properties=[
-        Property("output has the input's shape (B, P, 1, 1)", _same_shape),
+        Property("output has the input's shape (B, P, 1, 1)", same_shape),
         Property("(out - beta) / gamma has mean 0 and variance 1 per sample",
                  _normalised_per_sample),
     ],
@@ -450,7 +438,7 @@ register(Exercise(
         "LayerNorm over the wrong axes (over the batch, per channel)": wrong_transform_ln_batch,
         "no LayerNorm (the '1.*' parameters are ignored)": wrong_transform_no_ln,
     },
-    properties=[Property("output has the context's shape (B, C, 1, 1)", _same_shape)],
+    properties=[Property("output has the context's shape (B, C, 1, 1)", same_shape)],
     hints=(
         "Squeeze C channels into P (C times ratio), normalise that small vector per sample, keep "
         "its positive part, expand back to C. The keys '0', '1', '3' are the Sequential's indices "
@@ -476,7 +464,7 @@ register(Exercise(
         "mul without its sigmoid (the gate must be in (0, 1))": wrong_fusion_no_sigmoid,
         "a missing residual (add fusion returns x + add, not add)": wrong_fusion_no_residual,
     },
-    properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
+    properties=[Property("output has x's shape (B, C, H, W)", same_shape)],
     hints=(
         "Both terms are one vector per image that acts on EVERY position: 'mul' rescales each "
         "channel by a gate in (0, 1), 'add' shifts it. Either may be None.",
@@ -504,7 +492,7 @@ register(Exercise(
         "uniform weights 1/N)":
             wrong_gc_avg_pool,
     },
-    properties=[Property("output has x's shape (B, C, H, W)", _same_shape)],
+    properties=[Property("output has x's shape (B, C, H, W)", same_shape)],
     hints=(
         "Reuse your pieces: context modelling is attention pooling with conv_mask (lesson 04), "
         "the transform is one bottleneck per fusion present in params, the fusion is your fuse().",
@@ -535,7 +523,7 @@ register(Exercise(
         "forgetting the LayerNorms' gamma and beta (2C/r per branch)":
             lambda: _gc_count(ln=False),
     },
-    properties=[Property("an int", _is_int)],
+    properties=[Property("an int", is_int)],
     hints=(
         "The table above counts one add block. With both fusions the context modelling (W_k) is "
         "computed once and shared; each fusion has its own bottleneck (two convs with biases and "
@@ -561,7 +549,7 @@ register(Exercise(
         "forgot the attention pooling's matrix product (x times alpha)":
             lambda: 2 * 256 * 280 + 4 * 256 * 16,
     },
-    properties=[Property("an int", _is_int)],
+    properties=[Property("an int", is_int)],
     hints=(
         "FlopCounterMode counts only convolutions and matrix products, 2 FLOPs per multiply-add. "
         "Softmax, LayerNorm, ReLU and the final addition count 0.",
@@ -580,7 +568,7 @@ register(Exercise(
     title="Build the GC block (add fusion) as an nn.Module with gclab's parameter names",
     kind="module",
     reference=ref_gc_module,
-    cases=cases_module,
+    cases=module_cases,
     rtol=1e-5,
     atol=1e-6,
     mistakes={
@@ -588,7 +576,7 @@ register(Exercise(
         "LayerNorm over the wrong axes (over the batch, per channel)": wrong_module_ln_batch,
         "max instead of attention pooling (conv_mask unused)": wrong_module_max_pool,
     },
-    properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
+    properties=[Property("output has x's shape (B, C, H, W)", module_same_shape)],
     hints=(
         "Same maths as gc.forward, in PyTorch: context modelling is the AttentionPooling module "
         "you built in lesson 04; the transform is a ModuleDict with one 'add' entry (the "
@@ -607,7 +595,7 @@ register(Exercise(
 # ----------------------------------------------------------------------------- derivations
 def ref_mul_fusion_backward(dout: np.ndarray, x: np.ndarray, m: np.ndarray):
     """(dx, dm) of out = x * sigmoid(m), x (B, C, H, W), m (B, C, 1, 1)."""
-    g = _sigmoid(m)
+    g = sigmoid(m)
     return dout * g, (dout * x).sum(axis=(2, 3), keepdims=True) * g * (1 - g)
 
 
@@ -634,23 +622,23 @@ register(Exercise(
     rtol=1e-10,
     mistakes={
         "the sigmoid's derivative left out of dm": lambda dout, x, m: (
-            dout * _sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)),
+            dout * sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)),
         "x left out of dm (the gate multiplies x, so x comes back)": lambda dout, x, m: (
-            dout * _sigmoid(m),
-            dout.sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+            dout * sigmoid(m),
+            dout.sum(axis=(2, 3), keepdims=True) * sigmoid(m) * (1 - sigmoid(m))),
         "dm averaged over the positions instead of summed": lambda dout, x, m: (
-            dout * _sigmoid(m),
-            (dout * x).mean(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+            dout * sigmoid(m),
+            (dout * x).mean(axis=(2, 3), keepdims=True) * sigmoid(m) * (1 - sigmoid(m))),
         "the sigmoid's derivative taken at the gate sigmoid(m), not at m": lambda dout, x, m: (
-            dout * _sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)
-            * _sigmoid(_sigmoid(m)) * (1 - _sigmoid(_sigmoid(m)))),
+            dout * sigmoid(m), (dout * x).sum(axis=(2, 3), keepdims=True)
+            * sigmoid(sigmoid(m)) * (1 - sigmoid(sigmoid(m)))),
         "dx = dout * m: the logits m where the gate sigmoid(m) belongs": lambda dout, x, m: (
             dout * m,
-            (dout * x).sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m))),
+            (dout * x).sum(axis=(2, 3), keepdims=True) * sigmoid(m) * (1 - sigmoid(m))),
         "dx passed through the sigmoid's derivative too (only dm goes through the sigmoid)": (
             lambda dout, x, m: (
-                dout * _sigmoid(m) * (1 - _sigmoid(m)),
-                (dout * x).sum(axis=(2, 3), keepdims=True) * _sigmoid(m) * (1 - _sigmoid(m)))),
+                dout * sigmoid(m) * (1 - sigmoid(m)),
+                (dout * x).sum(axis=(2, 3), keepdims=True) * sigmoid(m) * (1 - sigmoid(m)))),
     },
     properties=[Property("shapes of x and m", lambda out, dout, x, m: (
         isinstance(out, tuple) and np.shape(out[0]) == x.shape and np.shape(out[1]) == m.shape))],

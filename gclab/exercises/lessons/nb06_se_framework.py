@@ -17,10 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from gclab.exercises.lessons.common import is_int as _is_int
-from gclab.exercises.lessons.common import module_cases as cases_module
-from gclab.exercises.lessons.common import module_same_shape as _module_same_shape
-from gclab.exercises.lessons.common import same_shape as _same_shape
+from gclab.exercises.lessons.common import (
+    conv1x1_vector,
+    is_int,
+    module_cases,
+    module_same_shape,
+    same_shape,
+    sigmoid,
+    softmax,
+    tensor64,
+)
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AveragePooling, Bottleneck, GlobalContextFramework, SEBlock
 
@@ -30,16 +36,12 @@ SHAPES = [(2, 4, 3, 5), (3, 6, 5, 2), (2, 8, 4, 7), (1, 1, 4, 6)]
 RESNET50_STAGES = ((256, 3), (512, 4), (1024, 6), (2048, 3))
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
 def _se_module(params: Dict[str, np.ndarray]) -> SEBlock:
     p, c = params["transform.mul.0.weight"].shape[:2]
     m = SEBlock(c, ratio=1.0)  # ratio is replaced below: planes come from the params
     m.transform["mul"] = Bottleneck(c, p, layer_norm=False, zero_init=False)
     m = m.double()
-    m.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    m.load_state_dict({k: tensor64(v) for k, v in params.items()}, strict=True)
     return m.eval()
 
 
@@ -47,22 +49,22 @@ def _se_module(params: Dict[str, np.ndarray]) -> SEBlock:
 def ref_squeeze(x: np.ndarray) -> np.ndarray:
     """Context modelling of SE: global average pooling (B, C, H, W) -> (B, C, 1, 1)."""
     with torch.no_grad():
-        return AveragePooling()(_t(x)).numpy()
+        return AveragePooling()(tensor64(x)).numpy()
 
 
 def ref_excitation(context: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
     """Transform of SE followed by its sigmoid: the gates (B, C, 1, 1), each in (0, 1)."""
     p, c = params["0.weight"].shape[:2]
     m = Bottleneck(c, p, layer_norm=False, zero_init=False).double()
-    m.load_state_dict({k: _t(v) for k, v in params.items()}, strict=True)
+    m.load_state_dict({k: tensor64(v) for k, v in params.items()}, strict=True)
     with torch.no_grad():
-        return torch.sigmoid(m(_t(context))).numpy()
+        return torch.sigmoid(m(tensor64(context))).numpy()
 
 
 def ref_se_forward(x: np.ndarray, params: Dict[str, np.ndarray]) -> np.ndarray:
     """The SE block, computed by ``gclab.nn.SEBlock``."""
     with torch.no_grad():
-        return _se_module(params)(_t(x)).numpy()
+        return _se_module(params)(tensor64(x)).numpy()
 
 
 def ref_se_module(in_channels: int, ratio: float) -> nn.Module:
@@ -90,29 +92,15 @@ def wrong_squeeze_sum(x):
     return x.sum(axis=(2, 3), keepdims=True)
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _softmax(z, axis):
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _conv(w, b, v):
-    return (v[:, :, 0, 0] @ w[:, :, 0, 0].T + b)[:, :, None, None]
-
-
 def _excite(context, params, prefix="", relu=True, gate="sigmoid"):
-    h = _conv(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
+    h = conv1x1_vector(params[prefix + "0.weight"], params[prefix + "0.bias"], context)
     if relu:
         h = np.maximum(h, 0.0)
-    s = _conv(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
+    s = conv1x1_vector(params[prefix + "3.weight"], params[prefix + "3.bias"], h)
     if gate == "sigmoid":
-        return _sigmoid(s)
+        return sigmoid(s)
     if gate == "softmax":
-        return _softmax(s, axis=1)
+        return softmax(s, axis=1)
     return s
 
 
@@ -300,7 +288,7 @@ register(Exercise(
         "the sigmoid is missing (logits, not gates in (0, 1))": wrong_excitation_no_sigmoid,
     },
     properties=[
-        Property("shape (B, C, 1, 1)", _same_shape),
+        Property("shape (B, C, 1, 1)", same_shape),
         Property("every gate lies in (0, 1)", _gates_in_unit_interval),
     ],
     hints=(
@@ -327,7 +315,7 @@ register(Exercise(
         "the gates returned without scaling x (fusion forgotten)": wrong_se_no_scale,
     },
     properties=[
-        Property("output has x's shape (B, C, H, W)", _same_shape),
+        Property("output has x's shape (B, C, H, W)", same_shape),
         Property("out / x is one factor per channel, in (0, 1)", _scaled_copy),
     ],
     hints=(
@@ -347,7 +335,7 @@ register(Exercise(
     title="Assemble SE from the framework's parts (GlobalContextFramework)",
     kind="module",
     reference=ref_se_module,
-    cases=cases_module,
+    cases=module_cases,
     structure=SE_STRUCTURE,
     rtol=1e-5,
     atol=1e-6,
@@ -355,7 +343,7 @@ register(Exercise(
         "max instead of average pooling": wrong_module_max,
         "no ReLU between the two convs": wrong_module_no_relu,
     },
-    properties=[Property("output has x's shape (B, C, H, W)", _module_same_shape)],
+    properties=[Property("output has x's shape (B, C, H, W)", module_same_shape)],
     hints=(
         "Pick one piece per step: which context modelling does SE use, which transform, which "
         "fusion? The framework applies the sigmoid to a 'mul' term by itself.",
@@ -384,7 +372,7 @@ register(Exercise(
         "counted one SE per stage instead of one per bottleneck":
             lambda: se_resnet50_params(tuple((c, 1) for c, _ in RESNET50_STAGES)),
     },
-    properties=[Property("an int", _is_int)],
+    properties=[Property("an int", is_int)],
     hints=(
         "One SE block sits after conv3 of every bottleneck: 3, 4, 6 and 3 bottlenecks in the four "
         "stages, with 256, 512, 1024 and 2048 output channels. Count weights AND biases.",
@@ -436,7 +424,7 @@ register(Exercise(
             lambda channels, reduction=16: 2 * channels * (channels * reduction)
             + channels * reduction + channels),
     },
-    properties=[Property("an int", lambda out, *a, **k: _is_int(out))],
+    properties=[Property("an int", lambda out, *a, **k: is_int(out))],
     hints=(
         "Go through the three steps and ask which of them has parameters: average pooling has "
         "none; the transform is a bottleneck of two 1x1 convs; the fusion (a product) has none.",

@@ -281,10 +281,6 @@ def _std_nonneg(out, *args, **kw):
     return bool(np.all(np.asarray(out[1]) >= 0))
 
 
-def _is_int(out, *args, **kw):
-    return count_is_int(out)
-
-
 # --------------------------------------------------------------------------- registry
 register(Exercise(
     id="exp.mean_std",
@@ -352,7 +348,7 @@ register(Exercise(
         "counted one N x N matmul; there are two (the logits and the weighted sum)":
             wrong_nl_one_matmul,
     },
-    properties=[Property("a count is an int", _is_int)],
+    properties=[Property("a count is an int", count_is_int)],
     hints=(
         "Count every matrix product: four 1x1 convs applied at all H W positions (theta, phi, g: "
         "C -> C/2; W_z: C/2 -> C) and two products with the N x N attention matrix. A "
@@ -380,7 +376,7 @@ register(Exercise(
         "forgot the attention pooling (W_k x at every position and the weighted sum)":
             wrong_gc_no_pooling,
     },
-    properties=[Property("a count is an int", _is_int)],
+    properties=[Property("a count is an int", count_is_int)],
     hints=(
         "Context modelling touches every position twice (the logits, C -> 1, and the weighted sum "
         "of the x_j); the transform acts on ONE vector per image.",

@@ -172,7 +172,9 @@ def _code_version() -> str | None:
     ``gclab/``; docs being edited do not change what is measured)."""
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from gclab import paths
+
+    root = str(paths.ROOT)
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
                               capture_output=True, text=True)

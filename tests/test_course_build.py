@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from gclab.course import notebooks
+from gclab.course import notebooks, solutions
 from gclab.course.copies import dumps, learner_notebook, lessons, solution_notebook
 from gclab.course.notebooks import check_copies
 from gclab.course.solutions import BuildError
+from gclab.grading import reference_code
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,3 +202,45 @@ def test_committed_solution_notebooks_carry_outputs(lesson):
             assert c.outputs, f"NBVAL_CHECK_OUTPUT cell without output:\n{c.source[:200]}"
     learner = nbformat.read(str(lesson.learner), as_version=4)
     assert all(not c.get("outputs") for c in learner.cells if c.cell_type == "code")
+
+
+def test_the_grader_reads_the_regions_and_checks_the_builder_stubs():
+    # the grader's view of a source (gclab.grading.reference_code) goes through the same parser
+    code = solutions.region_code(SOURCE)
+    assert [c.strip() for c in code] == [
+        SOLUTION_LINES[0] + "\n    " + SOLUTION_LINES[1], SOLUTION_LINES[2],
+        SOLUTION_LINES[3]]
+    assert solutions.checked_names(SOURCE) == {"rf.synthetic_two": "top_level_answer"}
+    assert solutions.checked_ids(SOURCE) == ["rf.synthetic_two"]
+    assert solutions.region_code("### BEGIN SOLUTION\nx = 1\n") == []  # unpaired: no regions
+    lesson = next(x for x in lessons() if x.name.startswith("05"))
+    text = lesson.source.read_text(encoding="utf-8")
+    assert reference_code.checked_names(lesson.name) == solutions.checked_names(text)
+    stubbed = {m.group(1) for m in re.finditer(r'NotImplementedError\("exercise ([\w.]+)',
+                                                dumps(learner_notebook(text, lesson.name)))}
+    assert stubbed <= set(solutions.checked_ids(text))
+
+
+def _code_strings(tree):
+    """String constants of a module that are not docstrings."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_one_solution_parser_and_one_notebook_executor():
+    markers, executors = set(), set()
+    for path in sorted((ROOT / "gclab").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(ROOT).as_posix()
+        if any("BEGIN SOLUTION" in s or "END SOLUTION" in s for s in _code_strings(tree)):
+            markers.add(rel)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    ("nbclient", "nbconvert")):
+                if any(a.name in ("NotebookClient", "ExecutePreprocessor") for a in node.names):
+                    executors.add(rel)
+    assert markers == {"gclab/course/solutions.py"}
+    assert executors == {"gclab/course/execute.py"}

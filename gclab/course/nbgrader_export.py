@@ -21,7 +21,7 @@ from gclab.course.copies import (
     selected,
     write,
 )
-from gclab.course.solutions import CHECK_LINE, regions
+from gclab.course.solutions import BEGIN, CHECK_LINE, END, regions
 
 __all__ = ["NBGRADER_CONFIG", "nbgrader_course", "nbgrader_notebook"]
 
@@ -37,8 +37,8 @@ c = get_config()  # noqa: F821
 c.CourseDirectory.course_id = "gclab"
 c.CourseDirectory.db_assignments = {assignments}
 c.ExecutePreprocessor.timeout = 600
-c.ClearSolutions.begin_solution_delimeter = "BEGIN SOLUTION"
-c.ClearSolutions.end_solution_delimeter = "END SOLUTION"
+c.ClearSolutions.begin_solution_delimeter = "{begin}"
+c.ClearSolutions.end_solution_delimeter = "{end}"
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 """
 
@@ -117,7 +117,8 @@ def nbgrader_course(folder: Path, root: Path = paths.ROOT, only: Sequence[str] =
         path = folder / "source" / lesson.name / f"{lesson.name}.ipynb"
         write(path, dumps(nbgrader_notebook(text, lesson.name)), written)
         names.append(lesson.name)
-    config = NBGRADER_CONFIG.format(assignments=repr([{"name": n} for n in names]))
+    config = NBGRADER_CONFIG.format(assignments=repr([{"name": n} for n in names]),
+                                    begin=BEGIN.lstrip("# "), end=END.lstrip("# "))
     write(folder / "nbgrader_config.py", config, written)
     return written
 

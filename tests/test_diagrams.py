@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from gclab import diagrams  # noqa: E402
+from gclab.course import diagrams  # noqa: E402
 
 
 def _png(fig) -> bytes:

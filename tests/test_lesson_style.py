@@ -5,12 +5,18 @@
   ``gclab.course.diagrams``, called in one line.
 * Every lesson says at the top how far Run All goes in a learner copy.
 * ``<details>`` blocks are folded in the learner copy and open in the solution copy.
+* The lessons' exercise modules define a helper once (``gclab/exercises/lessons/common.py``
+  holds what several share), import only public names, and keep functions short.
 """
 
 from __future__ import annotations
 
+import ast
+from collections import defaultdict
+
 import pytest
 
+from gclab import paths
 from gclab.course import copies as course
 
 MAX_LINES = 15
@@ -67,3 +73,47 @@ def test_use_or_fallback_uses_gclab_only_while_the_stub_raises(capsys):
     assert use_or_fallback(lambda x: x + 1, lambda x: 2 * x, "inc")(3) == 4
     with pytest.raises(ZeroDivisionError):  # a real bug in the learner's code stays visible
         use_or_fallback(lambda x: x / 0, lambda x: x, "div")(1)
+
+
+LESSON_MODULES = sorted((paths.PACKAGE / "exercises" / "lessons").glob("*.py"))
+MAX_FUNCTION_LINES = 80
+
+
+def _functions(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+
+def _body_key(fn: ast.FunctionDef) -> str:
+    """The function's argument names and body (docstring, annotations and name left out)."""
+    body = fn.body[1:] if (isinstance(fn.body[0], ast.Expr)
+                           and isinstance(fn.body[0].value, ast.Constant)) else fn.body
+    names = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
+    return repr(names) + "".join(ast.dump(b) for b in body)
+
+
+def test_a_helper_is_defined_in_one_lesson_module():
+    where = defaultdict(list)
+    for path in LESSON_MODULES:
+        for fn in _functions(path):
+            where[_body_key(fn)].append(f"{path.name}:{fn.name}")
+    copies = [names for names in where.values() if len({n.split(":")[0] for n in names}) > 1]
+    assert not copies, f"the same function in several lesson modules (use common.py): {copies}"
+
+
+def test_lesson_modules_import_only_public_names():
+    private = []
+    for path in LESSON_MODULES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gclab"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") or (a.asname or "").startswith("_")]
+    assert not private, f"private names imported: {private}"
+
+
+def test_lesson_module_functions_are_short():
+    long = [f"{path.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+            for path in LESSON_MODULES
+            for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -98,6 +98,16 @@ def counts_are_ints(out, *args, **kw):
 COUNT = "a count is an int"
 
 
+def rows_sum_to_one(out, *args, **kw) -> bool:
+    """Every row (the last axis) of the output sums to 1."""
+    return bool(np.allclose(np.asarray(out).sum(axis=-1), 1.0))
+
+
+def context_shape(out, x, *args, **kw) -> bool:
+    """The output is a context vector of x (B, C, H, W): shape (B, C, 1, 1)."""
+    return np.shape(out) == (x.shape[0], x.shape[1], 1, 1)
+
+
 # --------------------------------------------------------------------------- cases
 def module_cases(rng):
     """Cases for "build the block as an nn.Module" exercises: (C, ratio) and an input x."""

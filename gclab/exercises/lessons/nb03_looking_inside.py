@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gclab.exercises.lessons.common import softmax, tensor64
+from gclab.exercises.lessons.common import rows_sum_to_one, softmax, tensor64
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.experiments import analysis
 
@@ -149,10 +149,6 @@ def _map_sums_to_one(out, *args, **kw):
     return bool(np.allclose(np.asarray(out).sum(axis=(1, 2)), 1.0))
 
 
-def _mean_map_sums_to_one(out, *args, **kw):
-    return bool(np.allclose(np.asarray(out).sum(axis=-1), 1.0))
-
-
 # --------------------------------------------------------------------------- registry
 register(Exercise(
     id="inside.cosine_distance",
@@ -251,7 +247,7 @@ register(Exercise(
         "kept the first query's row instead of the average over queries":
             wrong_mean_first_query,
     },
-    properties=[Property("the mean map sums to 1", _mean_map_sums_to_one)],
+    properties=[Property("the mean map sums to 1", rows_sum_to_one)],
     hints=(
         "If every query attends the same way, one map is enough: the average of the N rows, which "
         "is still a probability distribution over the keys.",

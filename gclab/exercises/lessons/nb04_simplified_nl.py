@@ -20,7 +20,14 @@ from typing import Dict
 import numpy as np
 import torch
 
-from gclab.exercises.lessons.common import is_int, sigmoid, softmax, tensor64
+from gclab.exercises.lessons.common import (
+    context_shape,
+    is_int,
+    rows_sum_to_one,
+    sigmoid,
+    softmax,
+    tensor64,
+)
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import AttentionPooling, NonLocal2d, SimplifiedNonLocal2d
 
@@ -235,20 +242,12 @@ def cases_convert(rng):
 
 
 # --------------------------------------------------------------------------- properties
-def _rows_sum_to_one(out, *args, **kw) -> bool:
-    return bool(np.allclose(np.asarray(out).sum(axis=-1), 1.0))
-
-
 def _shape_bn(out, x, *args, **kw) -> bool:
     return np.shape(out) == (x.shape[0], x.shape[2] * x.shape[3])
 
 
 def _non_negative(out, *args, **kw) -> bool:
     return bool(np.all(np.asarray(out) >= 0))
-
-
-def _shape_ctx(out, x, *args, **kw) -> bool:
-    return np.shape(out) == (x.shape[0], x.shape[1], 1, 1)
 
 
 def _shape_like_x(out, x, *args, **kw) -> bool:
@@ -293,7 +292,7 @@ register(Exercise(
     },
     properties=[
         Property("shape (B, H*W)", _shape_bn),
-        Property("every row sums to 1", _rows_sum_to_one),
+        Property("every row sums to 1", rows_sum_to_one),
         Property("weights are >= 0", _non_negative),
     ],
     hints=(
@@ -323,7 +322,7 @@ register(Exercise(
             wrong_pool_transposed,
         "max over positions instead of the weighted sum": wrong_pool_max,
     },
-    properties=[Property("shape (B, C, 1, 1)", _shape_ctx)],
+    properties=[Property("shape (B, C, 1, 1)", context_shape)],
     hints=(
         "The context is ONE vector per image: the average of the features x_j weighted by "
         "alpha_j.",

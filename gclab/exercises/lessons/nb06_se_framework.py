@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gclab.exercises.lessons.common import (
+    context_shape,
     conv1x1_vector,
     is_int,
     module_cases,
@@ -233,10 +234,6 @@ def cases_forward(rng):
 
 
 # --------------------------------------------------------------------------- properties
-def _shape_ctx(out, x, *args, **kw) -> bool:
-    return np.shape(out) == (x.shape[0], x.shape[1], 1, 1)
-
-
 def _gates_in_unit_interval(out, *args, **kw) -> bool:
     out = np.asarray(out)
     return bool(np.all(out > 0) and np.all(out < 1))
@@ -263,7 +260,7 @@ register(Exercise(
         "max instead of average pooling": wrong_squeeze_max,
         "summed instead of averaged (missing the 1/N)": wrong_squeeze_sum,
     },
-    properties=[Property("shape (B, C, 1, 1)", _shape_ctx)],
+    properties=[Property("shape (B, C, 1, 1)", context_shape)],
     hints=(
         "SE's context is the plain average of every position's feature vector: attention pooling "
         "with the same weight 1/N for every position.",

@@ -22,7 +22,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from gclab.exercises.lessons.common import COUNT, count_is_int, counts_are_ints
+from gclab.exercises.lessons.common import COUNT, count_is_int, counts_are_ints, sigmoid
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
 from gclab.nn.insert import select_units
@@ -49,20 +49,16 @@ def ref_unit_output(identity, branch, mul, add, position):
     return out.numpy()
 
 
-def _sig(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def wrong_unit_block_on_shortcut(identity, branch, mul, add, position):
     if position == "after_block":
-        return np.maximum(identity + branch, 0.0) * _sig(mul) + add
-    return np.maximum(identity * _sig(mul) + add + branch, 0.0)
+        return np.maximum(identity + branch, 0.0) * sigmoid(mul) + add
+    return np.maximum(identity * sigmoid(mul) + add + branch, 0.0)
 
 
 def wrong_unit_before_relu(identity, branch, mul, add, position):
     if position == "after_conv3":
-        return np.maximum(identity + branch * _sig(mul) + add, 0.0)
-    return np.maximum((identity + branch) * _sig(mul) + add, 0.0)
+        return np.maximum(identity + branch * sigmoid(mul) + add, 0.0)
+    return np.maximum((identity + branch) * sigmoid(mul) + add, 0.0)
 
 
 def wrong_unit_positions_swapped(identity, branch, mul, add, position):

@@ -149,8 +149,8 @@ def _run_in_thread(fn: Callable[[], Any], limit: float) -> Outcome:
     return box["out"]
 
 
-#: Files of the engine (not of the lessons): their frames are not the learner's.
-_ENGINE_FILE = re.compile(r"[/\\]gclab[/\\]exercises[/\\]\w+\.py$")
+#: Files of the engine and the grader (not of the lessons): their frames are not the learner's.
+_ENGINE_FILE = re.compile(r"[/\\]gclab[/\\](exercises|grading)[/\\]\w+\.py$")
 
 
 def _learner_frame(exc: BaseException) -> str:

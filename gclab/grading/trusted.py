@@ -49,7 +49,9 @@ from gclab.grading.reference_code import GCLAB_DIR, answer_code, checked_names, 
 from gclab.grading.sandbox import Sandbox, SandboxBroken
 from gclab.grading.view import view_for
 
-_LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
+#: The grader's lock: the engine's references use torch's global RNG, one thread at a time (a
+#: :class:`SandboxRunner` releases it while the sandbox works)
+LOCK = threading.Lock()
 _CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
 _RUN_SECRET = secrets.token_hex(16)  # drawn once per grading process: the cases' seeds
 _SEEDS: Dict[str, Tuple[int, ...]] = {}  # exercise id -> its seeds in this process
@@ -57,7 +59,7 @@ _SEEDS: Dict[str, Tuple[int, ...]] = {}  # exercise id -> its seeds in this proc
 # --------------------------------------------------------------------------------------------
 # Running the learner's object in the sandbox: the runner of core.judge
 # --------------------------------------------------------------------------------------------
-class _Answer:
+class Answer:
     """Stands for the learner's object in the grader (callable when the object is)."""
 
     def __init__(self, target: dict, callable_: bool, type_name: str) -> None:
@@ -69,12 +71,22 @@ class _Answer:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # only the runner calls it, remotely
         raise RuntimeError("the learner's object lives in the sandbox")
 
+    def stand_in(self) -> Any:
+        """What core.judge sees as the learner's object (it only asks callable() and the
+        type)."""
+        if self.callable:
+            return self
+        return type(_safe_name(self.type_name), (), {})()
 
-def _stand_in(answer: _Answer) -> Any:
-    """What core.judge sees as the learner's object (it only asks callable() and the type)."""
-    if answer.callable:
-        return answer
-    return type(_safe_name(answer.type_name), (), {})()
+
+def answer_in(box: Sandbox, target: dict) -> Answer | None:
+    """The sandbox's ``target`` (``{"check": id}`` or ``{"name": name}``) as the grader sees
+    it, or None when it is not there."""
+    box.send({"op": "describe", "target": target})
+    info, _ = box.receive(_CALL_SLACK)
+    if not info.get("found"):
+        return None
+    return Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
 
 
 def _safe_name(name: str) -> str:
@@ -127,7 +139,7 @@ class SandboxRunner:
     in the sandbox, each :class:`Request` is one message, and the worker performs it with
     :func:`gclab.exercises.calls.perform` (the code ``check`` uses)."""
 
-    def __init__(self, box: Sandbox, answer: _Answer, forbidden: List[list]) -> None:
+    def __init__(self, box: Sandbox, answer: Answer, forbidden: List[list]) -> None:
         self.box = box
         self.answer = answer
         self.forbidden = forbidden
@@ -149,7 +161,7 @@ class SandboxRunner:
             **header,
         }
         value: Any = None
-        _LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
+        LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
         try:
             self.box.send(header, blob)
             reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
@@ -159,7 +171,7 @@ class SandboxRunner:
                 except wire.WireError as exc:
                     value = exc
         finally:
-            _LOCK.acquire()
+            LOCK.acquire()
         out.add(str(reply.get("printed_text", ""))[:2000], _count(reply.get("printed", 0)),
                 _count(reply.get("warned", 0)), _strings(reply.get("warnings"), 3, 300),
                 _strings(reply.get("changes"), 5, 200))
@@ -311,17 +323,15 @@ def in_view(keys: List[list], box: Sandbox) -> List[list]:
 def remote_check(box: Sandbox, ex, target: dict):
     """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
     the target is not there. Its cases are drawn with :func:`secret_seeds`."""
-    box.send({"op": "describe", "target": target})
-    info, _ = box.receive(_CALL_SLACK)
-    if not info.get("found"):
+    answer = answer_in(box, target)
+    if answer is None:
         return None
-    answer = _Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
     drawn = copy.copy(ex)
     drawn.seeds = secret_seeds(ex)
-    with _LOCK:
+    with LOCK:
         forbidden = forbidden_code(ex, trials(ex)) if ex.kind != "value" else []
         try:
-            result = judge(drawn, _stand_in(answer),
+            result = judge(drawn, answer.stand_in(),
                            runner=SandboxRunner(box, answer, in_view(forbidden, box)))
         except SandboxBroken:
             raise
@@ -371,7 +381,7 @@ def run_and_grade(
     run = SandboxRun("error")
     current = None  # the exercise being checked, if any
     start = time.monotonic()
-    with _LOCK:
+    with LOCK:
         answers = answer_code(exercises)
     view = view_for(lesson, answers)
     with Sandbox(timeout, memory, use_bwrap=use_bwrap, view=view) as box:

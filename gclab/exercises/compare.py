@@ -186,92 +186,115 @@ def compare_outputs(
         # a number in any correct form: a Python float, a NumPy scalar, a 0-d array
         expected = np.asarray(expected)[()]
         actual = np.asarray(actual)[()]
-    exp_arr = isinstance(expected, np.ndarray) or _is_tensor(expected)
-    if exp_arr:
-        if _is_tensor(expected) != _is_tensor(actual) or not (
-            isinstance(actual, np.ndarray) or _is_tensor(actual)
-        ):
-            return Mismatch(
-                False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
-                kind="type",
-            )
-        e, a = _to_numpy(expected), _to_numpy(actual)
-        if e.shape != a.shape:
-            return Mismatch(
-                False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}",
-                kind="shape",
-            )
-        if e.dtype != a.dtype:
-            return Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}",
-                             kind="dtype")
-        return _compare_values(e, a, rtol, atol, where, equal_nan)
+    if isinstance(expected, np.ndarray) or _is_tensor(expected):
+        return _compare_arrays(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, (bool, np.bool_)):
-        if not isinstance(actual, (bool, np.bool_)):
-            return Mismatch(False, f"{where} is a {typename(actual)}, expected a bool",
-                             kind="type")
-        if bool(actual) != bool(expected):
-            return Mismatch(
-                False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True, "value"
-            )
-        return Mismatch(True, f"{where} is {bool(actual)}")
+        return _compare_bools(expected, actual, where)
     if isinstance(expected, (numbers.Number, np.number)):
-        if (
-            isinstance(actual, (np.ndarray,))
-            and actual.shape == ()
-            or (_is_tensor(actual) and actual.numel() == 1 and actual.dim() == 0)
-        ):
-            actual = _to_numpy(actual)[()]
-        if isinstance(actual, (bool, np.bool_)) or not isinstance(
-            actual, (numbers.Number, np.number)
-        ):
-            return Mismatch(False, f"{where} is a {typename(actual)}, expected a number",
-                             kind="type")
-        return _compare_values(
-            np.asarray(expected), np.asarray(actual), rtol, atol, where, equal_nan, scalar=True
-        )
+        return _compare_numbers(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, (tuple, list)):
-        if not isinstance(actual, (tuple, list)):
-            return Mismatch(
-                False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
-                kind="type",
-            )
-        if len(actual) != len(expected):
-            # a tuple's arity is its packing; a list's length is part of its value (indices)
-            return Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}",
-                             kind="container" if isinstance(expected, tuple) else "length")
-        worst = Mismatch(True, f"{where} matches", 0.0)
-        for i, (e, a) in enumerate(zip(expected, actual)):
-            r = compare_outputs(e, a, rtol, atol, f"{where}[{i}]", equal_nan)
-            if not r.ok:
-                return r
-            if r.error >= worst.error:
-                worst = r
-        return worst
+        return _compare_sequences(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            return Mismatch(False, f"{where} is a {typename(actual)}, expected a dict",
-                             kind="type")
-        if set(actual) != set(expected):
-            missing = sorted(map(str, set(expected) - set(actual)))
-            extra = sorted(map(str, set(actual) - set(expected)))
-            return Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}",
-                             kind="container")
-        worst = Mismatch(True, f"{where} matches", 0.0)
-        for k in expected:
-            r = compare_outputs(expected[k], actual[k], rtol, atol, f"{where}[{k!r}]", equal_nan)
-            if not r.ok:
-                return r
-            if r.error >= worst.error:
-                worst = r
-        return worst
+        return _compare_dicts(expected, actual, rtol, atol, where, equal_nan)
     try:
         same = bool(expected == actual)
     except Exception:  # noqa: BLE001
         same = False
     if not same:
         return Mismatch(False, f"{where} is {actual!r:.80}, expected {expected!r:.80}", 1.0, True,
-                         "value")
+                        "value")
     return Mismatch(True, f"{where} equals the reference")
+
+
+def _compare_arrays(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                    equal_nan: bool) -> Mismatch:
+    if _is_tensor(expected) != _is_tensor(actual) or not (
+        isinstance(actual, np.ndarray) or _is_tensor(actual)
+    ):
+        return Mismatch(
+            False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
+            kind="type",
+        )
+    e, a = _to_numpy(expected), _to_numpy(actual)
+    if e.shape != a.shape:
+        return Mismatch(
+            False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}",
+            kind="shape",
+        )
+    if e.dtype != a.dtype:
+        return Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}",
+                        kind="dtype")
+    return _compare_values(e, a, rtol, atol, where, equal_nan)
+
+
+def _compare_bools(expected: Any, actual: Any, where: str) -> Mismatch:
+    if not isinstance(actual, (bool, np.bool_)):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a bool",
+                        kind="type")
+    if bool(actual) != bool(expected):
+        return Mismatch(
+            False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True, "value"
+        )
+    return Mismatch(True, f"{where} is {bool(actual)}")
+
+
+def _compare_numbers(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                     equal_nan: bool) -> Mismatch:
+    if (
+        isinstance(actual, (np.ndarray,))
+        and actual.shape == ()
+        or (_is_tensor(actual) and actual.numel() == 1 and actual.dim() == 0)
+    ):
+        actual = _to_numpy(actual)[()]
+    if isinstance(actual, (bool, np.bool_)) or not isinstance(
+        actual, (numbers.Number, np.number)
+    ):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a number",
+                        kind="type")
+    return _compare_values(
+        np.asarray(expected), np.asarray(actual), rtol, atol, where, equal_nan, scalar=True
+    )
+
+
+def _compare_sequences(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                       equal_nan: bool) -> Mismatch:
+    if not isinstance(actual, (tuple, list)):
+        return Mismatch(
+            False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
+            kind="type",
+        )
+    if len(actual) != len(expected):
+        # a tuple's arity is its packing; a list's length is part of its value (indices)
+        return Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}",
+                        kind="container" if isinstance(expected, tuple) else "length")
+    worst = Mismatch(True, f"{where} matches", 0.0)
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        r = compare_outputs(e, a, rtol, atol, f"{where}[{i}]", equal_nan)
+        if not r.ok:
+            return r
+        if r.error >= worst.error:
+            worst = r
+    return worst
+
+
+def _compare_dicts(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                   equal_nan: bool) -> Mismatch:
+    if not isinstance(actual, dict):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a dict",
+                        kind="type")
+    if set(actual) != set(expected):
+        missing = sorted(map(str, set(expected) - set(actual)))
+        extra = sorted(map(str, set(actual) - set(expected)))
+        return Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}",
+                        kind="container")
+    worst = Mismatch(True, f"{where} matches", 0.0)
+    for k in expected:
+        r = compare_outputs(expected[k], actual[k], rtol, atol, f"{where}[{k!r}]", equal_nan)
+        if not r.ok:
+            return r
+        if r.error >= worst.error:
+            worst = r
+    return worst
 
 
 def _scalar(x: np.ndarray) -> Any:

@@ -452,7 +452,7 @@ def test_an_answer_stuck_in_one_c_call_fails_and_the_run_stops(tmp_path, monkeyp
     meanwhile) fails it and ends the run."""
     from gclab.grading import trusted
 
-    monkeypatch.setattr(trusted, "_CALL_SLACK", 5.0)
+    monkeypatch.setattr(trusted, "CALL_SLACK", 5.0)
     cell = ('def theoretical_rf(kernels, strides):\n'
             '    return sum(range(10**13))\n'
             'check("rf.theoretical", theoretical_rf)')

@@ -52,7 +52,8 @@ from gclab.grading.view import view_for
 #: The grader's lock: the engine's references use torch's global RNG, one thread at a time (a
 #: :class:`SandboxRunner` releases it while the sandbox works)
 LOCK = threading.Lock()
-_CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
+#: Seconds a call into the sandbox may take beyond the exercise's own time limit.
+CALL_SLACK = 20.0
 _RUN_SECRET = secrets.token_hex(16)  # drawn once per grading process: the cases' seeds
 _SEEDS: Dict[str, Tuple[int, ...]] = {}  # exercise id -> its seeds in this process
 
@@ -83,7 +84,7 @@ def answer_in(box: Sandbox, target: dict) -> Answer | None:
     """The sandbox's ``target`` (``{"check": id}`` or ``{"name": name}``) as the grader sees
     it, or None when it is not there."""
     box.send({"op": "describe", "target": target})
-    info, _ = box.receive(_CALL_SLACK)
+    info, _ = box.receive(CALL_SLACK)
     if not info.get("found"):
         return None
     return Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
@@ -164,7 +165,7 @@ class SandboxRunner:
         LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
         try:
             self.box.send(header, blob)
-            reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
+            reply, data = self.box.receive(ex.time_limit + CALL_SLACK)
             if data:
                 try:
                     value = wire.loads(data, self.box.deadline)

@@ -11,10 +11,12 @@ serves the grader's requests until told to resume. At the end it says ``{"ev": "
 serves requests until ``{"op": "exit"}``.
 
 Requests: ``describe`` (is the target there, is it callable, its type name) and ``call`` (run
-the target on the inputs in the blob, with the exercise's time limit, and send back its output
-and the inputs as they are afterwards, as data; see :mod:`gclab.grading.wire`) and ``structure``
-(build a module afresh and send its tree as data, :func:`gclab.grading.skeleton.describe`, for
-the exercise's structure checks; a state_dict that does not load sends it too). The inputs
+the target on the inputs in the blob with the engine's :func:`gclab.exercises.calls.perform`,
+the code a learner's ``check`` uses, under the exercise's time limit, and send back its output
+and the inputs as they are afterwards, as data, see :mod:`gclab.grading.wire`; or why the module
+could not be used, ``"refused"``, with its tree when its state_dict does not load) and
+``structure`` (build a module afresh and send its tree as data,
+:func:`gclab.grading.skeleton.describe`, for the exercise's structure checks). The inputs
 always come from the grader (its cases, drawn from its secret seed). During a call a stub of
 the view that gets called, and the functions the grader names as the exercise's reference
 (a profiler, second line), are tripwires: the grader fails the exercise.

@@ -9,11 +9,8 @@ import torch
 from torch import nn
 
 from gclab.exercises.across import explain
-from gclab.exercises.diagnose import (
-    Observation,
-    case_quantities,
-    describe_structure,
-)
+from gclab.exercises.observe import Observation, case_quantities
+from gclab.exercises.structure import describe_structure
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 4, 3, 5))

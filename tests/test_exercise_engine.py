@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from gclab.exercises import compare, core, registry
+from gclab.exercises import compare, registry, trials
 from gclab.exercises.core import check
 from gclab.exercises.registry import Case, Exercise, Property, catalog, hint
 from gclab.exercises.verdict import CheckResult
@@ -135,7 +135,7 @@ def tiny_exercises():
         registry.register(e)
     yield
     for e in TINY:
-        registry._REGISTRY.pop(e.id, None)
+        registry.unregister(e.id)
 
 
 @pytest.fixture
@@ -371,10 +371,10 @@ def test_relative_error_is_cs231n_with_atol_floor():
     a = np.array([1.0, 2.0, 0.0])
     b = np.array([1.0, 2.0 * (1 + 1e-6), 1e-6])
     # max_i |a-b| / max(1e-8, |a|+|b|): the 0 vs 1e-6 element has relative error 1
-    assert compare._rel_error(a, b, atol=0.0) == pytest.approx(1.0)
+    assert compare.rel_error(a, b, atol=0.0) == pytest.approx(1.0)
     # ... unless its absolute difference is under atol; then the 2 vs 2(1+1e-6) one is the max
     expected = abs(2.0 - 2.0 * (1 + 1e-6)) / (2.0 + 2.0 * (1 + 1e-6))
-    assert compare._rel_error(a, b, atol=1.5e-6) == pytest.approx(expected, rel=1e-6)
+    assert compare.rel_error(a, b, atol=1.5e-6) == pytest.approx(expected, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- display, log, api
@@ -448,22 +448,22 @@ def test_bad_exercise_definitions_are_rejected():
 @pytest.mark.parametrize("expected", [np.asarray(0.25), np.float64(0.25), 0.25],
                          ids=["exp 0-d", "exp np scalar", "exp float"])
 def test_a_number_passes_in_every_correct_form(form, expected):
-    assert compare._compare(expected, form(0.25), 1e-9, 0.0).ok
-    assert not compare._compare(expected, form(0.5), 1e-9, 0.0).ok
+    assert compare.compare_outputs(expected, form(0.25), 1e-9, 0.0).ok
+    assert not compare.compare_outputs(expected, form(0.5), 1e-9, 0.0).ok
 
 
 def test_a_number_is_not_a_one_element_array():
-    r = compare._compare(np.asarray(0.25), np.asarray([0.25]), 1e-9, 0.0)
+    r = compare.compare_outputs(np.asarray(0.25), np.asarray([0.25]), 1e-9, 0.0)
     assert not r.ok and "shape (1,)" in r.message
 
 
 def test_mutation_check_sees_requires_grad_dtype_and_shape():
     t = torch.zeros(3, dtype=torch.float64)
-    assert "requires_grad" in compare._mutation(t, t.clone().requires_grad_())
-    assert "dtype" in compare._mutation(t, t.float())
-    assert "shape" in compare._mutation(t, t.reshape(1, 3))
-    assert "dtype" in compare._mutation(np.zeros(3), np.zeros(3, np.float32))
-    assert compare._mutation(t, t.clone()) is None
+    assert "requires_grad" in compare.mutation(t, t.clone().requires_grad_())
+    assert "dtype" in compare.mutation(t, t.float())
+    assert "shape" in compare.mutation(t, t.reshape(1, 3))
+    assert "dtype" in compare.mutation(np.zeros(3), np.zeros(3, np.float32))
+    assert compare.mutation(t, t.clone()) is None
 
 
 def test_restoring_by_arithmetic_is_explained():
@@ -474,7 +474,7 @@ def test_restoring_by_arithmetic_is_explained():
         y[k] += h
         y[k] -= 2 * h
         y[k] += h
-    msg = compare._mutation(x, y)
+    msg = compare.mutation(x, y)
     assert msg is not None and "rounding" in msg and "old = x[i]" in msg
 
 
@@ -491,7 +491,7 @@ def test_function_that_turns_on_requires_grad_fails():
     try:
         result = check("engine.flags", f)
     finally:
-        registry._REGISTRY.pop("engine.flags")
+        registry.unregister("engine.flags")
     assert not result.passed
     assert "requires_grad" in result.message
 
@@ -526,7 +526,7 @@ def test_two_mistakes_with_the_same_output_are_both_named():
     try:
         result = check("engine.twins", lambda x: x.copy())
     finally:
-        registry._REGISTRY.pop("engine.twins")
+        registry.unregister("engine.twins")
     assert result.diagnosis == "the 1 left out, or both biases forgotten"
 
 
@@ -539,7 +539,7 @@ def test_a_float_count_is_named_by_its_property():
     try:
         result = check("engine.count", 12.0)
     finally:
-        registry._REGISTRY.pop("engine.count")
+        registry.unregister("engine.count")
     assert not result.passed and result.diagnosis == "use // for a count"
 
 
@@ -617,7 +617,7 @@ def test_the_reference_runs_in_the_engines_state_and_the_learner_in_its_own(
         result = check("engine.probe", learner)
         assert read() == mine, "check() changed the learner's setting"
     finally:
-        registry._REGISTRY.pop("engine.probe")
+        registry.unregister("engine.probe")
     expected = {"torch.set_num_threads": threads}.get(setting, engine_value)
     assert seen["reference"] == expected, f"the reference saw the learner's {setting}"
     assert seen["learner"] == mine, f"the learner's code did not run with its own {setting}"
@@ -644,7 +644,7 @@ def test_check_leaves_the_learners_random_generators_alone():
         assert not check("engine.draws", lambda x: x * 5).passed  # references and mistakes run
         assert (torch.rand(1).item(), np.random.rand(), random.random()) == expected
     finally:
-        registry._REGISTRY.pop("engine.draws")
+        registry.unregister("engine.draws")
 
 
 def test_the_verdict_names_the_learners_numpy_error_state_as_the_cause(learner_state):
@@ -866,7 +866,7 @@ def test_checks_in_worker_threads_leave_the_process_state_alone():
         for w in workers:
             w.join()
     finally:
-        registry._REGISTRY.pop("engine.threads")
+        registry.unregister("engine.threads")
     assert (os.getcwd(), list(warnings.filters), torch.get_default_dtype()) == before
     assert set(seen) == {before[0]}
 
@@ -906,6 +906,6 @@ def test_an_answer_on_a_formula_only_case_keeps_its_output_and_printing():
 
     result = check("rf.erf_variance", formula)
     assert result.passed, str(result)
-    calls = len(core._trials(registry.get("rf.erf_variance")))
+    calls = len(trials.trials(registry.get("rf.erf_variance")))
     assert result.printed == len("derived\n") * calls
     assert result.printed_text.startswith("derived\nderived\n")

@@ -1,7 +1,7 @@
 """Every exercise in the catalog: the reference passes, every mistake fails with its diagnosis.
 
 Generic over ``gclab.exercises.catalog()``: a new content module is covered the moment it is
-imported by ``gclab.exercises`` (which imports every ``gclab/exercises/lessons/nbNN_*.py``).
+added (the registry imports every ``gclab/exercises/lessons/nbNN_*.py`` on the first lookup).
 """
 
 from __future__ import annotations

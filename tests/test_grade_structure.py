@@ -110,7 +110,7 @@ def _in_process(head: str, source: str) -> dict:
     exec(head, ns)  # noqa: S102 - the test's own notebook cells
     ns["check"] = lambda ex_id, obj: got.setdefault(ex_id, obj)
     exec(source, ns)  # noqa: S102
-    return {ex_id: core._check(registry.get(ex_id), obj) for ex_id, obj in got.items()}
+    return {ex_id: core.judge(registry.get(ex_id), obj) for ex_id, obj in got.items()}
 
 
 @pytest.fixture(scope="module")

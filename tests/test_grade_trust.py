@@ -111,8 +111,8 @@ def graded(tmp_path_factory):
         "one_kernel": [HEAD, """
 import gclab.exercises.core as core, gclab.exercises.compare as cmp
 from gclab.exercises.verdict import CheckResult
-core._check = lambda ex, obj, *a, **k: CheckResult(ex.id, ex.title, "passed", [], "forged")
-core._compare = cmp._compare = lambda *a, **k: cmp._Mismatch(True, "forged")
+core.judge = lambda ex, obj, *a, **k: CheckResult(ex.id, ex.title, "passed", [], "forged")
+core.compare_outputs = cmp.compare_outputs = lambda *a, **k: cmp.Mismatch(True, "forged")
 check("rf.theoretical", lambda kernels, strides: 0)
 """, """
 from gclab.exercises import Exercise, register
@@ -125,7 +125,7 @@ def erf_std(g):
     while f is not None:
         for v in list(f.f_locals.values()):
             for t in (v if isinstance(v, (list, tuple)) else [v]):
-                if type(t).__name__ == "_Trial":  # what core._check keeps in its frames
+                if type(t).__name__ == "Trial":  # what core.judge keeps in its frames
                     return t.expected
         f = f.f_back
     return -1
@@ -419,7 +419,7 @@ def test_without_bubblewrap_the_verdicts_are_still_the_graders(tmp_path):
     cell = FORGE + """
 import gclab.exercises.core as core
 from gclab.exercises import Exercise, register
-core._check = lambda *a, **k: None
+core.judge = lambda *a, **k: None
 register(Exercise("rf.layers_to_cover", "00_receptive_fields", "mine", kind="value",
                   reference=lambda: 0))
 check("rf.layers_to_cover", 0)
@@ -428,7 +428,7 @@ def theoretical_rf(kernels, strides):
     while f is not None:
         for v in list(f.f_locals.values()):
             for t in (v if isinstance(v, (list, tuple)) else [v]):
-                if type(t).__name__ == "_Trial":
+                if type(t).__name__ == "Trial":
                     return t.expected
         f = f.f_back
     raise ValueError("ENV-PROBE " + os.environ.get("GCLAB_TEST_SECRET", "absent"))
@@ -452,7 +452,7 @@ def test_an_answer_stuck_in_one_c_call_fails_and_the_run_stops(tmp_path, monkeyp
     meanwhile) fails it and ends the run."""
     from gclab.grading import trusted
 
-    monkeypatch.setattr(trusted, "_CALL_SLACK", 5.0)
+    monkeypatch.setattr(trusted, "CALL_SLACK", 5.0)
     cell = ('def theoretical_rf(kernels, strides):\n'
             '    return sum(range(10**13))\n'
             'check("rf.theoretical", theoretical_rf)')

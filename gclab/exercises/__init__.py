@@ -7,20 +7,27 @@ Learner side::
     hint("rf.theoretical", level=1)           # 1 concept, 2 shapes, 3 pseudo-code
     catalog()                                 # every exercise: id, notebook, title
 
-The engine is :mod:`gclab.exercises.core`; the exercises live in one content module per
-notebook, ``gclab/exercises/lessons/nbNN_slug.py``, all imported here. A content module that
-fails to import makes ``import gclab.exercises`` fail loudly (on purpose: a silently missing
-lesson would make its checks disappear).
+The engine is :mod:`gclab.exercises.core` (``check`` and ``judge``), with the runners of
+:mod:`gclab.exercises.runner`; the exercises live in one content module per notebook,
+``gclab/exercises/lessons/nbNN_slug.py``, which :mod:`gclab.exercises.registry` imports on the
+first lookup. A content module that fails to import makes that lookup fail loudly (on purpose:
+a silently missing lesson would make its checks disappear).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import re
-
 from gclab.exercises.core import check
-from gclab.exercises.registry import Case, Exercise, Property, catalog, get, hint, register
+from gclab.exercises.registry import (
+    Case,
+    Exercise,
+    Property,
+    catalog,
+    content_modules,
+    exercises,
+    get,
+    hint,
+    register,
+)
 from gclab.exercises.verdict import CheckItem, CheckResult
 
 __all__ = [
@@ -32,24 +39,8 @@ __all__ = [
     "catalog",
     "check",
     "content_modules",
+    "exercises",
     "get",
     "hint",
     "register",
 ]
-
-_CONTENT = re.compile(r"^nb\d\d_\w+$")
-
-
-def content_modules() -> list:
-    """Names of the content modules (``gclab.exercises.lessons.nbNN_slug``), sorted."""
-    from gclab.exercises import lessons
-
-    return sorted(
-        f"{lessons.__name__}.{m.name}"
-        for m in pkgutil.iter_modules(lessons.__path__) if _CONTENT.match(m.name)
-    )
-
-
-for _name in content_modules():
-    importlib.import_module(_name)
-del _name

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Sequence, Tuple
 
-from gclab.exercises.diagnose import Observation, detect
+from gclab.exercises.diagnose import detect
+from gclab.exercises.observe import Observation
 
 __all__ = ["explain"]
 

@@ -8,22 +8,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+__all__ = ["Mismatch", "clone", "compare_outputs", "mutation", "rel_error", "torch_module",
+           "typename"]
+
 
 # --------------------------------------------------------------------------------------------
 # Copying and comparing
 # --------------------------------------------------------------------------------------------
-def _torch():
+def torch_module():
+    """torch when something has imported it already, else None (the engine never imports it)."""
     import sys
 
     return sys.modules.get("torch")
 
 
 def _is_tensor(x: Any) -> bool:
-    t = _torch()
+    t = torch_module()
     return t is not None and isinstance(x, t.Tensor)
 
 
-def _clone(x: Any) -> Any:
+def clone(x: Any) -> Any:
     """An independent copy of a case's inputs (arrays, tensors, containers, anything else)."""
     if isinstance(x, np.ndarray):
         return x.copy()
@@ -31,27 +35,22 @@ def _clone(x: Any) -> Any:
         y = x.detach().clone()
         return y.requires_grad_(x.requires_grad) if y.is_floating_point() else y
     if isinstance(x, tuple):
-        return tuple(_clone(v) for v in x)
+        return tuple(clone(v) for v in x)
     if isinstance(x, list):
-        return [_clone(v) for v in x]
+        return [clone(v) for v in x]
     if isinstance(x, dict):
-        return {k: _clone(v) for k, v in x.items()}
+        return {k: clone(v) for k, v in x.items()}
     try:
         return copy.deepcopy(x)
     except Exception:  # noqa: BLE001 - uncopyable objects are passed as they are
         return x
 
 
-def _identical(a: Any, b: Any) -> bool:
-    """Exact equality (NaN equal to NaN) of two inputs, values and flags, for the mutation check."""
-    return _mutation(a, b) is None
-
-
 def _array_change(kind: str, a: Any, b: Any) -> str | None:
     """What differs between the kept copy ``a`` and the input as the learner left it ``b``."""
     if _is_tensor(a):
         if not _is_tensor(b):
-            return f"replaced the {kind} by a {_typename(b)}"
+            return f"replaced the {kind} by a {typename(b)}"
         for flag in ("shape", "dtype", "device", "requires_grad"):
             fa, fb = getattr(a, flag), getattr(b, flag)
             if fa != fb:
@@ -63,7 +62,7 @@ def _array_change(kind: str, a: Any, b: Any) -> str | None:
         ea, eb = _to_numpy(a), _to_numpy(b)
     else:
         if not isinstance(b, np.ndarray):
-            return f"replaced the {kind} by a {_typename(b)}"
+            return f"replaced the {kind} by a {typename(b)}"
         if a.shape != b.shape:
             return f"changed the {kind}'s shape from {a.shape} to {b.shape}"
         if a.dtype != b.dtype:
@@ -86,7 +85,7 @@ def _array_change(kind: str, a: Any, b: Any) -> str | None:
     return f"modified {n} value(s) of the {kind} in place"
 
 
-def _mutation(a: Any, b: Any, kind: str = "input array") -> str | None:
+def mutation(a: Any, b: Any, kind: str = "input array") -> str | None:
     """None when ``b`` is still identical to the kept copy ``a``; else what the code changed."""
     if isinstance(a, np.ndarray) or _is_tensor(a):
         return _array_change("input tensor" if _is_tensor(a) else kind, a, b)
@@ -94,7 +93,7 @@ def _mutation(a: Any, b: Any, kind: str = "input array") -> str | None:
         if not isinstance(b, (tuple, list)) or len(a) != len(b):
             return f"changed the length of an input {type(a).__name__}"
         for x, y in zip(a, b):
-            m = _mutation(x, y, kind)
+            m = mutation(x, y, kind)
             if m:
                 return m
         return None
@@ -102,15 +101,15 @@ def _mutation(a: Any, b: Any, kind: str = "input array") -> str | None:
         if not isinstance(b, dict) or a.keys() != b.keys():
             return "added or removed keys of an input dict"
         for k in a:
-            m = _mutation(a[k], b[k], f"input {k!r}")
+            m = mutation(a[k], b[k], f"input {k!r}")
             if m:
                 return m
         return None
-    t = _torch()
+    t = torch_module()
     if t is not None and isinstance(a, t.nn.Module):
         if not isinstance(b, t.nn.Module):
             return "replaced an input module"
-        return _mutation(dict(a.state_dict()), dict(b.state_dict()), "module parameter")
+        return mutation(dict(a.state_dict()), dict(b.state_dict()), "module parameter")
     if type(a).__eq__ is object.__eq__:  # identity equality says nothing about a copy
         return None
     try:
@@ -128,7 +127,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _rel_error(expected: np.ndarray, actual: np.ndarray, atol: float) -> float:
+def rel_error(expected: np.ndarray, actual: np.ndarray, atol: float) -> float:
     """CS231n relative error, max over elements, ignoring differences <= atol."""
     e = expected.astype(np.float64) if expected.dtype.kind in "biu" else expected
     a = actual.astype(np.float64) if actual.dtype.kind in "biu" else actual
@@ -140,7 +139,7 @@ def _rel_error(expected: np.ndarray, actual: np.ndarray, atol: float) -> float:
     return float(np.max(err))
 
 
-def _typename(x: Any) -> str:
+def typename(x: Any) -> str:
     if _is_tensor(x):
         return "torch.Tensor"
     if isinstance(x, np.ndarray):
@@ -162,7 +161,7 @@ def _is_number_like(x: Any) -> bool:
     return isinstance(x, (numbers.Number, np.number))
 
 
-class _Mismatch(NamedTuple):
+class Mismatch(NamedTuple):
     ok: bool
     message: str
     error: float = 0.0
@@ -172,107 +171,130 @@ class _Mismatch(NamedTuple):
     kind: str = ""
 
 
-def _compare(
+def compare_outputs(
     expected: Any,
     actual: Any,
     rtol: float,
     atol: float,
     where: str = "output",
     equal_nan: bool = False,
-) -> _Mismatch:
+) -> Mismatch:
     """Compare the learner's ``actual`` with ``expected`` and say what differs."""
     if actual is None and expected is not None:
-        return _Mismatch(False, f"{where} is None (did you forget `return`?)", kind="type")
+        return Mismatch(False, f"{where} is None (did you forget `return`?)", kind="type")
     if _is_number_like(expected) and _is_number_like(actual):
         # a number in any correct form: a Python float, a NumPy scalar, a 0-d array
         expected = np.asarray(expected)[()]
         actual = np.asarray(actual)[()]
-    exp_arr = isinstance(expected, np.ndarray) or _is_tensor(expected)
-    if exp_arr:
-        if _is_tensor(expected) != _is_tensor(actual) or not (
-            isinstance(actual, np.ndarray) or _is_tensor(actual)
-        ):
-            return _Mismatch(
-                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}",
-                kind="type",
-            )
-        e, a = _to_numpy(expected), _to_numpy(actual)
-        if e.shape != a.shape:
-            return _Mismatch(
-                False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}",
-                kind="shape",
-            )
-        if e.dtype != a.dtype:
-            return _Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}",
-                             kind="dtype")
-        return _compare_values(e, a, rtol, atol, where, equal_nan)
+    if isinstance(expected, np.ndarray) or _is_tensor(expected):
+        return _compare_arrays(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, (bool, np.bool_)):
-        if not isinstance(actual, (bool, np.bool_)):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a bool",
-                             kind="type")
-        if bool(actual) != bool(expected):
-            return _Mismatch(
-                False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True, "value"
-            )
-        return _Mismatch(True, f"{where} is {bool(actual)}")
+        return _compare_bools(expected, actual, where)
     if isinstance(expected, (numbers.Number, np.number)):
-        if (
-            isinstance(actual, (np.ndarray,))
-            and actual.shape == ()
-            or (_is_tensor(actual) and actual.numel() == 1 and actual.dim() == 0)
-        ):
-            actual = _to_numpy(actual)[()]
-        if isinstance(actual, (bool, np.bool_)) or not isinstance(
-            actual, (numbers.Number, np.number)
-        ):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a number",
-                             kind="type")
-        return _compare_values(
-            np.asarray(expected), np.asarray(actual), rtol, atol, where, equal_nan, scalar=True
-        )
+        return _compare_numbers(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, (tuple, list)):
-        if not isinstance(actual, (tuple, list)):
-            return _Mismatch(
-                False, f"{where} is a {_typename(actual)}, expected a {_typename(expected)}",
-                kind="type",
-            )
-        if len(actual) != len(expected):
-            # a tuple's arity is its packing; a list's length is part of its value (indices)
-            return _Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}",
-                             kind="container" if isinstance(expected, tuple) else "length")
-        worst = _Mismatch(True, f"{where} matches", 0.0)
-        for i, (e, a) in enumerate(zip(expected, actual)):
-            r = _compare(e, a, rtol, atol, f"{where}[{i}]", equal_nan)
-            if not r.ok:
-                return r
-            if r.error >= worst.error:
-                worst = r
-        return worst
+        return _compare_sequences(expected, actual, rtol, atol, where, equal_nan)
     if isinstance(expected, dict):
-        if not isinstance(actual, dict):
-            return _Mismatch(False, f"{where} is a {_typename(actual)}, expected a dict",
-                             kind="type")
-        if set(actual) != set(expected):
-            missing = sorted(map(str, set(expected) - set(actual)))
-            extra = sorted(map(str, set(actual) - set(expected)))
-            return _Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}",
-                             kind="container")
-        worst = _Mismatch(True, f"{where} matches", 0.0)
-        for k in expected:
-            r = _compare(expected[k], actual[k], rtol, atol, f"{where}[{k!r}]", equal_nan)
-            if not r.ok:
-                return r
-            if r.error >= worst.error:
-                worst = r
-        return worst
+        return _compare_dicts(expected, actual, rtol, atol, where, equal_nan)
     try:
         same = bool(expected == actual)
     except Exception:  # noqa: BLE001
         same = False
     if not same:
-        return _Mismatch(False, f"{where} is {actual!r:.80}, expected {expected!r:.80}", 1.0, True,
-                         "value")
-    return _Mismatch(True, f"{where} equals the reference")
+        return Mismatch(False, f"{where} is {actual!r:.80}, expected {expected!r:.80}", 1.0, True,
+                        "value")
+    return Mismatch(True, f"{where} equals the reference")
+
+
+def _compare_arrays(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                    equal_nan: bool) -> Mismatch:
+    if _is_tensor(expected) != _is_tensor(actual) or not (
+        isinstance(actual, np.ndarray) or _is_tensor(actual)
+    ):
+        return Mismatch(
+            False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
+            kind="type",
+        )
+    e, a = _to_numpy(expected), _to_numpy(actual)
+    if e.shape != a.shape:
+        return Mismatch(
+            False, f"{where} has shape {tuple(a.shape)}, expected {tuple(e.shape)}",
+            kind="shape",
+        )
+    if e.dtype != a.dtype:
+        return Mismatch(False, f"{where} has dtype {a.dtype}, expected {e.dtype}",
+                        kind="dtype")
+    return _compare_values(e, a, rtol, atol, where, equal_nan)
+
+
+def _compare_bools(expected: Any, actual: Any, where: str) -> Mismatch:
+    if not isinstance(actual, (bool, np.bool_)):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a bool",
+                        kind="type")
+    if bool(actual) != bool(expected):
+        return Mismatch(
+            False, f"{where} is {bool(actual)}, expected {bool(expected)}", 1.0, True, "value"
+        )
+    return Mismatch(True, f"{where} is {bool(actual)}")
+
+
+def _compare_numbers(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                     equal_nan: bool) -> Mismatch:
+    if (
+        isinstance(actual, (np.ndarray,))
+        and actual.shape == ()
+        or (_is_tensor(actual) and actual.numel() == 1 and actual.dim() == 0)
+    ):
+        actual = _to_numpy(actual)[()]
+    if isinstance(actual, (bool, np.bool_)) or not isinstance(
+        actual, (numbers.Number, np.number)
+    ):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a number",
+                        kind="type")
+    return _compare_values(
+        np.asarray(expected), np.asarray(actual), rtol, atol, where, equal_nan, scalar=True
+    )
+
+
+def _compare_sequences(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                       equal_nan: bool) -> Mismatch:
+    if not isinstance(actual, (tuple, list)):
+        return Mismatch(
+            False, f"{where} is a {typename(actual)}, expected a {typename(expected)}",
+            kind="type",
+        )
+    if len(actual) != len(expected):
+        # a tuple's arity is its packing; a list's length is part of its value (indices)
+        return Mismatch(False, f"{where} has {len(actual)} items, expected {len(expected)}",
+                        kind="container" if isinstance(expected, tuple) else "length")
+    worst = Mismatch(True, f"{where} matches", 0.0)
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        r = compare_outputs(e, a, rtol, atol, f"{where}[{i}]", equal_nan)
+        if not r.ok:
+            return r
+        if r.error >= worst.error:
+            worst = r
+    return worst
+
+
+def _compare_dicts(expected: Any, actual: Any, rtol: float, atol: float, where: str,
+                   equal_nan: bool) -> Mismatch:
+    if not isinstance(actual, dict):
+        return Mismatch(False, f"{where} is a {typename(actual)}, expected a dict",
+                        kind="type")
+    if set(actual) != set(expected):
+        missing = sorted(map(str, set(expected) - set(actual)))
+        extra = sorted(map(str, set(actual) - set(expected)))
+        return Mismatch(False, f"{where} has keys missing {missing} / unexpected {extra}",
+                        kind="container")
+    worst = Mismatch(True, f"{where} matches", 0.0)
+    for k in expected:
+        r = compare_outputs(expected[k], actual[k], rtol, atol, f"{where}[{k!r}]", equal_nan)
+        if not r.ok:
+            return r
+        if r.error >= worst.error:
+            worst = r
+    return worst
 
 
 def _scalar(x: np.ndarray) -> Any:
@@ -289,7 +311,7 @@ def _compare_values(
     where: str,
     equal_nan: bool,
     scalar: bool = False,
-) -> _Mismatch:
+) -> Mismatch:
     if e.dtype.kind in "fc" or a.dtype.kind in "fc":
         e_bad, a_bad = ~np.isfinite(e), ~np.isfinite(np.asarray(a, dtype=np.complex128))
         if a_bad.any() or e_bad.any():
@@ -301,16 +323,16 @@ def _compare_values(
                 else:
                     n = int(a_bad.sum())
                     if n:
-                        return _Mismatch(False, f"{where} contains {n} NaN/inf value(s)",
+                        return Mismatch(False, f"{where} contains {n} NaN/inf value(s)",
                                          kind="nonfinite")
-                    return _Mismatch(False, f"{where} is finite where the reference is NaN/inf",
+                    return Mismatch(False, f"{where} is finite where the reference is NaN/inf",
                                      kind="nonfinite")
             keep = ~(e_bad | a_bad)
             e, a = e[keep], a[keep]
-    err = _rel_error(e, a, atol)
+    err = rel_error(e, a, atol)
     if err > rtol:
         if scalar:
-            return _Mismatch(
+            return Mismatch(
                 False,
                 f"{where} is {_scalar(a)!r}, expected {_scalar(e)!r} "
                 f"(relative error {err:.2g})",
@@ -318,7 +340,7 @@ def _compare_values(
                 True,
                 "value",
             )
-        return _Mismatch(
+        return Mismatch(
             False, f"{where}: relative error {err:.2g} > tolerance {rtol:g}", err, True, "value"
         )
-    return _Mismatch(True, f"relative error {err:.1g} <= {rtol:g}", err, True)
+    return Mismatch(True, f"relative error {err:.1g} <= {rtol:g}", err, True)

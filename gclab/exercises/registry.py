@@ -1,10 +1,22 @@
-"""The exercise registry: the author-side data classes, the catalogue and the hints."""
+"""The exercise registry: the author-side data classes, the catalogue and the hints.
+
+The lessons' content modules (``gclab/exercises/lessons/nbNN_slug.py``) register their
+exercises when they are imported, and they are imported on the first lookup (:func:`get`,
+:func:`exercises`, :func:`catalog`, :func:`hint`), not when the engine is: code that only runs
+learner calls (the sandbox of ``gclab grade``) never loads a lesson or torch. A content module
+that fails to import makes every lookup fail loudly (a silently missing lesson would make its
+checks disappear).
+"""
 
 
 import html
+import importlib
 import numbers
+import pkgutil
+import re
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -110,6 +122,32 @@ class Exercise:
 
 
 _REGISTRY: Dict[str, Exercise] = {}
+_CONTENT = re.compile(r"^nb\d\d_\w+$")
+_LESSONS = "gclab.exercises.lessons"
+_LOAD = threading.RLock()
+_LOADED: List[bool] = []  # [True] once every content module has been imported
+
+
+def content_modules() -> List[str]:
+    """Names of the content modules (``gclab.exercises.lessons.nbNN_slug``), sorted."""
+    lessons = importlib.import_module(_LESSONS)
+    return sorted(
+        f"{_LESSONS}.{m.name}"
+        for m in pkgutil.iter_modules(lessons.__path__) if _CONTENT.match(m.name)
+    )
+
+
+def _load_lessons() -> None:
+    """Import every content module, once (an import error propagates, on every lookup until
+    the module imports)."""
+    if _LOADED:
+        return
+    with _LOAD:
+        if _LOADED:
+            return
+        for name in content_modules():
+            importlib.import_module(name)
+        _LOADED.append(True)
 
 
 def register(exercise: Exercise) -> Exercise:
@@ -121,8 +159,15 @@ def register(exercise: Exercise) -> Exercise:
     return exercise
 
 
+def unregister(exercise_id: str) -> Exercise | None:
+    """Remove the exercise with this id from the catalog (tests register throw-away ones);
+    returns it, or None when there was none."""
+    return _REGISTRY.pop(exercise_id, None)
+
+
 def get(exercise_id: str) -> Exercise:
     """The registered :class:`Exercise` with this id (``KeyError`` naming close ids if none)."""
+    _load_lessons()
     try:
         return _REGISTRY[exercise_id]
     except KeyError:
@@ -157,9 +202,17 @@ class Catalog(list):
         )
 
 
+def exercises(notebook: str | None = None) -> List[Exercise]:
+    """Every registered :class:`Exercise` in order of registration; ``notebook`` keeps one
+    lesson's."""
+    _load_lessons()
+    return [e for e in _REGISTRY.values() if notebook is None or e.notebook == notebook]
+
+
 def catalog(notebook: str | None = None) -> Catalog:
     """Every registered exercise as ``(id, notebook, title)``, sorted by notebook then order of
     registration; ``notebook="00_receptive_fields"`` keeps one lesson's."""
+    _load_lessons()
     entries = [
         CatalogEntry(e.id, e.notebook, e.title)
         for e in _REGISTRY.values()

@@ -5,6 +5,7 @@ description of what it raised."""
 import io
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 #: Printing more than this many characters during one check fails it.
 MAX_PRINTED_CHARS = 100_000
@@ -27,14 +28,14 @@ class _TimeLimit(BaseException):
     in learner code cannot swallow it)."""
 
 
-class _CappedStream(io.TextIOBase):
+class CappedStream(io.TextIOBase):
     """A text stream that counts everything written and keeps only the first ``cap`` chars.
 
     It also collects what else the learner's calls of one check left behind: ``warnings``
     (``"RuntimeWarning: overflow encountered in exp (line 3)"``, the first few) with their
     count ``warned``, and ``changes`` (global settings a call changed, see
     :func:`gclab.exercises.globalstate.changed`). ``state``, when set, is the learner's snapshot
-    of the global settings: :func:`_guarded` runs each call in it and then puts the engine's back.
+    of the global settings: :func:`guarded` runs each call in it and then puts the engine's back.
     """
 
     def __init__(self, cap: int = SHOWN_PRINTED_CHARS) -> None:
@@ -66,9 +67,33 @@ class _CappedStream(io.TextIOBase):
     def text(self) -> str:
         return "".join(self._kept)
 
+    def fresh(self) -> "CappedStream":
+        """An empty stream for one call, in the same (learner's) global state."""
+        sub = CappedStream(self.cap)
+        sub.state = self.state
+        return sub
+
+    def add(self, text: str, count: int, warned: int = 0, warnings: Sequence[str] = (),
+            changes: Sequence[str] = ()) -> None:
+        """Take in what a call run elsewhere (another stream, a forked child, the sandbox)
+        printed (``text``: the first characters of ``count``), warned and changed."""
+        self.write(text)
+        self.count += max(0, count - len(text))
+        self.warned += warned
+        for w in warnings:
+            if w not in self.warnings and len(self.warnings) < 3:
+                self.warnings.append(w)
+        for c in changes:
+            if c not in self.changes:
+                self.changes.append(c)
+
+    def add_stream(self, other: "CappedStream") -> None:
+        """Take in everything ``other`` collected."""
+        self.add(other.text, other.count, other.warned, other.warnings, other.changes)
+
 
 @dataclass
-class _Outcome:
+class Outcome:
     value: Any = None
     error: BaseException | None = None
     timed_out: bool = False
@@ -79,7 +104,7 @@ def _can_use_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
-def _run_with_alarm(fn: Callable[[], Any], limit: float) -> _Outcome:
+def _run_with_alarm(fn: Callable[[], Any], limit: float) -> Outcome:
     state = {"active": True}
 
     def on_alarm(signum, frame):  # noqa: ARG001
@@ -93,7 +118,7 @@ def _run_with_alarm(fn: Callable[[], Any], limit: float) -> _Outcome:
     signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
     try:
         try:
-            return _Outcome(value=fn())
+            return Outcome(value=fn())
         finally:
             state["active"] = False
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -102,26 +127,30 @@ def _run_with_alarm(fn: Callable[[], Any], limit: float) -> _Outcome:
                 left = max(1e-3, old_delay - (time.monotonic() - start))
                 signal.setitimer(signal.ITIMER_REAL, left, old_interval)
     except _TimeLimit:
-        return _Outcome(timed_out=True)
+        return Outcome(timed_out=True)
     except (Exception, SystemExit) as exc:  # the learner's error, reported in the verdict
-        return _Outcome(error=exc, tb=_learner_frame(exc))
+        return Outcome(error=exc, tb=_learner_frame(exc))
 
 
-def _run_in_thread(fn: Callable[[], Any], limit: float) -> _Outcome:
-    box: Dict[str, _Outcome] = {}
+def _run_in_thread(fn: Callable[[], Any], limit: float) -> Outcome:
+    box: Dict[str, Outcome] = {}
 
     def target():
         try:
-            box["out"] = _Outcome(value=fn())
+            box["out"] = Outcome(value=fn())
         except BaseException as exc:  # noqa: BLE001 - reported in the verdict
-            box["out"] = _Outcome(error=exc, tb=_learner_frame(exc))
+            box["out"] = Outcome(error=exc, tb=_learner_frame(exc))
 
     worker = threading.Thread(target=target, daemon=True, name="gclab-check")
     worker.start()
     worker.join(limit)
     if worker.is_alive():
-        return _Outcome(timed_out=True)
+        return Outcome(timed_out=True)
     return box["out"]
+
+
+#: Files of the engine and the grader (not of the lessons): their frames are not the learner's.
+_ENGINE_FILE = re.compile(r"[/\\]gclab[/\\](exercises|grading)[/\\]\w+\.py$")
 
 
 def _learner_frame(exc: BaseException) -> str:
@@ -129,7 +158,7 @@ def _learner_frame(exc: BaseException) -> str:
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if "gclab/exercises/core" not in f.filename
+        if not _ENGINE_FILE.search(f.filename)
     ]
     if not frames:
         return ""
@@ -138,7 +167,7 @@ def _learner_frame(exc: BaseException) -> str:
     return f"line {f.lineno} in {f.name}{where}"
 
 
-def _guarded(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcome:
+def guarded(fn: Callable[[], Any], limit: float, out: CappedStream) -> Outcome:
     """Run ``fn()`` with a time limit, stdout/stderr captured into ``out`` and the warnings it
     issues recorded there (not printed: a warning is not something the learner printed). With
     ``out.state`` set, ``fn`` runs in that (the learner's) global state, what it changes there is
@@ -166,7 +195,7 @@ def _guarded(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcom
     return outcome
 
 
-def _record_warnings(caught: List[warnings.WarningMessage], out: _CappedStream) -> None:
+def _record_warnings(caught: List[warnings.WarningMessage], out: CappedStream) -> None:
     for w in caught:
         out.warned += 1
         if len(out.warnings) < 3:
@@ -176,7 +205,7 @@ def _record_warnings(caught: List[warnings.WarningMessage], out: _CappedStream) 
                 out.warnings.append(text)
 
 
-def _describe_error(outcome: _Outcome, limit: float) -> str:
+def describe_error(outcome: Outcome, limit: float) -> str:
     if outcome.timed_out:
         return (
             f"did not finish within the time limit of {limit:g} s "
@@ -201,29 +230,29 @@ APART_MEMORY = 2 << 30
 APART_SLACK = 2.0
 
 
-def _guarded_apart(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _Outcome:
-    """:func:`_guarded` in a forked child process that may map at most :data:`APART_MEMORY`
+def guarded_apart(fn: Callable[[], Any], limit: float, out: CappedStream) -> Outcome:
+    """:func:`guarded` in a forked child process that may map at most :data:`APART_MEMORY`
     more and is killed at the time limit: a loop in C that never looks at signals
     (``sum(range(10**12))``) or an allocation of terabytes ends there, not in the learner's
     process. What the call printed and warned comes back into ``out``. Where there is no fork
-    (not Linux, or no process may be started), it is :func:`_guarded`."""
+    (not Linux, or no process may be started), it is :func:`guarded`."""
     if not sys.platform.startswith("linux"):
-        return _guarded(fn, limit, out)
+        return guarded(fn, limit, out)
     read, write = os.pipe()
     try:
         pid = os.fork()
     except OSError:  # no process left to start (a sandbox's limit): run it here
         os.close(read)
         os.close(write)
-        return _guarded(fn, limit, out)
+        return guarded(fn, limit, out)
     if pid == 0:  # the child: run, send the outcome, and leave without cleaning up
         try:
             os.close(read)
             _cap_memory(APART_MEMORY)
-            sub = _CappedStream()
+            sub = CappedStream()
             sub.state = out.state
             with os.fdopen(write, "wb") as pipe:
-                pipe.write(_pack(_guarded(fn, limit, sub), sub))
+                pipe.write(_pack(guarded(fn, limit, sub), sub))
         finally:
             os._exit(0)
     os.close(write)
@@ -232,19 +261,15 @@ def _guarded_apart(fn: Callable[[], Any], limit: float, out: _CappedStream) -> _
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     if data is None:
-        return _Outcome(timed_out=True)
+        return Outcome(timed_out=True)
     if not data:
-        return _Outcome(error=MemoryError("the call ended its process (out of memory?)"))
+        return Outcome(error=MemoryError("the call ended its process (out of memory?)"))
     value, error, timed_out, tb, text, count, warned, warns = pickle.loads(data)
-    out.write(text)
-    out.count += max(0, count - len(text))
-    out.warned += warned
-    out.warnings.extend(w for w in warns if w not in out.warnings)
-    del out.warnings[3:]
-    return _Outcome(value=value, error=error, timed_out=timed_out, tb=tb)
+    out.add(text, count, warned, warns)
+    return Outcome(value=value, error=error, timed_out=timed_out, tb=tb)
 
 
-def _pack(outcome: _Outcome, sub: _CappedStream) -> bytes:
+def _pack(outcome: Outcome, sub: CappedStream) -> bytes:
     error, value = outcome.error, outcome.value
     try:
         pickle.dumps(error)

@@ -253,7 +253,7 @@ def grade(
     (``fallback``: the lesson to grade it as when its cells check no known exercise).
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
-    from gclab.exercises.registry import _REGISTRY
+    from gclab.exercises.registry import exercises as registered
     from gclab.grading.sandbox import limits_in_force
     from gclab.grading.trusted import run_and_grade
 
@@ -261,7 +261,7 @@ def grade(
     cells, meta = read_notebook(path)
     wanted = resolve_lesson(lesson) if lesson else None
     name, warnings = detect_lesson(path, cells, meta, wanted, fallback)
-    exercises = [e for e in _REGISTRY.values() if e.notebook == name]
+    exercises = registered(name) if name else []
     run = run_and_grade(cells, name, exercises, timeout, memory, use_bwrap=use_bwrap)
     g = Grade(str(path), name, run, _rows(exercises, run.verdicts, run.outcome),
               student_of(path), warnings)
@@ -271,10 +271,10 @@ def grade(
 
 
 def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
-    from gclab.exercises.registry import _REGISTRY
+    from gclab.exercises.registry import exercises as registered
     from gclab.grading.trusted import SandboxRun
 
-    exercises = [e for e in _REGISTRY.values() if lesson and e.notebook == lesson]
+    exercises = registered(lesson) if lesson else []
     g = Grade(str(path), lesson or "?", SandboxRun("error", error),
               _rows(exercises, {}, "error"), student_of(path), [], error)
     for r in g.rows:

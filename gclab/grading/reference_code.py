@@ -123,7 +123,7 @@ def forbidden_code(ex, trials) -> List[list]:
     """Code objects (file, line, name) that are gclab's implementation of ``ex``."""
     if ex.id in _FORBIDDEN:
         return _FORBIDDEN[ex.id]
-    from gclab.exercises.core import _run_reference
+    from gclab.exercises.trials import run_reference
 
     keys: Dict[tuple, str] = {}
     roots = set()
@@ -150,7 +150,7 @@ def forbidden_code(ex, trials) -> List[list]:
         trial = trials[0]
         sys.setprofile(hook)
         try:
-            _run_reference(ex, ex.reference, trial.case, trial.seed)
+            run_reference(ex, ex.reference, trial.case, trial.seed)
         except Exception:  # noqa: BLE001 - then only the reference itself is a tripwire
             pass
         finally:
@@ -177,7 +177,7 @@ def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
     of gclab's blocks (:data:`BLOCK_MODULES`) -- except in a block module that the lesson's
     own solution needs, directly or through the modules it imports (a helper such as
     ``Bottleneck`` keeps its module whole)."""
-    from gclab.exercises.core import _trials
+    from gclab.exercises.trials import trials
 
     found = set()
     needed: set = set()
@@ -192,7 +192,7 @@ def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
             if regions and _allowed(qual, filename, regions, imports):
                 needed.add(filename)
         blocks = {k[0] for k in _block_code()}
-        for filename, _line, qualname in forbidden_code(ex, _trials(ex)):
+        for filename, _line, qualname in forbidden_code(ex, trials(ex)):
             if filename in blocks:
                 found.add((filename, qualname))
     needed = _imported_closure(needed)

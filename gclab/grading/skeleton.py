@@ -1,7 +1,7 @@
 """A learner's module as data, and a data-only skeleton of it, for ``gclab grade``.
 
 In a learner's ``check`` the engine builds the module in-process and runs the exercise's
-``structure`` properties (and :func:`gclab.exercises.diagnose.describe_structure`) on it. The
+``structure`` properties (and :func:`gclab.exercises.structure.describe_structure`) on it. The
 trusted grader must not build it: the sandbox does, and sends back :func:`describe` -- the module
 tree (each submodule's path, its class's ``__module__``/``__qualname__`` and those of its bases,
 its own parameters and buffers as arrays). The grader turns that into :func:`rebuild`'s skeleton:

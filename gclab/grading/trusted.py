@@ -4,9 +4,11 @@ The learner's notebook runs in a sandbox (:mod:`gclab.grading.sandbox`). This mo
 grader's own process, decides which object answers which exercise, draws the cases, computes the
 references (and the registered mistakes, for the diagnosis) itself, sends only the *inputs* into
 the sandbox, and compares the outputs that come back -- as data (:mod:`gclab.grading.wire`) --
-with :func:`gclab.exercises.core._check`, the same code that gives a learner's ``check`` its
-verdict. The expected outputs never exist in the sandbox, so nothing there (a patched engine, a
-forged log, a function that walks the stack) can see or change them.
+with :func:`gclab.exercises.core.judge`, the same code that gives a learner's ``check`` its
+verdict; inside the sandbox the learner's object is called by the same code as in ``check``
+(:func:`gclab.exercises.calls.perform`; :class:`SandboxRunner` sends the requests). The
+expected outputs never exist in the sandbox, so nothing there (a patched engine, a forged log,
+a function that walks the stack) can see or change them.
 
 Which object: the object the notebook's ``check(id, obj)`` call handed in (the sandbox's
 ``check`` only records it); for an exercise of the lesson whose check never ran, the name the
@@ -36,22 +38,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from gclab.exercises.compare import _clone
-from gclab.exercises.running import _CappedStream, _Outcome
+from gclab.exercises.calls import Played, Request
+from gclab.exercises.core import judge
+from gclab.exercises.registry import Case, Exercise
+from gclab.exercises.running import CappedStream, Outcome
+from gclab.exercises.trials import check_property, trials
+from gclab.exercises.verdict import CheckItem, CheckResult
 from gclab.grading import wire
 from gclab.grading.reference_code import GCLAB_DIR, answer_code, checked_names, forbidden_code
 from gclab.grading.sandbox import Sandbox, SandboxBroken
 from gclab.grading.view import view_for
 
-_LOCK = threading.Lock()  # the engine's references use torch's global RNG: one thread at a time
-_CALL_SLACK = 20.0  # seconds a call may take beyond the exercise's own time limit
+#: The grader's lock: the engine's references use torch's global RNG, one thread at a time (a
+#: :class:`SandboxRunner` releases it while the sandbox works)
+LOCK = threading.Lock()
+#: Seconds a call into the sandbox may take beyond the exercise's own time limit.
+CALL_SLACK = 20.0
 _RUN_SECRET = secrets.token_hex(16)  # drawn once per grading process: the cases' seeds
 _SEEDS: Dict[str, Tuple[int, ...]] = {}  # exercise id -> its seeds in this process
 
 # --------------------------------------------------------------------------------------------
-# Running the learner's object in the sandbox, as core._check's runner
+# Running the learner's object in the sandbox: the runner of core.judge
 # --------------------------------------------------------------------------------------------
-class _Answer:
+class Answer:
     """Stands for the learner's object in the grader (callable when the object is)."""
 
     def __init__(self, target: dict, callable_: bool, type_name: str) -> None:
@@ -63,12 +72,22 @@ class _Answer:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # only the runner calls it, remotely
         raise RuntimeError("the learner's object lives in the sandbox")
 
+    def stand_in(self) -> Any:
+        """What core.judge sees as the learner's object (it only asks callable() and the
+        type)."""
+        if self.callable:
+            return self
+        return type(_safe_name(self.type_name), (), {})()
 
-def _stand_in(answer: _Answer) -> Any:
-    """What core._check sees as the learner's object (it only asks callable() and the type)."""
-    if answer.callable:
-        return answer
-    return type(_safe_name(answer.type_name), (), {})()
+
+def answer_in(box: Sandbox, target: dict) -> Answer | None:
+    """The sandbox's ``target`` (``{"check": id}`` or ``{"name": name}``) as the grader sees
+    it, or None when it is not there."""
+    box.send({"op": "describe", "target": target})
+    info, _ = box.receive(CALL_SLACK)
+    if not info.get("found"):
+        return None
+    return Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
 
 
 def _safe_name(name: str) -> str:
@@ -103,22 +122,30 @@ def _pickled(payload: Any) -> bytes | None:
         return None
 
 
-def _merge(kept: List[str], sent: Any, most: int, chars: int) -> None:
-    """Add the sandbox's strings in ``sent`` to ``kept`` (new ones only, at most ``most``)."""
-    for item in sent if isinstance(sent, list) else []:
-        if isinstance(item, str) and item[:chars] not in kept and len(kept) < most:
-            kept.append(item[:chars])
+def _strings(sent: Any, most: int, chars: int) -> List[str]:
+    """The sandbox's strings in ``sent`` (at most ``most``, each cut to ``chars``)."""
+    items = sent if isinstance(sent, list) else []
+    return [item[:chars] for item in items if isinstance(item, str)][:most]
 
 
-class _Remote:
-    """core._check's ``run_learner`` for one exercise: each trial is one request."""
+def _count(x: Any) -> int:
+    try:
+        return max(0, int(x))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
-    def __init__(self, box: Sandbox, answer: _Answer, forbidden: List[list]) -> None:
+
+class SandboxRunner:
+    """The :class:`gclab.exercises.runner.Runner` of ``gclab grade``: the learner's object lives
+    in the sandbox, each :class:`Request` is one message, and the worker performs it with
+    :func:`gclab.exercises.calls.perform` (the code ``check`` uses)."""
+
+    def __init__(self, box: Sandbox, answer: Answer, forbidden: List[list]) -> None:
         self.box = box
         self.answer = answer
         self.forbidden = forbidden
 
-    def _ask(self, ex, header: dict, payload: Any, out: _CappedStream) -> tuple:
+    def _ask(self, ex: Exercise, header: dict, payload: Any, out: CappedStream) -> tuple:
         """``(reply header, decoded data)``: the data decoded outside the batch's lock, within
         this submission's own time (a :class:`wire.WireError` when it could not be)."""
         # grader -> sandbox may be pickled (the grader's own objects, e.g. a network to probe);
@@ -135,95 +162,71 @@ class _Remote:
             **header,
         }
         value: Any = None
-        _LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
+        LOCK.release()  # the sandbox works; other notebooks' graders may compute meanwhile
         try:
             self.box.send(header, blob)
-            reply, data = self.box.receive(ex.time_limit + _CALL_SLACK)
+            reply, data = self.box.receive(ex.time_limit + CALL_SLACK)
             if data:
                 try:
                     value = wire.loads(data, self.box.deadline)
                 except wire.WireError as exc:
                     value = exc
         finally:
-            _LOCK.acquire()
-        text = str(reply.get("printed_text", ""))[:2000]
-        out.write(text)
-        try:
-            out.count += max(0, int(reply.get("printed", 0)) - len(text))
-            out.warned += max(0, int(reply.get("warned", 0)))
-        except (TypeError, ValueError, OverflowError):
-            pass
-        _merge(out.warnings, reply.get("warnings"), 3, 300)
-        _merge(out.changes, reply.get("changes"), 5, 200)
+            LOCK.acquire()
+        out.add(str(reply.get("printed_text", ""))[:2000], _count(reply.get("printed", 0)),
+                _count(reply.get("warned", 0)), _strings(reply.get("warnings"), 3, 300),
+                _strings(reply.get("changes"), 5, 200))
         if reply.get("reference") and self.answer.reference is None:
             self.answer.reference = str(reply["reference"])[:120]
         return reply, value
 
-    def _outcome(self, reply: dict, value: Any) -> Tuple[_Outcome, Any]:
+    def _outcome(self, reply: dict, value: Any) -> Tuple[Outcome, Any]:
         kind = reply.get("outcome")
         if kind == "ok":
             if isinstance(value, wire.WireError) or value is None:
                 why = f"its output could not be read ({value or 'no data'})"
-                return _Outcome(error=RuntimeError(why)), None
-            return _Outcome(value=None), value
+                return Outcome(error=RuntimeError(why)), None
+            return Outcome(value=None), value
         if kind == "timeout":
-            return _Outcome(timed_out=True), None
+            return Outcome(timed_out=True), None
         if kind == "error":
             exc = _exception(str(reply.get("type", "Exception")), str(reply.get("message", "")))
-            return _Outcome(error=exc, tb=str(reply.get("where", ""))), None
+            return Outcome(error=exc, tb=str(reply.get("where", ""))), None
         if kind == "unsendable":
             msg = "returned something that cannot be graded: " + str(reply.get("message", ""))
-            return _Outcome(error=_exception("ValueError", msg)), None
+            return Outcome(error=_exception("ValueError", msg)), None
         msg = str(reply.get("message", "")) or "the sandbox could not run it"
-        return _Outcome(error=_exception("RuntimeError", msg)), None
+        return Outcome(error=_exception("RuntimeError", msg)), None
 
-    def __call__(self, ex, obj, trial, out):
-        from gclab.exercises.core import _build_reference_module
-
-        case = trial.case
-        if ex.kind == "value":
-            call_it = bool(self.answer.callable and not callable(trial.expected))
-            reply, data = self._ask(ex, {"call_it": call_it}, None, out)
-            outcome, result = self._outcome(reply, data)
-            if result is not None:
-                outcome.value = _part(result, 1)[0]
-            return outcome, None, None, None
-        if ex.kind == "function":
-            snapshot = (_clone(case.args), _clone(case.kwargs))
-            # a case only a formula reaches runs apart in the sandbox (killed at the time limit)
-            header = {"apart": True} if case.closed_form else {}
-            reply, data = self._ask(ex, header, (case.args, case.kwargs), out)
-            outcome, result = self._outcome(reply, data)
-            if result is None:
-                return outcome, None, None, None
-            value, args, kwargs = _part(result, 3)
-            outcome.value = value
-            return outcome, snapshot, _rehydrate(snapshot, (args, kwargs)), None
-        ref = _build_reference_module(ex, ex.reference, case, trial.seed)
-        state = {k: v for k, v in ref.state_dict().items()}
-        payload = (case.args, case.kwargs, state, case.inputs)
-        reply, data = self._ask(ex, {}, payload, out)
-        if reply.get("outcome") == "build_error":
-            message = str(reply.get("message", ""))[:600]
-            layers = _layers(data, ref) if data is not None else None
-            if layers:  # as core._run_learner says it: which layer differs
-                return _Outcome(), None, None, (
-                    "its parameters do not load into the reference's state_dict: " + layers,
-                    layers,
-                )
-            return _Outcome(), None, None, message
+    def play(self, ex: Exercise, obj: Any, request: Request, out: CappedStream) -> Played:
+        """Send ``request`` to the sandbox; its reply as a :class:`Played` (the inputs as the
+        learner's code left them rebuilt here, modules from the grader's own copies)."""
+        header = {"call_it": request.call_it, "apart": request.apart}
+        payload = {
+            "value": None,
+            "function": (request.args, request.kwargs),
+            "module": (request.args, request.kwargs, dict(request.state or {}), request.inputs),
+        }[ex.kind]
+        reply, data = self._ask(ex, header, payload, out)
+        if reply.get("outcome") == "refused":
+            refusal = (str(reply.get("refusal", ""))[:40], str(reply.get("detail", ""))[:1000])
+            return Played(Outcome(), refusal, _skeleton(data) if data is not None else None)
         outcome, result = self._outcome(reply, data)
         if result is None:
-            return outcome, None, None, None
-        value, inputs = _part(result, 2)
-        outcome.value = value
-        kept = _clone(case.inputs)
-        return outcome, kept, _rehydrate(kept, inputs), None
+            return Played(outcome)
+        if ex.kind == "value":
+            outcome.value = _part(result, 1)[0]
+            return Played(outcome)
+        if ex.kind == "function":
+            outcome.value, args, kwargs = _part(result, 3)
+            sent = (request.args, request.kwargs)
+            return Played(outcome, inputs_after=_rehydrate(sent, (args, kwargs)))
+        outcome.value, inputs = _part(result, 2)
+        return Played(outcome, inputs_after=_rehydrate(request.inputs, inputs))
 
-
-    def build_skeleton(self, ex, case, out):
-        """core._check_structure's module: the sandbox builds the learner's module afresh and
-        sends its tree as data; this is its skeleton (no learner code), or None."""
+    def fresh_module(self, ex: Exercise, obj: Any, case: Case, out: CappedStream) -> Any:
+        """The sandbox builds the learner's module afresh and sends its tree as data; this is
+        its skeleton (no learner code), or None."""
         reply, data = self._ask(ex, {"op": "structure"}, (case.args, case.kwargs), out)
         if reply.get("outcome") != "ok" or data is None:
             return None
@@ -249,18 +252,6 @@ def _skeleton(data: Any) -> Any:
     try:
         return skeleton.rebuild(data)
     except Exception:  # noqa: BLE001 - a malformed description: no structure to check
-        return None
-
-
-def _layers(data: Any, ref: Any) -> str | None:
-    from gclab.exercises.diagnose import describe_structure
-
-    module = _skeleton(data)
-    if module is None:
-        return None
-    try:
-        return describe_structure(module, ref)
-    except Exception:  # noqa: BLE001
         return None
 
 
@@ -305,14 +296,12 @@ def secret_seeds(ex) -> Tuple[int, ...]:
 
 def _reference_passes(ex, seeds: Tuple[int, ...]) -> bool:
     """Whether the reference's own outputs on the cases of ``seeds`` have every property."""
-    from gclab.exercises.core import _check_property, _trials
-
     drawn = copy.copy(ex)
     drawn.seeds = seeds
     try:
-        for trial in _trials(drawn):
+        for trial in trials(drawn):
             for prop in ex.properties:
-                if not _check_property(ex, prop, trial.expected, trial.case)[0]:
+                if not check_property(ex, prop, trial.expected, trial.case)[0]:
                     return False
     except Exception:  # noqa: BLE001 - cases that break the reference are no cases
         return False
@@ -335,25 +324,19 @@ def in_view(keys: List[list], box: Sandbox) -> List[list]:
 def remote_check(box: Sandbox, ex, target: dict):
     """The verdict (a CheckResult) on the sandbox's ``target`` for exercise ``ex``, or None when
     the target is not there. Its cases are drawn with :func:`secret_seeds`."""
-    from gclab.exercises.core import _check, _trials
-
-    box.send({"op": "describe", "target": target})
-    info, _ = box.receive(_CALL_SLACK)
-    if not info.get("found"):
+    answer = answer_in(box, target)
+    if answer is None:
         return None
-    answer = _Answer(target, bool(info.get("callable")), str(info.get("type", "object")))
     drawn = copy.copy(ex)
     drawn.seeds = secret_seeds(ex)
-    with _LOCK:
-        forbidden = forbidden_code(ex, _trials(ex)) if ex.kind != "value" else []
+    with LOCK:
+        forbidden = forbidden_code(ex, trials(ex)) if ex.kind != "value" else []
         try:
-            result = _check(drawn, _stand_in(answer),
-                            run_learner=_Remote(box, answer, in_view(forbidden, box)))
+            result = judge(drawn, answer.stand_in(),
+                           runner=SandboxRunner(box, answer, in_view(forbidden, box)))
         except SandboxBroken:
             raise
         except Exception as exc:  # noqa: BLE001 - a reply that is not an answer: its verdict
-            from gclab.exercises.verdict import CheckItem, CheckResult
-
             why = f"the sandbox's reply could not be read ({type(exc).__name__})"
             return CheckResult(ex.id, ex.title, "failed", [CheckItem("ran", False, why)], why)
     if answer.reference:
@@ -399,7 +382,7 @@ def run_and_grade(
     run = SandboxRun("error")
     current = None  # the exercise being checked, if any
     start = time.monotonic()
-    with _LOCK:
+    with LOCK:
         answers = answer_code(exercises)
     view = view_for(lesson, answers)
     with Sandbox(timeout, memory, use_bwrap=use_bwrap, view=view) as box:
@@ -435,8 +418,6 @@ def run_and_grade(
             run.outcome = exc.outcome
             run.detail = exc.detail
             if current is not None:  # it broke while one of its calls ran: that one failed
-                from gclab.exercises.verdict import CheckItem, CheckResult
-
                 why = {"timed out": f"did not return within its time limit ({exc.detail})",
                        "kernel died": "the kernel died while it ran"}.get(
                     exc.outcome, f"the sandbox broke while it ran ({exc.detail})")

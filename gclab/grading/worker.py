@@ -11,10 +11,12 @@ serves the grader's requests until told to resume. At the end it says ``{"ev": "
 serves requests until ``{"op": "exit"}``.
 
 Requests: ``describe`` (is the target there, is it callable, its type name) and ``call`` (run
-the target on the inputs in the blob, with the exercise's time limit, and send back its output
-and the inputs as they are afterwards, as data; see :mod:`gclab.grading.wire`) and ``structure``
-(build a module afresh and send its tree as data, :func:`gclab.grading.skeleton.describe`, for
-the exercise's structure checks; a state_dict that does not load sends it too). The inputs
+the target on the inputs in the blob with the engine's :func:`gclab.exercises.calls.perform`,
+the code a learner's ``check`` uses, under the exercise's time limit, and send back its output
+and the inputs as they are afterwards, as data, see :mod:`gclab.grading.wire`; or why the module
+could not be used, ``"refused"``, with its tree when its state_dict does not load) and
+``structure`` (build a module afresh and send its tree as data,
+:func:`gclab.grading.skeleton.describe`, for the exercise's structure checks). The inputs
 always come from the grader (its cases, drawn from its secret seed). During a call a stub of
 the view that gets called, and the functions the grader names as the exercise's reference
 (a profiler, second line), are tripwires: the grader fails the exercise.
@@ -71,9 +73,10 @@ class Worker:
         self.serving = False
         pkg = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
         self.gclab_dir = pkg + os.sep
-        self.trusted_callers = {
+        self.trusted_callers = {  # the engine's lines that call the learner's object
             os.path.abspath(__file__),
             os.path.join(pkg, "exercises", "running.py"),
+            os.path.join(pkg, "exercises", "calls.py"),
         }
 
     # -- the channel --------------------------------------------------------------------------
@@ -122,7 +125,10 @@ class Worker:
         }
 
     def call(self, header: dict, blob: bytes):
-        from gclab.exercises.running import _CappedStream, _guarded, _guarded_apart
+        """Perform the grader's request on the target with the engine's own
+        :func:`gclab.exercises.calls.perform` (what ``check`` does); send back what it gave."""
+        from gclab.exercises.calls import perform
+        from gclab.exercises.running import CappedStream, guarded, guarded_apart
 
         found, obj = self.target(header)
         if not found:
@@ -131,40 +137,27 @@ class Worker:
         kind = header.get("kind")
         forbidden = {tuple(k) for k in header.get("forbidden", [])}
         hits: list = []
-        out = _CappedStream()
-        payload = pickle.loads(blob) if blob else ()  # the grader's own data
-        run = _guarded_apart if header.get("apart") else _guarded
+        out = CappedStream()
+        request = _request(kind, header, pickle.loads(blob) if blob else ())  # the grader's data
+        if request is None:
+            return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
+        run = guarded_apart if request.apart else guarded
 
-        def guarded(fn):
+        def guard(fn):
             return run(self._tripwired(fn, forbidden, hits), limit, out)
 
-        extra: dict = {}
-        if kind == "value":
-            outcome = guarded(obj) if header.get("call_it") else None
-            result = (obj,) if outcome is None else None
-        elif kind == "function":
-            args, kwargs = payload
-            outcome = guarded(lambda: obj(*args, **kwargs))
-            result = None
-        elif kind == "module":
-            args, kwargs, state, inputs = payload
-            built = guarded(lambda: obj(*args, **kwargs))
-            if built.error is not None or built.timed_out:
-                outcome = built
-            else:
-                outcome, extra = self._module(built.value, state, inputs, guarded)
-            result = None
-        else:
-            return {"outcome": "broken", "message": f"unknown kind {kind!r}"}, b""
-        tree = extra.pop("tree", b"")
-        reply = {**_left_behind(out), **extra}
+        played = perform(obj, request, guard)
+        reply = _left_behind(out)
         if hits:
             reply["reference"] = hits[0]
-        if extra.get("outcome"):
-            return reply, tree
-        if outcome is not None and outcome.timed_out:
+        if played.refusal is not None:
+            tree = self._tree(played.built, guard) if played.built is not None else b""
+            return {**reply, "outcome": "refused", "refusal": played.refusal[0],
+                    "detail": played.refusal[1][:1000]}, tree
+        outcome = played.outcome
+        if outcome.timed_out:
             return {**reply, "outcome": "timeout"}, b""
-        if outcome is not None and outcome.error is not None:
+        if outcome.error is not None:
             exc = outcome.error
             return {
                 **reply,
@@ -173,28 +166,44 @@ class Worker:
                 "message": str(exc)[:1000],
                 "where": outcome.tb[:300],
             }, b""
-        if result is None:
-            value = outcome.value
-            if kind == "function":
-                result = (value, args, kwargs)
-            elif kind == "module":
-                result = (value, inputs)
-            else:
-                result = (value,)
+        if kind == "function":
+            result = (outcome.value, *played.inputs_after)
+        elif kind == "module":
+            result = (outcome.value, played.inputs_after)
+        else:
+            result = (outcome.value,)
+        return self._data(reply, result, "the output is too large")
+
+    def _data(self, reply: dict, result, too_large: str):
         try:
             data = self.wire.dumps(result)
         except Exception as exc:  # noqa: BLE001
             return {**reply, "outcome": "unsendable", "message": str(exc)[:300]}, b""
         if len(data) > self.wire.MAX_BYTES:
-            return {**reply, "outcome": "unsendable", "message": "the output is too large"}, b""
+            return {**reply, "outcome": "unsendable", "message": too_large}, b""
         return {**reply, "outcome": "ok"}, data
+
+    def _tree(self, module, guard) -> bytes:
+        """The module's tree as data (:func:`gclab.grading.skeleton.describe`), or b"": the
+        grader names the layer that differs from the reference's."""
+        from gclab.grading import skeleton
+
+        tree = guard(lambda: skeleton.describe(module))
+        try:
+            if tree.error is None and not tree.timed_out:
+                data = self.wire.dumps(tree.value)
+                if len(data) <= self.wire.MAX_BYTES:
+                    return data
+        except Exception:  # noqa: BLE001
+            pass
+        return b""
 
     def structure(self, header: dict, blob: bytes):
         """Build the target afresh on the grader's arguments and send its tree as data
         (:func:`gclab.grading.skeleton.describe`): the grader checks its structure."""
         import torch
 
-        from gclab.exercises.running import _CappedStream, _guarded
+        from gclab.exercises.running import CappedStream, guarded
         from gclab.grading import skeleton
 
         found, obj = self.target(header)
@@ -203,17 +212,16 @@ class Worker:
         limit = float(header.get("time_limit", 5.0))
         forbidden = {tuple(k) for k in header.get("forbidden", [])}
         hits: list = []
-        out = _CappedStream()
+        out = CappedStream()
         args, kwargs = pickle.loads(blob) if blob else ((), {})
 
-        def guarded(fn):
-            return _guarded(self._tripwired(fn, forbidden, hits), limit, out)
+        def guard(fn):
+            return guarded(self._tripwired(fn, forbidden, hits), limit, out)
 
-        reply = {}
-        built = guarded(lambda: obj(*args, **kwargs))
+        built = guard(lambda: obj(*args, **kwargs))
         if built.error is None and not built.timed_out and isinstance(built.value,
                                                                      torch.nn.Module):
-            tree = guarded(lambda: skeleton.describe(built.value))
+            tree = guard(lambda: skeleton.describe(built.value))
         else:
             tree = None
         reply = _left_behind(out)
@@ -221,47 +229,7 @@ class Worker:
             reply["reference"] = hits[0]
         if tree is None or tree.error is not None or tree.timed_out:
             return {**reply, "outcome": "none"}, b""
-        try:
-            data = self.wire.dumps(tree.value)
-        except Exception as exc:  # noqa: BLE001
-            return {**reply, "outcome": "unsendable", "message": str(exc)[:300]}, b""
-        if len(data) > self.wire.MAX_BYTES:
-            return {**reply, "outcome": "unsendable", "message": "the module is too large"}, b""
-        return {**reply, "outcome": "ok"}, data
-
-    def _module(self, module, state, inputs, guarded):
-        import torch
-
-        if not isinstance(module, torch.nn.Module):
-            return None, {
-                "outcome": "build_error",
-                "message": f"building it gave a {_type_name(module)}, not an nn.Module",
-            }
-        from gclab.grading import skeleton
-
-        tree = guarded(lambda: skeleton.describe(module))  # as built, before the weights load
-        loaded = guarded(lambda: (module.load_state_dict(state, strict=True), module.eval()))
-        if loaded.error is not None or loaded.timed_out:
-            text = str(loaded.error).replace("\n\t", " ").replace("\n", " ")
-            extra = {
-                "outcome": "build_error",
-                "message": "its parameters do not match the reference's (names/shapes of the "
-                "state_dict): " + text[:400],
-            }
-            try:  # the grader says which layer differs from it (diagnose.describe_structure)
-                if tree.error is None and not tree.timed_out:
-                    data = self.wire.dumps(tree.value)
-                    if len(data) <= self.wire.MAX_BYTES:
-                        extra["tree"] = data
-            except Exception:  # noqa: BLE001
-                pass
-            return None, extra
-
-        def forward():
-            with torch.no_grad():
-                return module(*inputs)
-
-        return guarded(forward), {}
+        return self._data(reply, tree.value, "the module is too large")
 
     def _tripwired(self, fn, forbidden, hits):
         """``fn`` with the tripwires on: a call into gclab's stubs (the answer-free view's
@@ -334,6 +302,22 @@ class Worker:
         self.send({"ev": "end"})
         self.serving = True
         self.serve(until="exit")
+
+
+def _request(kind, header: dict, payload):
+    """The engine's :class:`~gclab.exercises.calls.Request` for the grader's message, or None
+    for a kind the engine does not know."""
+    from gclab.exercises.calls import Request
+
+    if kind == "value":
+        return Request("value", call_it=bool(header.get("call_it")))
+    if kind == "function":
+        args, kwargs = payload
+        return Request("function", args=args, kwargs=kwargs, apart=bool(header.get("apart")))
+    if kind == "module":
+        args, kwargs, state, inputs = payload
+        return Request("module", args=args, kwargs=kwargs, state=state, inputs=inputs)
+    return None
 
 
 def _left_behind(out) -> dict:

@@ -328,8 +328,8 @@ def remote_check(box: Sandbox, ex, target: dict):
     if answer is None:
         return None
     drawn = copy.copy(ex)
-    drawn.seeds = secret_seeds(ex)
-    with LOCK:
+    with LOCK:  # drawing the seeds runs the reference, which uses torch's global RNG
+        drawn.seeds = secret_seeds(ex)
         forbidden = forbidden_code(ex, trials(ex)) if ex.kind != "value" else []
         try:
             result = judge(drawn, answer.stand_in(),

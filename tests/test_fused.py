@@ -1,4 +1,4 @@
-"""The fused GC/SE/SNL forward + backward (gclab.nn._fused) computes what the plain
+"""The fused GC/SE/SNL forward + backward (gclab.nn.fast.fused) computes what the plain
 formulation computes, passes gradcheck in float64, and runs only where it should (eager
 training): TorchScript, tracing, torch.compile and inference take the plain formulation."""
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d, _fused
+from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d
+from gclab.nn.fast import fused as _fused
 from gclab.nn.framework import AttentionPooling, AveragePooling, Bottleneck
 
 C = 8

@@ -11,7 +11,7 @@ again at the end of that thread count's run (the best of both is kept):
 Every figure is then a **share of its peak**: its floor (the work at the peak) over its time.
 
 - Non-local: the FLOPs of one fwd+bwd counted by ``FlopCounterMode`` (torch's formulas and those
-  :mod:`gclab.nn.flops` registers), the fewest any implementation of the configuration counts;
+  :mod:`gclab.nn.fast.flops` registers), the fewest any implementation of the configuration counts;
 - GC / SE: the bytes that must move: the forward reads x and writes z, the backward reads g and
   x and writes dx, 5 tensors of (B, C, H, W) float32 (the forward alone: 2).
 
@@ -42,7 +42,7 @@ count only (it does not depend on threads).
 Implementations compared:
 
 - ``gclab``: the default blocks (``impl='auto'``; GC/SE/SNL train through the fused
-  forward + backward of :mod:`gclab.nn._fused`);
+  forward + backward of :mod:`gclab.nn.fast.fused`);
 - ``explicit``: gclab's reference path that builds the (N, N') attention (``impl='explicit'``);
 - ``mmcv``: mmcv-lite's ``NonLocal2d`` / ``ContextBlock`` when mmcv is installed;
 - ``timm``: timm's ``SEModule`` when timm is importable, else ``timm-style``: the SE block as

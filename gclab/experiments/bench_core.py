@@ -388,7 +388,7 @@ def remeasure_peaks(lim: Limits, cfg: Config) -> None:
 def count_flops(build: Callable[[], nn.Module], shape: Sequence[int]) -> float:
     """FLOPs of one forward + backward of ``build()`` on a float32 input of ``shape``, by
     ``torch.utils.flop_counter.FlopCounterMode`` (torch's formulas for mm/bmm/conv/SDPA and the
-    CPU flash-attention ones :mod:`gclab.nn.flops` registers). On the meta device (no
+    CPU flash-attention ones :mod:`gclab.nn.fast.flops` registers). On the meta device (no
     arithmetic) where the module runs there, else on CPU."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -23,9 +23,9 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import _fused
 from ._checks import check_bool, check_eps, check_input, check_int
 from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
+from .fast import fused
 
 DeviceLike = Union[torch.device, str, int, None]  # what torch.nn modules take as device=
 FUSIONS = ("mul", "add")  # the order in which fusion applies them
@@ -306,19 +306,19 @@ class GlobalContextFramework(nn.Module):
 
     @torch.jit.unused
     def _fusable(self, x: Tensor) -> bool:
-        # eager training with the stock poolings: one fused forward + backward (gclab.nn._fused)
+        # eager training with the stock poolings: one fused forward + backward (fast.fused)
         kind = type(self.context_modeling)
         if kind is not AttentionPooling and kind is not AveragePooling:
             return False
-        return _fused.usable(x, [self.context_modeling, self.transform])
+        return fused.usable(x, [self.context_modeling, self.transform])
 
     @torch.jit.unused
     def _fused_forward(self, x: Tensor) -> Tensor:
         pool = self.context_modeling
         if isinstance(pool, AttentionPooling):
             mask = pool.conv_mask
-            return _fused.global_context(x, mask.weight, mask.bias, self.transform)
-        return _fused.global_context(x, None, None, self.transform)
+            return fused.global_context(x, mask.weight, mask.bias, self.transform)
+        return fused.global_context(x, None, None, self.transform)
 
 
 def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:

@@ -53,7 +53,8 @@ _CHUNK_ELEMS = 1 << 18  # 1 MiB of float32: a chunk of g * x that stays in cache
 enabled = True  # False: always the plain formulation (e.g. for double backward)
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
+    """Whether torch.compile, torch.export or dynamo is tracing the code that calls this."""
     compiler = getattr(torch, "compiler", None)
     if compiler is None:
         return False
@@ -66,7 +67,7 @@ def _compiling() -> bool:
 
 def usable(x: Tensor, modules: Sequence[nn.Module]) -> bool:
     """Whether the fused Function should run: eager training on a contiguous 4-D input."""
-    if not enabled or not torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling():
+    if not enabled or not torch.is_grad_enabled() or torch.jit.is_tracing() or compiling():
         return False
     if x.dim() != 4 or not x.is_contiguous() or x.is_sparse or x.numel() == 0:
         return False

@@ -22,7 +22,7 @@ CORE_MODULES = {
     "gclab.nn.se_block",
     "gclab.nn.snl_block",
     "gclab.nn.non_local",
-    "gclab.nn.mmcv_compat",
+    "gclab.nn.mmcv.convert",
 }
 CORE = {n: o for n, o in PUBLIC.items() if o.__module__ in CORE_MODULES}
 BLOCKS = {n: o for n, o in CORE.items() if inspect.isclass(o) and issubclass(o, nn.Module)}

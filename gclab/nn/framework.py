@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_bool, check_eps, check_input, check_int
-from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
 from .fast import fused
+from .mmcv.keys import accept_context_block_keys
 
 DeviceLike = Union[torch.device, str, int, None]  # what torch.nn modules take as device=
 FUSIONS = ("mul", "add")  # the order in which fusion applies them
@@ -265,8 +265,8 @@ class GlobalContextFramework(nn.Module):
         self.context_modeling = context_modeling
         # keep a fixed order (mul before add) so state_dict keys are stable
         self.transform = nn.ModuleDict({k: transform[k] for k in FUSIONS if k in transform})
-        # state_dicts saved by mmcv's ContextBlock load directly (see gclab.nn.mmcv_compat)
-        self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
+        # state_dicts saved by mmcv's ContextBlock load directly (see gclab.nn.mmcv.convert)
+        self.register_load_state_dict_pre_hook(accept_context_block_keys)
 
     @property
     def fusions(self) -> Tuple[str, ...]:
@@ -319,7 +319,3 @@ class GlobalContextFramework(nn.Module):
             mask = pool.conv_mask
             return fused.global_context(x, mask.weight, mask.bias, self.transform)
         return fused.global_context(x, None, None, self.transform)
-
-
-def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
-    remap_state_dict_keys(state_dict, prefix, CONTEXT_BLOCK_KEYS)

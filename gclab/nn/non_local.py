@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_bool, check_choice, check_input, check_int
-from ._keys import NON_LOCAL_KEYS, remap_state_dict_keys
 from .fast.fused import compiling
 from .fast.non_local import (
     concatenation_attend,
@@ -18,6 +17,7 @@ from .fast.non_local import (
     gram_dot_product,
     softmax_attend,
 )
+from .mmcv.keys import accept_non_local_keys
 
 MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 # which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")
@@ -137,7 +137,7 @@ class _NonLocalNd(nn.Module):
         if norm == "bn":
             self.norm = _BN[self.spatial_dims](in_channels, **kw)
         self.reset_parameters()
-        self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
+        self.register_load_state_dict_pre_hook(accept_non_local_keys)
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self, std: float = 0.01) -> None:
@@ -406,10 +406,6 @@ def _conv1x1(weight: Tensor, bias: Optional[Tensor], xf: Tensor) -> Tensor:  # n
     if bias is None:
         return torch.bmm(w, xf)
     return torch.baddbmm(bias.unsqueeze(1), w, xf)
-
-
-def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
-    remap_state_dict_keys(state_dict, prefix, NON_LOCAL_KEYS)
 
 
 class NonLocal1d(_NonLocalNd):

@@ -37,7 +37,7 @@ import torch
 
 from gclab.experiments.bench import mmcv_blocks
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
-from gclab.nn.non_local import MODES
+from gclab.vocab import NON_LOCAL_MODES as MODES
 
 # bf16 keeps 8 mantissa bits; gaussian mode's unscaled x.x logits amplify rounding most
 TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}

@@ -25,7 +25,7 @@ from gclab.nn import (
     SEBlock,
     SimplifiedNonLocal2d,
 )
-from gclab.nn.non_local import MODES
+from gclab.vocab import NON_LOCAL_MODES as MODES
 
 C = 6
 SHAPES = {  # spatial sizes with even pooled dims and an odd one left over (3-D keeps T)

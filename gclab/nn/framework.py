@@ -23,12 +23,12 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_eps, check_input, check_int
+from ..vocab import FUSIONS, check_bool, check_eps, check_int
+from ._checks import check_input
 from .fast import fused
 from .mmcv.keys import accept_context_block_keys
 
 DeviceLike = Union[torch.device, str, int, None]  # what torch.nn modules take as device=
-FUSIONS = ("mul", "add")  # the order in which fusion applies them
 
 
 class AttentionPooling(nn.Module):

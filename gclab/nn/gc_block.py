@@ -7,38 +7,22 @@ from typing import Iterable, Union
 import torch
 from torch import nn
 
-from ._checks import bottleneck_width, check_bool, check_choice, check_eps, check_int
+from ..vocab import (
+    POOLINGS,
+    bottleneck_width,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_int,
+    parse_fusions,
+)
 from .framework import (
-    FUSIONS,
     AttentionPooling,
     AveragePooling,
     Bottleneck,
     DeviceLike,
     GlobalContextFramework,
 )
-
-POOLINGS = ("att", "avg")
-_FUSION_ALIASES = {"channel_add": "add", "channel_mul": "mul"}  # mmcv's names
-
-
-def parse_fusions(fusions: Union[str, Iterable[str]]) -> tuple:
-    """Normalise ``fusions`` to a non-empty tuple drawn from ('add', 'mul')."""
-    if isinstance(fusions, str):
-        fusions = (fusions,)
-    try:
-        names = tuple(fusions)
-    except TypeError:
-        raise TypeError(f"fusions must be a tuple such as ('add',), got {fusions!r}") from None
-    if not names:
-        raise ValueError("fusions must name at least one of 'add', 'mul', got an empty tuple")
-    out = []
-    for f in names:
-        f = _FUSION_ALIASES.get(f, f) if isinstance(f, str) else f
-        check_choice("fusion", f, FUSIONS)
-        if f in out:
-            raise ValueError(f"fusion {f!r} is listed twice in {names!r}")
-        out.append(f)
-    return tuple(out)
 
 
 class GCBlock(GlobalContextFramework):
@@ -135,5 +119,3 @@ class GCBlock(GlobalContextFramework):
             f"fusions={self.fusions}, layer_norm={self.layer_norm}{extra}"
         )
 
-
-__all__ = ["GCBlock", "parse_fusions", "POOLINGS"]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_choice, check_input, check_int
+from ..vocab import NON_LOCAL_MODES, check_bool, check_choice, check_int
+from ._checks import check_input
 from .fast.fused import compiling
 from .fast.non_local import (
     concatenation_attend,
@@ -19,7 +20,6 @@ from .fast.non_local import (
 )
 from .mmcv.keys import accept_non_local_keys
 
-MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 # which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")
 IMPLS = ("auto", "explicit", "fast")
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -109,7 +109,7 @@ class _NonLocalNd(nn.Module):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.reduction = check_int("reduction", reduction)
-        self.mode = check_choice("mode", mode, MODES)
+        self.mode = check_choice("mode", mode, NON_LOCAL_MODES)
         self.impl = check_choice("impl", impl, IMPLS)
         if norm is not None:
             check_choice("norm", norm, ("bn",))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import bottleneck_width, check_int
+from ..vocab import bottleneck_width, check_int
 from .framework import AveragePooling, Bottleneck, DeviceLike, GlobalContextFramework
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ..vocab import check_int
 from .framework import AttentionPooling, DeviceLike, GlobalContextFramework
 
 

@@ -48,6 +48,9 @@ class GCBlock(GlobalContextFramework):
             ``'channel_mul'`` are accepted too).
         layer_norm: keep the LayerNorm in the bottleneck (``False`` for the ablation).
         eps: the LayerNorm's epsilon, 1e-5 as torch and mmcv (timm's ``GlobalContext``: 1e-6).
+        impl: ``'auto'`` (default), ``'explicit'`` or ``'fused'``: the three steps as written,
+            or as one autograd Function with a hand-written backward (see
+            :class:`~gclab.nn.framework.GlobalContextFramework`, "Paths").
         device, dtype: where and in which float type to create the parameters, as torch.nn's
             own modules (``device='meta'`` builds without storage; then ``to_empty(device=...)``
             and :meth:`reset_parameters`).
@@ -82,6 +85,7 @@ class GCBlock(GlobalContextFramework):
         layer_norm: bool = True,
         planes: int | None = None,
         eps: float = 1e-5,
+        impl: str = "auto",
         device: DeviceLike = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -100,7 +104,7 @@ class GCBlock(GlobalContextFramework):
             f: Bottleneck(in_channels, width, layer_norm=layer_norm, eps=eps, **kw)
             for f in fusions
         }
-        super().__init__(in_channels, context_modeling, transform)
+        super().__init__(in_channels, context_modeling, transform, impl=impl)
         if ratio is None:  # what mmcv's ContextBlock would be given for this width
             ratio = 1 / 16 if planes is None else planes / in_channels
         self.ratio = ratio

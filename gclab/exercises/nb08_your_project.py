@@ -24,7 +24,7 @@ import torch
 
 from gclab.exercises.registry import Case, Exercise, Property, register
 from gclab.nn import GCBlock, fusion, insert_blocks, map_checkpoint_keys
-from gclab.nn.insert import _select_units
+from gclab.nn.insert import select_units
 
 from ._props import COUNT, count_is_int, counts_are_ints
 
@@ -130,7 +130,7 @@ register(Exercise(
 def ref_every_kth(n_units: int, k: int) -> List[int]:
     """Indices of the units of a stage with ``n_units`` units that get a block when every k-th
     unit gets one, counting from the first (``insert_blocks(..., units=k)``)."""
-    return _select_units(k, n_units, 0)
+    return select_units(k, n_units, 0)
 
 
 def wrong_every_kth_from_zero(n_units, k):

@@ -87,17 +87,17 @@ from gclab.experiments.bench_core import (
     Config,
     Limits,
     Row,
-    _available_gib,
-    _init_,
-    _median_row,
-    _nxn_estimate_gib,
     apply_floors,
+    available_gib,
     count_flops,
+    init_weights,
     interleaved_medians,
     matmul_floor_step,
     measure_group,
     measure_limits,
+    median_row,
     nl_matmul_flops,
+    nxn_estimate_gib,
     remeasure_peaks,
     use_clock,
 )
@@ -199,7 +199,7 @@ def machine_description() -> Dict[str, object]:
     d: Dict[str, object] = dict(cpu_description())
     d.update({
         "cores": os.cpu_count(),
-        "memory_available_gib": round(_available_gib(), 1),
+        "memory_available_gib": round(available_gib(), 1),
         "load_average_1_5_15": [round(v, 2) for v in load],
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -241,9 +241,9 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
     rows: List[Row] = []
     for size in sizes:
         n = size[0] * size[1]
-        est = _nxn_estimate_gib(b, n, n)
+        est = nxn_estimate_gib(b, n, n)
         skip: Dict[str, str] = {}
-        avail = _available_gib()
+        avail = available_gib()
         if est > cfg.max_gib or est > 0.8 * avail:
             why = (f"skipped: its (N, N) attention needs ~{est:.1f} GiB (--max-gib "
                    f"{cfg.max_gib}, {avail:.1f} GiB available)")
@@ -311,7 +311,7 @@ def gc_forward_vs_clone(cfg: Config, size: Tuple[int, int], threads: int) -> Lis
     """GC forward (no grad) against one ``x.clone()`` of the same input, interleaved."""
     c, b = cfg.channels, cfg.gc_batch
     x = torch.randn(b, c, *size, generator=torch.Generator().manual_seed(cfg.seed))
-    gc = _init_(GCBlock(c, ratio=1 / 16), cfg.seed)
+    gc = init_weights(GCBlock(c, ratio=1 / 16), cfg.seed)
 
     def fwd() -> None:
         with torch.no_grad():
@@ -321,7 +321,7 @@ def gc_forward_vs_clone(cfg: Config, size: Tuple[int, int], threads: int) -> Lis
         x.clone()
 
     times = interleaved_medians({"gclab": fwd, CLONE: clone}, 3 * cfg.repeats, 2)
-    rows = [_median_row(Row("gc_forward", name, b, c, size[0], size[1], threads=threads), ts)
+    rows = [median_row(Row("gc_forward", name, b, c, size[0], size[1], threads=threads), ts)
             for name, ts in times.items()]
     for r in rows:
         r.clone_ms = rows[1].time_ms
@@ -338,7 +338,7 @@ def run_numpy(cfg: Config, threads: int) -> List[Row]:
                     note=f"gclab.numpy not available: {e}")]
     c, b = cfg.channels, cfg.nl_batch
     h, w = cfg.numpy_size or (32, 32)
-    nl = _init_(NonLocal2d(c), cfg.seed).double()
+    nl = init_weights(NonLocal2d(c), cfg.seed).double()
     nl_explicit = copy.deepcopy(nl)
     nl_explicit.impl = "explicit"
     params = gnp.params_from_torch(nl)
@@ -361,7 +361,7 @@ def run_numpy(cfg: Config, threads: int) -> List[Row]:
     out_np = np_nl.forward(xn, params)[0]
     with torch.no_grad():
         err = float(np.abs(out_np - nl(x).numpy()).max())
-    rows = [_median_row(Row("numpy_nl", name, b, c, h, w, note="float64 forward",
+    rows = [median_row(Row("numpy_nl", name, b, c, h, w, note="float64 forward",
                             threads=threads), ts)
             for name, ts in interleaved_medians(steps, cfg.repeats, 1).items()]
     rows[0].note += f"; max abs(numpy - torch) = {err:.1e}"

@@ -114,7 +114,7 @@ class GCBlock(GlobalContextFramework):
         self.eps = eps
 
     def extra_repr(self) -> str:
-        # the historical repr, plus planes/eps where they say more than ratio does
+        # in_channels, ratio, pooling, fusions, layer_norm; planes/eps where they say more
         exact = self.planes == int(self.in_channels * self.ratio)
         extra = "" if exact else f", planes={self.planes}"
         extra += "" if self.eps == 1e-5 else f", eps={self.eps:g}"

@@ -160,7 +160,7 @@ def _check_stages(stages: Union[int, Iterable[int]]) -> Tuple[int, ...]:
     return out
 
 
-def _select_units(units: UnitsSpec, n: int, stage: int) -> List[int]:
+def select_units(units: UnitsSpec, n: int, stage: int) -> List[int]:
     """Indices of the units of a stage with ``n`` units that get a block."""
     if units is None:
         return list(range(n))
@@ -285,7 +285,7 @@ def insert_blocks(
     plan = []
     for s in stages:
         stage: nn.Sequential = getattr(model, f"layer{s}")
-        for i in _select_units(units, len(stage), s):
+        for i in select_units(units, len(stage), s):
             path = f"layer{s}.{i}"
             unit = stage[i]
             if position == "after_block":

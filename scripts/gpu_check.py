@@ -35,7 +35,7 @@ from typing import Dict, List
 
 import torch
 
-from gclab.experiments.bench import mmcv_blocks
+from gclab.experiments.bench_groups import mmcv_blocks
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
 from gclab.vocab import NON_LOCAL_MODES as MODES
 

@@ -325,24 +325,7 @@ def load_mmdet_gcnet(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    sd = _read(checkpoint, weights_only)
-    new_sd: OrderedDict[str, Tensor] = OrderedDict()
-    renamed: Dict[str, str] = {}
-    ignored: List[str] = []
-    source: Dict[str, str] = {}  # model key -> the checkpoint key loaded into it
-    for key, new in map_checkpoint_keys(model, sd).items():
-        if new is None:
-            ignored.append(key)
-            continue
-        if new in source:  # e.g. gclab's and mmcv's name for one tensor, both present
-            raise ValueError(
-                f"the checkpoint holds two keys for one model parameter: {source[new]!r} and "
-                f"{key!r} both load into {new!r}; keep one of them"
-            )
-        source[new] = key
-        if new != key:
-            renamed[key] = new
-        new_sd[new] = sd[key]
+    new_sd, renamed, ignored = _in_model_names(model, _read(checkpoint, weights_only))
     try:
         result = model.load_state_dict(new_sd, strict=False)
     except RuntimeError as err:
@@ -364,6 +347,31 @@ def load_mmdet_gcnet(
             f"{report}\n(pass strict=False to load what matches and inspect the report)"
         )
     return report
+
+
+def _in_model_names(
+    model: nn.Module, sd: Mapping[str, Tensor]
+) -> Tuple[OrderedDict[str, Tensor], Dict[str, str], List[str]]:
+    """The checkpoint ``sd`` under the model's key names (:func:`map_checkpoint_keys`), the
+    renamed keys (checkpoint key -> model key) and the ignored (non-backbone) keys."""
+    new_sd: OrderedDict[str, Tensor] = OrderedDict()
+    renamed: Dict[str, str] = {}
+    ignored: List[str] = []
+    source: Dict[str, str] = {}  # model key -> the checkpoint key loaded into it
+    for key, new in map_checkpoint_keys(model, sd).items():
+        if new is None:
+            ignored.append(key)
+            continue
+        if new in source:  # e.g. gclab's and mmcv's name for one tensor, both present
+            raise ValueError(
+                f"the checkpoint holds two keys for one model parameter: {source[new]!r} and "
+                f"{key!r} both load into {new!r}; keep one of them"
+            )
+        source[new] = key
+        if new != key:
+            renamed[key] = new
+        new_sd[new] = sd[key]
+    return new_sd, renamed, ignored
 
 
 __all__ = ["LoadReport", "load_mmdet_gcnet", "map_checkpoint_keys"]

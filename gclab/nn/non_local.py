@@ -201,35 +201,7 @@ class _NonLocalNd(nn.Module):
             return self.dot_product(theta_x, phi_x)
         return self.concatenation(theta_x, phi_x)
 
-    # ---------------------------------------------------------- the three steps
-    def _pool(self, t: Tensor) -> Tensor:
-        # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
-        if t.dim() == 3:  # as a 2-D pool: torch.export specialises max_pool1d's length
-            return F.max_pool2d(t.unsqueeze(-1), (2, 1)).squeeze(-1)
-        if t.dim() == 4:
-            return F.max_pool2d(t, 2)
-        return F.max_pool3d(t, (1, 2, 2))
-
-    def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
-
-        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
-        all B N positions); phi_x is a transposed view."""
-        theta_x, phi_x, g_x = self.embed_tokens(x)
-        return theta_x, phi_x.transpose(1, 2), g_x
-
-    def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
-
-        Builds the attention matrix. Returns y (B, Ci, *spatial) and the attention (B, N, N').
-        """
-        theta_x, phi_x, g_x = self.embed(x)
-        attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
-        y = torch.bmm(attention, g_x)  # (B, N, Ci)
-        # (B, Ci, *S) as a view of the bmm's result: transform reads it without a copy
-        return y.transpose(1, 2).unflatten(2, x.shape[2:]), attention
-
-    # ------------------------------------------- embeddings as tokens (both paths)
+    # ------------------------------------------------------------- embeddings
     def _pool_tokens(self, t: Tensor, x: Tensor) -> Tensor:
         # sub-sample keys held as tokens: (B, N, K) -> (B, N', K), unit stride on the last dim
         b, k = t.shape[0], t.shape[2]
@@ -251,7 +223,7 @@ class _NonLocalNd(nn.Module):
         return weight.reshape(3 * self.inter_channels, self.in_channels), torch.cat([tb, pb, gb])
 
     def embed_tokens(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The fast paths' embeddings as tokens with a unit stride on the last dim.
+        """theta, phi and g of x as tokens with a unit stride on the last dim (both paths).
 
         Returns q (B, N, Cq), k (B, N', Cq), v (B, N', Ci) with Cq = C in ``gaussian`` mode
         (q = k = x) and Ci otherwise. theta, phi and g are applied as one matrix product, so x
@@ -272,6 +244,34 @@ class _NonLocalNd(nn.Module):
             kv = self._pool_tokens(kv, x)
         return q, kv[:, :, :ci], kv[:, :, ci:]
 
+    def _pool(self, t: Tensor) -> Tensor:
+        # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
+        if t.dim() == 3:  # as a 2-D pool: torch.export specialises max_pool1d's length
+            return F.max_pool2d(t.unsqueeze(-1), (2, 1)).squeeze(-1)
+        if t.dim() == 4:
+            return F.max_pool2d(t, 2)
+        return F.max_pool3d(t, (1, 2, 2))
+
+    def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
+
+        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
+        all B N positions); phi_x is a transposed view."""
+        theta_x, phi_x, g_x = self.embed_tokens(x)
+        return theta_x, phi_x.transpose(1, 2), g_x
+
+    # ------------------------------------------------- 1. context modelling
+    def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
+
+        Builds the attention matrix. Returns y (B, Ci, *spatial) and the attention (B, N, N').
+        """
+        theta_x, phi_x, g_x = self.embed(x)
+        attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
+        y = torch.bmm(attention, g_x)  # (B, N, Ci)
+        # (B, Ci, *S) as a view of the bmm's result: transform reads it without a copy
+        return y.transpose(1, 2).unflatten(2, x.shape[2:]), attention
+
     def fast_context_modeling(self, x: Tensor) -> Tensor:
         r"""Step 1 without the (N, N') attention matrix; same :math:`y` as
         :meth:`context_modeling` (to rounding). The routes: :mod:`gclab.nn.fast.non_local`.
@@ -291,6 +291,47 @@ class _NonLocalNd(nn.Module):
             y = softmax_attend(q, k, v, scale)
         return y.transpose(1, 2).unflatten(2, x.shape[2:])
 
+    # ---------------------------------------------------------- 2. transform
+    def transform(self, y: Tensor) -> Tensor:
+        r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any).
+
+        The 1x1 conv runs as one matrix product on y's flattened positions (the same values
+        as ``self.conv_out(y)``, without the im2col copy of torch's CPU convolution)."""
+        w = self.conv_out.weight.reshape(self.in_channels, self.inter_channels)
+        out = _conv1x1(w, self.conv_out.bias, y.flatten(2)).unflatten(2, y.shape[2:])
+        if self.norm is not None:
+            out = self.norm(out)
+        return out
+
+    # ------------------------------------------------------------- 3. fusion
+    def forward(
+        self, x: Tensor, return_attention: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """z = x + W_z y (step 3, fusion by addition); y from the fast path unless the
+        attention is requested or ``impl='explicit'``. Shapes: (B, C, *S) -> (B, C, *S)."""
+        if not torch.jit.is_scripting():
+            self._check(x, return_attention)
+            check_choice("impl", self.impl, IMPLS)  # a plain attribute: catch typos set later
+        if return_attention:
+            if self.impl == "fast":
+                raise ValueError(
+                    "impl='fast' never builds the attention matrix; use impl='auto' or "
+                    "'explicit' to get it with return_attention=True"
+                )
+            y, attention = self.context_modeling(x)
+            return x + self.transform(y), attention
+        use_matrix = self.impl == "explicit"
+        if not torch.jit.is_scripting():
+            use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
+            if not use_matrix and self._gram_path(x):
+                return self.fast_dot_product(x)
+        if use_matrix:
+            y = self.context_modeling(x)[0]
+        else:
+            y = self.fast_context_modeling(x)
+        return x + self.transform(y)
+
+    # ------------------------------------------------ path choice, checks, repr
     def fast_dot_product(self, x: Tensor) -> Tensor:
         r"""The whole dot-product block as one input-dependent C x C map of x (no sub-sampling).
 
@@ -326,44 +367,6 @@ class _NonLocalNd(nn.Module):
                 and math.prod(x.shape[2:]) >= 2 * self.in_channels
                 and not torch.is_autocast_enabled(x.device.type)
                 and not (torch.jit.is_tracing() or compiling()))
-
-    def transform(self, y: Tensor) -> Tensor:
-        r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any).
-
-        The 1x1 conv runs as one matrix product on y's flattened positions (the same values
-        as ``self.conv_out(y)``, without the im2col copy of torch's CPU convolution)."""
-        w = self.conv_out.weight.reshape(self.in_channels, self.inter_channels)
-        out = _conv1x1(w, self.conv_out.bias, y.flatten(2)).unflatten(2, y.shape[2:])
-        if self.norm is not None:
-            out = self.norm(out)
-        return out
-
-    def forward(
-        self, x: Tensor, return_attention: bool = False
-    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """z = x + W_z y (step 3, fusion by addition); y from the fast path unless the
-        attention is requested or ``impl='explicit'``. Shapes: (B, C, *S) -> (B, C, *S)."""
-        if not torch.jit.is_scripting():
-            self._check(x, return_attention)
-            check_choice("impl", self.impl, IMPLS)  # a plain attribute: catch typos set later
-        if return_attention:
-            if self.impl == "fast":
-                raise ValueError(
-                    "impl='fast' never builds the attention matrix; use impl='auto' or "
-                    "'explicit' to get it with return_attention=True"
-                )
-            y, attention = self.context_modeling(x)
-            return x + self.transform(y), attention
-        use_matrix = self.impl == "explicit"
-        if not torch.jit.is_scripting():
-            use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
-            if not use_matrix and self._gram_path(x):
-                return self.fast_dot_product(x)
-        if use_matrix:
-            y = self.context_modeling(x)[0]
-        else:
-            y = self.fast_context_modeling(x)
-        return x + self.transform(y)
 
     @torch.jit.unused
     def _few_keys(self, x: Tensor) -> bool:

@@ -2,11 +2,12 @@
 
 A bare ``pip install gclab`` has torch, numpy and tqdm only. Every command and module that needs
 more imports it through :func:`require`, after its ``--help`` has been served, so that a missing
-package gives one line naming the extra to install instead of a traceback::
+package gives one line naming the extra to install instead of a traceback. Without the
+``course`` extra::
 
-    >>> np = require("numpy", extra="course", why="gclab grade")
-    >>> np.__name__
-    'numpy'
+    >>> nbformat = require("nbformat", why="gclab grade")  # doctest: +SKIP
+    MissingExtra: gclab grade needs the Python package 'nbformat', which is not installed:
+    pip install "gclab[course]"
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ from typing import Dict, List
 
 import torch
 
-from gclab.experiments.bench import mmcv_blocks
+from gclab.experiments.bench_groups import mmcv_blocks
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
-from gclab.nn.non_local import MODES
+from gclab.vocab import NON_LOCAL_MODES as MODES
 
 # bf16 keeps 8 mantissa bits; gaussian mode's unscaled x.x logits amplify rounding most
 TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -103,10 +103,13 @@ def check_equality(device: str, dtype: torch.dtype, size: int) -> List[Dict]:
                         ("SE", lambda: SEBlock(32, 1 / 4)),
                         ("SNL", lambda: SimplifiedNonLocal2d(32))):
         cpu = _randomise(build()).double()
-        dev = copy.deepcopy(cpu).to(device, dtype)
-        err = _rel_err(dev(x64.to(device, dtype)).cpu(), cpu(x64))
-        rows.append({"block": name, "dtype": str(dtype), "rel_err_vs_cpu_f64": err,
-                     "ok": err <= TOL[dtype]})
+        cpu.impl = "explicit"
+        for impl in ("explicit", "fused"):  # the three steps, and the one autograd Function
+            dev = copy.deepcopy(cpu).to(device, dtype)
+            dev.impl = impl
+            err = _rel_err(dev(x64.to(device, dtype)).detach().cpu(), cpu(x64).detach())
+            rows.append({"block": name, "impl": impl, "dtype": str(dtype),
+                         "rel_err_vs_cpu_f64": err, "ok": err <= TOL[dtype]})
     return rows
 
 
@@ -207,7 +210,8 @@ def main(argv: List[str] | None = None) -> int:
     for r in results["equality"]:
         err = r.get("rel_err_fast_vs_explicit", r.get("rel_err_vs_cpu_f64"))
         vs32 = f"  vs fp32 {r['rel_err_vs_fp32']:.2e}" if "rel_err_vs_fp32" in r else ""
-        print(f"{r['block']:<26} {r['dtype']:<15} rel err {err:.2e}{vs32} "
+        block = f"{r['block']} impl={r['impl']}" if "impl" in r else r["block"]
+        print(f"{block:<26} {r['dtype']:<15} rel err {err:.2e}{vs32} "
               f"{'ok' if r['ok'] else 'TOO LARGE'}  {r.get('sdpa_kernel', '')}")
     for r in results["timing"]:
         peak = f"peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else "peak (CUDA only)"

@@ -14,7 +14,7 @@ from torch import nn
 import gclab.nn
 
 PUBLIC = {name: getattr(gclab.nn, name) for name in gclab.nn.__all__}
-# the blocks and their pieces (issue 2); gclab.nn also exports placement/checkpoint helpers,
+# the blocks and their pieces; gclab.nn also exports placement/checkpoint helpers,
 # which need docstrings and type hints like any public name but compute no block equation
 CORE_MODULES = {
     "gclab.nn.framework",
@@ -22,7 +22,7 @@ CORE_MODULES = {
     "gclab.nn.se_block",
     "gclab.nn.snl_block",
     "gclab.nn.non_local",
-    "gclab.nn.mmcv_compat",
+    "gclab.nn.mmcv.convert",
 }
 CORE = {n: o for n, o in PUBLIC.items() if o.__module__ in CORE_MODULES}
 BLOCKS = {n: o for n, o in CORE.items() if inspect.isclass(o) and issubclass(o, nn.Module)}

@@ -16,7 +16,7 @@ import torch
 from _tol import dtype_name, tol
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gclab.experiments import bench, bench_core
+from gclab.experiments import bench, bench_core, bench_groups
 from gclab.nn import (
     GCBlock,
     NonLocal1d,
@@ -25,7 +25,7 @@ from gclab.nn import (
     SEBlock,
     SimplifiedNonLocal2d,
 )
-from gclab.nn.non_local import MODES
+from gclab.vocab import NON_LOCAL_MODES as MODES
 
 C = 6
 SHAPES = {  # spatial sizes with even pooled dims and an odd one left over (3-D keeps T)
@@ -281,7 +281,7 @@ def test_peak_bytes_sees_a_known_allocation():
 
 
 def test_timm_style_se_is_squeeze_excite():
-    se = _randomise(bench.TimmStyleSE(8, 2), 8).double()
+    se = _randomise(bench_groups.TimmStyleSE(8, 2), 8).double()
     ours = SEBlock(8, ratio=1 / 4).double()
     with torch.no_grad():
         for src, dst in ((se.fc1, ours.transform["mul"][0]), (se.fc2, ours.transform["mul"][3])):

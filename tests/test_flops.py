@@ -1,4 +1,4 @@
-"""FlopCounterMode counts the fused CPU attention of the fast Non-local path (gclab.nn.flops):
+"""FlopCounterMode counts the fused CPU attention of the fast Non-local path (gclab.nn.fast.flops):
 the same forward FLOPs as the explicit path; in the backward one more N x N' product (the
 flash kernel recomputes the scores)."""
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gclab.nn import NonLocal2d, flops
+from gclab.nn import NonLocal2d
+from gclab.nn.fast import flops
 
 
 def _count(nl, x, backward=False):

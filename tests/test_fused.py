@@ -1,4 +1,4 @@
-"""The fused GC/SE/SNL forward + backward (gclab.nn._fused) computes what the plain
+"""The fused GC/SE/SNL forward + backward (gclab.nn.fast.fused) computes what the plain
 formulation computes, passes gradcheck in float64, and runs only where it should (eager
 training): TorchScript, tracing, torch.compile and inference take the plain formulation."""
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d, _fused
+from gclab.nn import GCBlock, SEBlock, SimplifiedNonLocal2d
+from gclab.nn.fast import fused as _fused
 from gclab.nn.framework import AttentionPooling, AveragePooling, Bottleneck
 
 C = 8
@@ -31,29 +32,28 @@ def _randomise(m: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return m
 
 
-def _fwd_bwd(m, x, g, fused: bool, monkeypatch):
-    if not fused:
-        monkeypatch.setattr(_fused, "usable", lambda *a: False)
+def _fwd_bwd(m, x, g, fused: bool):
+    m.impl = "auto" if fused else "explicit"
     for p in m.parameters():
         p.grad = None
     x = x.detach().clone().requires_grad_()
     out = m(x)
     kind = type(out.grad_fn).__name__
     out.backward(g)
-    monkeypatch.undo()
+    m.impl = "auto"
     return out.detach(), x.grad, [p.grad.clone() for p in m.parameters()], kind
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)],
                          ids=["f64", "f32"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_fused_equals_plain(name, dtype, tol, monkeypatch):
+def test_fused_equals_plain(name, dtype, tol):
     m = _randomise(CASES[name]()).to(dtype)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, C, 5, 7, generator=gen, dtype=torch.float64).to(dtype)
     g = torch.randn(3, C, 5, 7, generator=gen, dtype=torch.float64).to(dtype)
-    out_f, dx_f, dp_f, kind_f = _fwd_bwd(m, x, g, True, monkeypatch)
-    out_p, dx_p, dp_p, kind_p = _fwd_bwd(m, x, g, False, monkeypatch)
+    out_f, dx_f, dp_f, kind_f = _fwd_bwd(m, x, g, True)
+    out_p, dx_p, dp_p, kind_p = _fwd_bwd(m, x, g, False)
     assert kind_f == "GlobalContextFunctionBackward" and kind_p != kind_f
     torch.testing.assert_close(out_f, out_p, rtol=tol, atol=tol)
     torch.testing.assert_close(dx_f, dx_p, rtol=tol, atol=tol)
@@ -152,10 +152,9 @@ def test_rowdot_with_two_threads_uses_bigger_chunks_same_values():
     torch.testing.assert_close(got, (a * b).sum(1))
 
 
-def test_disabled_gives_the_plain_path_with_double_backward(monkeypatch):
-    m = _randomise(GCBlock(C, 1 / 4, fusions=("mul", "add"))).double()
+def test_explicit_gives_the_plain_path_with_double_backward():
+    m = _randomise(GCBlock(C, 1 / 4, fusions=("mul", "add"), impl="explicit")).double()
     x = torch.randn(2, C, 3, 3, dtype=torch.float64, requires_grad=True)
-    monkeypatch.setattr(_fused, "enabled", False)
     out = m(x)
     assert type(out.grad_fn).__name__ != "GlobalContextFunctionBackward"
     (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)

@@ -24,6 +24,7 @@ from gclab.numpy import (
     se_block,
     snl_block,
 )
+from gclab.vocab import NON_LOCAL_MODES
 
 TOL = 1e-7  # centred differences, h=1e-5, float64, smooth functions of O(1) inputs
 
@@ -241,7 +242,7 @@ def test_se_and_snl_backward_numerically(rng):
     _check_block(snl_block, x, _random_params(snl, rng), rng)
 
 
-@pytest.mark.parametrize("mode", non_local.MODES)
+@pytest.mark.parametrize("mode", NON_LOCAL_MODES)
 @pytest.mark.parametrize("norm", [None, "bn"])
 def test_non_local_backward_numerically(mode, norm, rng):
     c, ci = 4, 2

@@ -253,7 +253,7 @@ def test_both_positions_in_one_unit_and_block_after_an_after_block_wrapper():
 def test_gclab_small_backbone():
     try:
         from gclab.experiments.models import SmallResNet
-    except ImportError as err:  # issue 4's backbone
+    except ImportError as err:  # the experiments' backbone
         pytest.skip(f"gclab.experiments.models is not available yet: {err}")
     model = SmallResNet().eval()
     x = torch.randn(2, 1, 16, 64)

@@ -1,4 +1,4 @@
-"""The PyTorch blocks behave the same whatever comes in (issue 9): an empty batch, a dtype that
+"""The PyTorch blocks behave the same whatever comes in: an empty batch, a dtype that
 is not the block's, a string where a bool belongs, a ratio that asks for a terabyte; and they
 take the options their peers (mmcv, timm, torch.nn) take: ``planes=``, ``eps=``, ``device=``,
 ``dtype=``. Truth: mmcv-lite's ContextBlock, torch's autograd, hand formulas."""
@@ -188,7 +188,7 @@ def test_gc_constructor_bools(make):
 def test_ratio_outside_0_1_is_refused_with_a_pointer_to_planes(cls, ratio):
     with raises(ValueError, "ratio must be a finite number > 0 and <= 1", f"got {ratio}",
                 "planes="):
-        cls(16, ratio=ratio)  # 1e9 used to try allocating ~1 TB
+        cls(16, ratio=ratio)  # 1e9 would ask for ~1 TB of weights
 
 
 @pytest.mark.parametrize("cls", [GCBlock, SEBlock])

@@ -27,9 +27,9 @@ ROOT = Path(gclab.__file__).resolve().parent  # .../gclab
 
 # module (relative to gclab/) -> the module it imports for its side effect, and why
 SIDE_EFFECT_IMPORTS = {
-    "nn/non_local.py": (
+    "nn/fast/non_local.py": (
         "flops",
-        "importing gclab.nn.flops registers FlopCounterMode formulas for SDPA on CPU",
+        "importing gclab.nn.fast.flops registers FlopCounterMode formulas for SDPA on CPU",
     ),
 }
 
@@ -139,7 +139,7 @@ def test_the_checker_sees_a_reexport_and_a_silenced_import():
     used = "from .registry import Case\nX = Case\n__all__ = ['Case', 'X']\n"
     assert reexported_names(used, "m.py") == []
     side_effect = "from . import flops as _flops  # noqa: F401 - registers formulas\n"
-    assert silenced_imports(side_effect, "nn/non_local.py") == []
+    assert silenced_imports(side_effect, "nn/fast/non_local.py") == []
     assert len(silenced_imports(side_effect, "nn/gc_block.py")) == 1
 
 

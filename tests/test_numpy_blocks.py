@@ -34,9 +34,10 @@ from gclab.numpy import (
     se_block,
     snl_block,
 )
+from gclab.vocab import NON_LOCAL_MODES
 
 FWD_TOL, BWD_TOL = 1e-10, 1e-8
-MODES = non_local.MODES
+MODES = NON_LOCAL_MODES
 NL_CLS = {1: gnn.NonLocal1d, 2: gnn.NonLocal2d, 3: gnn.NonLocal3d}
 NL_SHAPE = {1: (2, 6, 7), 2: (2, 6, 5, 4), 3: (2, 6, 3, 4, 5)}  # odd sizes: pooling floors
 GC_FUSIONS = (("add",), ("mul",), ("add", "mul"))

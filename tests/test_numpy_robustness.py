@@ -1,4 +1,4 @@
-"""The NumPy blocks under the inputs of issue 9: strings where bools belong, an empty batch,
+"""The NumPy blocks under awkward inputs: strings where bools belong, an empty batch,
 a wrong ``dout`` or cache in backward, the LayerNorm's eps. Truth: the PyTorch blocks (autograd)
 on the same params and config."""
 

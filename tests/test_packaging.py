@@ -176,8 +176,8 @@ DIST_OF = {"sklearn": "scikit-learn", "mmcv": "mmcv-lite", "yaml": "pyyaml", "IP
 UNDECLARED_OK = {"timm": "gclab bench compares with timm when present; it cannot be installed "
                          "beside the CPU torch here, so bench falls back to a timm-style SE"}
 # modules a bare install imports (the README quick start, gclab.nn, gclab.numpy, the CLI)
-BARE_MODULES = ("gclab/__init__.py", "gclab/cli.py", "gclab/_extras.py", "gclab/nn",
-                "gclab/numpy", "gclab/experiments/models")
+BARE_MODULES = ("gclab/__init__.py", "gclab/cli.py", "gclab/_extras.py", "gclab/vocab.py",
+                "gclab/nn", "gclab/numpy", "gclab/experiments/models")
 
 
 def _third_party_imports(path: Path):

@@ -9,6 +9,8 @@ gclab.experiments.analysis    attention maps, query-independence, FLOPs, latency
 gclab.experiments.reproduce   ``gclab reproduce``: the plan and the runs
 gclab.experiments.report      the comparisons (Welch intervals, verdicts), tables, figures
 gclab.experiments.bench       ``gclab bench``: the blocks against mmcv and timm (runs)
+gclab.experiments.bench_groups  the groups it times (Non-local, GC/SE, NumPy) and their peers
+gclab.experiments.bench_machine  the machine and code version it records
 gclab.experiments.bench_core  its timing, peak-memory and machine-limit primitives
 gclab.experiments.bench_report  its targets, tables, CSV and figure
 

@@ -11,7 +11,7 @@ again at the end of that thread count's run (the best of both is kept):
 Every figure is then a **share of its peak**: its floor (the work at the peak) over its time.
 
 - Non-local: the FLOPs of one fwd+bwd counted by ``FlopCounterMode`` (torch's formulas and those
-  :mod:`gclab.nn.flops` registers), the fewest any implementation of the configuration counts;
+  :mod:`gclab.nn.fast.flops` registers), the fewest any implementation of the configuration counts;
 - GC / SE: the bytes that must move: the forward reads x and writes z, the backward reads g and
   x and writes dx, 5 tensors of (B, C, H, W) float32 (the forward alone: 2).
 
@@ -42,12 +42,12 @@ count only (it does not depend on threads).
 Implementations compared:
 
 - ``gclab``: the default blocks (``impl='auto'``; GC/SE/SNL train through the fused
-  forward + backward of :mod:`gclab.nn._fused`);
+  forward + backward of :mod:`gclab.nn.fast.fused`);
 - ``explicit``: gclab's reference path that builds the (N, N') attention (``impl='explicit'``);
 - ``mmcv``: mmcv-lite's ``NonLocal2d`` / ``ContextBlock`` when mmcv is installed;
 - ``timm``: timm's ``SEModule`` when timm is importable, else ``timm-style``: the SE block as
-  timm builds it, reimplemented here (:class:`TimmStyleSE`: average pool -> 1x1 conv -> ReLU ->
-  1x1 conv -> sigmoid -> x * gate), and labelled so;
+  timm builds it, reimplemented in :class:`~gclab.experiments.bench_groups.TimmStyleSE`
+  (average pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> x * gate), and labelled so;
 - ``x.clone()``: one clone of the input, the unit of the GC/SE floor.
 
 Targets are printed as MET / NOT MET with the measured value, per thread count.
@@ -67,43 +67,36 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
 import torch
-from torch import Tensor, nn
 
 from gclab.experiments.bench_core import (
     CLONE,
-    FLOOR,
     Config,
     Limits,
     Row,
-    _available_gib,
-    _init_,
-    _median_row,
-    _nxn_estimate_gib,
     apply_floors,
-    count_flops,
-    interleaved_medians,
-    matmul_floor_step,
-    measure_group,
     measure_limits,
-    nl_matmul_flops,
     remeasure_peaks,
     use_clock,
 )
+from gclab.experiments.bench_groups import (
+    mmcv_blocks,
+    run_gc_se,
+    run_nonlocal,
+    run_numpy,
+    timm_layers,
+)
+from gclab.experiments.bench_machine import machine_description
 from gclab.experiments.bench_report import (
     Target,
-    cpu_description,
     evaluate_targets,
     format_limits,
     format_rows,
@@ -112,270 +105,6 @@ from gclab.experiments.bench_report import (
     plot_scaling,
     write_csv,
 )
-from gclab.nn import GCBlock, NonLocal2d, SEBlock
-
-
-# ----------------------------------------------------------------------------- references
-class TimmStyleSE(nn.Module):
-    r"""SE as timm's ``SEModule`` computes it (reimplemented: timm is not installed here).
-
-    .. math::  z = x \odot \sigma(W_2\,\mathrm{ReLU}(W_1\,\mathrm{avgpool}(x)))
-
-    ``W_1, W_2`` are 1x1 convs C -> P -> C with bias. Shapes: (B, C, H, W) -> (B, C, H, W).
-
-    Example::
-
-        >>> TimmStyleSE(64, planes=4)(torch.randn(2, 64, 8, 8)).shape
-        torch.Size([2, 64, 8, 8])
-    """
-
-    def __init__(self, channels: int, planes: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, planes, kernel_size=1)
-        self.fc2 = nn.Conv2d(planes, channels, kernel_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = x.mean((2, 3), keepdim=True)
-        gate = self.fc2(torch.relu(self.fc1(gate)))
-        return x * torch.sigmoid(gate)
-
-
-def mmcv_blocks():
-    """mmcv's (NonLocal2d, ContextBlock) classes, or None where mmcv is not installed."""
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from mmcv.cnn import ContextBlock
-            from mmcv.cnn import NonLocal2d as MmcvNonLocal2d
-        return MmcvNonLocal2d, ContextBlock
-    except Exception:  # noqa: BLE001 - any import failure means "not installed" here
-        return None
-
-
-def _timm():
-    try:
-        import timm.layers as layers  # type: ignore
-
-        return layers
-    except Exception:  # noqa: BLE001
-        return None
-
-
-ENV_SETTINGS = ("THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "KMP_AFFINITY", "OMP_PROC_BIND")
-
-
-def _code_version() -> str | None:
-    """The git commit of the gclab being measured (``+dirty`` with uncommitted changes under
-    ``gclab/``; docs being edited do not change what is measured)."""
-    import subprocess
-
-    from gclab import paths
-
-    root = str(paths.ROOT)
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
-                              capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "gclab"], cwd=root, timeout=10, capture_output=True, text=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-# when this module (and with it gclab) was imported: what a run measures, even if the
-# checkout moves on while a long ``--runs`` session is under way
-CODE_VERSION = _code_version()
-
-
-def machine_description() -> Dict[str, object]:
-    """CPU, cores, load and library versions."""
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    d: Dict[str, object] = dict(cpu_description())
-    d.update({
-        "cores": os.cpu_count(),
-        "memory_available_gib": round(_available_gib(), 1),
-        "load_average_1_5_15": [round(v, 2) for v in load],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.cuda.is_available(),
-        "code": CODE_VERSION,
-        # allocator and threading settings that change the timings (page faults, threads)
-        "environment": {k: v for k, v in os.environ.items()
-                        if k.startswith("MALLOC_") or k in ENV_SETTINGS},
-    })
-    try:
-        import mmcv
-
-        d["mmcv"] = mmcv.__version__
-    except Exception:  # noqa: BLE001
-        d["mmcv"] = None
-    timm = _timm()
-    d["timm"] = getattr(sys.modules.get("timm"), "__version__", None) if timm else None
-    return d
-
-
-# --------------------------------------------------------------------------------- groups
-def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool,
-                 gflops: Dict[int, float], nl_flops: Dict[Tuple[str, int], float]) -> List[Row]:
-    """One NL mode at every size. ``nl_flops`` is filled with the floor's work per (group, N):
-    the fewest fwd+bwd FLOPs any implementation counts (:func:`count_flops`). The older
-    yardstick of each row (``bmm_ms``): the six attention bmm of its size timed in the same
-    round-robin (embedded Gaussian, N <= 64x64), else their FLOPs at the rate measured at the
-    nearest smaller such size (``gflops``: N -> GFLOP/s, filled here)."""
-    group = {"embedded_gaussian": "nl_embedded", "dot_product": "nl_dot"}[mode]
-    c, b = cfg.channels, cfg.nl_batch
-    builders: Dict[str, Callable[[], nn.Module] | None] = {
-        "gclab": lambda: NonLocal2d(c, mode=mode),
-        "explicit": lambda: NonLocal2d(c, mode=mode, impl="explicit"),
-    }
-    if mmcv is not None:
-        builders["mmcv"] = lambda: mmcv[0](c, mode=mode)
-    rows: List[Row] = []
-    for size in sizes:
-        n = size[0] * size[1]
-        est = _nxn_estimate_gib(b, n, n)
-        skip: Dict[str, str] = {}
-        avail = _available_gib()
-        if est > cfg.max_gib or est > 0.8 * avail:
-            why = (f"skipped: its (N, N) attention needs ~{est:.1f} GiB (--max-gib "
-                   f"{cfg.max_gib}, {avail:.1f} GiB available)")
-            skip = {k: why for k in builders if k != "gclab"}
-        elif mode == "dot_product" and n > cfg.dot_peers_max_n:
-            skip = {k: "skipped: the (N, N) matrix costs as in nl_embedded; the growth target "
-                    "needs gclab only" for k in builders if k != "gclab"}
-        elif n >= 128 * 128 and "mmcv" in builders:  # explicit == mmcv's algorithm: time one
-            skip = {"explicit": "skipped at this size: the same (N, N) algorithm as mmcv"}
-        if (group, n) not in nl_flops:
-            counts = [count_flops(build, (b, c, *size)) for name, build in builders.items()
-                      if build is not None]
-            nl_flops[(group, n)] = min(counts) / 1e9
-        extra = {}
-        if mode == "embedded_gaussian" and n <= cfg.dot_peers_max_n:
-            extra[FLOOR] = matmul_floor_step(b, n, max(c // 2, 1), cfg.seed)
-        linear = mode == "dot_product" and n > cfg.dot_peers_max_n  # gclab's path alone
-        got = measure_group(group, builders, b, c, size, cfg, threads, memory, skip, extra,
-                            linear)
-        floor = next((r for r in got if r.impl == FLOOR), None)
-        if floor is not None:
-            floor.note = "six attention-shaped bmm N x N x C_i (fwd+bwd of the attention alone)"
-            gflops[n] = nl_matmul_flops(floor) / (floor.time_ms * 1e-3) / 1e9
-        near = [m for m in gflops if m <= n] or list(gflops)
-        rate = gflops[max(near)] if near else float("nan")
-        for r in got:
-            r.bmm_ms = floor.time_ms if floor else nl_matmul_flops(r) / (rate * 1e9) * 1e3
-        rows += got
-        _progress(got)
-    return rows
-
-
-def run_gc_se(cfg: Config, mmcv, timm, threads: int, memory: bool) -> List[Row]:
-    c, b = cfg.channels, cfg.gc_batch
-    planes = max(int(c / 16), 1)
-    gc: Dict[str, Callable[[], nn.Module] | None] = {
-        "gclab": lambda: GCBlock(c, ratio=1 / 16), CLONE: None,
-    }
-    if mmcv is not None:
-        gc["mmcv"] = lambda: mmcv[1](c, ratio=1 / 16)
-    se: Dict[str, Callable[[], nn.Module] | None] = {
-        "gclab": lambda: SEBlock(c, ratio=1 / 16),
-        CLONE: None,
-        "timm-style": lambda: TimmStyleSE(c, planes),
-    }
-    if timm is not None:
-        se["timm"] = lambda: timm.SEModule(c, rd_ratio=1 / 16)
-    rows: List[Row] = []
-    # a step is milliseconds and the clone noisier still: three times the repeats
-    many = dataclasses.replace(cfg, repeats=3 * cfg.repeats)
-    for size in cfg.gc_sizes:
-        for group, builders in (("gc", gc), ("se", se)):
-            got = measure_group(group, builders, b, c, size, many, threads, memory)
-            clone = next(r for r in got if r.impl == CLONE)
-            for r in got:
-                r.clone_ms = clone.time_ms
-            rows += got
-            _progress(got)
-        rows += gc_forward_vs_clone(cfg, size, threads)
-        _progress(rows[-2:])
-    return rows
-
-
-def gc_forward_vs_clone(cfg: Config, size: Tuple[int, int], threads: int) -> List[Row]:
-    """GC forward (no grad) against one ``x.clone()`` of the same input, interleaved."""
-    c, b = cfg.channels, cfg.gc_batch
-    x = torch.randn(b, c, *size, generator=torch.Generator().manual_seed(cfg.seed))
-    gc = _init_(GCBlock(c, ratio=1 / 16), cfg.seed)
-
-    def fwd() -> None:
-        with torch.no_grad():
-            gc(x)
-
-    def clone() -> None:
-        x.clone()
-
-    times = interleaved_medians({"gclab": fwd, CLONE: clone}, 3 * cfg.repeats, 2)
-    rows = [_median_row(Row("gc_forward", name, b, c, size[0], size[1], threads=threads), ts)
-            for name, ts in times.items()]
-    for r in rows:
-        r.clone_ms = rows[1].time_ms
-    return rows
-
-
-def run_numpy(cfg: Config, threads: int) -> List[Row]:
-    """The vectorised NumPy NL forward against torch's forward, float64, no grad."""
-    try:
-        import gclab.numpy as gnp
-        from gclab.numpy import non_local as np_nl
-    except ImportError as e:
-        return [Row("numpy_nl", "numpy", 0, 0, 0, 0, threads=threads,
-                    note=f"gclab.numpy not available: {e}")]
-    c, b = cfg.channels, cfg.nl_batch
-    h, w = cfg.numpy_size or (32, 32)
-    nl = _init_(NonLocal2d(c), cfg.seed).double()
-    nl_explicit = copy.deepcopy(nl)
-    nl_explicit.impl = "explicit"
-    params = gnp.params_from_torch(nl)
-    x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(cfg.seed))
-    x = x.double()
-    xn = x.numpy()
-
-    def torch_fwd(m: nn.Module) -> Callable[[], None]:
-        def f() -> None:
-            with torch.no_grad():
-                m(x)
-
-        return f
-
-    steps = {
-        "numpy": lambda: np_nl.forward(xn, params),
-        "torch": torch_fwd(nl),
-        "torch-explicit": torch_fwd(nl_explicit),
-    }
-    out_np = np_nl.forward(xn, params)[0]
-    with torch.no_grad():
-        err = float(np.abs(out_np - nl(x).numpy()).max())
-    rows = [_median_row(Row("numpy_nl", name, b, c, h, w, note="float64 forward",
-                            threads=threads), ts)
-            for name, ts in interleaved_medians(steps, cfg.repeats, 1).items()]
-    rows[0].note += f"; max abs(numpy - torch) = {err:.1e}"
-    _progress(rows)
-    return rows
-
-
-def _progress(rows: Sequence[Row]) -> None:
-    for r in rows:
-        what = f"{r.time_ms:9.1f} ms" if not math.isnan(r.time_ms) else r.note
-        print(f"  [{r.threads}t] {r.group:<11} {r.height}x{r.width:<4} {r.impl:<15} {what}",
-              file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------- main
@@ -460,7 +189,7 @@ def main(argv: List[str] | None = None) -> int:
 def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
              argv: List[str] | None) -> Tuple[Dict[str, object], Dict[int, List[Target]]]:
     """One full benchmark into ``out_dir``; returns the machine description and the targets."""
-    mmcv, timm = mmcv_blocks(), _timm()
+    mmcv, timm = mmcv_blocks(), timm_layers()
     machine = machine_description()
     arch = f", {machine['microarchitecture']}" if machine["microarchitecture"] else ""
     print(f"gclab bench on {machine['cpu_label']}{arch} ({machine['cores']} cores, torch "
@@ -469,13 +198,31 @@ def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
     print("mmcv " + (f"{machine['mmcv']}" if mmcv else "not installed: no mmcv columns"))
     if timm is None:
         print("timm not installed: SE is compared with 'timm-style', the SE of timm's SEModule "
-              "reimplemented in gclab.experiments.bench (avg pool -> conv -> ReLU -> conv -> "
-              "sigmoid -> x * gate)")
+              "reimplemented in gclab.experiments.bench_groups (avg pool -> conv -> ReLU -> "
+              "conv -> sigmoid -> x * gate)")
     t0 = time.perf_counter()
+    rows, limits = measure_all(cfg, mmcv, timm)
+    mem_rows = [r for r in rows if not math.isnan(r.peak_mib)]
+    targets: Dict[int, List[Target]] = {}
+    for threads in cfg.threads:
+        mine = [r for r in rows if r.threads == threads]
+        if threads != cfg.threads[0]:  # peak memory and NumPy are measured at the first only
+            mine += [r for r in rows if r.group == "numpy_nl"]
+        targets[threads] = evaluate_targets(_with_memory(mine, mem_rows), cfg)
+    machine["limits"] = [asdict(lim) for lim in limits.values()]
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    machine["seconds"] = round(time.perf_counter() - t0, 1)
+    machine["argv"] = list(argv) if argv is not None else sys.argv[1:]
+    write_results(out_dir, rows, limits, targets, machine, plot=not args.no_plot)
+    return machine, targets
+
+
+def measure_all(cfg: Config, mmcv, timm) -> Tuple[List[Row], Dict[int, Limits]]:
+    """Every group at every thread count of ``cfg``, each beside that thread count's limits
+    (measured before and after its groups). Returns the rows and the limits by thread count."""
     rows: List[Row] = []
     limits: Dict[int, Limits] = {}
     nl_flops: Dict[Tuple[str, int], float] = {}  # (group, N) -> GFLOP of the floor
-    targets: Dict[int, List[Target]] = {}
     saved_threads = torch.get_num_threads()
     try:
         for i, threads in enumerate(cfg.threads):
@@ -504,19 +251,15 @@ def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
     finally:
         torch.set_num_threads(saved_threads)
         use_clock("wall")
-    mem_rows = [r for r in rows if not math.isnan(r.peak_mib)]
-    for threads in cfg.threads:
-        mine = [r for r in rows if r.threads == threads]
-        if threads != cfg.threads[0]:  # peak memory and NumPy are measured at the first only
-            mine += [r for r in rows if r.group == "numpy_nl"]
-        targets[threads] = evaluate_targets(_with_memory(mine, mem_rows), cfg)
-    machine["limits"] = [asdict(lim) for lim in limits.values()]
-    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    machine["seconds"] = round(time.perf_counter() - t0, 1)
-    machine["argv"] = list(argv) if argv is not None else sys.argv[1:]
+    return rows, limits
 
+
+def write_results(out_dir: str, rows: List[Row], limits: Dict[int, Limits],
+                  targets: Dict[int, List[Target]], machine: Dict[str, object],
+                  plot: bool) -> None:
+    """Print the tables and write results.csv, machine.json, report.md (and scaling.png)."""
     parts = []
-    for threads in cfg.threads:
+    for threads in limits:
         parts += [f"### {threads} thread{'s' if threads > 1 else ''}", "",
                   format_limits(limits[threads]), "",
                   format_rows([r for r in rows if r.threads == threads]), ""]
@@ -531,14 +274,13 @@ def run_once(args: argparse.Namespace, cfg: Config, out_dir: str,
         json.dump(machine, f, indent=2)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(f"Machine: {json.dumps(machine)}\n\n{text}\n")
-    if not args.no_plot:
+    if plot:
         why_not = plot_scaling(rows, os.path.join(out_dir, "scaling.png"))
         if why_not:
             print(why_not)
         else:
             written.append("scaling.png")
     print(f"\nwrote {out_dir}/: {', '.join(written)} in {machine['seconds']} s")
-    return machine, targets
 
 
 def _update_limits(lim: Limits, rates: Dict[int, float], rows: Sequence[Row]) -> None:

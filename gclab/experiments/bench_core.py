@@ -213,12 +213,13 @@ class Config:
 CLONE = "x.clone()"
 
 
-def _nxn_estimate_gib(batch: int, n: int, n_keys: int) -> float:
+def nxn_estimate_gib(batch: int, n: int, n_keys: int) -> float:
+    """GiB of (B, N, N') float32 maps the explicit Non-local fwd+bwd holds at once."""
     # explicit fwd+bwd keeps ~4 (B, N, N') float32 tensors alive (logits, softmax, 2 grads)
     return 4 * batch * n * n_keys * 4 / GIB
 
 
-def _available_gib() -> float:
+def available_gib() -> float:
     """MemAvailable of /proc/meminfo in GiB (inf where unknown)."""
     try:
         with open("/proc/meminfo") as f:
@@ -230,7 +231,8 @@ def _available_gib() -> float:
     return float("inf")
 
 
-def _init_(module: nn.Module, seed: int) -> nn.Module:
+def init_weights(module: nn.Module, seed: int) -> nn.Module:
+    """Every parameter of ``module`` drawn from N(0, 0.02^2) with ``seed``, in place."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
@@ -253,7 +255,8 @@ def _repeats_for(cfg: Config, n: int, linear: bool = False) -> Tuple[int, int]:
     return cfg.repeats, 1
 
 
-def _median_row(row: Row, ts: Sequence[float]) -> Row:
+def median_row(row: Row, ts: Sequence[float]) -> Row:
+    """``row`` with its times from the repeats ``ts`` (seconds), in ms."""
     # time_ms: the fastest repeat (module docstring); the median and the slowest beside it
     row.time_ms = min(ts) * 1e3
     row.time_median_ms, row.time_max_ms = statistics.median(ts) * 1e3, max(ts) * 1e3
@@ -294,7 +297,7 @@ def measure_group(
             steps[name] = lambda: x.detach().clone()
             continue
         torch.manual_seed(cfg.seed)
-        steps[name] = fwd_bwd_step(_init_(build(), cfg.seed), x, grad)
+        steps[name] = fwd_bwd_step(init_weights(build(), cfg.seed), x, grad)
     repeats, warmup = _repeats_for(cfg, h * w, linear)
     if memory:  # the profiled step doubles as the warm-up
         for name, step in steps.items():
@@ -306,7 +309,7 @@ def measure_group(
         if warmup == 0:
             step()
     for name, ts in interleaved_medians(steps, repeats, warmup).items():
-        _median_row(rows[name], ts)
+        median_row(rows[name], ts)
     return list(rows.values())
 
 
@@ -388,7 +391,7 @@ def remeasure_peaks(lim: Limits, cfg: Config) -> None:
 def count_flops(build: Callable[[], nn.Module], shape: Sequence[int]) -> float:
     """FLOPs of one forward + backward of ``build()`` on a float32 input of ``shape``, by
     ``torch.utils.flop_counter.FlopCounterMode`` (torch's formulas for mm/bmm/conv/SDPA and the
-    CPU flash-attention ones :mod:`gclab.nn.flops` registers). On the meta device (no
+    CPU flash-attention ones :mod:`gclab.nn.fast.flops` registers). On the meta device (no
     arithmetic) where the module runs there, else on CPU."""
     from torch.utils.flop_counter import FlopCounterMode
 

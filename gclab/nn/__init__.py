@@ -1,6 +1,5 @@
 """PyTorch blocks of gclab: Non-local, Simplified NL, GC and SE, and the framework pieces."""
 
-from .checkpoints import LoadReport, load_mmdet_gcnet, map_checkpoint_keys
 from .framework import (
     AttentionPooling,
     AveragePooling,
@@ -10,7 +9,8 @@ from .framework import (
 )
 from .gc_block import GCBlock
 from .insert import InsertedBlock, InsertionSummary, insert_blocks
-from .mmcv_compat import from_mmcv, mmcv_to_gclab_state_dict
+from .mmcv.checkpoints import LoadReport, load_mmdet_gcnet, map_checkpoint_keys
+from .mmcv.convert import from_mmcv, mmcv_to_gclab_state_dict
 from .non_local import NonLocal1d, NonLocal2d, NonLocal3d
 from .se_block import SEBlock
 from .snl_block import SimplifiedNonLocal2d

@@ -1,104 +1,12 @@
-"""Input checks shared by every block: clear errors instead of silent broadcasting."""
+"""Tensor checks shared by every PyTorch block: clear errors instead of silent broadcasting.
+
+The scalar checks (ints, bools, choices, eps) both worlds share are in :mod:`gclab.vocab`.
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
 import torch
 from torch import Tensor
-
-
-def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is a bool (a string such as ``'no'`` would be truthy)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
-    return value
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-    return value
-
-
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
-def bottleneck_width(
-    in_channels: int, ratio: float | None = None, planes: int | None = None,
-    default_ratio: float = 1 / 16,
-) -> int:
-    """The bottleneck width P: ``planes`` if given, else ``int(in_channels * ratio)`` as mmcv's
-    ContextBlock computes it (``ratio`` defaults to ``default_ratio``).
-
-    ``ratio`` must be a number in (0, 1] (a fraction such as 1/16): a ratio above 1 would widen
-    the bottleneck past C (``ratio=1e9`` asks for a billion channels), so it is refused with a
-    pointer to ``planes=``, the explicit width. Passing both is allowed when they agree
-    (``int(C * ratio) == planes`` or ``C * ratio`` is ``planes`` up to rounding).
-    """
-    if planes is not None:
-        if isinstance(planes, bool) or not isinstance(planes, int):
-            raise TypeError(
-                f"planes must be an int (the bottleneck width), got {type(planes).__name__} "
-                f"({planes!r})"
-            )
-        if planes < 1:
-            raise ValueError(f"planes must be >= 1 (the bottleneck width), got {planes}")
-        if ratio is not None:
-            _check_ratio(ratio, in_channels)
-            implied = in_channels * ratio
-            if int(implied) != planes and not math.isclose(implied, planes, rel_tol=1e-9):
-                raise ValueError(
-                    f"ratio={ratio} and planes={planes} disagree for in_channels={in_channels} "
-                    f"(int({in_channels} * {ratio}) = {int(implied)}); pass only one of them"
-                )
-        return planes
-    if ratio is None:
-        ratio = default_ratio
-    _check_ratio(ratio, in_channels)
-    width = int(in_channels * ratio)
-    if width < 1:
-        raise ValueError(
-            f"ratio={ratio} gives a zero-width bottleneck for in_channels={in_channels} "
-            f"(int({in_channels} * {ratio}) = 0); use ratio >= 1/{in_channels} or planes=1"
-        )
-    return width
-
-
-def _check_ratio(ratio: object, in_channels: int) -> None:
-    if not _is_number(ratio):
-        raise TypeError(
-            f"ratio must be a float such as 1/16, got {type(ratio).__name__} ({ratio!r}); "
-            "for an explicit bottleneck width pass planes= (an int)"
-        )
-    if not math.isfinite(ratio) or not 0 < ratio <= 1:
-        raise ValueError(
-            f"ratio must be a finite number > 0 and <= 1, a fraction such as 1/16 "
-            f"(planes = int(C * ratio)), got "
-            f"{ratio}; for an explicit bottleneck width pass planes= (an int), e.g. "
-            f"planes={max(1, in_channels // 16)} for in_channels={in_channels}"
-        )
-
-
-def check_eps(name: str, value: object) -> float:
-    """Return ``value`` if it is a finite number > 0 (a LayerNorm/BatchNorm epsilon)."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a float such as 1e-5, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 such as 1e-5, got {value}")
-    return float(value)
 
 
 def check_input(

@@ -23,12 +23,14 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import _fused
-from ._checks import check_bool, check_eps, check_input, check_int
-from ._keys import CONTEXT_BLOCK_KEYS, remap_state_dict_keys
+from ..vocab import FUSIONS, check_bool, check_choice, check_eps, check_int
+from ._checks import check_input
+from .fast import fused
+from .mmcv.keys import accept_context_block_keys
 
 DeviceLike = Union[torch.device, str, int, None]  # what torch.nn modules take as device=
-FUSIONS = ("mul", "add")  # the order in which fusion applies them
+# which computation ``forward`` uses (see :class:`GlobalContextFramework`, "Paths")
+IMPLS = ("auto", "explicit", "fused")
 
 
 class AttentionPooling(nn.Module):
@@ -222,6 +224,8 @@ class GlobalContextFramework(nn.Module):
             (:class:`AttentionPooling` or :class:`AveragePooling`).
         transform: ``{"add": module, "mul": module}`` (either or both); each maps the context
             (B, C, 1, 1) to (B, C, 1, 1).
+        impl: ``'auto'`` (default), ``'explicit'`` or ``'fused'``: how :meth:`forward`
+            computes z (the plain attribute ``self.impl`` may be changed at any time).
 
     The named blocks are instances of it::
 
@@ -233,6 +237,17 @@ class GlobalContextFramework(nn.Module):
 
     ``forward(x, return_attention=True)`` also returns the attention matrix (B, N, N): the same
     row, the weights alpha over key positions, for every query (an expanded view, no copy).
+
+    **Paths.** ``'explicit'`` runs the three steps as written, and autograd differentiates them.
+    ``'fused'`` runs them as one ``torch.autograd.Function`` with a hand-written backward
+    (:mod:`gclab.nn.fast.fused`: the backward writes one full-size tensor, dx), which needs the
+    stock context modelling (:class:`AttentionPooling` or :class:`AveragePooling`), eager mode
+    (no TorchScript, tracing, ``torch.compile`` or ``torch.export``) and no attention output,
+    and whose backward is first-order (a double backward, e.g. a gradient penalty, needs
+    ``'explicit'``); where it cannot run it raises. ``'auto'`` takes the fused path in eager
+    training (autograd recording, something requiring grad, a contiguous input, the stock
+    poolings, no ``return_attention``) and the explicit one otherwise (inference, channels_last,
+    exporting). The paths agree to rounding (tests/test_gc_impl.py).
 
     Shapes: x (B, C, H, W) -> (B, C, H, W).
 
@@ -252,9 +267,11 @@ class GlobalContextFramework(nn.Module):
         in_channels: int,
         context_modeling: nn.Module,
         transform: Mapping[str, nn.Module],
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
+        self.impl = check_choice("impl", impl, IMPLS)
         if not isinstance(transform, Mapping) or len(transform) == 0:
             raise ValueError(
                 f"transform must be a non-empty mapping with keys in {FUSIONS}, got {transform!r}"
@@ -265,8 +282,10 @@ class GlobalContextFramework(nn.Module):
         self.context_modeling = context_modeling
         # keep a fixed order (mul before add) so state_dict keys are stable
         self.transform = nn.ModuleDict({k: transform[k] for k in FUSIONS if k in transform})
-        # state_dicts saved by mmcv's ContextBlock load directly (see gclab.nn.mmcv_compat)
-        self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
+        # state_dicts saved by mmcv's ContextBlock load directly (see gclab.nn.mmcv.convert)
+        self.register_load_state_dict_pre_hook(accept_context_block_keys)
+        if impl == "fused" and not self._stock_pooling():
+            raise ValueError(_fused_refusal(self._pooling_reason()))
 
     @property
     def fusions(self) -> Tuple[str, ...]:
@@ -286,8 +305,14 @@ class GlobalContextFramework(nn.Module):
         if not torch.jit.is_scripting():
             check_input(x, self.in_channels, self.spatial_dims, type(self).__name__, self)
             check_bool("return_attention", return_attention)
-            if not return_attention and self._fusable(x):
+            check_choice("impl", self.impl, IMPLS)  # a plain attribute: catch typos set later
+            if self._takes_fused(x, return_attention):
                 return self._fused_forward(x)
+        elif self.impl == "fused":
+            raise RuntimeError(
+                "impl='fused' runs a Python autograd.Function, which TorchScript cannot compile; "
+                "set impl='auto' or 'explicit' before torch.jit.script"
+            )
         # 1. context modelling: (B, C, H, W) -> (B, C, 1, 1), weights alpha (B, N)
         if return_attention:
             context, alpha = self.context_modeling.forward_with_attention(x)
@@ -305,21 +330,47 @@ class GlobalContextFramework(nn.Module):
         return out
 
     @torch.jit.unused
-    def _fusable(self, x: Tensor) -> bool:
-        # eager training with the stock poolings: one fused forward + backward (gclab.nn._fused)
-        kind = type(self.context_modeling)
-        if kind is not AttentionPooling and kind is not AveragePooling:
+    def _takes_fused(self, x: Tensor, return_attention: bool) -> bool:
+        # the class docstring's "Paths": explicit never, fused always (or an error), auto in
+        # eager training with the stock poolings
+        if self.impl == "explicit":
             return False
-        return _fused.usable(x, [self.context_modeling, self.transform])
+        if self.impl == "auto":
+            return (not return_attention and self._stock_pooling()
+                    and fused.usable(x, [self.context_modeling, self.transform]))
+        reason = None
+        if not self._stock_pooling():
+            reason = self._pooling_reason()
+        elif return_attention:
+            reason = "the fused Function never builds the attention map (return_attention=True)"
+        elif torch.jit.is_tracing() or fused.compiling():
+            reason = ("the fused path is a Python autograd.Function, which torch.jit.trace, "
+                      "torch.compile and torch.export do not record")
+        elif x.is_sparse:
+            reason = "the input is a sparse tensor"
+        if reason is not None:
+            raise ValueError(_fused_refusal(reason))
+        return True
+
+    @torch.jit.unused
+    def _stock_pooling(self) -> bool:
+        kind = type(self.context_modeling)
+        return kind is AttentionPooling or kind is AveragePooling
+
+    @torch.jit.unused
+    def _pooling_reason(self) -> str:
+        return (f"the context modelling is {type(self.context_modeling).__name__}, and the fused "
+                f"Function computes AttentionPooling or AveragePooling only")
 
     @torch.jit.unused
     def _fused_forward(self, x: Tensor) -> Tensor:
         pool = self.context_modeling
         if isinstance(pool, AttentionPooling):
             mask = pool.conv_mask
-            return _fused.global_context(x, mask.weight, mask.bias, self.transform)
-        return _fused.global_context(x, None, None, self.transform)
+            return fused.global_context(x, mask.weight, mask.bias, self.transform)
+        return fused.global_context(x, None, None, self.transform)
 
 
-def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
-    remap_state_dict_keys(state_dict, prefix, CONTEXT_BLOCK_KEYS)
+def _fused_refusal(reason: str) -> str:
+    return (f"impl='fused' cannot run here: {reason}; use impl='auto' (fused where it can "
+            f"run) or impl='explicit'")

@@ -7,38 +7,22 @@ from typing import Iterable, Union
 import torch
 from torch import nn
 
-from ._checks import bottleneck_width, check_bool, check_choice, check_eps, check_int
+from ..vocab import (
+    POOLINGS,
+    bottleneck_width,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_int,
+    parse_fusions,
+)
 from .framework import (
-    FUSIONS,
     AttentionPooling,
     AveragePooling,
     Bottleneck,
     DeviceLike,
     GlobalContextFramework,
 )
-
-POOLINGS = ("att", "avg")
-_FUSION_ALIASES = {"channel_add": "add", "channel_mul": "mul"}  # mmcv's names
-
-
-def parse_fusions(fusions: Union[str, Iterable[str]]) -> tuple:
-    """Normalise ``fusions`` to a non-empty tuple drawn from ('add', 'mul')."""
-    if isinstance(fusions, str):
-        fusions = (fusions,)
-    try:
-        names = tuple(fusions)
-    except TypeError:
-        raise TypeError(f"fusions must be a tuple such as ('add',), got {fusions!r}") from None
-    if not names:
-        raise ValueError("fusions must name at least one of 'add', 'mul', got an empty tuple")
-    out = []
-    for f in names:
-        f = _FUSION_ALIASES.get(f, f) if isinstance(f, str) else f
-        check_choice("fusion", f, FUSIONS)
-        if f in out:
-            raise ValueError(f"fusion {f!r} is listed twice in {names!r}")
-        out.append(f)
-    return tuple(out)
 
 
 class GCBlock(GlobalContextFramework):
@@ -64,6 +48,9 @@ class GCBlock(GlobalContextFramework):
             ``'channel_mul'`` are accepted too).
         layer_norm: keep the LayerNorm in the bottleneck (``False`` for the ablation).
         eps: the LayerNorm's epsilon, 1e-5 as torch and mmcv (timm's ``GlobalContext``: 1e-6).
+        impl: ``'auto'`` (default), ``'explicit'`` or ``'fused'``: the three steps as written,
+            or as one autograd Function with a hand-written backward (see
+            :class:`~gclab.nn.framework.GlobalContextFramework`, "Paths").
         device, dtype: where and in which float type to create the parameters, as torch.nn's
             own modules (``device='meta'`` builds without storage; then ``to_empty(device=...)``
             and :meth:`reset_parameters`).
@@ -98,6 +85,7 @@ class GCBlock(GlobalContextFramework):
         layer_norm: bool = True,
         planes: int | None = None,
         eps: float = 1e-5,
+        impl: str = "auto",
         device: DeviceLike = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -116,7 +104,7 @@ class GCBlock(GlobalContextFramework):
             f: Bottleneck(in_channels, width, layer_norm=layer_norm, eps=eps, **kw)
             for f in fusions
         }
-        super().__init__(in_channels, context_modeling, transform)
+        super().__init__(in_channels, context_modeling, transform, impl=impl)
         if ratio is None:  # what mmcv's ContextBlock would be given for this width
             ratio = 1 / 16 if planes is None else planes / in_channels
         self.ratio = ratio
@@ -126,7 +114,7 @@ class GCBlock(GlobalContextFramework):
         self.eps = eps
 
     def extra_repr(self) -> str:
-        # the historical repr, plus planes/eps where they say more than ratio does
+        # in_channels, ratio, pooling, fusions, layer_norm; planes/eps where they say more
         exact = self.planes == int(self.in_channels * self.ratio)
         extra = "" if exact else f", planes={self.planes}"
         extra += "" if self.eps == 1e-5 else f", eps={self.eps:g}"
@@ -135,5 +123,3 @@ class GCBlock(GlobalContextFramework):
             f"fusions={self.fusions}, layer_norm={self.layer_norm}{extra}"
         )
 
-
-__all__ = ["GCBlock", "parse_fusions", "POOLINGS"]

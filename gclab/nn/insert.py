@@ -268,6 +268,26 @@ def insert_blocks(
         raise ValueError(f"position must be one of {list(POSITIONS)}, got {position!r}")
     stages = _check_stages(stages)
     factory = _make_factory(block, block_kwargs)
+    _check_stages_exist(model, stages)
+    # check every unit first, so a bad model is refused before anything is changed
+    plan = [_place(stage, i, s, position)
+            for s, stage in ((s, getattr(model, f"layer{s}")) for s in stages)
+            for i in select_units(units, len(stage), s)]
+    summary = InsertionSummary(position)
+    for parent, name, host, path, channels in plan:
+        new = factory(channels)
+        _check_module(new, path)
+        ref = next(iter(host.parameters()), None)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        new.train(host.training)
+        setattr(parent, name, InsertedBlock(host, new, position))
+        n = sum(p.numel() for p in new.parameters())
+        summary.entries.append(Inserted(f"{path}.1", channels, _describe(new), n))
+    return model, summary
+
+
+def _check_stages_exist(model: nn.Module, stages: Sequence[int]) -> None:
     missing = [f"layer{s}" for s in stages if not isinstance(getattr(model, f"layer{s}", None),
                                                              nn.Sequential)]
     if missing:
@@ -281,46 +301,30 @@ def insert_blocks(
             f"{', '.join(missing)} (its children: {children}){hint}"
         )
 
-    # check every unit first, so a bad model is refused before anything is changed
-    plan = []
-    for s in stages:
-        stage: nn.Sequential = getattr(model, f"layer{s}")
-        for i in select_units(units, len(stage), s):
-            path = f"layer{s}.{i}"
-            unit = stage[i]
-            if position == "after_block":
-                if isinstance(unit, InsertedBlock):
-                    raise ValueError(f"{path} already has a block inserted after it")
-                plan.append((stage, str(i), unit, path, _unit_channels(unit, path)))
-                continue
-            if isinstance(unit, InsertedBlock):  # a block after the unit: look inside
-                unit, path = unit[0], path + ".0"
-            k = _last_conv_index(unit)
-            if k is None:
-                raise ValueError(
-                    f"{path} ({type(unit).__name__}) has no conv1/conv2/conv3 attributes, so "
-                    "'after_conv3' cannot find the last conv; use position='after_block'"
-                )
-            host_name = f"bn{k}" if isinstance(getattr(unit, f"bn{k}", None), nn.Module) \
-                else f"conv{k}"
-            host = getattr(unit, host_name)
-            if isinstance(host, InsertedBlock):
-                raise ValueError(f"{path}.{host_name} already has a block inserted after it")
-            plan.append((unit, host_name, host, f"{path}.{host_name}",
-                         _unit_channels(unit, path)))
 
-    summary = InsertionSummary(position)
-    for parent, name, host, path, channels in plan:
-        new = factory(channels)
-        _check_module(new, path)
-        ref = next(iter(host.parameters()), None)
-        if ref is not None:
-            new = new.to(device=ref.device, dtype=ref.dtype)
-        new.train(host.training)
-        setattr(parent, name, InsertedBlock(host, new, position))
-        n = sum(p.numel() for p in new.parameters())
-        summary.entries.append(Inserted(f"{path}.1", channels, _describe(new), n))
-    return model, summary
+def _place(stage: nn.Sequential, i: int, s: int, position: str) -> tuple:
+    """Where unit ``i`` of stage ``s`` gets its block: (parent, attribute name, host module,
+    host path, channels); a ValueError if it cannot get one."""
+    path = f"layer{s}.{i}"
+    unit = stage[i]
+    if position == "after_block":
+        if isinstance(unit, InsertedBlock):
+            raise ValueError(f"{path} already has a block inserted after it")
+        return (stage, str(i), unit, path, _unit_channels(unit, path))
+    if isinstance(unit, InsertedBlock):  # a block after the unit: look inside
+        unit, path = unit[0], path + ".0"
+    k = _last_conv_index(unit)
+    if k is None:
+        raise ValueError(
+            f"{path} ({type(unit).__name__}) has no conv1/conv2/conv3 attributes, so "
+            "'after_conv3' cannot find the last conv; use position='after_block'"
+        )
+    host_name = f"bn{k}" if isinstance(getattr(unit, f"bn{k}", None), nn.Module) \
+        else f"conv{k}"
+    host = getattr(unit, host_name)
+    if isinstance(host, InsertedBlock):
+        raise ValueError(f"{path}.{host_name} already has a block inserted after it")
+    return (unit, host_name, host, f"{path}.{host_name}", _unit_channels(unit, path))
 
 
 def inserted_blocks(model: nn.Module) -> List[Tuple[str, InsertedBlock]]:
@@ -342,5 +346,4 @@ __all__ = [
     "count_parameters",
     "insert_blocks",
     "inserted_blocks",
-    "select_units",
 ]

@@ -9,12 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import flops as _flops  # noqa: F401 - imported to register FLOP formulas for SDPA on CPU
-from ._checks import check_bool, check_choice, check_input, check_int
-from ._fused import _compiling
-from ._keys import NON_LOCAL_KEYS, remap_state_dict_keys
+from ..vocab import NON_LOCAL_MODES, check_bool, check_choice, check_int
+from ._checks import check_input
+from .fast.fused import compiling
+from .fast.non_local import (
+    concatenation_attend,
+    dot_product_attend,
+    gram_dot_product,
+    softmax_attend,
+)
+from .mmcv.keys import accept_non_local_keys
 
-MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 # which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")
 IMPLS = ("auto", "explicit", "fast")
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -63,19 +68,10 @@ class _NonLocalNd(nn.Module):
 
     **Fast paths.** The explicit path (:meth:`context_modeling`) builds the (B, N, N')
     attention matrix, which needs O(N N') memory: 2 GiB per sample at 128x128 in float32.
-    :meth:`fast_context_modeling` computes the same :math:`y` without it:
-
-    - ``gaussian`` / ``embedded_gaussian``: ``torch.nn.functional.scaled_dot_product_attention``
-      (``scale`` = :math:`1/\sqrt{C_i}` with ``use_scale`` in ``embedded_gaussian``, else 1),
-      O(N) memory on CPU (its flash kernel) and flash / memory-efficient kernels on GPU;
-    - ``dot_product``: associativity, :math:`y = \theta\,(\phi^\top g) / N'`, linear in N;
-      in eager mode, without sub-sampling and with :math:`C \le 2 C_i`, the whole block is
-      one C x C map of x built from x's Gram matrix (:meth:`fast_dot_product`), which reads
-      x twice and stores no embedding;
-    - ``concatenation``: sort the key terms :math:`b_j = w_\phi^\top\phi_j` once; then
-      :math:`\sum_j \mathrm{ReLU}(a_i + b_j)\, g_j = a_i G_i + (bG)_i` where :math:`G_i, (bG)_i`
-      are prefix sums of :math:`g_j` and :math:`b_j g_j` over the keys with
-      :math:`b_j > -a_i`: O((N + N') log(N + N') + (N + N') C_i) time, O((N + N') C_i) memory.
+    :meth:`fast_context_modeling` computes the same :math:`y` without it (SDPA in the softmax
+    modes, :math:`\theta\,(\phi^\top g) / N'` for ``dot_product``, sort + prefix sums for
+    ``concatenation``), and :meth:`fast_dot_product` the whole dot-product block from x's
+    Gram matrix: :mod:`gclab.nn.fast.non_local` holds the routes and their maths.
 
     ``impl='auto'`` uses the fast path unless the attention map is asked for
     (``return_attention=True`` always takes the explicit path) or, in eager mode, the map has
@@ -113,7 +109,7 @@ class _NonLocalNd(nn.Module):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.reduction = check_int("reduction", reduction)
-        self.mode = check_choice("mode", mode, MODES)
+        self.mode = check_choice("mode", mode, NON_LOCAL_MODES)
         self.impl = check_choice("impl", impl, IMPLS)
         if norm is not None:
             check_choice("norm", norm, ("bn",))
@@ -141,7 +137,7 @@ class _NonLocalNd(nn.Module):
         if norm == "bn":
             self.norm = _BN[self.spatial_dims](in_channels, **kw)
         self.reset_parameters()
-        self.register_load_state_dict_pre_hook(_accept_mmcv_keys)
+        self.register_load_state_dict_pre_hook(accept_non_local_keys)
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self, std: float = 0.01) -> None:
@@ -205,35 +201,7 @@ class _NonLocalNd(nn.Module):
             return self.dot_product(theta_x, phi_x)
         return self.concatenation(theta_x, phi_x)
 
-    # ---------------------------------------------------------- the three steps
-    def _pool(self, t: Tensor) -> Tensor:
-        # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
-        if t.dim() == 3:  # as a 2-D pool: torch.export specialises max_pool1d's length
-            return F.max_pool2d(t.unsqueeze(-1), (2, 1)).squeeze(-1)
-        if t.dim() == 4:
-            return F.max_pool2d(t, 2)
-        return F.max_pool3d(t, (1, 2, 2))
-
-    def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
-
-        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
-        all B N positions); phi_x is a transposed view."""
-        theta_x, phi_x, g_x = self.embed_tokens(x)
-        return theta_x, phi_x.transpose(1, 2), g_x
-
-    def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
-
-        Builds the attention matrix. Returns y (B, Ci, *spatial) and the attention (B, N, N').
-        """
-        theta_x, phi_x, g_x = self.embed(x)
-        attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
-        y = torch.bmm(attention, g_x)  # (B, N, Ci)
-        # (B, Ci, *S) as a view of the bmm's result: transform reads it without a copy
-        return y.transpose(1, 2).unflatten(2, x.shape[2:]), attention
-
-    # ------------------------------------------------------------ fast paths
+    # ------------------------------------------------------------- embeddings
     def _pool_tokens(self, t: Tensor, x: Tensor) -> Tensor:
         # sub-sample keys held as tokens: (B, N, K) -> (B, N', K), unit stride on the last dim
         b, k = t.shape[0], t.shape[2]
@@ -255,7 +223,7 @@ class _NonLocalNd(nn.Module):
         return weight.reshape(3 * self.inter_channels, self.in_channels), torch.cat([tb, pb, gb])
 
     def embed_tokens(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The fast paths' embeddings as tokens with a unit stride on the last dim.
+        """theta, phi and g of x as tokens with a unit stride on the last dim (both paths).
 
         Returns q (B, N, Cq), k (B, N', Cq), v (B, N', Ci) with Cq = C in ``gaussian`` mode
         (q = k = x) and Ci otherwise. theta, phi and g are applied as one matrix product, so x
@@ -276,121 +244,54 @@ class _NonLocalNd(nn.Module):
             kv = self._pool_tokens(kv, x)
         return q, kv[:, :, :ci], kv[:, :, ci:]
 
-    def _softmax_attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        # softmax(q k^T * scale) v without the (N, N') matrix; (B, N, Cq), (B, N', Cq), (B, N', Ci)
-        cq, ci = q.shape[-1], v.shape[-1]
-        if ci != cq:  # fused kernels want one head size: zero-pad v's channels, drop them after
-            v = F.pad(v, [0, cq - ci])
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale
-        )
-        return out[:, 0, :, :ci]
+    def _pool(self, t: Tensor) -> Tensor:
+        # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
+        if t.dim() == 3:  # as a 2-D pool: torch.export specialises max_pool1d's length
+            return F.max_pool2d(t.unsqueeze(-1), (2, 1)).squeeze(-1)
+        if t.dim() == 4:
+            return F.max_pool2d(t, 2)
+        return F.max_pool3d(t, (1, 2, 2))
 
-    def _concatenation_tokens(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        # y_i = sum_j ReLU(a_i + b_j) v_j / N'   with a = q w_theta, b = k w_phi.
-        # ReLU(a_i + b_j) > 0  <=>  c_j < a_i  with c = -b: sort c once; the keys that count for
-        # query i are a prefix of the sorted order, of length L_i = #{j: c_j < a_i}, so
-        # y_i = (a_i * prefix_sum(v)[L_i] + prefix_sum(b v)[L_i]) / N'.
-        w_theta, w_phi = self._concat_weights(q.shape[-1])
-        a = torch.matmul(q, w_theta)  # (B, N)
-        c_sorted, order = torch.sort(-torch.matmul(k, w_phi), dim=1)  # (B, N') ascending
-        ci = v.shape[-1]
-        v_sorted = torch.gather(v, 1, order.unsqueeze(2).expand(-1, -1, ci))
-        zero = v.new_zeros(v.shape[0], 1, ci)
-        sum_v = torch.cat([zero, torch.cumsum(v_sorted, dim=1)], dim=1)  # (B, N'+1, Ci)
-        bv = -c_sorted.unsqueeze(2) * v_sorted
-        sum_bv = torch.cat([zero, torch.cumsum(bv, dim=1)], dim=1)
-        idx = self._count_below(a, c_sorted).unsqueeze(2).expand(-1, -1, ci)
-        y = a.unsqueeze(2) * torch.gather(sum_v, 1, idx) + torch.gather(sum_bv, 1, idx)
-        return y / k.shape[1]
+    def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """theta_x (B, N, Ci), phi_x (B, Ci, N'), g_x (B, N', Ci) (``C`` for gaussian's).
 
-    def _count_below(self, a: Tensor, c: Tensor) -> Tensor:
-        # L_i = #{j: c_j < a_i} for (B, N) a and (B, N') c: sort a and c together and count the
-        # c's before each a (searchsorted would do, but ONNX has no such op). A tie a_i = c_j
-        # may count either way: its term (a_i + b_j) v_j is 0.
-        n = a.shape[1]
-        order = torch.argsort(torch.cat([a, c], dim=1), dim=1)  # (B, N + N')
-        is_c = (order >= n).to(torch.int64)
-        c_before = torch.cumsum(is_c, dim=1) - is_c  # c's strictly before each sorted slot
-        # slot of each a_i in the sorted order = inverse permutation of ``order``, first N
-        slots = torch.arange(order.shape[1], device=a.device).expand_as(order)
-        inverse = torch.scatter(torch.zeros_like(order), 1, order, slots)
-        return torch.gather(c_before, 1, inverse[:, :n])
+        The embeddings of :meth:`embed_tokens` (theta, phi and g as one matrix product over
+        all B N positions); phi_x is a transposed view."""
+        theta_x, phi_x, g_x = self.embed_tokens(x)
+        return theta_x, phi_x.transpose(1, 2), g_x
+
+    # ------------------------------------------------- 1. context modelling
+    def context_modeling(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""Step 1, explicit: :math:`y_i = \sum_j f(x_i, x_j) g(x_j) / \mathcal{C}(x)`.
+
+        Builds the attention matrix. Returns y (B, Ci, *spatial) and the attention (B, N, N').
+        """
+        theta_x, phi_x, g_x = self.embed(x)
+        attention = self.pairwise(theta_x, phi_x)  # (B, N, N')
+        y = torch.bmm(attention, g_x)  # (B, N, Ci)
+        # (B, Ci, *S) as a view of the bmm's result: transform reads it without a copy
+        return y.transpose(1, 2).unflatten(2, x.shape[2:]), attention
 
     def fast_context_modeling(self, x: Tensor) -> Tensor:
         r"""Step 1 without the (N, N') attention matrix; same :math:`y` as
-        :meth:`context_modeling` (to rounding). See "Fast paths" in the class docstring.
+        :meth:`context_modeling` (to rounding). The routes: :mod:`gclab.nn.fast.non_local`.
 
         Shapes: x (B, C, *spatial) -> y (B, Ci, *spatial).
         """
         q, k, v = self.embed_tokens(x)
         if self.mode == "dot_product":
-            # (theta phi^T) g = theta (phi^T g): a (Ci, Ci) matrix instead of (N, N')
-            y = torch.bmm(q, torch.bmm(k.transpose(1, 2), v)) / k.shape[1]
+            y = dot_product_attend(q, k, v)
         elif self.mode == "concatenation":
-            y = self._concatenation_tokens(q, k, v)
+            w_theta, w_phi = self._concat_weights(q.shape[-1])
+            y = concatenation_attend(q, k, v, w_theta, w_phi)
         else:
             scale = 1.0
             if self.mode == "embedded_gaussian" and self.use_scale:
                 scale = 1.0 / math.sqrt(self.inter_channels)
-            y = self._softmax_attend(q, k, v, scale)
+            y = softmax_attend(q, k, v, scale)
         return y.transpose(1, 2).unflatten(2, x.shape[2:])
 
-    def fast_dot_product(self, x: Tensor) -> Tensor:
-        r"""The whole dot-product block as one input-dependent C x C map of x (no sub-sampling).
-
-        With :math:`\theta_i = W_\theta x_i + b_\theta` (and :math:`\phi, g` alike):
-
-        .. math::
-
-            y_i = \frac{1}{N}\sum_j (\theta_i^\top\phi_j)\, g_j = K\theta_i, \qquad
-            K = \frac{1}{N}\sum_j g_j\phi_j^\top
-              = \frac{1}{N}\hat W_g \Big(\sum_j \hat x_j \hat x_j^\top\Big)\hat W_\phi^\top
-
-        (:math:`\hat x_j = [x_j; 1]`, :math:`\hat W = [W, b]`). **Context modelling**: K
-        (B, C_i, C_i) from the Gram matrix of x; **transform**: :math:`A = W_z K W_\theta`,
-        :math:`a = W_z K b_\theta + b_z`; **fusion**: :math:`z = x + A x + a` (with a norm:
-        :math:`x + \mathrm{BN}(A x + a)`). x is read twice (the Gram matrix, then
-        :math:`A x`) and no (B, N, C_i) embedding is stored, so time grows as N and memory stays
-        that of x. Used by ``impl='auto'``/``'fast'`` in eager mode when
-        :math:`C \le 2 C_i` (then the C x C products cost no more than the embeddings') and
-        :math:`N \ge 2C` (below that its fixed C x C products cost more than they save),
-        without ``sub_sample`` (max-pooling does not commute with :math:`W_\phi`) and outside
-        autocast. Shapes: (B, C, *S) -> (B, C, *S); equal to :meth:`context_modeling`'s
-        result to rounding (tests/test_fast_paths.py).
-        """
-        theta, phi, g = self.theta, self.phi, self.g
-        if theta is None or phi is None:  # never: dot_product has theta and phi
-            raise RuntimeError("dot_product needs theta and phi")
-        b, c, ci = x.shape[0], self.in_channels, self.inter_channels
-        xf = x.flatten(2)  # (B, C, N), a view
-        n = xf.shape[2]
-        gram = torch.bmm(xf, xf.transpose(1, 2))  # (B, C, C) = sum_j x_j x_j^T
-        total = xf.sum(2, keepdim=True)  # (B, C, 1) = sum_j x_j
-        corner = torch.full((b, 1, 1), float(n), dtype=gram.dtype, device=gram.device)
-        gram_hat = torch.cat([torch.cat([gram, total], 2),
-                              torch.cat([total.transpose(1, 2), corner], 2)], 1)
-        w_theta, w_phi, w_g = (torch.cat([m.weight.reshape(ci, c), m.bias.unsqueeze(1)], 1)
-                               for m in (theta, phi, g))  # (C_i, C + 1) each
-        k = torch.matmul(torch.matmul(w_g, gram_hat), w_phi.t()) / max(n, 1)  # (B, Ci, Ci)
-        a_hat = torch.matmul(torch.matmul(self.conv_out.weight.reshape(c, ci), k), w_theta)
-        a, bias = a_hat[:, :, :c], a_hat[:, :, c:]  # (B, C, C), (B, C, 1)
-        if self.conv_out.bias is not None:
-            bias = bias + self.conv_out.bias.reshape(1, c, 1)
-        if self.norm is None:  # x + A x + a = (I + A) x + a: one product, the residual in it
-            eye = torch.eye(c, dtype=a.dtype, device=a.device)
-            return torch.baddbmm(bias, a + eye, xf).reshape(x.shape)
-        return x + self.norm(torch.baddbmm(bias, a, xf).reshape(x.shape))
-
-    @torch.jit.unused
-    def _gram_path(self, x: Tensor) -> bool:
-        # fast_dot_product's conditions (its docstring); eager only, so graphs stay one path
-        return (self.mode == "dot_product" and not self.sub_sample
-                and self.in_channels <= 2 * self.inter_channels
-                and math.prod(x.shape[2:]) >= 2 * self.in_channels
-                and not torch.is_autocast_enabled(x.device.type)
-                and not (torch.jit.is_tracing() or _compiling()))
-
+    # ---------------------------------------------------------- 2. transform
     def transform(self, y: Tensor) -> Tensor:
         r"""Step 2: :math:`W_z y` (1x1 conv Ci -> C, then the norm if any).
 
@@ -402,6 +303,7 @@ class _NonLocalNd(nn.Module):
             out = self.norm(out)
         return out
 
+    # ------------------------------------------------------------- 3. fusion
     def forward(
         self, x: Tensor, return_attention: bool = False
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -429,11 +331,48 @@ class _NonLocalNd(nn.Module):
             y = self.fast_context_modeling(x)
         return x + self.transform(y)
 
+    # ------------------------------------------------ path choice, checks, repr
+    def fast_dot_product(self, x: Tensor) -> Tensor:
+        r"""The whole dot-product block as one input-dependent C x C map of x (no sub-sampling).
+
+        **Context modelling** and **transform** give A (B, C, C) and a (B, C, 1) from the Gram
+        matrix of x (:func:`gclab.nn.fast.non_local.gram_dot_product`); **fusion**:
+        :math:`z = x + A x + a` (with a norm: :math:`x + \mathrm{BN}(A x + a)`). x is read twice
+        and no (B, N, C_i) embedding is stored, so time grows as N and memory stays that of x.
+        Used by ``impl='auto'``/``'fast'`` in eager mode when :math:`C \le 2 C_i` (then the
+        C x C products cost no more than the embeddings') and :math:`N \ge 2C` (below that its
+        fixed C x C products cost more than they save), without ``sub_sample`` (max-pooling
+        does not commute with :math:`W_\phi`) and outside autocast. Shapes: (B, C, *S) ->
+        (B, C, *S); equal to the explicit path to rounding (tests/test_fast_paths.py).
+        """
+        theta, phi, g = self.theta, self.phi, self.g
+        if theta is None or phi is None:  # never: dot_product has theta and phi
+            raise RuntimeError("dot_product needs theta and phi")
+        c, ci = self.in_channels, self.inter_channels
+        w_theta, w_phi, w_g = (torch.cat([m.weight.reshape(ci, c), m.bias.unsqueeze(1)], 1)
+                               for m in (theta, phi, g))  # (C_i, C + 1) each
+        a, bias = gram_dot_product(x, w_theta, w_phi, w_g,
+                                   self.conv_out.weight.reshape(c, ci), self.conv_out.bias)
+        xf = x.flatten(2)
+        if self.norm is None:  # x + A x + a = (I + A) x + a: one product, the residual in it
+            eye = torch.eye(c, dtype=a.dtype, device=a.device)
+            return torch.baddbmm(bias, a + eye, xf).reshape(x.shape)
+        return x + self.norm(torch.baddbmm(bias, a, xf).reshape(x.shape))
+
+    @torch.jit.unused
+    def _gram_path(self, x: Tensor) -> bool:
+        # fast_dot_product's conditions (its docstring); eager only, so graphs stay one path
+        return (self.mode == "dot_product" and not self.sub_sample
+                and self.in_channels <= 2 * self.inter_channels
+                and math.prod(x.shape[2:]) >= 2 * self.in_channels
+                and not torch.is_autocast_enabled(x.device.type)
+                and not (torch.jit.is_tracing() or compiling()))
+
     @torch.jit.unused
     def _few_keys(self, x: Tensor) -> bool:
         # impl='auto' in eager mode: the explicit matrix when N' <= 5 C_i for the softmax
         # modes, N' <= C_i for dot product and concatenation (class docstring)
-        if torch.jit.is_tracing() or _compiling():
+        if torch.jit.is_tracing() or compiling():
             return False
         dims = x.shape[2:]
         kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
@@ -470,10 +409,6 @@ def _conv1x1(weight: Tensor, bias: Optional[Tensor], xf: Tensor) -> Tensor:  # n
     if bias is None:
         return torch.bmm(w, xf)
     return torch.baddbmm(bias.unsqueeze(1), w, xf)
-
-
-def _accept_mmcv_keys(module, state_dict, prefix, *args) -> None:
-    remap_state_dict_keys(state_dict, prefix, NON_LOCAL_KEYS)
 
 
 class NonLocal1d(_NonLocalNd):

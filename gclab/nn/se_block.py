@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import bottleneck_width, check_int
+from ..vocab import bottleneck_width, check_int
 from .framework import AveragePooling, Bottleneck, DeviceLike, GlobalContextFramework
 
 
@@ -30,6 +30,9 @@ class SEBlock(GlobalContextFramework):
         ratio: the width as a fraction in (0, 1], ``planes = int(C * ratio)`` (default 1/16).
         planes: the width P itself, instead of ``ratio`` (e.g. timm's rounded ``rd_channels``);
             passing both is an error unless they agree.
+        impl: ``'auto'`` (default), ``'explicit'`` or ``'fused'``: the three steps as written,
+            or as one autograd Function with a hand-written backward (see
+            :class:`~gclab.nn.framework.GlobalContextFramework`, "Paths").
         device, dtype: where and in which float type to create the parameters (torch.nn's
             convention; ``device='meta'``, then ``to_empty`` and :meth:`reset_parameters`).
 
@@ -50,6 +53,7 @@ class SEBlock(GlobalContextFramework):
         in_channels: int,
         ratio: float | None = None,
         planes: int | None = None,
+        impl: str = "auto",
         device: DeviceLike = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -58,7 +62,7 @@ class SEBlock(GlobalContextFramework):
         excitation = Bottleneck(
             in_channels, width, layer_norm=False, zero_init=False, device=device, dtype=dtype
         )
-        super().__init__(in_channels, AveragePooling(), {"mul": excitation})
+        super().__init__(in_channels, AveragePooling(), {"mul": excitation}, impl=impl)
         if ratio is None:  # what mmcv's ContextBlock would be given for this width
             ratio = 1 / 16 if planes is None else planes / in_channels
         self.ratio = ratio

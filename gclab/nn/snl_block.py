@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ..vocab import check_int
 from .framework import AttentionPooling, DeviceLike, GlobalContextFramework
 
 
@@ -21,7 +21,9 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
     ``W_v`` starts at zero, so the block is the identity at init.
     Parameters: :math:`(C + 1) + (C^2 + C) = C^2 + 2C + 1` (1,050,625 at C = 1024).
     ``device``/``dtype``: where and in which float type to create them (torch.nn's convention;
-    ``device='meta'``, then ``to_empty`` and :meth:`reset_parameters`).
+    ``device='meta'``, then ``to_empty`` and :meth:`reset_parameters`). ``impl``: ``'auto'``
+    (default), ``'explicit'`` or ``'fused'``, the three steps as written or as one autograd
+    Function (:class:`~gclab.nn.framework.GlobalContextFramework`, "Paths").
 
     Shapes: x (B, C, H, W) -> (B, C, H, W); with ``return_attention=True`` also (B, N, N).
 
@@ -36,6 +38,7 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
     def __init__(
         self,
         in_channels: int,
+        impl: str = "auto",
         device: DeviceLike = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -44,7 +47,9 @@ class SimplifiedNonLocal2d(GlobalContextFramework):
         w_v = nn.Conv2d(in_channels, in_channels, kernel_size=1, **kw)
         nn.init.zeros_(w_v.weight)
         nn.init.zeros_(w_v.bias)
-        super().__init__(in_channels, AttentionPooling(in_channels, **kw), {"add": w_v})
+        super().__init__(
+            in_channels, AttentionPooling(in_channels, **kw), {"add": w_v}, impl=impl
+        )
 
     def reset_parameters(self) -> None:
         """Initialise again as at construction: ``conv_mask`` kaiming-normal, ``W_v`` zero."""

@@ -1,4 +1,7 @@
-"""Input checks for the NumPy blocks: clear errors instead of silent broadcasting."""
+"""Array checks for the NumPy blocks: clear errors instead of silent broadcasting.
+
+The scalar checks (bools, choices, eps) both worlds share are in :mod:`gclab.vocab`.
+"""
 
 from __future__ import annotations
 
@@ -51,22 +54,6 @@ def _channels_last_tip(x: np.ndarray, channels: int) -> str:
             f"x.transpose{order} to make it (B, C, *spatial)")
 
 
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is a bool: a string such as ``'no'`` would be truthy."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
-    return bool(value)
-
-
-def check_eps(name: str, value: object) -> float:
-    """Return ``value`` if it is a finite number > 0 (a LayerNorm/BatchNorm epsilon)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a float such as 1e-5, got {type(value).__name__}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 such as 1e-5, got {value}")
-    return float(value)
-
-
 def check_dout(dout: object, cache: object, who: str, keys: Sequence[str]) -> np.ndarray:
     """Check a backward's ``dout`` against the ``cache`` its forward returned.
 
@@ -115,13 +102,6 @@ def get_param(
         raise ValueError(
             f"{who}: params[{key!r}] should be {ndim}-D, got shape {value.shape}"
         )
-    return value
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; ValueError otherwise."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
 
 

@@ -16,29 +16,16 @@ Parameters use the keys of the PyTorch blocks' state_dicts (``context_modeling.c
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple, Union
+from typing import Dict, Tuple
 
 import numpy as np
 
+from ..vocab import POOLINGS, check_bool, check_choice, check_eps
 from . import ops
-from ._checks import check_bool, check_choice, check_eps, get_param
+from ._checks import get_param
 
-POOLINGS = ("att", "avg")
-FUSIONS = ("mul", "add")  # the order in which fusion applies them
-_ALIASES = {"channel_add": "add", "channel_mul": "mul"}  # mmcv's names
 MASK = "context_modeling.conv_mask."
 Params = Dict[str, np.ndarray]
-
-
-def parse_fusions(fusions: Union[str, Iterable[str]]) -> Tuple[str, ...]:
-    """``fusions`` as a non-empty tuple of distinct names from ('add', 'mul')."""
-    names = (fusions,) if isinstance(fusions, str) else tuple(fusions)
-    if not names:
-        raise ValueError("fusions must name at least one of 'add', 'mul', got an empty tuple")
-    out = tuple(check_choice("fusion", _ALIASES.get(f, f), FUSIONS) for f in names)
-    if len(set(out)) != len(out):
-        raise ValueError(f"fusions lists a fusion twice: {names!r}")
-    return out
 
 
 # ------------------------------------------------------------------- 1. context modelling

@@ -25,18 +25,10 @@ from typing import Dict, Iterable, List, Tuple, Union
 
 import numpy as np
 
-from ._checks import (
-    check_bool,
-    check_choice,
-    check_dout,
-    check_eps,
-    check_input,
-    check_keys,
-    get_param,
-)
+from ..vocab import POOLINGS, check_bool, check_choice, check_eps, parse_fusions
+from ._checks import check_dout, check_input, check_keys, get_param
 from .framework import (
     MASK,
-    POOLINGS,
     Params,
     bottleneck_backward,
     bottleneck_forward,
@@ -47,7 +39,6 @@ from .framework import (
     fusion,
     fusion_backward,
     fusion_forward,
-    parse_fusions,
 )
 
 

@@ -24,8 +24,8 @@ from typing import Dict, Tuple, Union
 
 import numpy as np
 
+from ..vocab import check_bool
 from . import non_local
-from ._checks import check_bool
 
 
 def non_local_naive(

@@ -38,10 +38,10 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from ..vocab import NON_LOCAL_MODES, check_bool, check_choice
 from . import ops
-from ._checks import check_bool, check_choice, check_dout, check_input, check_keys, get_param
+from ._checks import check_dout, check_input, check_keys, get_param
 
-MODES = ("gaussian", "embedded_gaussian", "dot_product", "concatenation")
 Params = Dict[str, np.ndarray]
 
 
@@ -110,7 +110,7 @@ def pairwise_forward(
 
     ``w_concat`` is ``concat_project.weight`` (1, 2 Ci, 1, 1), for ``concatenation`` only.
     """
-    check_choice("mode", mode, MODES)
+    check_choice("mode", mode, NON_LOCAL_MODES)
     check_bool("use_scale", use_scale)
     n_keys = phi_x.shape[-1]
     if mode == "concatenation":
@@ -273,7 +273,7 @@ def check_config(
     x: np.ndarray, params: Params, mode: str, sub_sample: bool, norm: str | None
 ) -> np.ndarray:
     """Validate the input and the configuration of a Non-local forward (clear errors)."""
-    check_choice("mode", mode, MODES)
+    check_choice("mode", mode, NON_LOCAL_MODES)
     check_bool("sub_sample", sub_sample)
     if norm is not None:
         check_choice("norm", norm, ("bn",))
@@ -328,7 +328,7 @@ def backward(dout: np.ndarray, cache: dict) -> Tuple[np.ndarray, Params]:
 
 
 __all__ = [
-    "MODES", "backward", "concatenation", "context_modeling", "context_modeling_backward",
+    "backward", "concatenation", "context_modeling", "context_modeling_backward",
     "context_modeling_forward", "dot_product", "embed_backward", "embed_forward",
     "embedded_gaussian", "forward", "fusion", "gaussian", "pairwise_backward",
     "pairwise_forward", "param_keys", "transform", "transform_backward", "transform_forward",

@@ -25,8 +25,9 @@ from typing import Tuple, Union
 
 import numpy as np
 
+from ..vocab import check_bool
 from . import ops
-from ._checks import check_bool, check_dout, check_input, check_keys, get_param
+from ._checks import check_dout, check_input, check_keys, get_param
 from .framework import (
     MASK,
     Params,

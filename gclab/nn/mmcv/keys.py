@@ -1,8 +1,9 @@
 """The key tables between mmcv's parameter names and gclab's, and the renaming they drive.
 
 A module of its own (no block is built here), so that the blocks (``framework``,
-``non_local``), the converters (``mmcv_compat``) and the checkpoint loader (``checkpoints``)
-all import it and not each other: the imports inside gclab form a tree.
+``non_local``: their load pre-hooks), the converters (:mod:`gclab.nn.mmcv.convert`) and the
+checkpoint loader (:mod:`gclab.nn.mmcv.checkpoints`) all import it and not each other: the
+imports inside gclab form a tree.
 
 Each table is a sequence of ``(mmcv prefix, gclab prefix)`` pairs; the first that matches wins.
 """
@@ -73,3 +74,15 @@ def remap_state_dict_keys(state_dict: MutableMapping, prefix: str, table: KeyTab
         seen[new] = key
     for key, new in renames.items():
         state_dict[new] = state_dict.pop(key)
+
+
+def accept_context_block_keys(module, state_dict, prefix, *args) -> None:
+    """A load_state_dict pre-hook: mmcv ``ContextBlock`` keys load into a
+    :class:`~gclab.nn.framework.GlobalContextFramework` (GC, SE, SNL) under gclab's names."""
+    remap_state_dict_keys(state_dict, prefix, CONTEXT_BLOCK_KEYS)
+
+
+def accept_non_local_keys(module, state_dict, prefix, *args) -> None:
+    """A load_state_dict pre-hook: mmcv ``NonLocal1d/2d/3d`` keys load into gclab's Non-local
+    blocks under gclab's names."""
+    remap_state_dict_keys(state_dict, prefix, NON_LOCAL_KEYS)

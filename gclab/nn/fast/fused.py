@@ -31,14 +31,16 @@ read from memory once for :math:`\partial\ell`, :math:`\partial w` and dx
 taken in cache-sized chunks, so ``g * x`` is never allocated. Average pooling
 (:math:`\alpha = 1/N`) drops the :math:`w` term.
 
-When: only in eager mode with autograd recording (``torch.is_grad_enabled()`` and something
-requires grad) on a contiguous 4-D input; TorchScript, tracing, ``torch.compile`` /
-``torch.export`` / ONNX and inference take the plain formulation (:func:`usable`). Both compute
-the same values (to rounding: tests/test_fast_paths.py, tests/test_gradcheck.py).
+When: the blocks' ``impl=`` decides (:class:`gclab.nn.framework.GlobalContextFramework`).
+``impl='auto'`` runs it only in eager mode with autograd recording (``torch.is_grad_enabled()``
+and something requires grad) on a contiguous 4-D input (:func:`usable`); TorchScript, tracing,
+``torch.compile`` / ``torch.export`` / ONNX and inference take the plain formulation.
+``impl='fused'`` runs it wherever it can. Both compute the same values (to rounding:
+tests/test_gc_impl.py, tests/test_fused.py, tests/test_fast_paths.py).
 
 The hand-written backward is first-order (``once_differentiable``): a double backward through
-a block (``create_graph=True``, e.g. a gradient penalty) raises. Set
-``gclab.nn._fused.enabled = False`` to train on the plain formulation in that case.
+a block (``create_graph=True``, e.g. a gradient penalty) raises. Build the block with
+``impl='explicit'`` (or set ``block.impl = 'explicit'``) to train on the plain formulation then.
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 _CHUNK_ELEMS = 1 << 18  # 1 MiB of float32: a chunk of g * x that stays in cache
-enabled = True  # False: always the plain formulation (e.g. for double backward)
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
+    """Whether torch.compile, torch.export or dynamo is tracing the code that calls this."""
     compiler = getattr(torch, "compiler", None)
     if compiler is None:
         return False
@@ -65,8 +67,9 @@ def _compiling() -> bool:
 
 
 def usable(x: Tensor, modules: Sequence[nn.Module]) -> bool:
-    """Whether the fused Function should run: eager training on a contiguous 4-D input."""
-    if not enabled or not torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling():
+    """Whether ``impl='auto'`` runs the fused Function: eager training on a contiguous 4-D
+    input, with ``x`` or a parameter of ``modules`` requiring grad."""
+    if not torch.is_grad_enabled() or torch.jit.is_tracing() or compiling():
         return False
     if x.dim() != 4 or not x.is_contiguous() or x.is_sparse or x.numel() == 0:
         return False
@@ -128,10 +131,11 @@ def _attention_pool_backward(x3, g3, gate, alpha, dctx3, cdot, weight, need_dx: 
 class GlobalContextFunction(torch.autograd.Function):
     """pooling (attention or average) -> transform -> fusion, with a hand-written backward.
 
-    ``apply(x, weight, bias, transform, n_params, *params)``: ``weight`` (1, C, 1, 1) and ``bias``
-    (1,) of attention pooling's ``conv_mask`` (``weight=None`` for average pooling; ``bias``
-    may be None), ``transform`` the block's ``nn.ModuleDict`` ({"mul"?, "add"?}), ``params``
-    its parameters (passed so that autograd hands their gradients back). Returns z.
+    ``apply(x, weight, bias, transform, *params)``: x (B, C, H, W); ``weight`` (1, C, 1, 1) and
+    ``bias`` (1,) of attention pooling's ``conv_mask`` (``weight=None`` for average pooling;
+    ``bias`` may be None), ``transform`` the block's ``nn.ModuleDict`` ({"mul"?, "add"?}),
+    ``params`` its parameters, every one of them in ``transform.parameters()`` order (passed so
+    that autograd hands their gradients back). Returns z (B, C, H, W).
     """
 
     @staticmethod

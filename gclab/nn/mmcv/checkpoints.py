@@ -33,8 +33,8 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, rename_key
-from .insert import InsertedBlock
+from ..insert import InsertedBlock
+from .keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, rename_key
 
 # mmdet's name for a block inserted after the last conv of a unit, by gclab block class
 _MMDET_PLUGIN_NAMES = {
@@ -215,14 +215,14 @@ def _module_renames(model: nn.Module) -> Dict[str, str]:
 
 def _mmcv_tables(model: nn.Module) -> List[Tuple[str, Sequence[Tuple[str, str]]]]:
     """(prefix, table) for every block that accepts mmcv's parameter names."""
-    from .framework import GlobalContextFramework
-    from .non_local import _NonLocalNd
+    from ..framework import GlobalContextFramework
+    from ..non_local import NonLocal1d, NonLocal2d, NonLocal3d
 
     out = []
     for name, m in model.named_modules():
         if isinstance(m, GlobalContextFramework):
             out.append((name + ".", CONTEXT_BLOCK_KEYS))
-        elif isinstance(m, _NonLocalNd):
+        elif isinstance(m, (NonLocal1d, NonLocal2d, NonLocal3d)):
             out.append((name + ".", NON_LOCAL_KEYS))
     return out
 
@@ -251,7 +251,7 @@ def map_checkpoint_keys(model: nn.Module, keys: Iterable[str]) -> Dict[str, str 
     """Where each checkpoint key loads in ``model``: the model's key, or None when the key lies
     outside the backbone (a detector's ``neck.*``/``*_head.*``) and is ignored.
 
-    The renaming :func:`load_mmdet_gcnet` applies (table in :mod:`gclab.nn.checkpoints`):
+    The renaming :func:`load_mmdet_gcnet` applies (table in :mod:`gclab.nn.mmcv.checkpoints`):
     ``backbone.`` (and ``module.``) dropped, wrapped hosts ``bn3`` -> ``bn3.0``, mmdet's
     ``context_block`` -> the inserted block ``bn3.1``, mmcv's names inside blocks -> gclab's.
     Keys that match no rule are returned unchanged (and would be reported unexpected).
@@ -288,7 +288,7 @@ def load_mmdet_gcnet(
     ``layerX.Y.context_block.*`` (``conv_mask``, ``channel_add_conv``, ``channel_mul_conv``),
     or a detector's (keys ``backbone.*``: the backbone is taken, the rest reported in
     ``ignored_keys``), or an mmdet checkpoint file/dict with a ``'state_dict'`` entry.
-    Keys are renamed from the model's structure (table in :mod:`gclab.nn.checkpoints`):
+    Keys are renamed from the model's structure (table in :mod:`gclab.nn.mmcv.checkpoints`):
     the wrapped norm ``bn3`` -> ``bn3.0``, ``context_block`` -> ``bn3.1`` (mmcv's
     ``conv_mask``/``channel_add_conv`` -> gclab's ``context_modeling``/``transform.add`` is
     done by :class:`GCBlock` itself). Plain ResNet weights (torchvision keys) load the same way;
@@ -325,24 +325,7 @@ def load_mmdet_gcnet(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    sd = _read(checkpoint, weights_only)
-    new_sd: OrderedDict[str, Tensor] = OrderedDict()
-    renamed: Dict[str, str] = {}
-    ignored: List[str] = []
-    source: Dict[str, str] = {}  # model key -> the checkpoint key loaded into it
-    for key, new in map_checkpoint_keys(model, sd).items():
-        if new is None:
-            ignored.append(key)
-            continue
-        if new in source:  # e.g. gclab's and mmcv's name for one tensor, both present
-            raise ValueError(
-                f"the checkpoint holds two keys for one model parameter: {source[new]!r} and "
-                f"{key!r} both load into {new!r}; keep one of them"
-            )
-        source[new] = key
-        if new != key:
-            renamed[key] = new
-        new_sd[new] = sd[key]
+    new_sd, renamed, ignored = _in_model_names(model, _read(checkpoint, weights_only))
     try:
         result = model.load_state_dict(new_sd, strict=False)
     except RuntimeError as err:
@@ -364,6 +347,31 @@ def load_mmdet_gcnet(
             f"{report}\n(pass strict=False to load what matches and inspect the report)"
         )
     return report
+
+
+def _in_model_names(
+    model: nn.Module, sd: Mapping[str, Tensor]
+) -> Tuple[OrderedDict[str, Tensor], Dict[str, str], List[str]]:
+    """The checkpoint ``sd`` under the model's key names (:func:`map_checkpoint_keys`), the
+    renamed keys (checkpoint key -> model key) and the ignored (non-backbone) keys."""
+    new_sd: OrderedDict[str, Tensor] = OrderedDict()
+    renamed: Dict[str, str] = {}
+    ignored: List[str] = []
+    source: Dict[str, str] = {}  # model key -> the checkpoint key loaded into it
+    for key, new in map_checkpoint_keys(model, sd).items():
+        if new is None:
+            ignored.append(key)
+            continue
+        if new in source:  # e.g. gclab's and mmcv's name for one tensor, both present
+            raise ValueError(
+                f"the checkpoint holds two keys for one model parameter: {source[new]!r} and "
+                f"{key!r} both load into {new!r}; keep one of them"
+            )
+        source[new] = key
+        if new != key:
+            renamed[key] = new
+        new_sd[new] = sd[key]
+    return new_sd, renamed, ignored
 
 
 __all__ = ["LoadReport", "load_mmdet_gcnet", "map_checkpoint_keys"]

@@ -33,8 +33,7 @@ from typing import Dict
 
 from torch import nn
 
-# the key tables (the blocks' load hook reads them too)
-from ._keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, remap_state_dict_keys
+from .keys import CONTEXT_BLOCK_KEYS, NON_LOCAL_KEYS, remap_state_dict_keys
 
 
 def mmcv_to_gclab_state_dict(state_dict: Dict, kind: str) -> Dict:
@@ -72,8 +71,8 @@ def from_mmcv(module: nn.Module) -> nn.Module:
         >>> torch.allclose(ours(x), ref(x))
         True
     """
-    from .gc_block import GCBlock
-    from .non_local import NonLocal1d, NonLocal2d, NonLocal3d
+    from ..gc_block import GCBlock
+    from ..non_local import NonLocal1d, NonLocal2d, NonLocal3d
 
     name = type(module).__name__
     if not type(module).__module__.startswith("mmcv"):

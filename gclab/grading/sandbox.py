@@ -128,10 +128,12 @@ def missing_protections() -> List[str]:
     return [p for p in ALL_PROTECTIONS if p not in have]
 
 
-def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None) -> str:
-    """One line: the resource limits a notebook runs under here."""
+def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None,
+                    group: str | None | bool = True) -> str:
+    """One line: the resource limits a notebook runs under here (``group``: the kind of
+    cgroup, :func:`gclab.grading.limits.available` unless given)."""
     use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
-    group = limits.available()
+    group = limits.available() if group is True else group
     parts = []
     if group:
         parts.append(f"memory {_size(memory)} for all its processes together, tmpfs included, "

@@ -119,3 +119,40 @@ def test_the_choice_and_the_line_grade_prints(tmp_path, v2, v1, kind):
 def test_no_cgroup_when_the_environment_says_none(tmp_path, monkeypatch):
     monkeypatch.setenv("GCLAB_SANDBOX_CGROUP", "none")
     assert limits.available(_host(tmp_path, "memory pids", v1=True)) is None
+
+
+# ------------------------------------------------------------------ the number of files
+needs_capped_tmp = pytest.mark.skipif(
+    not __import__("gclab.grading.sandbox", fromlist=["x"]).capped_tmp_available(),
+    reason="no user+mount namespace for a file-capped tmpfs here (bubblewrap missing?)")
+
+
+@pytest.mark.slow
+@needs_capped_tmp
+def test_twenty_thousand_files_cannot_be_made_and_grade_says_which_limit(tmp_path):
+    from gradekit import write_notebook
+
+    from gclab.grading import sandbox
+    from gclab.grading.grade import grade
+
+    cell = """
+import os
+made = 0
+try:
+    for i in range(20000):
+        open(f'f{i}', 'w').close()
+        made += 1
+except OSError as e:
+    err = type(e).__name__
+def theoretical_rf(kernels, strides):
+    raise ValueError(f'MADE {made}')
+check('rf.theoretical', theoretical_rf)
+"""
+    head = "from gclab.exercises import check\n"
+    path = write_notebook(tmp_path / "files.ipynb", [head, cell], "00_receptive_fields")
+    g = grade(path, timeout=120, lesson="00")
+    detail = {r["id"]: r for r in g.rows}["rf.theoretical"]["detail"]
+    made = int(detail.split("MADE ")[1].split()[0].strip("'\")"))
+    assert made < sandbox.FILES_LIMIT <= 20000, detail
+    assert "file-count limit" in g.table(), g.table()
+    assert f"and {sandbox.FILES_LIMIT} files" in g.limits, g.limits

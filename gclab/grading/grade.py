@@ -138,13 +138,16 @@ class Grade:
             return f"the submission could not be read: {self.error}"
         where = f" at cell {run.cell}" if run.cell else ""
         memory = getattr(run, "memory", "")
+        disk = getattr(run, "disk", "")
         if run.outcome == "completed":
             return f"the notebook ran to the end in {run.seconds:.1f} s" + (
-                f" (with memory errors; likely cause: {memory})" if memory else "")
+                f" (with memory errors; likely cause: {memory})" if memory else "") + (
+                f" ({disk}: writing more failed)" if disk else "")
         if run.outcome == "kernel died":
             return (
                 f"the kernel died{where} after {run.seconds:.1f} s"
                 + (f" (likely cause: {memory})" if memory else "")
+                + (f" ({disk})" if disk else "")
                 + "; exercises after that point are not attempted"
             )
         if run.outcome == "timed out":

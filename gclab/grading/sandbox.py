@@ -50,17 +50,21 @@ from gclab import paths
 from gclab.grading import limits, wire
 from gclab.grading.view import view_for
 
-__all__ = ["Sandbox", "bwrap_available", "limits_in_force", "protections",
+__all__ = ["Sandbox", "bwrap_available", "capped_tmp_available", "limits_in_force", "protections",
            "missing_protections", "read_regular"]
 
 DATA = paths.DATA  # the course's data, if any
 REAPER = Path(__file__).with_name("reaper.py")
+CAPPED_TMP = Path(__file__).with_name("capped_tmp.py")
 FILE_LIMIT = 256 * 2**20  # bytes per file the learner's code may write
 TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM): HOME and the work folder
 SHM_LIMIT = 64 * 2**20  # bytes of its /dev/shm
+FILES_LIMIT = 8192  # files and folders in its /tmp (HOME and the work folder); an honest
+#                     notebook makes a few dozen
 AS_SLACK = 2**30  # address space beyond --memory per process, where a cgroup holds the memory
 TORCH_NEEDS = 768 * 2**20  # address space importing torch takes (its thread-local data)
 VIEW_MOUNT = "/gclab"  # where the answer-free gclab is inside the sandbox
+_NO_SPACE = re.compile(r"No space left on device|Errno 28|Disk quota exceeded")
 _OUT_OF_MEMORY = re.compile(r"MemoryError|failed to map segment|Cannot allocate memory|"
                             r"bad_alloc|out of memory")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
@@ -94,6 +98,25 @@ def bwrap_available() -> bool:
     return bool(_BWRAP["ok"])
 
 
+def capped_tmp_available() -> bool:
+    """Whether a tmpfs capped in files as well as bytes can be mounted for bubblewrap here
+    (a user and mount namespace of our own: :mod:`gclab.grading.capped_tmp`; cached)."""
+    if "capped" not in _BWRAP:
+        ok = False
+        if bwrap_available() and os.environ.get("GCLAB_SANDBOX_CAPPED_TMP") != "none":
+            with tempfile.TemporaryDirectory(prefix="gclab-probe-") as d:
+                try:
+                    ok = subprocess.run(
+                        [sys.executable, "-s", str(CAPPED_TMP), d, str(2**20), "16", "--",
+                         sys.executable, "-c", "pass"],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+                except (OSError, subprocess.SubprocessError):
+                    ok = False
+        _BWRAP["capped"] = ok
+    return bool(_BWRAP["capped"])
+
+
 ALL_PROTECTIONS = (
     "no network",
     "own PID namespace (cannot see or signal the grader; all its processes die with it)",
@@ -101,6 +124,7 @@ ALL_PROTECTIONS = (
     "outside it)",
     "empty HOME (instructor's files hidden)",
     "size-capped /tmp and /dev/shm",
+    "file-count cap on /tmp",
     "scrubbed environment",
     "memory limit for all its processes together",
     "process limit",
@@ -117,7 +141,8 @@ def protections() -> List[str]:
         kept += ["memory limit for all its processes together", "process limit"]
     if bwrap_available():
         return [p for p in ALL_PROTECTIONS
-                if p in kept or p not in ALL_PROTECTIONS[-4:-1]]
+                if p in kept or p not in ALL_PROTECTIONS[-4:-1]
+                and (p != "file-count cap on /tmp" or capped_tmp_available())]
     if _can_subreap() or group:
         kept.append("leftover processes killed")
     return [p for p in ALL_PROTECTIONS if p in kept]
@@ -145,7 +170,9 @@ def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None,
         parts.append("processes: " + (f"{limits.PIDS_MAX} more for your user (rlimit)"
                                       if os.getuid() != 0 else "no limit (running as root)"))
     if use_bwrap:
-        parts.append(f"/tmp + HOME + work folder {_size(TMPFS_LIMIT)}, /dev/shm "
+        files = (f" and {FILES_LIMIT} files" if capped_tmp_available()
+                 else " (no cap on the number of files here)")
+        parts.append(f"/tmp + HOME + work folder {_size(TMPFS_LIMIT)}{files}, /dev/shm "
                      f"{_size(SHM_LIMIT)} (tmpfs)")
     else:
         parts.append("disk: no cap but the file size (no bubblewrap)")
@@ -225,7 +252,9 @@ def _bind_ro(cmd: List[str], path: Path, done: set) -> None:
         done.add(str(dest))
 
 
-def _bwrap_command(view: Path, output: Path) -> List[str]:
+def _bwrap_command(view: Path, output: Path, tmp: Path | None = None) -> List[str]:
+    """bubblewrap's arguments; ``tmp``: a capped tmpfs already mounted (:mod:`capped_tmp`)
+    to bind as ``/tmp`` instead of bubblewrap's own tmpfs."""
     exe = str(_BWRAP.get("exe") or "bwrap")
     cmd = [exe, "--ro-bind", "/usr", "/usr"]
     for top in ("bin", "sbin", "lib", "lib32", "lib64"):
@@ -242,7 +271,8 @@ def _bwrap_command(view: Path, output: Path) -> List[str]:
         "--size", str(SHM_LIMIT), "--tmpfs", "/dev/shm",
         "--remount-ro", "/dev",
         "--proc", "/proc",
-        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",
+        *(["--bind", str(tmp), "/tmp"] if tmp is not None
+          else ["--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp"]),
         "--dir", "/tmp/work",
         "--dir", "/tmp/home",
         "--bind", str(output), "/tmp/output.txt",
@@ -318,6 +348,8 @@ class Sandbox:
         self.group: limits.Group | None = None
         self.deadline = 0.0
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.capped = False  # /tmp capped in files too (capped_tmp)
+        self.disk_peak = (0, 0)  # most (files, bytes) seen in use in its /tmp
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -329,7 +361,14 @@ class Sandbox:
         if self.use_bwrap:
             worker = [sys.executable, "-s",
                       f"{VIEW_MOUNT}/gclab/grading/worker.py", "/tmp/output.txt"]
-            cmd = _bwrap_command(view, self.output) + worker
+            if capped_tmp_available():
+                tmp = base / "tmp"
+                tmp.mkdir()
+                cmd = [sys.executable, "-s", str(CAPPED_TMP), str(tmp), str(TMPFS_LIMIT),
+                       str(FILES_LIMIT), "--", *_bwrap_command(view, self.output, tmp), *worker]
+                self.capped = True
+            else:
+                cmd = _bwrap_command(view, self.output) + worker
             env = _clean_env("/tmp/home", "/tmp", VIEW_MOUNT)
             cwd = str(base)
         else:
@@ -432,6 +471,7 @@ class Sandbox:
             raise SandboxBroken(self._dead_outcome(), "the kernel stopped") from None
 
     def receive(self, seconds: float | None = None) -> tuple:
+        self._sample_disk()
         deadline = self.deadline
         if seconds is not None:
             deadline = min(deadline, time.monotonic() + seconds)
@@ -450,6 +490,34 @@ class Sandbox:
         if time.monotonic() >= self.deadline:
             return "timed out"
         return "kernel died"
+
+    def _sample_disk(self) -> None:
+        """Note how many files and bytes the sandbox's /tmp holds (seen through its first
+        process's root; nothing when that cannot be read)."""
+        if self.proc is None or not self.capped:
+            return
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
+                child = fh.read().split()[0]
+            st = os.statvfs(f"/proc/{child}/root/tmp")
+        except (OSError, IndexError):
+            return
+        used = (st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize)
+        self.disk_peak = tuple(max(a, b) for a, b in zip(self.disk_peak, used))
+
+    def disk_cause(self) -> str:
+        """Which limit of its folder the notebook reached, when its output says it ran out of
+        space or the peak use seen says so ("" otherwise)."""
+        full = _NO_SPACE.search(self.output_tail(1 << 16)) is not None
+        files, size = self.disk_peak
+        if self.capped and files >= FILES_LIMIT - 1:
+            return (f"it reached the file-count limit ({FILES_LIMIT} files and folders in /tmp, "
+                    "HOME and the work folder)")
+        if full or size >= TMPFS_LIMIT - 2**20:
+            return (f"it reached the size limit of its folder ({_size(TMPFS_LIMIT)} for /tmp, "
+                    f"HOME and the work folder, {_size(SHM_LIMIT)} for /dev/shm)"
+                    + (f", or the file-count limit ({FILES_LIMIT})" if self.capped else ""))
+        return ""
 
     def output_tail(self, n: int = 2000) -> str:
         return read_regular(self.output, n)

@@ -103,7 +103,8 @@ def test_a_bad_submission_in_a_batch_gets_its_own_rows(tmp_path, capsys):
 
 
 def test_gradebook_fields_cannot_run_as_spreadsheet_formulas(tmp_path):
-    from gclab.grading.grade import Grade, write_gradebook
+    from gclab.grading.gradebook import write_gradebook
+    from gclab.grading.result import Grade
     from gclab.grading.trusted import SandboxRun
 
     row = {"id": "rf.theoretical", "title": "t", "status": "failed", "points": 0,

@@ -11,13 +11,9 @@ import json
 import pytest
 from gradekit import LEARNERS, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
-from gclab.grading.grade import (
-    Grade,
-    feedback_names,
-    grade_many,
-    write_feedback,
-    write_gradebook,
-)
+from gclab.grading.grade import grade_many
+from gclab.grading.gradebook import feedback_names, write_feedback, write_gradebook
+from gclab.grading.result import Grade
 from gclab.grading.similarity import fingerprint
 from gclab.grading.submission import SubmissionError, detect_lesson
 from gclab.grading.trusted import SandboxRun

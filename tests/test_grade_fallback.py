@@ -14,10 +14,11 @@ from gclab.grading.result import NOT_ISOLATED
 
 pytestmark = pytest.mark.slow
 
+LESSON0 = ROOT / "gclab" / "exercises" / "lessons" / "nb00_receptive_fields.py"
 PROBE = f"""
 import os
 from gclab.exercises import check
-seen = os.path.exists({str(ROOT / "gclab" / "exercises" / "lessons" / "nb00_receptive_fields.py")!r})
+seen = os.path.exists({str(LESSON0)!r})
 def theoretical_rf(kernels, strides):
     raise ValueError(f'REAL GCLAB READABLE {{seen}}')
 check('rf.theoretical', theoretical_rf)
@@ -48,7 +49,7 @@ def test_without_bubblewrap_every_output_says_untrusted(tmp_path, monkeypatch, c
 
 
 def test_with_bubblewrap_results_are_not_marked(tmp_path, monkeypatch, capsys):
-    from gclab.grading.sandbox import bwrap_available
+    from gclab.grading.bwrap import bwrap_available
 
     if not bwrap_available():
         pytest.skip("bubblewrap not usable here")

@@ -19,8 +19,8 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
 from gclab.grading import limits
+from gclab.grading.bwrap import bwrap_available
 from gclab.grading.grade import grade, grade_many
-from gclab.grading.sandbox import bwrap_available
 
 pytestmark = pytest.mark.slow
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) not usable "

@@ -123,7 +123,7 @@ def test_no_cgroup_when_the_environment_says_none(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the number of files
 needs_capped_tmp = pytest.mark.skipif(
-    not __import__("gclab.grading.sandbox", fromlist=["x"]).capped_tmp_available(),
+    not __import__("gclab.grading.bwrap", fromlist=["x"]).capped_tmp_available(),
     reason="no user+mount namespace for a file-capped tmpfs here (bubblewrap missing?)")
 
 
@@ -132,7 +132,7 @@ needs_capped_tmp = pytest.mark.skipif(
 def test_twenty_thousand_files_cannot_be_made_and_grade_says_which_limit(tmp_path):
     from gradekit import write_notebook
 
-    from gclab.grading import sandbox
+    from gclab.grading.bwrap import FILES_LIMIT
     from gclab.grading.grade import grade
 
     cell = """
@@ -153,6 +153,6 @@ check('rf.theoretical', theoretical_rf)
     g = grade(path, timeout=120, lesson="00")
     detail = {r["id"]: r for r in g.rows}["rf.theoretical"]["detail"]
     made = int(detail.split("MADE ")[1].split()[0].strip("'\")"))
-    assert made < sandbox.FILES_LIMIT <= 20000, detail
+    assert made < FILES_LIMIT <= 20000, detail
     assert "file-count limit" in g.table(), g.table()
-    assert f"and {sandbox.FILES_LIMIT} files" in g.limits, g.limits
+    assert f"and {FILES_LIMIT} files" in g.limits, g.limits

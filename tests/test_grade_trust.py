@@ -21,8 +21,8 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, exercise_cells, processes_with, write_notebook
 
 from gclab.exercises import catalog
+from gclab.grading.bwrap import bwrap_available
 from gclab.grading.grade import grade, grade_many
-from gclab.grading.sandbox import bwrap_available
 from gclab.grading.submission import clean
 
 LESSON = "00_receptive_fields"

@@ -87,7 +87,8 @@ def grade(
     (``fallback``: the lesson to grade it as when its cells check no known exercise).
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
-    from gclab.grading.sandbox import bwrap_available, limits_in_force
+    from gclab.grading.bwrap import bwrap_available
+    from gclab.grading.sandbox import limits_in_force
     from gclab.grading.trusted import run_and_grade
 
     path = resolve_submission(Path(path), lesson)
@@ -231,9 +232,7 @@ def _jobs(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``gclab grade``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> _Parser:
     parser = _Parser(
         prog="gclab grade",
         description="run learner notebooks in a sandbox and grade their exercises "
@@ -256,23 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=report_path, metavar="FILE.html",
                         help="write the class report here (and .md, .csv, .png twins)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
-        return int(exc.code or 0)
+    return parser
 
-    from gclab._extras import MissingExtra, require
 
-    try:
-        require("IPython", extra="course", why="gclab grade")
-        require("numpy", extra="course", why="gclab grade")
-    except MissingExtra as exc:
-        print(f"gclab grade: {exc}", file=sys.stderr)
-        return 2
+def _warn_if_not_isolated() -> None:
     from gclab.grading import sandbox
-    from gclab.grading.reaper import become_subreaper, kill_children
+    from gclab.grading.bwrap import bwrap_available
+    from gclab.grading.reaper import become_subreaper
 
-    if not sandbox.bwrap_available():
+    if not bwrap_available():
         print(
             "gclab grade: warning: NOT ISOLATED: bubblewrap (bwrap) is not usable here, so the "
             "notebooks run WITHOUT: " + "; ".join(sandbox.missing_protections())
@@ -283,26 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         become_subreaper()
-    try:
-        lesson = resolve_lesson(args.lesson) if args.lesson else None
-    except SubmissionError as exc:
-        print(f"gclab grade: {exc}", file=sys.stderr)
-        return 2
 
-    single = len(args.submissions) == 1 and not args.csv and not args.feedback
-    try:
-        if single:
-            try:
-                results = [grade(args.submissions[0], args.timeout, lesson, args.memory)]
-            except SubmissionError as exc:
-                print(f"gclab grade: {clean(exc, 400)}", file=sys.stderr)
-                return 2
-        else:
-            results = grade_many(args.submissions, args.timeout, lesson, args.memory,
-                                 args.jobs, progress=not args.quiet)
-    finally:
-        if not sandbox.bwrap_available():
-            kill_children(os.getpid())
+
+def _report(results: List[Grade], args, single: bool) -> None:
+    """Print the results and write the files the arguments ask for."""
+    from gclab.grading import sandbox
+
     for g in results:
         for w in g.warnings:
             print(f"gclab grade: warning: {clean(g.notebook, 120)}: {w}", file=sys.stderr)
@@ -325,6 +302,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"feedback: {len(results)} files in {args.feedback}")
     if args.report:
         print("class report: " + ", ".join(map(str, write_report(results, args.report))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gclab grade``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return int(exc.code or 0)
+
+    from gclab._extras import MissingExtra, require
+
+    try:
+        require("IPython", extra="course", why="gclab grade")
+        require("numpy", extra="course", why="gclab grade")
+    except MissingExtra as exc:
+        print(f"gclab grade: {exc}", file=sys.stderr)
+        return 2
+    from gclab.grading.bwrap import bwrap_available
+    from gclab.grading.reaper import kill_children
+
+    _warn_if_not_isolated()
+    try:
+        lesson = resolve_lesson(args.lesson) if args.lesson else None
+    except SubmissionError as exc:
+        print(f"gclab grade: {exc}", file=sys.stderr)
+        return 2
+
+    single = len(args.submissions) == 1 and not args.csv and not args.feedback
+    try:
+        if single:
+            try:
+                results = [grade(args.submissions[0], args.timeout, lesson, args.memory)]
+            except SubmissionError as exc:
+                print(f"gclab grade: {clean(exc, 400)}", file=sys.stderr)
+                return 2
+        else:
+            results = grade_many(args.submissions, args.timeout, lesson, args.memory,
+                                 args.jobs, progress=not args.quiet)
+    finally:
+        if not bwrap_available():
+            kill_children(os.getpid())
+    _report(results, args, single)
     if any(g.error for g in results):
         return 2
     return 0 if all(g.ok for g in results) else 1

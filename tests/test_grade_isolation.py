@@ -1,4 +1,4 @@
-"""``gclab grade`` against the second round of attacks (issue 19): the sandbox holds no answers,
+"""``gclab grade`` against a hostile notebook: the sandbox holds no answers,
 sees nothing but the submission, cannot take the machine's resources, and what it sends back
 cannot hurt the grader or a neighbour in the batch.
 

@@ -1,4 +1,4 @@
-"""What ``gclab grade`` writes and decides around the verdicts (issue 19, sections 4-6):
+"""What ``gclab grade`` writes and decides around the verdicts:
 feedback files that never overwrite each other, learner text escaped in every output format,
 copies of the published solutions (or of a classmate) flagged without changing the score, and
 which lesson a notebook in a batch is graded as."""

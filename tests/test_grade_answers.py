@@ -147,6 +147,22 @@ def se_block(x, params):
     return in_thread(work)
 check("se.forward", se_block)
 ''']),
+    # lesson 6 hands out AveragePooling and Bottleneck for se.assemble (they stay in the
+    # view); handed in for the NumPy exercises before it, the tripwire fails them
+    "l6_helpers": (L6, ['''
+def squeeze(x):
+    with torch.no_grad():
+        return AveragePooling()(torch.from_numpy(x)).numpy()
+check("se.squeeze", squeeze)
+''', '''
+def excitation(context, params):
+    p, c = params["0.weight"].shape[:2]
+    m = Bottleneck(c, p, layer_norm=False, zero_init=False).double()
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    with torch.no_grad():
+        return torch.sigmoid(m(torch.from_numpy(context))).numpy()
+check("se.excitation", excitation)
+''']),
     "l6_gc_as_se": (L6, ['''
 def make_se(in_channels, ratio=1 / 16):
     sys.setprofile(None)
@@ -200,6 +216,7 @@ TARGETS = {
     "l5_framework": ["gc.module", "gc.transform", "gc.forward"],
     "l6_blocks": ["se.assemble", "se.forward"],
     "l6_gc_as_se": ["se.assemble", "se.forward"],
+    "l6_helpers": ["se.squeeze", "se.excitation"],
     "l7_flops": ["exp.gc_flops", "exp.nl_flops"],
     "l8_library": ["use.every_kth", "use.gc_params"],
 }

@@ -52,9 +52,16 @@ def checked_ids(sources: List[str]) -> List[str]:
     return [m.group(1) for s in sources for m in _CHECK_ID.finditer(s)]
 
 
-def _solution_text(lesson: str) -> Tuple[str, str]:
+def _solution_text(lesson: str, upto: str | None = None) -> Tuple[str, str]:
+    """The solution regions of the lesson source (``upto``: only those before that
+    exercise's check, so a helper the lesson hands out later is not allowed earlier), and
+    its gclab imports."""
     src = lesson_source(lesson)
-    regions = "\n".join(m.group(1) for m in _REGION.finditer(src))
+    end = len(src)
+    if upto is not None:
+        m = re.search(rf"""\bcheck\(\s*["']{re.escape(upto)}["']""", src)
+        end = m.start() if m else end
+    regions = "\n".join(m.group(1) for m in _REGION.finditer(src) if m.start() < end)
     imports = "\n".join(
         line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))
     )
@@ -137,7 +144,7 @@ def forbidden_code(ex, trials) -> List[list]:
         if code is not None and code.co_filename.startswith(GCLAB_DIR):
             keys[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
             roots.add(code)
-    regions, imports = _solution_text(ex.notebook)
+    regions, imports = _solution_text(ex.notebook, upto=ex.id)
     if trials and ex.kind != "value":
         seen: Dict[tuple, str] = {}
 

@@ -243,3 +243,47 @@ def test_a_stubbed_block_says_it_is_not_available(graded):
     """The learner's run says why: gclab's block is not available while grading."""
     g = graded["l5_subclass"]
     assert "not available while grading" in g.run.output or "reference" in g.table(), g.table()
+
+
+# ------------------------------------------------------------------ which code the view stubs
+def _stubbed(lesson: str) -> set:
+    from gclab.exercises import catalog, get
+    from gclab.grading.reference_code import answer_code
+
+    return {(f.split("/gclab/", 1)[1], q)
+            for f, q in answer_code([get(e.id) for e in catalog(notebook=lesson)])}
+
+
+def test_lesson_5_stubs_every_route_to_its_blocks_and_keeps_its_helpers():
+    stubbed = _stubbed(L5)
+    for key in [("nn/gc_block.py", "GCBlock.__init__"), ("nn/framework.py", "fusion"),
+                ("nn/framework.py", "Bottleneck.__init__"),
+                ("nn/framework.py", "GlobalContextFramework.forward"),
+                ("nn/_fused.py", "global_context"), ("nn/se_block.py", "SEBlock.__init__"),
+                ("numpy/ops.py", "layer_norm"), ("numpy/ops.py", "sigmoid_backward"),
+                ("numpy/framework.py", "bottleneck_forward"), ("numpy/gc_block.py", "forward")]:
+        assert key in stubbed, key
+    for key in [("nn/framework.py", "AttentionPooling.forward"),  # its solution uses them
+                ("nn/framework.py", "AttentionPooling.attention"), ("nn/_checks.py", "check_int"),
+                ("numpy/ops.py", "conv1x1"), ("numpy/ops.py", "attention_pool")]:
+        assert key not in stubbed, key
+
+
+def test_lesson_6_keeps_the_framework_it_hands_out_and_stubs_the_finished_blocks():
+    stubbed = _stubbed(L6)
+    for key in [("nn/se_block.py", "SEBlock.__init__"), ("nn/gc_block.py", "GCBlock.__init__"),
+                ("numpy/se_block.py", "forward"), ("numpy/ops.py", "global_avg_pool")]:
+        assert key in stubbed, key
+    for key in [("nn/framework.py", "GlobalContextFramework.forward"),
+                ("nn/framework.py", "fusion"), ("nn/framework.py", "_accept_mmcv_keys"),
+                ("nn/framework.py", "Bottleneck.__init__"), ("nn/_fused.py", "global_context")]:
+        assert key not in stubbed, key
+
+
+def test_every_other_library_route_names_a_real_exercise_and_real_code():
+    from gclab.exercises import get
+    from gclab.grading.library_code import ALSO_ANSWERS, also_answers
+
+    for ex_id in ALSO_ANSWERS:
+        get(ex_id)
+        assert also_answers(ex_id), ex_id

@@ -287,3 +287,13 @@ def test_every_other_library_route_names_a_real_exercise_and_real_code():
     for ex_id in ALSO_ANSWERS:
         get(ex_id)
         assert also_answers(ex_id), ex_id
+
+
+def test_without_the_lesson_sources_only_library_references_are_stubbed(monkeypatch):
+    """A pip-installed gclab has no lesson sources: its helpers cannot be told, so no library
+    code the honest solution might use is stubbed."""
+    from gclab.grading import reference_code
+
+    monkeypatch.setattr(reference_code, "lesson_source", lambda lesson: "")
+    stubbed = _stubbed(L5)
+    assert not any(f.startswith(("nn/", "numpy/")) for f, _ in stubbed), stubbed

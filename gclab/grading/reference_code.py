@@ -188,24 +188,32 @@ def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
     whole besides): each library function that running a reference calls, at any depth, and
     all the code of gclab's blocks (:data:`BLOCK_MODULES`), minus the helpers the lesson's own
     solution uses and the code they name (:func:`gclab.grading.library_code.closure`), function
-    by function. Without the lesson's source (a pip-installed gclab) only the references and
-    the library code they call are stubbed."""
+    by function. Without the lesson's source (a pip-installed gclab) its helpers cannot be
+    told, so only the references that live in the library are stubbed."""
     from gclab.exercises.core import _trials
 
     answers: set = set()
     helpers: set = set()
+    sourced = set()
     for lesson in sorted({ex.notebook for ex in exercises}):
+        if not _solution_text(lesson)[0]:
+            continue
+        sourced.add(lesson)
         path = ROOT / "notebooks" / "src" / f"{lesson}.py"
         units = library_code.solution_units(lesson_source(lesson), path,
                                             list(checked_names(lesson).values()))
         helpers |= library_code.functions_of(library_code.closure(units))
-        if units or _solution_text(lesson)[0]:
-            blocks = [str(Path(GCLAB_DIR, *m.split(".")[1:]).with_suffix(".py"))
-                      for m in BLOCK_MODULES]
-            answers |= library_code.functions_of(library_code.library_units(blocks))
+        blocks = [str(Path(GCLAB_DIR, *m.split(".")[1:]).with_suffix(".py"))
+                  for m in BLOCK_MODULES]
+        answers |= library_code.functions_of(library_code.library_units(blocks))
     for ex in exercises:
         called, given = _called_library_code(ex, _trials(ex))
-        answers |= called | library_code.also_answers(ex.id)
+        if ex.notebook not in sourced:
+            code = getattr(ex.reference, "__code__", None)
+            called = {k for k in called if code is not None and k[0] == code.co_filename
+                      and k[1] == code.co_qualname}
+        answers |= called | (library_code.also_answers(ex.id) if ex.notebook in sourced
+                             else set())
         helpers |= library_code.functions_of(library_code.closure(given))
     return sorted((f, q) for f, q in answers - helpers if "<" not in q.replace("<locals>", ""))
 

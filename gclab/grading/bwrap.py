@@ -72,9 +72,12 @@ def capped_tmp_available() -> bool:
         if bwrap_available() and os.environ.get("GCLAB_SANDBOX_CAPPED_TMP") != "none":
             with tempfile.TemporaryDirectory(prefix="gclab-probe-") as d:
                 try:
-                    ok = subprocess.run(
+                    exe = str(_BWRAP.get("exe") or "bwrap")
+                    ok = subprocess.run(  # bubblewrap itself, inside that namespace
                         [sys.executable, "-s", str(CAPPED_TMP), d, str(2**20), "16", "--",
-                         sys.executable, "-c", "pass"],
+                         exe, "--ro-bind", "/", "/", "--bind", d, "/tmp", "--unshare-net",
+                         "--unshare-pid", "--die-with-parent", "--new-session",
+                         "--cap-drop", "ALL", "true"],
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL, timeout=20).returncode == 0
                 except (OSError, subprocess.SubprocessError):

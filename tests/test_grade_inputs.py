@@ -90,7 +90,8 @@ def test_a_bad_submission_in_a_batch_gets_its_own_rows(tmp_path, capsys):
     worse.write_text(json.dumps({"nbformat": 4, "cells": [{"cell_type": "code", "source": 1}]}))
     out_csv = tmp_path / "grades.csv"
     assert main([str(bad), str(worse), "--lesson", "04", "--csv", str(out_csv), "--quiet"]) == 2
-    assert out_csv.read_text().splitlines()[0] == "student,exercise,status,points,message,flag"
+    header = "student,exercise,status,points,message,flag,trust"
+    assert out_csv.read_text().splitlines()[0] == header
     with open(out_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     n_exercises = sum(e.notebook.startswith("04") for e in catalog())
@@ -103,7 +104,8 @@ def test_a_bad_submission_in_a_batch_gets_its_own_rows(tmp_path, capsys):
 
 
 def test_gradebook_fields_cannot_run_as_spreadsheet_formulas(tmp_path):
-    from gclab.grading.grade import Grade, write_gradebook
+    from gclab.grading.gradebook import write_gradebook
+    from gclab.grading.result import Grade
     from gclab.grading.trusted import SandboxRun
 
     row = {"id": "rf.theoretical", "title": "t", "status": "failed", "points": 0,

@@ -1,4 +1,4 @@
-"""``gclab grade`` against the second round of attacks (issue 19): the sandbox holds no answers,
+"""``gclab grade`` against a hostile notebook: the sandbox holds no answers,
 sees nothing but the submission, cannot take the machine's resources, and what it sends back
 cannot hurt the grader or a neighbour in the batch.
 
@@ -19,8 +19,8 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
 from gclab.grading import limits
+from gclab.grading.bwrap import bwrap_available
 from gclab.grading.grade import grade, grade_many
-from gclab.grading.sandbox import bwrap_available
 
 pytestmark = pytest.mark.slow
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) not usable "
@@ -383,7 +383,7 @@ def test_grade_says_which_limits_are_in_force(tmp_path, capsys):
 def test_a_memory_limit_too_low_for_torch_is_named_as_the_cause(tmp_path, monkeypatch):
     """Per-process address space (no cgroup): 300M cannot even import torch; the output says
     that the limit is the likely cause instead of only "kernel died"."""
-    monkeypatch.setitem(limits._PROBED, "kind", None)
+    monkeypatch.setattr(limits, "available", lambda host=limits.HOST: None)
     cells = [HEAD0 + "import torch\nx = torch.ones(3)",
              "def theoretical_rf(kernels, strides):\n    raise NotImplementedError\n"
              "check('rf.theoretical', theoretical_rf)"]

@@ -1,4 +1,4 @@
-"""What ``gclab grade`` writes and decides around the verdicts (issue 19, sections 4-6):
+"""What ``gclab grade`` writes and decides around the verdicts:
 feedback files that never overwrite each other, learner text escaped in every output format,
 copies of the published solutions (or of a classmate) flagged without changing the score, and
 which lesson a notebook in a batch is graded as."""
@@ -11,13 +11,9 @@ import json
 import pytest
 from gradekit import LEARNERS, SOLUTIONS, code_cells, exercise_cells, write_notebook
 
-from gclab.grading.grade import (
-    Grade,
-    feedback_names,
-    grade_many,
-    write_feedback,
-    write_gradebook,
-)
+from gclab.grading.grade import grade_many
+from gclab.grading.gradebook import feedback_names, write_feedback, write_gradebook
+from gclab.grading.result import Grade
 from gclab.grading.similarity import fingerprint
 from gclab.grading.submission import SubmissionError, detect_lesson
 from gclab.grading.trusted import SandboxRun

@@ -1,4 +1,4 @@
-"""CI grades every executed solution notebook at 100 % (issues 10 and 11, done-when).
+"""Every executed solution notebook grades at 100 %.
 
 All nine ``notebooks/solutions/*.ipynb`` in ONE ``gclab grade`` command, two at a time, each
 notebook's lesson recognised from the notebook itself; every exercise of every lesson must pass.

@@ -1,5 +1,5 @@
 """``gclab grade`` against hostile notebooks: each test is one way a learner's notebook tried to
-give itself marks, read the instructor's things, or outlive the grader (issue 11's findings).
+give itself marks, read the instructor's things, or outlive the grader.
 
 The notebooks are a few cells each, for lesson 0 (and lesson 4 for the reference functions);
 they are graded together, two at a time, by one ``grade_many`` in a module fixture, and each
@@ -21,8 +21,8 @@ import pytest
 from gradekit import ROOT, SOLUTIONS, exercise_cells, processes_with, write_notebook
 
 from gclab.exercises import catalog
+from gclab.grading.bwrap import bwrap_available
 from gclab.grading.grade import grade, grade_many
-from gclab.grading.sandbox import bwrap_available
 from gclab.grading.submission import clean
 
 LESSON = "00_receptive_fields"

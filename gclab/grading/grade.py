@@ -42,24 +42,19 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import html
-import json
 import math
 import os
 import re
 import sys
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 from gclab.grading.class_report import report_path, write_report
+from gclab.grading.gradebook import summary, write_feedback, write_gradebook
+from gclab.grading.result import Grade, rows_of, safe
 from gclab.grading.similarity import flag_copies
 from gclab.grading.submission import (
-    TEXT_CAP,
     SubmissionError,
     batch_lessons,
     checked_lesson,
@@ -71,176 +66,15 @@ from gclab.grading.submission import (
     student_of,
 )
 
-__all__ = ["Grade", "grade", "grade_many", "main"]
+__all__ = ["grade", "grade_many", "main"]
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MEMORY = 4 * 2**30
-TABLE_WIDTH = 90  # characters of detail per table row
 
 
 # --------------------------------------------------------------------------------------------
 # Grading
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Grade:
-    """The graded result of one notebook: ``rows`` (id, title, status, points, detail, hint)."""
-
-    notebook: str
-    lesson: str
-    run: Any
-    rows: List[Dict[str, Any]]
-    student: str = ""
-    warnings: List[str] = field(default_factory=list)
-    error: str = ""  # set when the submission could not be read
-    limits: str = ""  # the resource limits it ran under (sandbox.limits_in_force)
-    flags: List[str] = field(default_factory=list)  # similarity.flag_copies: for the instructor
-    cells: List[str] = field(default_factory=list, repr=False)  # its code cells, as handed in
-
-    @property
-    def passed(self) -> int:
-        return sum(r["status"] == "passed" for r in self.rows)
-
-    @property
-    def total(self) -> int:
-        return len(self.rows)
-
-    @property
-    def points(self) -> int:
-        return sum(r["points"] for r in self.rows)
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and self.total > 0 and self.passed == self.total
-
-    def table(self, width: int = TABLE_WIDTH) -> str:
-        lines = [f"gclab grade: {safe(self.notebook, 120)} (lesson {self.lesson})"]
-        lines += [f"warning: {safe(w)}" for w in self.warnings]
-        lines += [f"flag: {safe(f)}" for f in self.flags]
-        lines += [html.escape(self._run_line(), quote=False)]
-        lines += textwrap.wrap(f"limits: {self.limits}", 100, subsequent_indent="  ")
-        lines.append("")
-        w_id = max([len("exercise")] + [len(r["id"]) for r in self.rows])
-        w_st = max(len("not implemented"), len("not attempted"))
-        lines.append(f"{'exercise':<{w_id}}  {'result':<{w_st}}  details")
-        lines.append(f"{'-' * w_id}  {'-' * w_st}  {'-' * 40}")
-        for r in self.rows:
-            lines.append(f"{r['id']:<{w_id}}  {r['status']:<{w_st}}  {safe(r['detail'], width)}")
-        lines.append("")
-        lines.append(
-            f"score: {self.passed}/{self.total} exercises passed their public checks"
-            + ("" if self.ok else " (exit status 1: some failed, not implemented or not attempted)")
-        )
-        return "\n".join(lines)
-
-    def _run_line(self) -> str:
-        run = self.run
-        if self.error:
-            return f"the submission could not be read: {self.error}"
-        where = f" at cell {run.cell}" if run.cell else ""
-        memory = getattr(run, "memory", "")
-        if run.outcome == "completed":
-            return f"the notebook ran to the end in {run.seconds:.1f} s" + (
-                f" (with memory errors; likely cause: {memory})" if memory else "")
-        if run.outcome == "kernel died":
-            return (
-                f"the kernel died{where} after {run.seconds:.1f} s"
-                + (f" (likely cause: {memory})" if memory else "")
-                + "; exercises after that point are not attempted"
-            )
-        if run.outcome == "timed out":
-            return (
-                f"the notebook was stopped{where}: {clean(run.detail, 120)}; exercises after "
-                "that point are not attempted"
-            )
-        return f"the notebook could not be executed: {clean(run.detail, 200)}"
-
-    def records(self) -> List[Dict[str, Any]]:
-        """One dict per exercise: student, exercise, status, points, message (and more)."""
-        flag = "; ".join(safe(f) for f in self.flags)
-        return [
-            {
-                "student": safe(self.student),
-                "exercise": r["id"],
-                "status": r["status"],
-                "points": r["points"],
-                "message": safe(r["detail"], TEXT_CAP),
-                "lesson": self.lesson,
-                "notebook": safe(self.notebook),
-                "flag": flag,
-            }
-            for r in self.rows
-        ]
-
-    def feedback(self) -> str:
-        """Markdown feedback for the student: each verdict, its likely cause, a hint."""
-        lines = [
-            f"# Feedback for {_md(self.student)}: lesson {self.lesson}",
-            "",
-            f"Score: **{self.passed}/{self.total}** exercises passed their public checks.",
-            "",
-            _md(self._run_line()),
-            "",
-        ]
-        for r in self.rows:
-            lines.append(f"## `{r['id']}`: {_md(r['title'])}")
-            lines.append("")
-            lines.append(f"**{r['status']}**: {_md(r['message'])}")
-            if r.get("diagnosis"):
-                lines.append("")
-                lines.append(f"Likely cause: {_md(r['diagnosis'])}")
-            if r["status"] != "passed" and r.get("hint"):
-                lines.append("")
-                lines.append(f"Try this: {_md(r['hint'])}")
-            lines.append("")
-        return "\n".join(lines)
-
-
-def safe(text: Any, cap: int = TEXT_CAP) -> str:
-    """Learner-controlled ``text`` for any output: one clean line (:func:`clean`) with the
-    HTML specials escaped, so no viewer of the CSV, JSON or Markdown renders it as markup."""
-    return html.escape(clean(text, cap), quote=False)
-
-
-def _md(text: Any) -> str:
-    """``text`` safe in Markdown: HTML-escaped (:func:`safe`), Markdown's specials
-    backslash-escaped (an entity's ``&`` and ``;`` stay as they are)."""
-    return re.sub(r"([\\`*_\[\]#|])", r"\\\1", safe(text))
-
-
-_STOPPED = {
-    "kernel died": "the kernel died before its check ran",
-    "timed out": "the time ran out before its check ran",
-    "error": "the notebook could not be executed",
-    "completed": "no check of it ran (is its check cell there?)",
-}
-
-
-def _rows(exercises, verdicts: Dict[str, Any], outcome: str) -> List[Dict[str, Any]]:
-    from gclab.exercises import hint
-
-    rows = []
-    for ex in exercises:
-        result = verdicts.get(ex.id)
-        level1 = clean(hint(ex.id, 1), TEXT_CAP)
-        if result is None:
-            rows.append(
-                {"id": ex.id, "title": ex.title, "status": "not attempted", "points": 0,
-                 "detail": _STOPPED.get(outcome, _STOPPED["error"]),
-                 "message": _STOPPED.get(outcome, _STOPPED["error"]), "diagnosis": None,
-                 "hint": level1}
-            )
-            continue
-        detail = clean(result.message, TEXT_CAP)
-        if result.diagnosis:
-            detail += f" -- likely cause: {clean(result.diagnosis, 200)}"
-        rows.append(
-            {"id": ex.id, "title": ex.title, "status": result.status,
-             "points": int(result.status == "passed"), "detail": detail,
-             "message": result.message, "diagnosis": result.diagnosis, "hint": level1}
-        )
-    return rows
-
-
 def grade(
     path: Path,
     timeout: float = DEFAULT_TIMEOUT,
@@ -253,7 +87,7 @@ def grade(
     (``fallback``: the lesson to grade it as when its cells check no known exercise).
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
-    from gclab.exercises.registry import exercises as registered
+    from gclab.grading.bwrap import bwrap_available
     from gclab.grading.sandbox import limits_in_force
     from gclab.grading.trusted import run_and_grade
 
@@ -261,22 +95,29 @@ def grade(
     cells, meta = read_notebook(path)
     wanted = resolve_lesson(lesson) if lesson else None
     name, warnings = detect_lesson(path, cells, meta, wanted, fallback)
-    exercises = registered(name) if name else []
+    exercises = lesson_exercises(name)
     run = run_and_grade(cells, name, exercises, timeout, memory, use_bwrap=use_bwrap)
-    g = Grade(str(path), name, run, _rows(exercises, run.verdicts, run.outcome),
+    g = Grade(str(path), name, run, rows_of(exercises, run.verdicts, run.outcome),
               student_of(path), warnings)
     g.limits = limits_in_force(memory, timeout, use_bwrap)
+    g.isolated = bwrap_available() if use_bwrap is None else bool(use_bwrap)
     g.cells = cells
     return g
 
 
+def lesson_exercises(lesson: str) -> list:
+    """The registered exercises of ``lesson``, in the order the lesson checks them."""
+    from gclab.exercises.registry import catalog, get
+
+    return [get(entry.id) for entry in catalog(notebook=lesson)]
+
+
 def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
-    from gclab.exercises.registry import exercises as registered
     from gclab.grading.trusted import SandboxRun
 
-    exercises = registered(lesson) if lesson else []
+    exercises = lesson_exercises(lesson) if lesson else []
     g = Grade(str(path), lesson or "?", SandboxRun("error", error),
-              _rows(exercises, {}, "error"), student_of(path), [], error)
+              rows_of(exercises, {}, "error"), student_of(path), [], error)
     for r in g.rows:
         r["detail"] = r["message"] = f"unreadable submission: {error}"
     return g
@@ -347,84 +188,6 @@ def _unique_students(results: List[Grade]) -> None:
             g.student = f"{g.student}-{n + 1}"
 
 
-def _cell(value: Any) -> Any:
-    """A CSV field that a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@``)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value
-    return value
-
-
-def write_gradebook(results: List[Grade], csv_path: Path) -> Path:
-    """``csv_path`` (one row per student and exercise) and its JSON twin; returns the JSON."""
-    csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["student", "exercise", "status", "points", "message", "flag"]
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for g in results:
-            for rec in g.records():
-                writer.writerow({k: _cell(v) for k, v in rec.items()})
-    json_path = csv_path.with_suffix(".json")
-    data = [
-        {
-            "student": safe(g.student),
-            "notebook": safe(g.notebook),
-            "lesson": g.lesson,
-            "outcome": "unreadable" if g.error else g.run.outcome,
-            "seconds": round(float(getattr(g.run, "seconds", 0.0)), 1),
-            "points": g.points,
-            "total": g.total,
-            "warnings": [safe(w) for w in g.warnings],
-            "flags": [safe(f) for f in g.flags],
-            "limits": g.limits,
-            "exercises": g.records(),
-        }
-        for g in results
-    ]
-    json_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    return json_path
-
-
-def feedback_names(students: Sequence[str]) -> List[str]:
-    """One file name per student, distinct for distinct students (also where the file system
-    ignores case): the name itself where it is a plain, unused one, else its plain form plus a
-    hash of the exact name."""
-    names, used = [], set()
-    for student in students:
-        plain = re.sub(r"[^\w.-]", "_", student).lstrip(".")[:80] or "student"
-        name = plain
-        if plain != student or plain.lower() in used:
-            digest = hashlib.sha256(student.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-            name = f"{plain}-{digest}"
-        while name.lower() in used:  # the same student twice: number the repeats
-            name = f"{name}-{len(used)}"
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
-def write_feedback(results: List[Grade], folder: Path) -> List[Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for g, name in zip(results, feedback_names([g.student for g in results])):
-        path = folder / f"{name}.md"
-        path.write_text(g.feedback(), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def summary(results: List[Grade]) -> str:
-    w = max([len("student")] + [len(g.student) for g in results])
-    lines = [f"{'student':<{w}}  score  run", f"{'-' * w}  -----  {'-' * 30}"]
-    for g in results:
-        outcome = "unreadable: " + safe(g.error, 60) if g.error else g.run.outcome
-        flag = "  (flagged)" if g.flags else ""
-        lines.append(f"{safe(g.student):<{w}}  {g.passed:>2}/{g.total:<2}  {outcome}{flag}")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
@@ -469,9 +232,7 @@ def _jobs(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``gclab grade``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> _Parser:
     parser = _Parser(
         prog="gclab grade",
         description="run learner notebooks in a sandbox and grade their exercises "
@@ -494,50 +255,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=report_path, metavar="FILE.html",
                         help="write the class report here (and .md, .csv, .png twins)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
-        return int(exc.code or 0)
+    return parser
 
-    from gclab._extras import MissingExtra, require
 
-    try:
-        require("IPython", extra="course", why="gclab grade")
-        require("numpy", extra="course", why="gclab grade")
-    except MissingExtra as exc:
-        print(f"gclab grade: {exc}", file=sys.stderr)
-        return 2
+def _warn_if_not_isolated() -> None:
     from gclab.grading import sandbox
-    from gclab.grading.reaper import become_subreaper, kill_children
+    from gclab.grading.bwrap import bwrap_available
+    from gclab.grading.reaper import become_subreaper
 
-    if not sandbox.bwrap_available():
+    if not bwrap_available():
         print(
-            "gclab grade: warning: bubblewrap (bwrap) is not usable here, so the notebooks run "
-            "WITHOUT: " + "; ".join(sandbox.missing_protections())
-            + " (install it: bash scripts/sandbox-deps.sh; see docs/instructors.md)",
+            "gclab grade: warning: NOT ISOLATED: bubblewrap (bwrap) is not usable here, so the "
+            "notebooks run WITHOUT: " + "; ".join(sandbox.missing_protections())
+            + ". A notebook can read every file you can, the real gclab with its answers "
+            "included: every result is marked UNTRUSTED (the table, the CSV's trust column, "
+            "the JSON's isolated) (install it: bash scripts/sandbox-deps.sh; see "
+            "docs/instructors.md)",
             file=sys.stderr,
         )
         become_subreaper()
-    try:
-        lesson = resolve_lesson(args.lesson) if args.lesson else None
-    except SubmissionError as exc:
-        print(f"gclab grade: {exc}", file=sys.stderr)
-        return 2
 
-    single = len(args.submissions) == 1 and not args.csv and not args.feedback
-    try:
-        if single:
-            try:
-                results = [grade(args.submissions[0], args.timeout, lesson, args.memory)]
-            except SubmissionError as exc:
-                print(f"gclab grade: {clean(exc, 400)}", file=sys.stderr)
-                return 2
-        else:
-            results = grade_many(args.submissions, args.timeout, lesson, args.memory,
-                                 args.jobs, progress=not args.quiet)
-    finally:
-        if not sandbox.bwrap_available():
-            kill_children(os.getpid())
+
+def _report(results: List[Grade], args, single: bool) -> None:
+    """Print the results and write the files the arguments ask for."""
+    from gclab.grading import sandbox
+
     for g in results:
         for w in g.warnings:
             print(f"gclab grade: warning: {clean(g.notebook, 120)}: {w}", file=sys.stderr)
@@ -560,6 +302,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"feedback: {len(results)} files in {args.feedback}")
     if args.report:
         print("class report: " + ", ".join(map(str, write_report(results, args.report))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gclab grade``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line already printed)
+        return int(exc.code or 0)
+
+    from gclab._extras import MissingExtra, require
+
+    try:
+        require("IPython", extra="course", why="gclab grade")
+        require("numpy", extra="course", why="gclab grade")
+    except MissingExtra as exc:
+        print(f"gclab grade: {exc}", file=sys.stderr)
+        return 2
+    from gclab.grading.bwrap import bwrap_available
+    from gclab.grading.reaper import kill_children
+
+    _warn_if_not_isolated()
+    try:
+        lesson = resolve_lesson(args.lesson) if args.lesson else None
+    except SubmissionError as exc:
+        print(f"gclab grade: {exc}", file=sys.stderr)
+        return 2
+
+    single = len(args.submissions) == 1 and not args.csv and not args.feedback
+    try:
+        if single:
+            try:
+                results = [grade(args.submissions[0], args.timeout, lesson, args.memory)]
+            except SubmissionError as exc:
+                print(f"gclab grade: {clean(exc, 400)}", file=sys.stderr)
+                return 2
+        else:
+            results = grade_many(args.submissions, args.timeout, lesson, args.memory,
+                                 args.jobs, progress=not args.quiet)
+    finally:
+        if not bwrap_available():
+            kill_children(os.getpid())
+    _report(results, args, single)
     if any(g.error for g in results):
         return 2
     return 0 if all(g.ok for g in results) else 1

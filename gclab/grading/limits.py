@@ -17,21 +17,35 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
-__all__ = ["Group", "available", "PIDS_MAX"]
+__all__ = ["Group", "Host", "HOST", "available", "forget", "PIDS_MAX"]
 
 PIDS_MAX = 256  # processes + threads of one notebook (an honest one uses about 40)
-_ROOT = Path("/sys/fs/cgroup")
-_PROBED: Dict[str, str | None] = {}
 
 
-def _own_paths() -> Dict[str, str]:
+@dataclass(frozen=True)
+class Host:
+    """Where this machine's cgroups are described: the files :class:`Group` reads and the
+    directory tree it writes (a test points them at a fake tree in a temporary folder)."""
+
+    proc_cgroup: Path = Path("/proc/self/cgroup")  # this process's cgroup per hierarchy
+    mounts: Path = Path("/proc/self/mounts")  # where cgroup2 is mounted
+    v1_root: Path = Path("/sys/fs/cgroup")  # the v1 hierarchies, one directory each
+    remove: Callable[[Path], None] = os.rmdir  # how an empty group is removed
+
+
+HOST = Host()
+_PROBED: Dict[Host, str | None] = {}
+
+
+def _own_paths(host: Host) -> Dict[str, str]:
     """controller (or "" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
     out: Dict[str, str] = {}
     try:
-        text = Path("/proc/self/cgroup").read_text()
+        text = host.proc_cgroup.read_text()
     except OSError:
         return out
     for line in text.splitlines():
@@ -43,9 +57,9 @@ def _own_paths() -> Dict[str, str]:
     return out
 
 
-def _v2_mount() -> Path | None:
+def _v2_mount(host: Host) -> Path | None:
     try:
-        for line in Path("/proc/self/mounts").read_text().splitlines():
+        for line in host.mounts.read_text().splitlines():
             fields = line.split()
             if len(fields) > 2 and fields[2] == "cgroup2":
                 return Path(fields[1])
@@ -54,15 +68,20 @@ def _v2_mount() -> Path | None:
     return None
 
 
-def _v2_parent() -> Path | None:
-    mount = _v2_mount()
-    own = _own_paths().get("")
+def _v2_parent(host: Host) -> Path | None:
+    """This process's own v2 cgroup when its children can get the memory and pids
+    controllers (they are in its ``cgroup.controllers``, and enabled or enabled now)."""
+    mount = _v2_mount(host)
+    own = _own_paths(host).get("")
     if mount is None or own is None:
         return None
     parent = mount / own.lstrip("/")
     try:
+        offered = (parent / "cgroup.controllers").read_text().split()
         ctl = (parent / "cgroup.subtree_control").read_text().split()
     except OSError:
+        return None
+    if not {"memory", "pids"} <= set(offered):
         return None
     if not {"memory", "pids"} <= set(ctl):
         try:  # only allowed where the parent holds no process itself (a delegated subtree)
@@ -72,52 +91,61 @@ def _v2_parent() -> Path | None:
     return parent
 
 
-def _v1_parents() -> Dict[str, Path] | None:
-    own = _own_paths()
+def _v1_parents(host: Host) -> Dict[str, Path] | None:
+    own = _own_paths(host)
     found = {}
     for ctl in ("memory", "pids"):
-        base = _ROOT / ctl
+        base = host.v1_root / ctl
         if ctl not in own or not (base / "cgroup.procs").exists():
             return None
         found[ctl] = base / own[ctl].lstrip("/")
     return found
 
 
-def _try(kind: str) -> bool:
+def _try(kind: str, host: Host) -> bool:
     """Make and remove a probe group of this kind; True when that works here."""
     try:
-        g = Group(2**30, kind=kind)
+        g = Group(2**30, kind=kind, host=host)
     except OSError:
         return False
     g.close()
     return True
 
 
-def available() -> str | None:
-    """``"cgroup v2"``, ``"cgroup v1"`` or None: which kind of group can be made here."""
-    if "kind" not in _PROBED:
+def available(host: Host = HOST) -> str | None:
+    """``"cgroup v2"`` (a delegated subtree offering memory and pids), else ``"cgroup v1"``
+    (writable memory and pids hierarchies), else None: which kind of group can be made here
+    (probed once per host; ``GCLAB_SANDBOX_CGROUP=none`` says None)."""
+    if host not in _PROBED:
         kind = None
         if os.environ.get("GCLAB_SANDBOX_CGROUP") != "none":
             for k in ("cgroup v2", "cgroup v1"):
-                if _try(k):
+                if _try(k, host):
                     kind = k
                     break
-        _PROBED["kind"] = kind
-    return _PROBED["kind"]
+        _PROBED[host] = kind
+    return _PROBED[host]
+
+
+def forget() -> None:
+    """Probe again at the next :func:`available` (after the machine's cgroups changed)."""
+    _PROBED.clear()
 
 
 class Group:
     """One control group with a memory limit (bytes, swap included where the kernel counts
     it) and a pids limit. Raises OSError when it cannot be made."""
 
-    def __init__(self, memory: int, pids: int = PIDS_MAX, kind: str | None = None) -> None:
-        kind = kind or available()
+    def __init__(self, memory: int, pids: int = PIDS_MAX, kind: str | None = None,
+                 host: Host = HOST) -> None:
+        kind = kind or available(host)
         name = f"gclab-grade-{uuid.uuid4().hex[:12]}"
         self.kind = kind
+        self.host = host
         self.dirs: List[Path] = []
         try:
             if kind == "cgroup v2":
-                parent = _v2_parent()
+                parent = _v2_parent(host)
                 if parent is None:
                     raise OSError("no delegated cgroup v2 subtree with memory and pids")
                 d = parent / name
@@ -127,7 +155,7 @@ class Group:
                 _write_if(d / "memory.swap.max", "0")
                 (d / "pids.max").write_text(str(pids))
             elif kind == "cgroup v1":
-                parents = _v1_parents()
+                parents = _v1_parents(host)
                 if parents is None:
                     raise OSError("no writable cgroup v1 memory and pids hierarchies")
                 for _ctl, parent in parents.items():
@@ -197,7 +225,7 @@ class Group:
         for d in self.dirs:
             for _ in range(50):
                 try:
-                    d.rmdir()
+                    self.host.remove(d)
                     break
                 except FileNotFoundError:
                     break

@@ -10,7 +10,6 @@ The functions that run references must be called under the grader's lock (torch'
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from pathlib import Path
@@ -18,12 +17,14 @@ from typing import Any, Dict, List, Tuple
 
 from gclab import paths
 from gclab.course import solutions
+from gclab.grading import library_code
 
 __all__ = ["BLOCK_MODULES", "answer_code", "checked_ids", "checked_names", "forbidden_code",
            "lesson_source"]
 
 ROOT = paths.ROOT
 GCLAB_DIR = str(paths.PACKAGE) + "/"
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,9 +48,16 @@ def checked_ids(sources: List[str]) -> List[str]:
     return [ex_id for s in sources for ex_id in solutions.checked_ids(s)]
 
 
-def _solution_text(lesson: str) -> Tuple[str, str]:
+def _solution_text(lesson: str, upto: str | None = None) -> Tuple[str, str]:
+    """The solution regions of the lesson source (``upto``: only those before that
+    exercise's check, so a helper the lesson hands out later is not allowed earlier), and
+    its gclab imports."""
     src = lesson_source(lesson)
-    regions = "\n".join(solutions.region_code(src))
+    end = len(src)
+    if upto is not None:
+        m = re.search(rf"""\bcheck\(\s*["']{re.escape(upto)}["']""", src)
+        end = m.start() if m else end
+    regions = "\n".join(solutions.region_code(src[:end]))
     imports = "\n".join(
         line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))
     )
@@ -83,7 +91,7 @@ BLOCK_MODULES = (
     "gclab.numpy.non_local", "gclab.numpy.snl_block", "gclab.numpy.gc_block",
     "gclab.numpy.se_block", "gclab.numpy.framework", "gclab.numpy.naive",
     "gclab.nn.non_local", "gclab.nn.snl_block", "gclab.nn.gc_block", "gclab.nn.se_block",
-    "gclab.nn.framework",
+    "gclab.nn.framework", "gclab.nn.fast.fused", "gclab.nn.fast.non_local",
 )
 _BLOCKS: Dict[tuple, str] = {}
 
@@ -116,7 +124,7 @@ def _block_code() -> Dict[tuple, str]:
 
 
 def _key(code) -> list:
-    return [code.co_filename, code.co_firstlineno, code.co_name]
+    return [code.co_filename, code.co_firstlineno, code.co_qualname]
 
 
 def forbidden_code(ex, trials) -> List[list]:
@@ -132,7 +140,7 @@ def forbidden_code(ex, trials) -> List[list]:
         if code is not None and code.co_filename.startswith(GCLAB_DIR):
             keys[tuple(_key(code))] = getattr(code, "co_qualname", code.co_name)
             roots.add(code)
-    regions, imports = _solution_text(ex.notebook)
+    regions, imports = _solution_text(ex.notebook, upto=ex.id)
     if trials and ex.kind != "value":
         seen: Dict[tuple, str] = {}
 
@@ -158,7 +166,7 @@ def forbidden_code(ex, trials) -> List[list]:
         if regions:  # without the lesson's source we cannot tell its helpers: be lenient
             seen.update(_block_code())
         for k, qual in seen.items():
-            content = re.search(r"/exercises/lessons/nb\d\d_", k[0]) is not None
+            content = "/exercises/lessons/" in k[0]
             engine = "/gclab/exercises/" in k[0] or "/gclab/grading/" in k[0]
             if engine and not content:
                 continue  # the engine itself
@@ -171,64 +179,72 @@ def forbidden_code(ex, trials) -> List[list]:
 
 
 def answer_code(exercises: List[Any]) -> List[Tuple[str, str]]:
-    """(file, qualname) of the gclab code that answers these exercises, which the sandbox's
-    view of gclab replaces by stubs (the lesson content modules are stubbed whole besides):
-    each reference that lives in the library, and the tripwire code (:func:`forbidden_code`)
-    of gclab's blocks (:data:`BLOCK_MODULES`) -- except in a block module that the lesson's
-    own solution needs, directly or through the modules it imports (a helper such as
-    ``Bottleneck`` keeps its module whole)."""
+    """(file, qualname) of every library function and method that answers these exercises,
+    which the sandbox's view of gclab replaces by stubs (the lesson content modules are stubbed
+    whole besides): each library function that running a reference calls, at any depth, and
+    all the code of gclab's blocks (:data:`BLOCK_MODULES`), minus the helpers the lesson's own
+    solution uses and the code they name (:func:`gclab.grading.library_code.closure`), function
+    by function. Without the lesson's source (a pip-installed gclab) its helpers cannot be
+    told, so only the references that live in the library are stubbed."""
     from gclab.exercises.trials import trials
 
-    found = set()
-    needed: set = set()
+    answers: set = set()
+    helpers: set = set()
+    sourced = set()
+    for lesson in sorted({ex.notebook for ex in exercises}):
+        if not _solution_text(lesson)[0]:
+            continue
+        sourced.add(lesson)
+        path = ROOT / "notebooks" / "src" / f"{lesson}.py"
+        units = library_code.solution_units(lesson_source(lesson), path,
+                                            list(checked_names(lesson).values()))
+        helpers |= library_code.functions_of(library_code.closure(units))
+        blocks = [str(Path(GCLAB_DIR, *m.split(".")[1:]).with_suffix(".py"))
+                  for m in BLOCK_MODULES]
+        answers |= library_code.functions_of(library_code.library_units(blocks))
     for ex in exercises:
-        code = getattr(ex.reference, "__code__", None)
-        if code is not None and code.co_filename.startswith(GCLAB_DIR):
-            found.add((code.co_filename, getattr(code, "co_qualname", code.co_name)))
-        if ex.kind == "value":
-            continue
-        regions, imports = _solution_text(ex.notebook)
-        for (filename, _line, _name), qual in _block_code().items():
-            if regions and _allowed(qual, filename, regions, imports):
-                needed.add(filename)
-        blocks = {k[0] for k in _block_code()}
-        for filename, _line, qualname in forbidden_code(ex, trials(ex)):
-            if filename in blocks:
-                found.add((filename, qualname))
-    needed = _imported_closure(needed)
-    return sorted((f, q) for f, q in found if f not in needed)
+        called, given = _called_library_code(ex, trials(ex))
+        if ex.notebook not in sourced:
+            code = getattr(ex.reference, "__code__", None)
+            called = {k for k in called if code is not None and k[0] == code.co_filename
+                      and k[1] == code.co_qualname}
+        answers |= called | (library_code.also_answers(ex.id) if ex.notebook in sourced
+                             else set())
+        helpers |= library_code.functions_of(library_code.closure(given))
+    return sorted((f, q) for f, q in answers - helpers if "<" not in q.replace("<locals>", ""))
 
 
-def _imported_closure(files: set) -> set:
-    """``files`` and every gclab module file they import, transitively (static: the
-    ``import`` statements)."""
-    package = Path(GCLAB_DIR)
-    todo, seen = list(files), set(files)
-    while todo:
-        path = Path(todo.pop())
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (OSError, SyntaxError):
-            continue
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom):
-                base = path.parent
-                for _ in range(max(0, node.level - 1)):
-                    base = base.parent
-                if node.level == 0:
-                    if not (node.module or "").startswith("gclab"):
-                        continue
-                    base = package.parent
-                mod = (node.module or "").split(".") if node.module else []
-                names = [base.joinpath(*mod)] + [base.joinpath(*mod, a.name) for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [package.parent.joinpath(*a.name.split("."))
-                         for a in node.names if a.name.startswith("gclab")]
-            for n in names:
-                for cand in (n.with_suffix(".py"), n / "__init__.py"):
-                    key = str(cand)
-                    if cand.is_file() and key not in seen:
-                        seen.add(key)
-                        todo.append(key)
-    return seen
+def _called_library_code(ex, trials) -> Tuple[set, set]:
+    """(file, qualname) of every library function the reference calls on its first case, and
+    the library units that the case's own callables call (a function handed to the learner's
+    code as an argument: what it needs stays in the view)."""
+    from gclab.exercises.trials import run_reference
+
+    seen: set = set()
+    given: set = set()
+    code = getattr(ex.reference, "__code__", None)
+    if code is not None and library_code.is_library(code.co_filename):
+        seen.add((code.co_filename, code.co_qualname))
+    if not trials:
+        return seen, given
+    case = trials[0].case
+    case_codes = {getattr(a, "__code__", None)
+                  for a in [*getattr(case, "args", ()), *getattr(case, "kwargs", {}).values()]}
+    case_codes.discard(None)
+
+    def hook(frame, event, arg):  # noqa: ARG001
+        if event != "call" or not library_code.is_library(frame.f_code.co_filename):
+            return
+        code = frame.f_code
+        seen.add((code.co_filename, code.co_qualname))
+        if frame.f_back is not None and frame.f_back.f_code in case_codes:
+            given.add((code.co_filename, code.co_qualname.split(".")[0]))
+
+    sys.setprofile(hook)
+    try:
+        run_reference(ex, ex.reference, case, trials[0].seed)
+    except Exception:  # noqa: BLE001 - what it called before it failed still counts
+        pass
+    finally:
+        sys.setprofile(None)
+    return seen, given

@@ -2,13 +2,9 @@
 
 On Linux with bubblewrap (``bwrap``) the worker (:mod:`gclab.grading.worker`) runs
 
-* seeing only what a notebook needs, read-only: ``/usr`` (and its ``/bin``, ``/lib``
-  links), the loader's files from ``/etc``, the Python installation and its site-packages,
-  and :mod:`gclab.grading.view`'s copy of gclab (no answers, no lesson sources, no
-  ``.git``; a gclab installed in site-packages is covered by that copy too) with the course's
-  ``data/``. No ``/home``, ``/root``, ``/var``, ``/run`` (no host unix sockets), no class
-  folder, no checkout. Writable: a size-capped tmpfs ``/tmp`` (HOME and the work folder are
-  in it) and a capped ``/dev/shm``; ``/dev`` itself is read-only,
+* seeing only what a notebook needs (:mod:`gclab.grading.bwrap`): the interpreter, an
+  answer-free gclab, the course's data, read-only; writable only its ``/tmp`` (HOME and the
+  work folder: capped in bytes and files) and a capped ``/dev/shm``,
 * without network (``--unshare-net``: not even the host's loopback),
 * in its own PID namespace (``--unshare-pid --die-with-parent``): it cannot see or signal the
   grader, and every process it starts dies with it, daemons included,
@@ -19,10 +15,10 @@ Resource limits (:func:`limits_in_force` says which hold here): a control group
 (:mod:`gclab.grading.limits`, cgroup v2 or v1) caps the memory of all its processes
 together (tmpfs pages included) and the number of its processes and threads; without one,
 per-process rlimits (address space, processes of the user) are the fallback. Always: a
-per-file size limit, the tmpfs sizes (bubblewrap), and a wall-clock bound: on expiry the
-process group and the control group are killed. Output from the sandbox is only read through
-the message channel, always with a deadline; the learner's printed output is read from a file
-opened as a regular file only, non-blocking, never following a link.
+per-file size limit, the tmpfs sizes and file count (bubblewrap), and a wall-clock bound: on
+expiry the process group and the control group are killed. Output from the sandbox is only
+read through the message channel, always with a deadline; the learner's printed output is
+read from a file opened as a regular file only, non-blocking, never following a link.
 
 Without bubblewrap (macOS, or a kernel that forbids namespaces) the limits that remain are the
 scrubbed environment, the resource limits above, the wall-clock bound and the cleanup: the
@@ -36,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -46,52 +41,30 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from gclab import paths
 from gclab.grading import limits, wire
+from gclab.grading.bwrap import (
+    CAPPED_TMP,
+    FILES_LIMIT,
+    SHM_LIMIT,
+    TMPFS_LIMIT,
+    VIEW_MOUNT,
+    bwrap_available,
+    bwrap_command,
+    capped_tmp_available,
+)
 from gclab.grading.view import view_for
 
-__all__ = ["Sandbox", "bwrap_available", "limits_in_force", "protections",
-           "missing_protections", "read_regular"]
+__all__ = ["Sandbox", "SandboxBroken", "limits_in_force", "missing_protections", "protections",
+           "read_regular"]
 
-DATA = paths.DATA  # the course's data, if any
 REAPER = Path(__file__).with_name("reaper.py")
 FILE_LIMIT = 256 * 2**20  # bytes per file the learner's code may write
-TMPFS_LIMIT = 256 * 2**20  # bytes of the sandbox's /tmp (RAM): HOME and the work folder
-SHM_LIMIT = 64 * 2**20  # bytes of its /dev/shm
 AS_SLACK = 2**30  # address space beyond --memory per process, where a cgroup holds the memory
 TORCH_NEEDS = 768 * 2**20  # address space importing torch takes (its thread-local data)
-VIEW_MOUNT = "/gclab"  # where the answer-free gclab is inside the sandbox
+_NO_SPACE = re.compile(r"No space left on device|Errno 28|Disk quota exceeded")
 _OUT_OF_MEMORY = re.compile(r"MemoryError|failed to map segment|Cannot allocate memory|"
                             r"bad_alloc|out of memory")
-ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf")
 
-_BWRAP: Dict[str, object] = {}
-
-
-def bwrap_available() -> bool:
-    """Whether bubblewrap is installed and can create the namespaces here (cached)."""
-    if os.environ.get("GCLAB_SANDBOX") == "none":
-        return False
-    if "ok" not in _BWRAP:
-        exe = shutil.which("bwrap")
-        ok = False
-        if exe and sys.platform.startswith("linux"):
-            try:
-                ok = (
-                    subprocess.run(
-                        [exe, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid",
-                         "--die-with-parent", "--new-session", "true"],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        timeout=20,
-                    ).returncode
-                    == 0
-                )
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-        _BWRAP.update(ok=ok, exe=exe)
-    return bool(_BWRAP["ok"])
 
 
 ALL_PROTECTIONS = (
@@ -101,6 +74,7 @@ ALL_PROTECTIONS = (
     "outside it)",
     "empty HOME (instructor's files hidden)",
     "size-capped /tmp and /dev/shm",
+    "file-count cap on /tmp",
     "scrubbed environment",
     "memory limit for all its processes together",
     "process limit",
@@ -117,7 +91,8 @@ def protections() -> List[str]:
         kept += ["memory limit for all its processes together", "process limit"]
     if bwrap_available():
         return [p for p in ALL_PROTECTIONS
-                if p in kept or p not in ALL_PROTECTIONS[-4:-1]]
+                if p in kept or p not in ALL_PROTECTIONS[-4:-1]
+                and (p != "file-count cap on /tmp" or capped_tmp_available())]
     if _can_subreap() or group:
         kept.append("leftover processes killed")
     return [p for p in ALL_PROTECTIONS if p in kept]
@@ -128,10 +103,12 @@ def missing_protections() -> List[str]:
     return [p for p in ALL_PROTECTIONS if p not in have]
 
 
-def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None) -> str:
-    """One line: the resource limits a notebook runs under here."""
+def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None,
+                    group: str | None | bool = True) -> str:
+    """One line: the resource limits a notebook runs under here (``group``: the kind of
+    cgroup, :func:`gclab.grading.limits.available` unless given)."""
     use_bwrap = bwrap_available() if use_bwrap is None else use_bwrap
-    group = limits.available()
+    group = limits.available() if group is True else group
     parts = []
     if group:
         parts.append(f"memory {_size(memory)} for all its processes together, tmpfs included, "
@@ -143,7 +120,9 @@ def limits_in_force(memory: int, timeout: float, use_bwrap: bool | None = None) 
         parts.append("processes: " + (f"{limits.PIDS_MAX} more for your user (rlimit)"
                                       if os.getuid() != 0 else "no limit (running as root)"))
     if use_bwrap:
-        parts.append(f"/tmp + HOME + work folder {_size(TMPFS_LIMIT)}, /dev/shm "
+        files = (f" and {FILES_LIMIT} files" if capped_tmp_available()
+                 else " (no cap on the number of files here)")
+        parts.append(f"/tmp + HOME + work folder {_size(TMPFS_LIMIT)}{files}, /dev/shm "
                      f"{_size(SHM_LIMIT)} (tmpfs)")
     else:
         parts.append("disk: no cap but the file size (no bubblewrap)")
@@ -201,78 +180,6 @@ def _clean_env(home: str, tmp: str, pythonpath: str) -> Dict[str, str]:
     }
 
 
-def _python_dirs() -> List[Path]:
-    """The Python installation and its site-packages (not the checkout on sys.path)."""
-    dirs = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
-            Path(sys.executable).parent}
-    for p in sys.path:
-        if p and ("site-packages" in p or "dist-packages" in p) and Path(p).is_dir():
-            dirs.add(Path(p))
-    return sorted(dirs, key=lambda p: len(str(p)))
-
-
-def _bind_ro(cmd: List[str], path: Path, done: set) -> None:
-    real = path.resolve()
-    for src, dest in ((real, real), (real, path)):
-        if str(dest) in done or str(dest).startswith("/usr/"):
-            continue
-        if any(str(dest).startswith(d.rstrip("/") + "/") for d in done):
-            if str(dest) == str(src):
-                continue
-        cmd += ["--ro-bind", str(src), str(dest)]
-        done.add(str(dest))
-
-
-def _bwrap_command(view: Path, output: Path) -> List[str]:
-    exe = str(_BWRAP.get("exe") or "bwrap")
-    cmd = [exe, "--ro-bind", "/usr", "/usr"]
-    for top in ("bin", "sbin", "lib", "lib32", "lib64"):
-        p = Path("/") / top
-        if p.is_symlink():
-            cmd += ["--symlink", os.readlink(p), str(p)]
-        elif p.is_dir():
-            cmd += ["--ro-bind", str(p), str(p)]
-    for name in ETC:
-        if (Path("/etc") / name).exists():
-            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-    cmd += [
-        "--dev", "/dev",
-        "--size", str(SHM_LIMIT), "--tmpfs", "/dev/shm",
-        "--remount-ro", "/dev",
-        "--proc", "/proc",
-        "--size", str(TMPFS_LIMIT), "--tmpfs", "/tmp",
-        "--dir", "/tmp/work",
-        "--dir", "/tmp/home",
-        "--bind", str(output), "/tmp/output.txt",
-    ]
-    # After the /tmp tmpfs, so that an interpreter or venv under /tmp (a CI clone) is bound
-    # on top of it instead of being hidden by it.
-    done: set = set()
-    for d in _python_dirs():
-        _bind_ro(cmd, d, done)
-    cmd += ["--ro-bind", str(view), VIEW_MOUNT]
-    if DATA.is_dir():
-        cmd += ["--ro-bind", str(DATA), f"{VIEW_MOUNT}/data"]
-    for d in _python_dirs():  # a gclab installed there: the answer-free copy instead
-        if (d / "gclab").is_dir() and "site-packages" in str(d) + "dist-packages":
-            cmd += ["--ro-bind", str(view / "gclab"), str(d / "gclab")]
-    cmd += [
-        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing is written outside /tmp
-        "--chdir", "/tmp/work",
-        "--unshare-net",
-        "--unshare-pid",
-        "--as-pid-1",  # no bwrap init holding our pipes: the worker is pid 1, all die with it
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop", "ALL",
-        "--",
-    ]
-    return cmd
-
-
 def read_regular(path: Path, tail: int) -> str:
     """The last ``tail`` bytes of ``path`` when it is a regular file (opened non-blocking,
     never following a link: a FIFO, a device or a symlink gives "")."""
@@ -316,6 +223,8 @@ class Sandbox:
         self.group: limits.Group | None = None
         self.deadline = 0.0
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.capped = False  # /tmp capped in files too (capped_tmp)
+        self.disk_peak = (0, 0)  # most (files, bytes) seen in use in its /tmp
 
     # -- life cycle --------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -327,7 +236,14 @@ class Sandbox:
         if self.use_bwrap:
             worker = [sys.executable, "-s",
                       f"{VIEW_MOUNT}/gclab/grading/worker.py", "/tmp/output.txt"]
-            cmd = _bwrap_command(view, self.output) + worker
+            if capped_tmp_available():
+                tmp = base / "tmp"
+                tmp.mkdir()
+                cmd = [sys.executable, "-s", str(CAPPED_TMP), str(tmp), str(TMPFS_LIMIT),
+                       str(FILES_LIMIT), "--", *bwrap_command(view, self.output, tmp), *worker]
+                self.capped = True
+            else:
+                cmd = bwrap_command(view, self.output) + worker
             env = _clean_env("/tmp/home", "/tmp", VIEW_MOUNT)
             cwd = str(base)
         else:
@@ -430,6 +346,7 @@ class Sandbox:
             raise SandboxBroken(self._dead_outcome(), "the kernel stopped") from None
 
     def receive(self, seconds: float | None = None) -> tuple:
+        self._sample_disk()
         deadline = self.deadline
         if seconds is not None:
             deadline = min(deadline, time.monotonic() + seconds)
@@ -448,6 +365,34 @@ class Sandbox:
         if time.monotonic() >= self.deadline:
             return "timed out"
         return "kernel died"
+
+    def _sample_disk(self) -> None:
+        """Note how many files and bytes the sandbox's /tmp holds (seen through its first
+        process's root; nothing when that cannot be read)."""
+        if self.proc is None or not self.capped:
+            return
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
+                child = fh.read().split()[0]
+            st = os.statvfs(f"/proc/{child}/root/tmp")
+        except (OSError, IndexError):
+            return
+        used = (st.f_files - st.f_ffree, (st.f_blocks - st.f_bfree) * st.f_frsize)
+        self.disk_peak = tuple(max(a, b) for a, b in zip(self.disk_peak, used))
+
+    def disk_cause(self) -> str:
+        """Which limit of its folder the notebook reached, when its output says it ran out of
+        space or the peak use seen says so ("" otherwise)."""
+        full = _NO_SPACE.search(self.output_tail(1 << 16)) is not None
+        files, size = self.disk_peak
+        if self.capped and files >= FILES_LIMIT - 1:
+            return (f"it reached the file-count limit ({FILES_LIMIT} files and folders in /tmp, "
+                    "HOME and the work folder)")
+        if full or size >= TMPFS_LIMIT - 2**20:
+            return (f"it reached the size limit of its folder ({_size(TMPFS_LIMIT)} for /tmp, "
+                    f"HOME and the work folder, {_size(SHM_LIMIT)} for /dev/shm)"
+                    + (f", or the file-count limit ({FILES_LIMIT})" if self.capped else ""))
+        return ""
 
     def output_tail(self, n: int = 2000) -> str:
         return read_regular(self.output, n)

@@ -366,6 +366,7 @@ class SandboxRun:
     verdicts: Dict[str, Any] = field(default_factory=dict)  # id -> CheckResult
     output: str = ""
     memory: str = ""  # why the memory limit may be the cause of what went wrong ("" if not)
+    disk: str = ""  # which limit of its folder (bytes, files) it reached ("" if none)
 
 
 def run_and_grade(
@@ -427,5 +428,6 @@ def run_and_grade(
                 run.detail = f"stopped after the time limit of {timeout:g} s"
         run.output = box.output_tail()
         run.memory = box.memory_cause(run.outcome == "kernel died")
+        run.disk = box.disk_cause()
     run.seconds = time.monotonic() - start
     return run

@@ -3,13 +3,15 @@
 ``gclab grade`` runs a notebook against this copy, never against the installed gclab. In it
 
 * every lesson content module (``gclab/exercises/lessons/nbNN_*.py``: references, mistakes,
-  hints) is one stub: any name read from it is a function that raises "not available while grading"
-  (a demonstration cell that used one says so and the notebook goes on);
-* every library function or method the grader names as an exercise's implementation (its
-  reference and the gclab code the reference calls, minus the helpers the lesson's own
-  solution uses: :func:`gclab.grading.reference_code.answer_code`) keeps its signature and
-  decorators, but its body is one ``raise`` of the same message, so neither calling it nor
-  reading its source (``inspect.getsource``) gives the answer.
+  hints) and the helpers they share (``lessons/common.py``: a softmax, a sigmoid) is one stub:
+  any name read from it is a function that raises "not available while grading" (a
+  demonstration cell that used one says so and the notebook goes on);
+* every library function or method that answers an exercise of the lesson graded
+  (:func:`gclab.grading.reference_code.answer_code`: what the references call, gclab's blocks,
+  the other library routes to an answer; minus, function by function, the code the lesson's
+  own solution uses) keeps its signature and decorators, but its body is one ``raise`` of the
+  same message, so neither calling it, subclassing its class nor reading its source
+  (``inspect.getsource``) gives the answer.
 
 Nothing else of the checkout is in it (no ``.git``, no ``notebooks/``: solutions and lesson
 sources stay outside); the course's ``data/`` is bound beside it by the sandbox.
@@ -33,7 +35,7 @@ __all__ = ["CALLED", "UNAVAILABLE", "build_view", "unavailable", "view_for"]
 
 PACKAGE = paths.PACKAGE  # the real gclab/
 UNAVAILABLE = "is not available while grading"
-_CONTENT = re.compile(r"^nb\d\d_\w+\.py$")
+_CONTENT = re.compile(r"^(?:nb\d\d_\w+|common)\.py$")  # the lessons: answers and their helpers
 _VIEWS: Dict[Tuple, Path] = {}
 _LOCK = threading.Lock()
 

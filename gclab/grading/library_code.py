@@ -13,19 +13,18 @@ function (:func:`functions_of`), never "the whole module".
 from __future__ import annotations
 
 import ast
-import re
 from functools import cache
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Set, Tuple
 
 from gclab import paths
+from gclab.course import solutions
 
 __all__ = ["Unit", "closure", "functions_of", "is_library", "library_units", "solution_units"]
 
 PACKAGE = paths.PACKAGE
 #: the course and the grader, not the library the exercises re-implement
 NOT_LIBRARY = ("exercises", "grading", "course")
-_REGION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 #: (file, top-level name) of a function or class of the library
 Unit = Tuple[str, str]
@@ -207,10 +206,10 @@ def solution_units(source: str, source_path: Path, checked: Iterable[str] = ()) 
         tree = ast.parse(source)
     except SyntaxError:
         return set()
-    spans = []
-    for m in _REGION.finditer(source):
-        first = source.count("\n", 0, m.start()) + 1
-        spans.append((first, first + m.group(0).count("\n")))
+    try:  # 1-based line numbers of each region's two markers
+        spans = [(b + 1, e + 1) for b, e in solutions.regions(source.split("\n"), source_path)]
+    except solutions.BuildError:
+        return set()
     if not spans:
         return set()
     local = {n.name: n for n in tree.body

@@ -27,8 +27,8 @@ from gclab.exercises.registry import Case, Exercise
 from gclab.exercises.runner import Attempt, LocalRunner, attempt
 from gclab.exercises.running import CappedStream
 from gclab.exercises.trials import trials
-from gclab.grading.grade import DEFAULT_MEMORY
 from gclab.grading.bwrap import bwrap_available
+from gclab.grading.grade import DEFAULT_MEMORY
 from gclab.grading.sandbox import Sandbox
 from gclab.grading.trusted import LOCK, SandboxRunner, answer_in
 

@@ -48,9 +48,10 @@ from gclab.experiments.models import SmallResNet
 from gclab.experiments.report import (
     COLUMNS,
     CURVE_COLUMNS,
-    _label,
     plot_nl_attention,
+    read_csv,
     summarize_results,
+    task_label,
 )
 from gclab.experiments.train import TrainConfig, accuracy, build, train
 from gclab.nn import NonLocal2d
@@ -103,7 +104,8 @@ QUICK_MODELS = ("baseline", "gc_r16", "nl")
 #: early stopping after PATIENCE steps without a gain of 0.005 in validation accuracy (once a
 #: run is above LEARN_ABOVE), then COOLDOWN steps of decay
 MAX_STEPS = {"lookalike": 1200, "manykeys": 1600}
-PATIENCE, COOLDOWN, LEARN_ABOVE = 200, 100, 0.75
+PATIENCE = {"lookalike": 200, "manykeys": 250}
+COOLDOWN, LEARN_ABOVE = 100, 0.75
 #: models that cannot learn by construction (tested with autograd): their plateau at chance
 #: is their convergence, so early stopping applies to them from the start
 AT_CHANCE_BY_CONSTRUCTION = ("baseline",)
@@ -113,9 +115,9 @@ AT_CHANCE_BY_CONSTRUCTION = ("baseline",)
 LOOKALIKE_MODELS = COMPARE_MODELS
 LOOKALIKE_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
 #: the separation task (docs/experiments.md, "third design"): the bottleneck's width at C = 128;
-#: designed and generated, not in the committed plan (cut for the machine's load; run it with
-#: ``make_plan`` after adding it, or ``run_one`` directly)
+#: the block models run first, the baseline (at chance by construction) last
 MANYKEYS_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4")
+MANYKEYS_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
 MANYKEYS_LEVELS = (2,)
 #: lesson 3 reads the four pairwise functions of NL on the long-range task
 LONGRANGE_PLAN_MODELS = ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation")
@@ -204,9 +206,25 @@ def _full_plan(seeds: int | None) -> Plan:
         "longrange": TaskPlan(LONGRANGE_PLAN_MODELS, (None,), range(n_long),
                               converged(64, 600, 150, 50, warmup=50), n_train=200 * 64),
         "lookalike": TaskPlan(LOOKALIKE_MODELS, (8,), range(n_dense),
-                              converged(32, MAX_STEPS["lookalike"], PATIENCE, COOLDOWN),
+                              converged(32, MAX_STEPS["lookalike"], PATIENCE["lookalike"],
+                                        COOLDOWN),
                               n_train=6400, first=LOOKALIKE_FIRST),
+        "manykeys": TaskPlan(MANYKEYS_MODELS, MANYKEYS_LEVELS, range(n_dense),
+                             converged(32, MAX_STEPS["manykeys"], PATIENCE["manykeys"],
+                                       COOLDOWN),
+                             n_train=6400, first=MANYKEYS_FIRST),
     })
+
+
+def select_tasks(plan: Plan, tasks: Sequence[str] | None) -> Plan:
+    """The part of ``plan`` that trains only ``tasks`` (all of it when None)."""
+    if tasks is None:
+        return plan
+    unknown = [t for t in tasks if t not in plan.tasks]
+    if unknown or not tasks:
+        raise ValueError(f"--tasks must name tasks of the plan {list(plan.tasks)}, "
+                         f"got {list(tasks)}")
+    return Plan({t: tp for t, tp in plan.tasks.items() if t in tasks})
 
 
 def build_model(name: str, task: str = "longrange") -> SmallResNet:
@@ -309,12 +327,16 @@ def _cpu_model() -> str:
 
 
 def machine_info(args: argparse.Namespace, seconds: float, cpu_seconds: float,
-                 seeds: Sequence[int], loads: List[float]) -> Dict:
+                 plan: Plan, loads: List[float]) -> Dict:
+    """Where and how one invocation ran: its command, tasks, CPU, load, wall and CPU time."""
     return {
         "command": "gclab reproduce" + (" --quick" if args.quick else "")
+        + (f" --tasks {','.join(args.tasks)}" if args.tasks else "")
+        + (" --merge" if args.merge else "")
         + (f" --seeds {args.seeds}" if args.seeds is not None else "")
         + f" --jobs {args.jobs} --threads {args.threads}"
         + (f" --stop-after {args.stop_after:g}" if args.stop_after is not None else ""),
+        "tasks": list(plan.tasks),
         "cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
         "jobs": args.jobs,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -325,8 +347,59 @@ def machine_info(args: argparse.Namespace, seconds: float, cpu_seconds: float,
                                                                time.gmtime()),
         "wall_minutes": seconds / 60, "cpu_minutes": cpu_seconds / 60,
         "cpu_minutes_note": "sum over the runs of the worker's CPU time while training",
-        "seeds": list(seeds),
+        "seeds": list(plan.seeds),
     }
+
+
+def machine_parts(machine: Dict[str, Any], rows: List[Dict[str, Any]]) -> List[Dict]:
+    """The invocations recorded in a machine.json: its ``parts``, or the whole record of a
+    file written by one invocation (its ``tasks`` taken from ``rows`` when it has none)."""
+    if "parts" in machine:
+        return [dict(p) for p in machine["parts"]]
+    part = {k: v for k, v in machine.items()
+            if k not in ("runs", "capped_runs", "skipped_runs")}
+    part.setdefault("tasks", list(dict.fromkeys(str(r["task"]) for r in rows)))
+    part["runs"] = machine.get("runs", len(rows))
+    part["capped_runs"] = machine.get("capped_runs")
+    part["skipped_runs"] = machine.get("skipped_runs", [])
+    return [part]
+
+
+def machine_record(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """machine.json: every invocation that made the results (``parts``) and the totals."""
+    return {"parts": parts, "runs": sum(int(p["runs"]) for p in parts),
+            "capped_runs": sum(int(p["capped_runs"] or 0) for p in parts),
+            "skipped_runs": [s for p in parts for s in p.get("skipped_runs", [])]}
+
+
+@dataclass
+class Kept:
+    """What ``--merge`` keeps from the results already in ``--out``: the rows, curves,
+    attention maps and invocations of the tasks this invocation does not train."""
+
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    curves: List[Dict[str, Any]] = field(default_factory=list)
+    maps: List[Dict[str, Any]] = field(default_factory=list)
+    parts: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
+    """Read the results in ``out`` and keep everything that is not about ``tasks``; an
+    invocation that trained only ``tasks`` is dropped, one that trained others keeps them."""
+    if not (out / "ablation.csv").exists() or not (out / "machine.json").exists():
+        raise FileNotFoundError(f"--merge needs the results of an earlier reproduce in {out} "
+                                "(ablation.csv, curves.csv, machine.json)")
+    rows = read_csv(out / "ablation.csv")
+    parts = []
+    for part in machine_parts(json.loads((out / "machine.json").read_text()), rows):
+        part["tasks"] = [t for t in part["tasks"] if t not in tasks]
+        if part["tasks"]:
+            parts.append(part)
+    maps_file = out / "attention_maps.json"
+    maps = json.loads(maps_file.read_text()) if maps_file.exists() else []
+    return Kept(rows=[{k: r[k] for k in COLUMNS} for r in rows if r["task"] not in tasks],
+                curves=[c for c in read_csv(out / "curves.csv") if c["task"] not in tasks],
+                maps=[m for m in maps if m["task"] not in tasks], parts=parts)
 
 
 _TENSORS: Dict[Tuple[str, Any], Tuple] = {}
@@ -390,14 +463,19 @@ def check_requirements() -> str | None:
     return None
 
 
-def main(argv: List[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gclab reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="1 seed, a few models, one paint level + long-range (~1 min)")
+    p.add_argument("--tasks", type=lambda v: [t for t in v.split(",") if t], default=None,
+                   metavar="T1,T2", help="train only these tasks of the plan (comma-separated; "
+                   "default: every task of the plan)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the results of the other tasks already in --out and add these "
+                   "runs to them (rows of the tasks trained now are replaced)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds of every task and level (default: 5, but 3 on "
-                   "paint's easy level and twokeys' control level, 1 on long-range; 1 with "
-                   "--quick)")
+                   help="number of seeds of every dense task (default: 5, 1 on long-range; "
+                   "1 with --quick)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output folder (default: ./gclab-results; the committed results: "
                    "--out data/results)")
@@ -413,11 +491,84 @@ def main(argv: List[str] | None = None) -> int:
                    "listed in machine.json (skipped_runs) and the report uses the rest")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs in parallel, one worker process each (default: 2 on 2+ cores)")
+    return p
+
+
+def _results(jobs: List[tuple], workers: int):
+    """The results of ``_job`` over ``jobs``, in order, from ``workers`` processes."""
+    if workers == 1:
+        yield from map(_job, jobs)
+        return
+    import multiprocessing as mp
+
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        yield from pool.imap(_job, jobs)
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _progress_line(k: int, n: int, row: Dict[str, Any]) -> str:
+    return (f"[{k}/{n}] {task_label(row['task'], row['difficulty']):<24} {row['model']:<17} "
+            f"seed {row['seed']}  acc {row['accuracy']:.3f}  {row['steps']} steps"
+            f"{' (CAPPED at the maximum)' if row['capped'] else ''} "
+            f"({row['train_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
+
+
+def _train_all(args: argparse.Namespace, plan: Plan, kept: Kept) -> Dict[str, Any]:
+    """Train every run of ``plan`` and write ablation.csv, curves.csv and
+    attention_maps.json into ``args.out`` as the runs finish (after the ``kept`` results).
+    Returns this invocation's machine record."""
+    out: Path = args.out
+    deadline = None if args.stop_after is None else time.time() + 60 * args.stop_after
+    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads,
+             deadline) for t, d, m, s in plan.runs()]
+    skipped: List[Tuple] = []
+    rows: List[Dict[str, Any]] = []
+    maps, loads = list(kept.maps), []
+    t0 = time.perf_counter()
+    with (out / "ablation.csv").open("w", newline="") as f, \
+            (out / "curves.csv").open("w", newline="") as fc:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept.rows)
+        curve_writer = csv.DictWriter(fc, fieldnames=CURVE_COLUMNS)
+        curve_writer.writeheader()
+        curve_writer.writerows(kept.curves)
+        for k, res in enumerate(_results(jobs, args.jobs), start=1):
+            if "skipped" in res:
+                skipped.append(res["skipped"])
+                continue
+            rows.append(res["row"])
+            writer.writerow(res["row"])
+            curve_writer.writerows(res["curve"])
+            f.flush()
+            fc.flush()
+            if res["attention"]:
+                maps.extend(res["attention"])
+            if hasattr(os, "getloadavg"):
+                loads.append(os.getloadavg()[0])
+            print(_progress_line(k, len(jobs), res["row"]), flush=True)
+    (out / "attention_maps.json").write_text(json.dumps(maps))
+    cpu = sum(float(r["cpu_seconds"]) for r in rows)
+    part = machine_info(args, time.perf_counter() - t0, cpu, plan, loads)
+    part.update(runs=len(rows), capped_runs=sum(bool(r["capped"]) for r in rows),
+                skipped_runs=[list(map(str, s)) for s in skipped])
+    return part
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.jobs < 1 or args.threads < 1:
         p.error(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+    try:
+        plan = select_tasks(make_plan(args.quick, args.seeds), args.tasks)
+    except ValueError as err:
+        p.error(str(err))
     missing = check_requirements()
     if missing:
         print(f"gclab reproduce: {missing}", file=sys.stderr)
@@ -429,64 +580,21 @@ def main(argv: List[str] | None = None) -> int:
         print(f"rewrote comparisons.csv, ablation.md, the derived columns and the figures "
               f"in {args.out}")
         return 0
+    kept = Kept()
+    if args.merge:
+        try:
+            kept = kept_results(args.out, list(plan.tasks))
+        except FileNotFoundError as err:
+            p.error(str(err))
     torch.set_num_threads(args.threads)
-    plan = make_plan(args.quick, args.seeds)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    deadline = None if args.stop_after is None else time.time() + 60 * args.stop_after
-    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads,
-             deadline) for t, d, m, s in plan.runs()]
-    skipped: List[Tuple] = []
-    t0 = time.perf_counter()
-    rows: List[Dict[str, Any]] = []
-    maps: List[Dict[str, Any]] = []
-    loads: List[float] = []
-    with (out / "ablation.csv").open("w", newline="") as f, \
-            (out / "curves.csv").open("w", newline="") as fc:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        curve_writer = csv.DictWriter(fc, fieldnames=CURVE_COLUMNS)
-        curve_writer.writeheader()
-        if args.jobs == 1:
-            results = map(_job, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(args.jobs)
-            results = pool.imap(_job, jobs)
-        for k, res in enumerate(results, start=1):
-            if "skipped" in res:
-                skipped.append(res["skipped"])
-                continue
-            row = res["row"]
-            rows.append(row)
-            writer.writerow(row)
-            curve_writer.writerows(res["curve"])
-            f.flush()
-            fc.flush()
-            if res["attention"]:
-                maps.extend(res["attention"])
-                (out / "attention_maps.json").write_text(json.dumps(maps))
-            if hasattr(os, "getloadavg"):
-                loads.append(os.getloadavg()[0])
-            print(f"[{k}/{len(jobs)}] {_label(row['task'], row['difficulty']):<24} "
-                  f"{row['model']:<17} seed {row['seed']}  acc {row['accuracy']:.3f}  "
-                  f"{row['steps']} steps{' (CAPPED at the maximum)' if row['capped'] else ''} "
-                  f"({row['train_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)",
-                  flush=True)
-        if args.jobs != 1:
-            pool.close()
-            pool.join()
-    cpu = sum(float(r["cpu_seconds"]) for r in rows)
-    machine = machine_info(args, time.perf_counter() - t0, cpu, plan.seeds, loads)
-    machine["runs"] = len(rows)
-    machine["capped_runs"] = sum(bool(r["capped"]) for r in rows)
-    machine["skipped_runs"] = [list(map(str, s)) for s in skipped]
-    (out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
-    summarize_results(out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    part = _train_all(args, plan, kept)
+    machine = machine_record(kept.parts + [part])
+    (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    summarize_results(args.out)
     print(f"wrote ablation.csv, comparisons.csv, curves.csv, ablation.md, the figures and "
-          f"machine.json in {out} ({machine['wall_minutes']:.1f} min wall, "
-          f"{machine['cpu_minutes']:.1f} min CPU)")
+          f"machine.json in {args.out} ({part['wall_minutes']:.1f} min wall, "
+          f"{part['cpu_minutes']:.1f} min CPU for {part['runs']} runs)")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The experiments: the tasks, the backbone, training, analysis, reproduction and benchmarks.
 
-gclab.experiments.data        the long-range task and the dense tasks paint, lookalike,
-                              twokeys (checksummed)
+gclab.experiments.tasks       how the tasks draw their images and labels: longrange and the
+                              dense paint, lookalike, twokeys, manykeys
+gclab.experiments.data        their seeded splits, stored under data/ (checksummed)
 gclab.experiments.confusability  which digit pairs are hard to tell apart (lookalike's keys)
 gclab.experiments.models      SmallResNet and ``receptive_field``
 gclab.experiments.train       deterministic training loop

@@ -76,7 +76,7 @@ def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
 
 
 def test_no_scored_cell_of_the_manykeys_baseline_sees_a_key():
-    from gclab.experiments.reproduce import build_model
+    from gclab.experiments.plan import build_model
 
     x = torch.rand(2, 1, tasks.HEIGHT, tasks.WIDTH, requires_grad=True)
     model = build_model("baseline", "manykeys").eval()

@@ -75,6 +75,7 @@ COLUMNS = (
     "latency_ms", "block_latency_ms", "model_params", "model_flops", "train_seconds",
     "cpu_seconds", "final_loss", "dist_input", "dist_output", "dist_attention",
     "entropy_attention", "dist_attention_centered", "mean_map_accuracy",
+    "attention_dead_share",
 )
 #: what :func:`derive` adds to every row of ablation.csv once all runs are in
 DERIVED_COLUMNS = ("ceiling", "learned", "steps_to_90", "steps_to_95")

@@ -112,16 +112,19 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
         "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
         "final_loss": round(hist["loss"][-1], 4),
         "dist_input": "", "dist_output": "", "dist_attention": "", "entropy_attention": "",
-        "dist_attention_centered": "", "mean_map_accuracy": "",
+        "dist_attention_centered": "", "mean_map_accuracy": "", "attention_dead_share": "",
     }
-    row.update(_block_measurements(model, batch, xte, yte))
+    row.update(block_measurements(model, batch, xte, yte))
     return {"row": row, "model": model, "curve": curve}
 
 
-def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tensor,
-                        yte: torch.Tensor) -> Dict[str, Any]:
+def block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tensor,
+                       yte: torch.Tensor) -> Dict[str, Any]:
     """Latency of the block, the query-independence statistics (cosine distances, entropy,
-    distance after subtracting the uniform map) and, for NL, the mean-map replacement test."""
+    distance after subtracting the uniform map), the share of dead attention rows and, for
+    NL, the mean-map replacement test. A dead block (every attention row 0 on the probe
+    images, :func:`analysis.dead_attention_share`) has no maps and a constant output: its
+    output and attention statistics are left empty, not scored."""
     blocks = analysis.find_blocks(model)
     if not blocks:
         return {}
@@ -130,12 +133,16 @@ def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tens
     out: Dict[str, Any] = {"block_latency_ms": round(analysis.latency_ms(block, inp,
                                                                          repeats=5), 3)}
     probe = xte[:128]
+    dead = analysis.dead_attention_share(model, probe, block)
+    out["attention_dead_share"] = round(dead, 4)
     stats_ = analysis.query_independence(model, probe, block=block)
-    out.update({f"dist_{k}": round(v, 4) for k, v in stats_.items()})
     shape = analysis.attention_shape_statistics(model, probe, block)
-    out.update({k: ("" if v != v else round(v, 4)) for k, v in  # nan (dead block): empty
-                (("entropy_attention", shape["entropy"]),
-                 ("dist_attention_centered", shape["centered"]))})
+    measured = {"dist_input": stats_["input"], "dist_output": stats_["output"],
+                "dist_attention": stats_["attention"], "entropy_attention": shape["entropy"],
+                "dist_attention_centered": shape["centered"]}
+    for k, v in measured.items():
+        undefined = v != v or (dead == 1.0 and k != "dist_input")  # nan, or a dead block
+        out[k] = "" if undefined else round(v, 4)
     if isinstance(block, NonLocal2d):
         out["mean_map_accuracy"] = round(analysis.mean_map_accuracy(model, xte, yte, block), 4)
     return out
@@ -223,7 +230,7 @@ def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
             parts.append(part)
     maps_file = out / "attention_maps.json"
     maps = json.loads(maps_file.read_text()) if maps_file.exists() else []
-    return Kept(rows=[{k: r[k] for k in COLUMNS} for r in rows if r["task"] not in tasks],
+    return Kept(rows=[{k: r.get(k, "") for k in COLUMNS} for r in rows if r["task"] not in tasks],
                 curves=[c for c in read_csv(out / "curves.csv") if c["task"] not in tasks],
                 maps=[m for m in maps if m["task"] not in tasks], parts=parts)
 

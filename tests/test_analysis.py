@@ -275,3 +275,19 @@ def test_a_dead_concatenation_block_is_marked_dead_and_not_scored():
     # softmax rows sum to 1: never dead
     gc = SmallResNet(block="gc").eval()
     assert analysis.dead_attention_share(gc, x, analysis.find_blocks(gc)[0][1]) == 0.0
+
+
+def test_live_pairs_of_a_concatenation_block():
+    """dead_trace.live_pairs: every logit is sign * 2 Ci (theta = phi = 1, w = sign): no pair
+    live and the mean logit -2 Ci, or every pair live; a mixed w splits them."""
+    from gclab.experiments.dead_trace import live_pairs
+
+    x = torch.rand(2, 1, 16, 64)
+    for sign, live in ((-1.0, 0.0), (1.0, 1.0)):
+        model, block = _concatenation_model(sign)
+        inp, _ = analysis.capture(model, x, block)
+        got = live_pairs(block, inp)
+        assert got["live"] == live
+        assert got["mean_logit"] == pytest.approx(sign * 2 * block.inter_channels, rel=1e-5)
+    with pytest.raises(ValueError, match="concatenation"):
+        live_pairs(analysis.find_blocks(SmallResNet(block="nl"))[0][1], inp)

@@ -257,3 +257,36 @@ def read_csv(path: Path) -> List[Dict[str, Any]]:
     """Rows of a csv written by :func:`main` (every value a string)."""
     with Path(path).open() as f:
         return list(csv.DictReader(f))
+
+
+#: the bar a task must meet to separate converged models: the best model's mean test accuracy
+#: at most ``best_at_most`` (not saturated), the baseline within ``baseline_within`` of
+#: chance, the block models' means spread by at least ``spread_at_least``, and at least
+#: ``seeds_at_least`` seeds per model
+BAR = {"best_at_most": 0.97, "baseline_within": 0.10, "spread_at_least": 0.10,
+       "seeds_at_least": 5}
+
+
+def bar_check(rows: List[Dict[str, Any]], task: str, difficulty: Any = "") -> Dict[str, Any]:
+    """The separation bar (:data:`BAR`) on one (task, difficulty): per model the mean test
+    accuracy over every seed (learned or not); ``best`` and ``worst`` among the block models
+    (every model but the baseline); each point of the bar and ``met`` (all four)."""
+    sub = [r for r in rows if group_key(r) == (str(task), str(difficulty))]
+    if not sub:
+        raise ValueError(f"no runs of task {task!r} at difficulty {difficulty!r}")
+    acc: Dict[str, List[float]] = {}
+    for r in sub:
+        acc.setdefault(r["model"], []).append(float(r["accuracy"]))
+    means = {m: statistics.fmean(v) for m, v in acc.items()}
+    blocks = {m: v for m, v in means.items() if m != "baseline"}
+    best, worst = max(blocks, key=blocks.get), min(blocks, key=blocks.get)
+    chance = statistics.fmean(float(r["chance"]) for r in sub)
+    base = means.get("baseline", math.nan)
+    checks = {"best_at_most": blocks[best] <= BAR["best_at_most"],
+              "baseline_within": abs(base - chance) <= BAR["baseline_within"],
+              "spread_at_least": blocks[best] - blocks[worst] >= BAR["spread_at_least"],
+              "seeds_at_least": min(len(v) for v in acc.values()) >= BAR["seeds_at_least"]}
+    return {"task": task, "difficulty": difficulty, "means": means, "best": best,
+            "worst": worst, "chance": chance, "baseline": base,
+            "seeds": min(len(v) for v in acc.values()), "checks": checks,
+            "met": all(checks.values())}

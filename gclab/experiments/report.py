@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -76,12 +77,13 @@ def _header_markdown(machine: Dict[str, Any]) -> List[str]:
                     "censored).", ""]
 
 
-def _task_markdown(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> List[str]:
-    """The per-model table of one (task, difficulty)."""
-    summ = [m for m in model_summary(rows) if (m["task"], m["difficulty"]) == group]
-    lines = [f"## {task_label(*group)} (chance {summ[0]['chance']:.2f}, ceiling "
-             f"{summ[0]['ceiling']:.3f})", "",
-             "| model | learned | accuracy (learned) | every seed | steps to 90 % | "
+def model_table_markdown(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> List[str]:
+    """The per-model table of one (task, difficulty) of derived rows: learned share,
+    accuracy of the learned seeds, every seed, steps to 90 / 95 %, capped runs, costs."""
+    summ = [m for m in model_summary(rows) if (m["task"], m["difficulty"]) == tuple(group)]
+    if not summ:
+        raise ValueError(f"no runs of {group!r}")
+    lines = ["| model | learned | accuracy (learned) | every seed | steps to 90 % | "
              "steps to 95 % | capped | block params | block kFLOPs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m in summ:
@@ -93,7 +95,15 @@ def _task_markdown(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> List[s
             + " ".join(_steps_text(v) for v in m["steps_to_90"]) + " | "
             + " ".join(_steps_text(v) for v in m["steps_to_95"])
             + f" | {m['capped']} | {m['block_params']:,} | {m['block_flops'] / 1e3:.1f} |")
-    return lines + [""]
+    return lines
+
+
+def _task_markdown(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> List[str]:
+    """The heading (chance, ceiling) and per-model table of one (task, difficulty)."""
+    first = next(r for r in rows if group_key(r) == tuple(group))
+    return ([f"## {task_label(*group)} (chance {float(first['chance']):.2f}, ceiling "
+             f"{float(first['ceiling']):.3f})", ""]
+            + model_table_markdown(rows, group) + [""])
 
 
 def is_dead(row: Dict[str, Any]) -> bool:
@@ -191,6 +201,26 @@ def _fmt_side(c: Dict[str, Any], side: str) -> str:
     return f"{v:.3f} (n={n})"
 
 
+def verdict_cell(c: Dict[str, Any]) -> str:
+    """One comparisons.csv row in a few words: the two sides, the difference with its
+    interval or p, and the verdict in bold."""
+    return (f"{_fmt_side(c, 'first')} vs {_fmt_side(c, 'second')}: {_fmt_diff(c)} "
+            f"({_fmt_ci(c)}), **{c['verdict']}**")
+
+
+def short_cell(c: Dict[str, Any]) -> str:
+    """One comparisons.csv row in fewer words: the difference and its interval (accuracy),
+    or the two sides (shares; median steps) and p, then the verdict in bold."""
+    if c["metric"] == "accuracy":
+        what = f"{_fmt_diff(c)} {_fmt_ci(c)}" if c["ci_low"] not in ("", None) else (
+            f"n = {c['n_first']} vs {c['n_second']} converged learners")
+    else:
+        first, second = (re.sub(r" \(median of \d+\)", "", _fmt_side(c, s))
+                         for s in ("first", "second"))
+        what = f"{first} vs {second}, {_fmt_ci(c)}"
+    return f"{what}: **{c['verdict']}**"
+
+
 def accuracy_lines(rows: List[Dict[str, Any]]) -> List[str]:
     """Text table per (task, difficulty) and model of derived rows: learned share, test
     accuracy of the learned seeds, every seed's accuracy and steps to 90 %."""
@@ -262,9 +292,7 @@ def claims_markdown(comparisons: List[Dict[str, Any]], task: str) -> List[str]:
         cells = []
         for metric in METRICS:
             c = rs.get(metric)
-            cells.append("–" if c is None else
-                         f"{_fmt_side(c, 'first')} vs {_fmt_side(c, 'second')}: "
-                         f"{_fmt_diff(c)} ({_fmt_ci(c)}), **{c['verdict']}**")
+            cells.append("–" if c is None else verdict_cell(c))
         lines.append(f"| {name} ({claim}) | " + " | ".join(cells) + " |")
     return lines
 

@@ -332,7 +332,8 @@ def summarize_results(out: Path) -> List[Dict[str, Any]]:
     plot_table(rows, out / "ablation.png")
     if curves:
         plot_curves(curves, out / "curves.png", rows)
-    if (out / "attention_maps.json").exists():
-        plot_block_attention(json.loads((out / "attention_maps.json").read_text()),
-                             out / "attention_blocks.png")
+    maps_file = out / "attention_maps.json"
+    maps = json.loads(maps_file.read_text()) if maps_file.exists() else []
+    if maps:  # none when no task of the plan draws them (--tasks longrange)
+        plot_block_attention(maps, out / "attention_blocks.png")
     return comparisons

@@ -52,6 +52,7 @@ def trace(task: str = "longrange", seed: int = 0, model: str = "nl_concatenation
     (_, block), = analysis.find_blocks(net)
     records: List[Dict[str, float]] = []
 
+    @torch.no_grad()
     def hook(m, args, _out):
         if m.training:
             records.append({**live_pairs(m, args[0]),

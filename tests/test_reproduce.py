@@ -164,7 +164,8 @@ def test_tasks_must_name_tasks_of_the_plan(capsys, tmp_path):
 def test_merge_keeps_the_other_tasks_of_a_single_invocation_file(tmp_path):
     """A machine.json written by one invocation over two tasks (no ``parts``): merging a new
     run of one task keeps that invocation for the other task only."""
-    rows = [{k: "" for k in comparisons.COLUMNS} | {"task": t, "model": "nl", "seed": 0}
+    rows = [{k: "" for k in comparisons.COLUMNS} | {"task": t, "model": "nl", "seed": 0,
+                                                    "capped": "False", "cpu_seconds": 60}
             for t in ("longrange", "lookalike")]
     comparisons.write_csv(tmp_path / "ablation.csv", rows, comparisons.COLUMNS)
     comparisons.write_csv(tmp_path / "curves.csv", [
@@ -176,6 +177,9 @@ def test_merge_keeps_the_other_tasks_of_a_single_invocation_file(tmp_path):
     assert [r["task"] for r in kept.rows] == ["longrange"]
     assert [c["task"] for c in kept.curves] == ["longrange"]
     assert [p["tasks"] for p in kept.parts] == [["longrange"]]
+    # its counts cover the kept task only; its wall time the whole invocation
+    assert kept.parts[0]["runs"] == 1 and kept.parts[0]["capped_runs"] == 0
+    assert kept.parts[0]["trained_tasks"] == ["longrange", "lookalike"]
     assert reproduce.kept_results(tmp_path, ["lookalike", "longrange"]).parts == []
 
 

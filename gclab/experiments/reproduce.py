@@ -216,6 +216,19 @@ class Kept:
     parts: List[Dict[str, Any]] = field(default_factory=list)
 
 
+def narrow_part(part: Dict[str, Any], tasks: List[str], rows: List[Dict[str, Any]]
+                ) -> Dict[str, Any]:
+    """An invocation's record once only ``tasks`` of it are kept: its runs, capped runs,
+    skipped runs and training CPU counted over the rows of those tasks; its wall time still
+    covers everything it trained (``trained_tasks``)."""
+    mine = [r for r in rows if r["task"] in tasks]
+    return {**part, "tasks": tasks, "trained_tasks": part.get("trained_tasks", part["tasks"]),
+            "runs": len(mine), "capped_runs": sum(r["capped"] == "True" for r in mine),
+            "cpu_minutes": sum(float(r["cpu_seconds"]) for r in mine) / 60,
+            "skipped_runs": [s for s in part.get("skipped_runs", []) if s[0] in tasks],
+            "wall_minutes_note": "wall time of the whole invocation (trained_tasks)"}
+
+
 def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
     """Read the results in ``out`` and keep everything that is not about ``tasks``; an
     invocation that trained only ``tasks`` is dropped, one that trained others keeps them."""
@@ -225,8 +238,10 @@ def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
     rows = read_csv(out / "ablation.csv")
     parts = []
     for part in machine_parts(json.loads((out / "machine.json").read_text()), rows):
-        part["tasks"] = [t for t in part["tasks"] if t not in tasks]
-        if part["tasks"]:
+        left = [t for t in part["tasks"] if t not in tasks]
+        if left and left != part["tasks"]:
+            parts.append(narrow_part(part, left, rows))
+        elif left:
             parts.append(part)
     maps_file = out / "attention_maps.json"
     maps = json.loads(maps_file.read_text()) if maps_file.exists() else []

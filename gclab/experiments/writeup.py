@@ -78,10 +78,13 @@ def run_lines(res: Results) -> List[str]:
     parts = res.machine.get("parts", [res.machine])
     lines = []
     for p in parts:
+        wall = (f"{p['wall_minutes']:.1f} min wall (for all it trained then: "
+                f"{', '.join(p['trained_tasks'])})" if "trained_tasks" in p else
+                f"{p['wall_minutes']:.1f} min wall")
         lines.append(f"* `{p['command']}` ({', '.join(p.get('tasks', []))}): "
                      f"{p['runs']} runs ({p.get('capped_runs', 0)} capped), "
-                     f"{p['wall_minutes']:.1f} min wall and {p['cpu_minutes']:.1f} min of "
-                     f"training CPU on {p['cpu']} ({p['logical_cpus']} cores), "
+                     f"{wall} and {p['cpu_minutes']:.1f} min of training CPU on {p['cpu']} "
+                     f"({p['logical_cpus']} cores), "
                      f"{p['jobs']} workers x {p['threads']} thread, under load from other jobs "
                      f"(1-min load {p.get('load_average_1min_mean_during_run')} on average), "
                      f"{p['date']}.")

@@ -227,3 +227,67 @@ def test_mean_map_accuracy_matches_a_hand_built_shared_map_model():
     assert accuracy(model, x, y) < 1.0  # the real block's own maps give other predictions
     with pytest.raises(TypeError, match="NonLocal2d"):
         analysis.mean_map_accuracy(model, x, y, SEBlock(64))
+
+
+def _concatenation_model(sign: float):
+    """SmallResNet with a concatenation NL whose pairwise terms are all ``sign`` x (positive):
+    theta and phi ignore the input (weights 0, biases 1) and w = sign * 1, so every logit
+    w_theta^T theta_i + w_phi^T phi_j = sign * 2 Ci. W_z and its bias are random."""
+    torch.manual_seed(0)
+    model = SmallResNet(block="nl", block_kwargs={"mode": "concatenation"}).eval()
+    block = analysis.find_blocks(model)[0][1]
+    with torch.no_grad():
+        for conv in (block.theta, block.phi):
+            conv.weight.zero_()
+            conv.bias.fill_(1.0)
+        block.concat_project.weight.fill_(sign)
+        nn.init.normal_(block.conv_out.weight, std=0.5)
+        nn.init.normal_(block.conv_out.bias, std=0.5)
+    return model, block
+
+
+def test_a_dead_concatenation_block_is_marked_dead_and_not_scored():
+    """Every ReLU(w^T[theta_i; phi_j]) is 0: the block's output is x + b at every position of
+    every image (the formula z = x + W_z 0 + b, checked on the forward pass itself), and the
+    run's measurements call it dead and leave its statistics empty instead of reporting the
+    zero-vector convention (distance 1) or an entropy of all-zero rows. The live twin (every
+    logit positive, equal: uniform rows) is scored: entropy exactly 1."""
+    from gclab.experiments.reproduce import block_measurements
+
+    x = torch.rand(4, 1, 16, 64)
+    y = torch.randint(0, 2, (4,))
+    dead, db = _concatenation_model(-1.0)
+    inp, out = analysis.capture(dead, x, db)
+    torch.testing.assert_close(out - inp, db.conv_out.bias[None, :, None, None].expand_as(inp),
+                               atol=f32_tol(2, float(inp.abs().max()) + 2), rtol=0)
+    assert analysis.dead_attention_share(dead, x, db) == 1.0
+    m = block_measurements(dead, x, x, y)
+    assert m["attention_dead_share"] == 1.0
+    for k in ("dist_output", "dist_attention", "entropy_attention", "dist_attention_centered"):
+        assert m[k] == "", k
+    assert isinstance(m["dist_input"], float)  # the input is still there to describe
+    live, lb = _concatenation_model(1.0)
+    assert analysis.dead_attention_share(live, x, lb) == 0.0
+    m = block_measurements(live, x, x, y)
+    assert m["attention_dead_share"] == 0.0
+    assert m["entropy_attention"] == pytest.approx(1.0, abs=1e-4)  # uniform rows
+    assert m["dist_attention"] == pytest.approx(0.0, abs=1e-4)  # every query the same map
+    # softmax rows sum to 1: never dead
+    gc = SmallResNet(block="gc").eval()
+    assert analysis.dead_attention_share(gc, x, analysis.find_blocks(gc)[0][1]) == 0.0
+
+
+def test_live_pairs_of_a_concatenation_block():
+    """dead_trace.live_pairs: every logit is sign * 2 Ci (theta = phi = 1, w = sign): no pair
+    live and the mean logit -2 Ci, or every pair live; a mixed w splits them."""
+    from gclab.experiments.dead_trace import live_pairs
+
+    x = torch.rand(2, 1, 16, 64)
+    for sign, live in ((-1.0, 0.0), (1.0, 1.0)):
+        model, block = _concatenation_model(sign)
+        inp, _ = analysis.capture(model, x, block)
+        got = live_pairs(block, inp)
+        assert got["live"] == live
+        assert got["mean_logit"] == pytest.approx(sign * 2 * block.inter_channels, rel=1e-5)
+    with pytest.raises(ValueError, match="concatenation"):
+        live_pairs(analysis.find_blocks(SmallResNet(block="nl"))[0][1], inp)

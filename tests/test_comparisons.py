@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gclab.experiments import analysis, report, reproduce
+from gclab.experiments import analysis, comparisons
+from gclab.experiments.plan import make_plan
 
 
 def test_welch_interval_matches_scipy_and_a_hand_computation():
@@ -63,7 +64,7 @@ def test_compare_rows_known_answer_per_metric():
         "nl": [(0.97, True, 200), (0.96, True, 250), (0.97, True, 300), (0.96, True, 350),
                (0.97, True, 400)],
     })
-    out = {(c["comparison"], c["metric"]): c for c in report.compare(rows)}
+    out = {(c["comparison"], c["metric"]): c for c in comparisons.compare(rows)}
     assert {k[0] for k in out} == {"GC vs SE", "GC vs NL"}  # only pairs whose models ran
     assert {k[1] for k in out} == {"accuracy", "learned_share", "steps_to_90"}
     # accuracy among the seeds that learned: SE has one, so nothing is decided on it
@@ -94,7 +95,7 @@ def test_averaging_a_bimodal_outcome_is_not_what_decides():
         "nl": [(0.97, True, 200), (0.96, True, 250), (0.97, True, 300), (0.96, True, 350),
                (0.97, True, 400)],
     })
-    out = {c["metric"]: c for c in report.compare(rows)}
+    out = {c["metric"]: c for c in comparisons.compare(rows)}
     assert out["accuracy"]["n_first"] == 3 and out["accuracy"]["verdict"] == "reproduced"
     assert out["learned_share"]["verdict"] == "not decidable"  # 3/5 vs 5/5: p = 0.22
 
@@ -102,19 +103,19 @@ def test_averaging_a_bimodal_outcome_is_not_what_decides():
 def test_accuracy_ignores_a_capped_run_that_had_not_levelled_off():
     rows = _rows({"gc_r16": [(0.9, True, 100)] * 3, "nl": [(0.9, True, 100)] * 3})
     rows[0].update(capped=True, flat=False, accuracy=0.1)
-    out = {c["metric"]: c for c in report.compare(rows) if c["comparison"] == "GC vs NL"}
+    out = {c["metric"]: c for c in comparisons.compare(rows) if c["comparison"] == "GC vs NL"}
     assert out["accuracy"]["n_first"] == 2 and out["accuracy"]["difference"] == 0
 
 
 def test_every_paper_comparison_is_in_the_full_plan():
-    names = {c.name for c in report.COMPARISONS}
+    names = {c.name for c in comparisons.COMPARISONS}
     for needed in ("GC vs SE", "att vs avg pooling", "add vs mul fusion", "LayerNorm vs none",
                    "r4 vs r16", "SNL vs NL", "GC vs NL", "GC vs baseline"):
         assert needed in names
-    plan = reproduce.make_plan(quick=False)
+    plan = make_plan(quick=False)
     every = {m for tp in plan.tasks.values() for m in tp.models}
-    for c in report.COMPARISONS:  # each comparison is decided on some task of the plan
+    for c in comparisons.COMPARISONS:  # each comparison is decided on some task of the plan
         assert any({c.first, c.second} <= set(tp.models) and
                    all(len(tp.seeds_for(d)) >= 5 for d in tp.difficulties)
                    for t, tp in plan.tasks.items() if t != "longrange"), c.name
-    assert {c.first for c in report.COMPARISONS} <= every
+    assert {c.first for c in comparisons.COMPARISONS} <= every

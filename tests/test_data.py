@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gclab.experiments import data
+from gclab.experiments import data, tasks
 from gclab.experiments.models import SmallResNet
 
 
@@ -13,15 +13,15 @@ def test_deterministic_and_balanced(task):
     x1, y1 = data.make_split(task, "test", n=64, seed=3)
     x2, y2 = data.make_split(task, "test", n=64, seed=3)
     x3, _ = data.make_split(task, "test", n=64, seed=4)
-    assert x1.shape == (64, 1, data.HEIGHT, data.WIDTH) and x1.dtype == np.uint8
+    assert x1.shape == (64, 1, tasks.HEIGHT, tasks.WIDTH) and x1.dtype == np.uint8
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     assert not np.array_equal(x1, x3)
     if task == "longrange":
         assert y1.sum() == 32  # exactly half "same"
     else:
-        first = data.MANYKEYS_FIRST_CELL if task == "manykeys" else data.PAINT_FIRST_CELL
-        assert y1.shape == (64, data.HEIGHT // 4, data.WIDTH // 4)
-        assert (y1[:, :, :first] == data.IGNORE).all()
+        first = tasks.MANYKEYS_FIRST_CELL if task == "manykeys" else tasks.PAINT_FIRST_CELL
+        assert y1.shape == (64, tasks.HEIGHT // 4, tasks.WIDTH // 4)
+        assert (y1[:, :, :first] == tasks.IGNORE).all()
         scored = y1[:, :, first:]
         assert set(np.unique(scored)) == {0, 1} and 0.4 < scored.mean() < 0.6
 
@@ -49,7 +49,7 @@ def test_train_val_and_test_differ_and_digits_do_not_share_images():
     xva, _ = data.make_split("paint", "val", n=32)
     xte, _ = data.make_split("paint", "test", n=32)
     assert not np.array_equal(xtr, xte) and not np.array_equal(xtr, xva)
-    pools = {s: data._digit_pool(s) for s in data.SPLITS}
+    pools = {s: tasks.digit_pool(s) for s in data.SPLITS}
     seen = {s: {im.tobytes() for c in range(10) for im in pools[s][c]} for s in data.SPLITS}
     assert not seen["train"] & seen["test"] and not seen["train"] & seen["val"]
     assert not seen["val"] & seen["test"]
@@ -59,7 +59,7 @@ def test_train_val_and_test_differ_and_digits_do_not_share_images():
 def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
     """Without noise, read the key glyphs and the markers back from the pixels and rebuild
     every scored label: key[row, marker]."""
-    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
+    monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
     x, y = data.make_split("manykeys", "test", n=8, difficulty=2)
     ink = x[:, 0] > 0
     for i in range(8):
@@ -68,7 +68,7 @@ def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
             for m in range(2):
                 cell = ink[i, 4 * r : 4 * r + 4, 4 * m : 4 * m + 4]
                 keys.append(int(cell.sum() == 5))  # plus: 5 pixels, ring: 8
-            for c in range(data.MANYKEYS_FIRST_CELL, 16):
+            for c in range(tasks.MANYKEYS_FIRST_CELL, 16):
                 cell = ink[i, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
                 rows, cols = np.nonzero(cell)
                 marker = 0 if len(set(rows)) == 1 else 1  # horizontal / vertical bar
@@ -76,11 +76,11 @@ def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
 
 
 def test_no_scored_cell_of_the_manykeys_baseline_sees_a_key():
-    from gclab.experiments.reproduce import build_model
+    from gclab.experiments.plan import build_model
 
-    x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
+    x = torch.rand(2, 1, tasks.HEIGHT, tasks.WIDTH, requires_grad=True)
     model = build_model("baseline", "manykeys").eval()
-    out = model(x)[:, :, :, data.MANYKEYS_FIRST_CELL :].sum()
+    out = model(x)[:, :, :, tasks.MANYKEYS_FIRST_CELL :].sum()
     (grad,) = torch.autograd.grad(out, x)
     assert not bool((grad[..., :16] != 0).any()) and bool((grad[..., 16:] != 0).any())
 
@@ -88,35 +88,35 @@ def test_no_scored_cell_of_the_manykeys_baseline_sees_a_key():
 def test_longrange_end_objects_decide_the_label(monkeypatch):
     """Without clutter the only ink is the two end objects, in their columns; the label says
     whether they are the same (checked by comparing the objects' pixels)."""
-    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
-    orig_paste = data._paste
+    monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
+    orig_paste = tasks._paste
     pasted = []
 
     def spy(canvas, patch, r, c):
         pasted.append((patch.copy(), c))
         orig_paste(canvas, patch, r, c)
 
-    monkeypatch.setattr(data, "_paste", spy)
+    monkeypatch.setattr(tasks, "_paste", spy)
     x, y = data.make_split("longrange", "test", n=40, seed=9)
     # per image: distractor first, then the left and the right object
     for i in range(40):
         (_, cd), (a, ca), (b, cb) = pasted[3 * i : 3 * i + 3]
-        assert data.LEFT_COLUMNS[0] <= ca and ca + a.shape[1] <= data.LEFT_COLUMNS[1]
-        assert data.RIGHT_COLUMNS[0] <= cb and cb + b.shape[1] <= data.RIGHT_COLUMNS[1]
-        assert data.LEFT_COLUMNS[1] < cd and cd + 6 <= data.RIGHT_COLUMNS[0]
+        assert tasks.LEFT_COLUMNS[0] <= ca and ca + a.shape[1] <= tasks.LEFT_COLUMNS[1]
+        assert tasks.RIGHT_COLUMNS[0] <= cb and cb + b.shape[1] <= tasks.RIGHT_COLUMNS[1]
+        assert tasks.LEFT_COLUMNS[1] < cd and cd + 6 <= tasks.RIGHT_COLUMNS[0]
         assert y[i] == int(np.array_equal(a, b))
     assert 0 < y.mean() < 1
 
 
 def _bar_bits(x, i):
     """Every scored cell's bar read from the pixels: (4, 8) array, 1 = vertical."""
-    bits = np.zeros((4, 16 - data.PAINT_FIRST_CELL), dtype=np.int64)
+    bits = np.zeros((4, 16 - tasks.PAINT_FIRST_CELL), dtype=np.int64)
     for r in range(4):
-        for cc in range(data.PAINT_FIRST_CELL, 16):
+        for cc in range(tasks.PAINT_FIRST_CELL, 16):
             cell = x[i, 0, 4 * r : 4 * r + 4, 4 * cc : 4 * cc + 4] > 0
             rows, cols = np.nonzero(cell)
             assert len(rows) in (0, 3)
-            bits[r, cc - data.PAINT_FIRST_CELL] = len(rows) == 3 and len(set(cols)) == 1
+            bits[r, cc - tasks.PAINT_FIRST_CELL] = len(rows) == 3 and len(set(cols)) == 1
     return bits
 
 
@@ -126,19 +126,19 @@ def test_paint_label_is_key_xor_vertical_bar(task, side, monkeypatch):
     """Read the key's class from the pasted digit and every cell's bar from the pixels (no salt
     noise): the label is key XOR (bar is vertical), blank cells carry the key. ``lookalike``
     is the same with the keys (and distractors) drawn from classes 1 and 8."""
-    classes = data.DIGIT_CLASSES if task == "paint" else data.LOOKALIKE_CLASSES
-    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
-    orig_paste = data._paste
+    classes = tasks.DIGIT_CLASSES if task == "paint" else tasks.LOOKALIKE_CLASSES
+    monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
+    orig_paste = tasks._paste
     pasted = []
 
     def spy(canvas, patch, r, c):
         pasted.append((patch.copy(), c))
         orig_paste(canvas, patch, r, c)
 
-    monkeypatch.setattr(data, "_paste", spy)
+    monkeypatch.setattr(tasks, "_paste", spy)
     x, y = data.make_split(task, "test", n=12, seed=5, difficulty=side)
-    pool, big = data._digit_pool("test", side), data._digit_pool("test")
-    per = data.PAINT_DISTRACTORS + 1
+    pool, big = tasks.digit_pool("test", side), tasks.digit_pool("test")
+    per = tasks.PAINT_DISTRACTORS + 1
     for i in range(12):
         for patch, _ in pasted[per * i : per * i + per - 1]:  # distractors: the same classes
             assert any(np.array_equal(patch, im) for cls in classes for im in big[cls])
@@ -147,7 +147,7 @@ def test_paint_label_is_key_xor_vertical_bar(task, side, monkeypatch):
         key = [k for k, cls in enumerate(classes)
                if any(np.array_equal(key_patch, im) for im in pool[cls])]
         assert len(key) == 1
-        assert np.array_equal(y[i, :, data.PAINT_FIRST_CELL :], key[0] ^ _bar_bits(x, i))
+        assert np.array_equal(y[i, :, tasks.PAINT_FIRST_CELL :], key[0] ^ _bar_bits(x, i))
 
 
 @pytest.mark.parametrize("disagree", data.DIFFICULTIES["twokeys"])
@@ -155,30 +155,30 @@ def test_twokeys_rows_read_their_own_key(disagree, monkeypatch):
     """Two 8 x 8 keys in columns [0, 12), one in pixel rows [0, 8), one in [8, 16); map rows
     0-1 are labelled with the top key, rows 2-3 with the bottom one; the keys differ in about
     ``disagree`` % of the images (exactly never at 0)."""
-    monkeypatch.setattr(data, "_salt_and_strokes", lambda *a, **k: None)
-    orig_paste = data._paste
+    monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
+    orig_paste = tasks._paste
     pasted = []
 
     def spy(canvas, patch, r, c):
         pasted.append((patch.copy(), r, c))
         orig_paste(canvas, patch, r, c)
 
-    monkeypatch.setattr(data, "_paste", spy)
+    monkeypatch.setattr(tasks, "_paste", spy)
     n = 200
     x, y = data.make_split("twokeys", "test", n=n, seed=7, difficulty=disagree)
-    pool = data._digit_pool("test", data.TWOKEYS_SIDE)
-    per = data.PAINT_DISTRACTORS + 2
+    pool = tasks.digit_pool("test", tasks.TWOKEYS_SIDE)
+    per = tasks.PAINT_DISTRACTORS + 2
     differ = 0
     for i in range(n):
         keys = []
         for patch, r, c in pasted[per * i + per - 2 : per * i + per]:
             assert patch.shape == (8, 8) and c + 8 <= 12 and r in (0, 8)
-            keys.append([k for k, cls in enumerate(data.DIGIT_CLASSES)
+            keys.append([k for k, cls in enumerate(tasks.DIGIT_CLASSES)
                          if any(np.array_equal(patch, im) for im in pool[cls])][0])
         if i < 20:  # reading the bars is slow; 20 images check the labels
             bits = _bar_bits(x, i)
-            assert np.array_equal(y[i, :2, data.PAINT_FIRST_CELL :], bits[:2] ^ keys[0])
-            assert np.array_equal(y[i, 2:, data.PAINT_FIRST_CELL :], bits[2:] ^ keys[1])
+            assert np.array_equal(y[i, :2, tasks.PAINT_FIRST_CELL :], bits[:2] ^ keys[0])
+            assert np.array_equal(y[i, 2:, tasks.PAINT_FIRST_CELL :], bits[2:] ^ keys[1])
         differ += keys[0] != keys[1]
     assert abs(differ / n - disagree / 100) < 0.1 and (differ == 0) == (disagree == 0)
 
@@ -190,13 +190,13 @@ def test_no_scored_cell_of_the_baseline_sees_a_key():
     # a fixed draw: on about 1 in 13 random draws (seeds 24, 25, 28 of 0-39) LayerNorm's affine
     # and the ReLU after it zero all 4 channels of GC's bottleneck, and the block sees nothing
     torch.manual_seed(0)
-    x = torch.rand(2, 1, data.HEIGHT, data.WIDTH, requires_grad=True)
+    x = torch.rand(2, 1, tasks.HEIGHT, tasks.WIDTH, requires_grad=True)
     for block, sees in ((None, False), ("gc", True)):
         model = SmallResNet(block=block, dense=True).eval()
         if block:
             for p in model.inserted[0][1].parameters():
                 torch.nn.init.normal_(p, std=0.3)
-        out = model(x)[:, :, :, data.PAINT_FIRST_CELL :].sum()
+        out = model(x)[:, :, :, tasks.PAINT_FIRST_CELL :].sum()
         (grad,) = torch.autograd.grad(out, x)
         assert bool((grad[..., :12] != 0).any()) == sees
 

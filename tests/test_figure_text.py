@@ -5,7 +5,7 @@ JupyterLab shows an inline figure as the PNG matplotlib's inline backend makes (
 800 px in a notebook next to the file browser). A text of ``s`` points then is
 ``s * 100 / 72 * min(1, 800 / png_width)`` pixels tall; each figure's smallest text must be
 at least 8 px. The figures are made by the same calls the lessons make (``gclab.course.diagrams``,
-``gclab.course.figures``) and, for lesson 7, by ``gclab.experiments.report`` from the
+``gclab.course.figures``) and, for lesson 7, by ``gclab.experiments.figures`` from the
 committed results.
 """
 
@@ -129,13 +129,15 @@ RESULTS = ROOT / "data" / "results"
 
 
 def _lesson7_figures():
-    from gclab.experiments import report
+    from gclab.experiments import comparisons
+    from gclab.experiments import figures as results_figures
 
-    rows = report.read_csv(RESULTS / "ablation.csv")
-    curves = report.read_csv(RESULTS / "curves.csv")
+    rows = comparisons.read_csv(RESULTS / "ablation.csv")
+    curves = comparisons.read_csv(RESULTS / "curves.csv")
     maps = json.loads((RESULTS / "attention_maps.json").read_text())
-    return {"07 ablation": (report.plot_table, rows), "07 curves": (report.plot_curves, curves),
-            "07 attention_blocks": (report.plot_block_attention, maps)}
+    return {"07 ablation": (results_figures.plot_table, rows),
+            "07 curves": (results_figures.plot_curves, curves),
+            "07 attention_blocks": (results_figures.plot_block_attention, maps)}
 
 
 @pytest.mark.parametrize("name", ["07 ablation", "07 curves", "07 attention_blocks"])

@@ -5,8 +5,8 @@ import torch
 from _tol import f32_tol
 from torch import nn
 
-from gclab.experiments.data import LEFT_COLUMNS, RIGHT_COLUMNS
 from gclab.experiments.models import SmallResNet, receptive_field
+from gclab.experiments.tasks import LEFT_COLUMNS, RIGHT_COLUMNS
 from gclab.nn import GCBlock, NonLocal2d, SEBlock, SimplifiedNonLocal2d
 
 

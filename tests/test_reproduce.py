@@ -3,14 +3,16 @@ data/), the plan, the up-front dependency check, and the committed results."""
 
 import csv
 import hashlib
+import json
 import subprocess
 import sys
 
 import pytest
 
 from gclab.cli import main as cli_main
-from gclab.experiments import report, reproduce
+from gclab.experiments import comparisons, reproduce
 from gclab.experiments.data import DATA_DIR
+from gclab.experiments.plan import QUICK_GC, build_model, make_plan
 
 
 def _tree_hash(root):
@@ -26,22 +28,35 @@ def _tree_hash(root):
 def test_quick_reproduction_writes_a_new_folder_in_the_cwd(tmp_path, monkeypatch):
     before = _tree_hash(DATA_DIR)
     monkeypatch.chdir(tmp_path)
-    assert cli_main(["reproduce", "--quick", "--no-progress", "--threads", "1"]) == 0
+    # the quick plan in two invocations: one task, then the other merged into its results,
+    # then the second again (its rows and its invocation replaced, not added twice)
+    for tasks, merge in (("longrange", []), ("paint", ["--merge"]), ("paint", ["--merge"])):
+        assert cli_main(["reproduce", "--quick", "--no-progress", "--threads", "1",
+                         "--tasks", tasks] + merge) == 0
     assert _tree_hash(DATA_DIR) == before  # the checkout's data/ (and results) untouched
     out = tmp_path / reproduce.DEFAULT_OUT
+    machine = json.loads((out / "machine.json").read_text())
+    assert [p["tasks"] for p in machine["parts"]] == [["longrange"], ["paint"]]
+    assert machine["runs"] == len(make_plan(quick=True).runs())
+    assert "--tasks paint --merge" in machine["parts"][1]["command"]
     with (out / "ablation.csv").open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-        assert tuple(reader.fieldnames) == report.COLUMNS + report.DERIVED_COLUMNS
+        assert tuple(reader.fieldnames) == comparisons.COLUMNS + comparisons.DERIVED_COLUMNS
     with (out / "comparisons.csv").open() as f:
         reader = csv.DictReader(f)
         comps = list(reader)
-        assert tuple(reader.fieldnames) == report.COMPARISON_COLUMNS
+        assert tuple(reader.fieldnames) == comparisons.COMPARISON_COLUMNS
     assert comps and all(c["verdict"] in ("reproduced", "reversed", "not decidable")
                          for c in comps)
-    plan = reproduce.make_plan(quick=True)
+    plan = make_plan(quick=True)
     expected = {(t, "" if d is None else str(d), m, s) for t, d, m, s in plan.runs()}
-    assert {(r["task"], r["difficulty"], r["model"], int(r["seed"])) for r in rows} == expected
+    got = [(r["task"], r["difficulty"], r["model"], int(r["seed"])) for r in rows]
+    assert set(got) == expected and len(got) == len(expected)
+    with (out / "curves.csv").open() as f:
+        curve_runs = {(r["task"], r["difficulty"], r["model"], int(r["seed"]), int(r["step"]))
+                      for r in csv.DictReader(f)}
+    assert {c[:4] for c in curve_runs} == expected
     acc = {(r["task"], r["model"]): float(r["accuracy"]) for r in rows}
     for r in rows:
         assert float(r["chance"]) == pytest.approx(0.5, abs=0.02)
@@ -49,8 +64,8 @@ def test_quick_reproduction_writes_a_new_folder_in_the_cwd(tmp_path, monkeypatch
     assert abs(acc[("longrange", "baseline")] - 0.5) < 0.07, acc
     assert abs(acc[("paint", "baseline")] - 0.5) < 0.05, acc
     # ... and one GC block in layer3 solves the long-range task
-    assert acc[("longrange", reproduce.QUICK_GC)] > 0.85, acc
-    gc = next(r for r in rows if r["model"] == reproduce.QUICK_GC)
+    assert acc[("longrange", QUICK_GC)] > 0.85, acc
+    gc = next(r for r in rows if r["model"] == QUICK_GC)
     base = next(r for r in rows if r["model"] == "baseline")
     assert int(base["block_params"]) == 0 and int(base["block_flops"]) == 0
     assert 0 < int(gc["block_params"]) and 0 < int(gc["block_flops"]) < int(gc["model_flops"])
@@ -88,11 +103,18 @@ def test_help_needs_no_optional_package():
 
 
 def test_plan_and_model_names():
-    full = reproduce.make_plan(quick=False)
-    assert set(full.tasks) == {"lookalike", "longrange"}
+    full = make_plan(quick=False)
+    assert set(full.tasks) == {"lookalike", "longrange", "manykeys"}
+    # manykeys runs exactly its committed design (docs/experiments.md, third design)
+    mk = full.tasks["manykeys"]
+    assert tuple(mk.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
+    assert tuple(mk.difficulties) == (2,) and mk.seeds_for(2) == [0, 1, 2, 3, 4]
+    assert (mk.config.max_steps, mk.config.patience, mk.config.cooldown_steps,
+            mk.config.warmup_steps, mk.config.batch_size, mk.config.eval_every,
+            mk.eval_images, mk.learn_above) == (1600, 250, 100, 100, 32, 50, 256, 0.75)
     for task in ("lookalike",):
         tp = full.tasks[task]
-        assert reproduce.build_model("gc_r16", task).dense
+        assert build_model("gc_r16", task).dense
         cfg = tp.config
         # the converged protocol: a maximum, early stopping on the validation curve, warm-up
         assert cfg.max_steps >= 1000 and cfg.patience > 0 and cfg.eval_every > 0
@@ -100,14 +122,14 @@ def test_plan_and_model_names():
         for level in tp.difficulties:
             assert len(tp.seeds_for(level)) >= 5
     # manykeys puts 128 channels where the blocks sit: GC r16's bottleneck is 8 wide
-    gc = reproduce.build_model("gc_r16", "manykeys").inserted[0][1]
-    assert gc.planes == 8 and reproduce.build_model("gc_r4", "manykeys").inserted[0][1].planes == 32
+    gc = build_model("gc_r16", "manykeys").inserted[0][1]
+    assert gc.planes == 8 and build_model("gc_r4", "manykeys").inserted[0][1].planes == 32
     for mode in ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation"):
         assert mode in full.tasks["longrange"].models  # lesson 3 reads them
     assert reproduce.DEFAULT_OUT.name == "gclab-results" and not reproduce.DEFAULT_OUT.is_absolute()
     with pytest.raises(ValueError, match="model must be one of"):
-        reproduce.build_model("resnet50")
-    gc = reproduce.build_model("gc_r16_avg")
+        build_model("resnet50")
+    gc = build_model("gc_r16_avg")
     assert gc.inserted[0][1].pooling == "avg"
     # within lookalike: every seed of the central models, seed by seed, before the others
     runs = [r for r in full.runs() if r[0] == "lookalike"]
@@ -128,6 +150,39 @@ def _committed():
     return out, rows, comps, curves
 
 
+def test_tasks_must_name_tasks_of_the_plan(capsys, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        reproduce.main(["--tasks", "manykey", "--out", str(tmp_path / "r")])
+    assert err.value.code == 2
+    assert "'manykeys'" in capsys.readouterr().err  # the message names the plan's tasks
+    with pytest.raises(SystemExit):  # --merge needs earlier results in --out
+        reproduce.main(["--quick", "--tasks", "paint", "--merge", "--out", str(tmp_path)])
+    assert "--merge needs the results" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_merge_keeps_the_other_tasks_of_a_single_invocation_file(tmp_path):
+    """A machine.json written by one invocation over two tasks (no ``parts``): merging a new
+    run of one task keeps that invocation for the other task only."""
+    rows = [{k: "" for k in comparisons.COLUMNS} | {"task": t, "model": "nl", "seed": 0,
+                                                    "capped": "False", "cpu_seconds": 60}
+            for t in ("longrange", "lookalike")]
+    comparisons.write_csv(tmp_path / "ablation.csv", rows, comparisons.COLUMNS)
+    comparisons.write_csv(tmp_path / "curves.csv", [
+        {"task": t, "difficulty": "", "model": "nl", "seed": 0, "step": 50, "accuracy": 0.5}
+        for t in ("longrange", "lookalike")], comparisons.CURVE_COLUMNS)
+    (tmp_path / "machine.json").write_text(json.dumps(
+        {"command": "gclab reproduce", "runs": 2, "capped_runs": 0, "skipped_runs": []}))
+    kept = reproduce.kept_results(tmp_path, ["lookalike"])
+    assert [r["task"] for r in kept.rows] == ["longrange"]
+    assert [c["task"] for c in kept.curves] == ["longrange"]
+    assert [p["tasks"] for p in kept.parts] == [["longrange"]]
+    # its counts cover the kept task only; its wall time the whole invocation
+    assert kept.parts[0]["runs"] == 1 and kept.parts[0]["capped_runs"] == 0
+    assert kept.parts[0]["trained_tasks"] == ["longrange", "lookalike"]
+    assert reproduce.kept_results(tmp_path, ["lookalike", "longrange"]).parts == []
+
+
 def test_committed_results_cover_the_full_plan():
     """data/results holds one row per run of the full plan (less the runs that machine.json
     lists as skipped by --stop-after), every comparison per metric, and the files the lessons
@@ -136,26 +191,26 @@ def test_committed_results_cover_the_full_plan():
 
     out, rows, comps, _ = _committed()
     machine = json.loads((out / "machine.json").read_text())
-    plan = reproduce.make_plan(quick=False)
+    plan = make_plan(quick=False)
     expected = {(t, "" if d is None else str(d), m, s) for t, d, m, s in plan.runs()}
     skipped = {tuple(r[:3]) + (int(r[3]),) for r in machine.get("skipped_runs", [])}
     skipped = {(t, "" if d == "None" else d, m, s) for t, d, m, s in skipped}
     got = {(r["task"], r["difficulty"], r["model"], int(r["seed"])) for r in rows}
     assert got == expected - skipped and len(rows) == len(got)
     assert len(skipped) <= len(expected) // 4  # a cut may not eat the plan
-    assert {c["metric"] for c in comps} == set(report.METRICS)
+    assert {c["metric"] for c in comps} == set(comparisons.METRICS)
     for task in ("lookalike",):
         for level in plan.tasks[task].difficulties:
             models = set(plan.tasks[task].models)
-            want = {(c.name, m) for c in report.COMPARISONS if {c.first, c.second} <= models
-                    for m in report.METRICS}
+            want = {(c.name, m) for c in comparisons.COMPARISONS if {c.first, c.second} <= models
+                    for m in comparisons.METRICS}
             have = {(c["comparison"], c["metric"]) for c in comps
                     if c["task"] == task and c["difficulty"] == str(level)}
             assert have == want, (task, level)
     for name in ("ablation.md", "ablation.png", "attention_nl.png", "machine.json",
                  "nl_longrange_seed0.pt", "curves.csv", "curves.png", "attention_blocks.png"):
         assert (out / name).stat().st_size > 0, name
-    model = reproduce.build_model("nl")
+    model = build_model("nl")
     import torch
 
     model.load_state_dict(torch.load(out / "nl_longrange_seed0.pt", weights_only=True))

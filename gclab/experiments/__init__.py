@@ -1,13 +1,19 @@
 """The experiments: the tasks, the backbone, training, analysis, reproduction and benchmarks.
 
-gclab.experiments.data        the long-range task and the dense tasks paint, lookalike,
-                              twokeys (checksummed)
+gclab.experiments.tasks       how the tasks draw their images and labels: longrange and the
+                              dense paint, lookalike, twokeys, manykeys
+gclab.experiments.data        their seeded splits, stored under data/ (checksummed)
 gclab.experiments.confusability  which digit pairs are hard to tell apart (lookalike's keys)
 gclab.experiments.models      SmallResNet and ``receptive_field``
 gclab.experiments.train       deterministic training loop
-gclab.experiments.analysis    attention maps, query-independence, FLOPs, latency
-gclab.experiments.reproduce   ``gclab reproduce``: the plan and the runs
-gclab.experiments.report      the comparisons (Welch intervals, verdicts), tables, figures
+gclab.experiments.analysis    attention maps, query-independence, dead blocks, FLOPs, latency
+gclab.experiments.dead_trace  why a concatenation NL dies: its live pairs at every training step
+gclab.experiments.plan        the plan: models, tasks, seeds, training protocol
+gclab.experiments.reproduce   ``gclab reproduce``: runs the plan, merges results
+gclab.experiments.comparisons the comparisons per metric (Welch, Fisher, Mann-Whitney), csv columns
+gclab.experiments.figures     the figures of the results
+gclab.experiments.report      ablation.md and the tables the lessons and docs print
+gclab.experiments.writeup     the generated tables of docs/experiments.md and the README
 gclab.experiments.bench       ``gclab bench``: the blocks against mmcv and timm (runs)
 gclab.experiments.bench_groups  the groups it times (Non-local, GC/SE, NumPy) and their peers
 gclab.experiments.bench_machine  the machine and code version it records

@@ -174,6 +174,26 @@ def attention_shape_statistics(model: nn.Module, x: Tensor, block: nn.Module
 
 
 @torch.no_grad()
+def dead_attention_share(model: nn.Module, x: Tensor, block: nn.Module) -> float:
+    r"""Share of the attention rows of ``block`` on the images x (one row per image and
+    query) whose every weight is exactly 0.
+
+    Only NL's unnormalised modes can give such rows: concatenation's
+    :math:`\mathrm{ReLU}(w_\theta^\top\theta_i + w_\phi^\top\phi_j)` is 0 for every
+    key once the sum is negative for every pair, and then no gradient reaches
+    :math:`w, \theta, \phi` again (the ReLU passes none), so the rows stay 0 for good. A
+    block whose share is 1 is **dead** on these images: :math:`y_i = 0`, its output before
+    fusion is the constant :math:`W_z 0 + b` at every position whatever the input, and its
+    attention statistics describe nothing (the cosine statistic scores a zero row 1 by the
+    zero-vector convention, :func:`attention_shape_statistics` gives nan). A softmax row sums
+    to 1: SNL, GC and the softmax modes of NL score 0.
+    """
+    inp, _ = capture(model, x, block)
+    att = block_internals(block, inp)["attention"]
+    return float((att.abs().amax(dim=-1) == 0).float().mean())
+
+
+@torch.no_grad()
 def mean_map_accuracy(model: nn.Module, x: Tensor, y: Tensor, block: nn.Module) -> float:
     r"""Accuracy of ``model`` on (x, y) when the Non-local ``block`` gives every query the
     mean of its N attention maps, :math:`\bar a = \frac1N \sum_i a_i` (per image):

@@ -1,10 +1,10 @@
-"""How hard is each pair of scikit-learn's handwritten digits to tell apart? (issue 12)
+"""How hard is each pair of scikit-learn's handwritten digits to tell apart?
 
 The ``lookalike`` task's key classes come from this table, computed from the data alone: an
 RBF SVM (``SVC(C=10)``) trained on the 8 x 8 images of the train half of ``load_digits``
-(even indices, the split of :mod:`gclab.experiments.data`) and scored on the test half, for
-every pair of classes; then, for the chosen pair, the same with the tasks' 3 % salt noise at
-the key sides of the task. Deterministic (seeded); about 10 s::
+(even indices, the split of :func:`gclab.experiments.tasks.digit_pool`) and scored on the
+test half, for every pair of classes; then, for the chosen pair, the same with the tasks' 3 %
+salt noise at the key sides of the task. Deterministic (seeded); about 10 s::
 
     python -m gclab.experiments.confusability
 """
@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from gclab.experiments.data import LOOKALIKE_CLASSES, _digit_pool
+from gclab.experiments.tasks import LOOKALIKE_CLASSES, digit_pool
 
 
 def _svm_accuracy(train: Dict[int, np.ndarray], test: Dict[int, np.ndarray],
@@ -49,7 +49,7 @@ def _svm_accuracy(train: Dict[int, np.ndarray], test: Dict[int, np.ndarray],
 
 def pair_table(side: int = 8) -> List[Tuple[float, int, int]]:
     """(held-out accuracy, a, b) for every pair of classes, hardest first."""
-    train, test = _digit_pool("train", side), _digit_pool("test", side)
+    train, test = digit_pool("train", side), digit_pool("test", side)
     return sorted((_svm_accuracy(train, test, (a, b)), a, b)
                   for a, b in itertools.combinations(range(10), 2))
 
@@ -57,7 +57,7 @@ def pair_table(side: int = 8) -> List[Tuple[float, int, int]]:
 def key_reading(pair: Tuple[int, int] = LOOKALIKE_CLASSES, sides: Sequence[int] = (10, 8, 6),
                 salt: float = 0.03) -> Dict[int, float]:
     """Held-out accuracy of the SVM on the key alone (its exact position given), salt added."""
-    return {s: _svm_accuracy(_digit_pool("train", s), _digit_pool("test", s), pair, salt)
+    return {s: _svm_accuracy(digit_pool("train", s), digit_pool("test", s), pair, salt)
             for s in sides}
 
 

@@ -1,43 +1,10 @@
-r"""Small image tasks whose labels need information from far away (issues 4 and 12).
+r"""The tasks' splits: seeded per split, stored under ``data/`` with their checksums.
 
-Every task draws on a wide 16 x 64 canvas (one channel, uint8):
-
-``longrange``
-    Two 10 x 10 glyphs (a 5x5 "plus" or "ring" drawn at twice the size), one in columns
-    [0, 12), one in columns [52, 64), plus clutter: salt noise, short random strokes and a small
-    distractor glyph (any of :data:`GLYPHS`) in the middle. Label 1 when the two *end* glyphs
-    are the same glyph. (Saturates: every block that learns it gets 100 %.)
-``paint`` (dense; real handwritten digits; difficulty = the key's side in pixels)
-    A *key*: a handwritten digit (class 0 or 1, :data:`DIGIT_CLASSES`, from scikit-learn's
-    bundled ``load_digits``, no download) of side ``difficulty`` (10 or 8 px) somewhere in
-    columns [0, 12); two distractor digits of the same classes (10 x 10) in columns [12, 32);
-    and in the right half (columns [32, 64), map cells (r, c) with c >= 8 of the 4 x 16 map)
-    one 4 x 4 cell each, blank (probability :data:`PAINT_BLANK`) or holding a 3-pixel bar,
-    horizontal or vertical. Label of every right-half cell: ``key XOR (bar is vertical)``
-    (a blank cell's label is the key itself); the left-half cells are not scored
-    (:data:`IGNORE`). Train and test use disjoint digit images.
-``lookalike`` (dense; real handwritten digits that look alike; difficulty = key side)
-    As ``paint`` with key (and distractor) digits of classes 1 and 8
-    (:data:`LOOKALIKE_CLASSES`), the pair of scikit-learn's digits that is hardest to tell
-    apart, so even a reader shown only the key errs on some held-out handwriting.
-``twokeys`` (dense; query-dependent; difficulty = % of images whose two keys disagree)
-    As ``paint``, but with two 8 x 8 keys, one in the top half of the rows and one in the
-    bottom half (columns [0, 12)); a scored cell in the top two map rows needs the top key,
-    one in the bottom two the bottom key. At difficulty 0 the keys always agree (one bit
-    suffices), at 50 they are independent (each row must read its own key): a model that
-    carries a single bit is capped at ``1 - difficulty / 200``.
-
-Why the baseline must fail (both tasks). The backbone of :mod:`gclab.experiments.models` has a
-theoretical receptive field of 41 pixels. ``longrange``: a feature that sees a pixel of both end
-objects must span 42 columns, and "same or not" is an XOR that a sum of per-position terms
-(global average pooling + linear) cannot decide; under cross-entropy the best such sum is the
-constant 1/2. ``paint``: a scored cell's feature (map column >= 8, centre pixel >= 33.5) sees
-pixels >= 13 only, the key lies in columns [0, 12): no scored cell sees the key, its label is
-independent of everything it sees (the key bit is a fair coin), so the plain CNN is exactly at
-chance, and a block that carries the key across the map is what can lift it.
-
-Every split is a pure function of ``(task, split, seed, difficulty)``. The copies under
-``data/`` are regenerated, and their checksums checked, by::
+The tasks themselves (what an image shows, how it is labelled, why the baseline is at chance)
+are drawn by :mod:`gclab.experiments.tasks`. Here every split is a pure function of
+``(task, split, seed, difficulty)``: train, val and test use separate random streams (and, on
+the digit tasks, disjoint handwriting). The copies under ``data/`` are regenerated, and their
+checksums checked, by::
 
     python -m gclab.experiments.data --write   # data/<task>[_d<level>]/*.npy.gz + SHA256SUMS
     python -m gclab.experiments.data --check   # regenerates in memory, compares with SHA256SUMS
@@ -62,12 +29,12 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from gclab import paths
+from gclab.experiments.tasks import draw
 
 TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys")
 #: ``val`` is the validation split that early stopping reads: on the digit tasks it is drawn
-#: from handwriting that neither train nor test uses (:func:`_digit_pool`)
+#: from handwriting that neither train nor test uses (:func:`gclab.experiments.tasks.digit_pool`)
 SPLITS = ("train", "val", "test")
-HEIGHT, WIDTH = 16, 64
 #: number of examples per split stored under data/ (the new tasks: :data:`TASK_SIZES`)
 SIZES = {"train": 12800, "val": 1024, "test": 1024}
 #: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
@@ -76,44 +43,10 @@ TASK_SIZES = {t: {"train": 6400, "val": 512, "test": 512}
 #: the difficulty levels of each task (the knob; ``None``: the task has one level)
 DIFFICULTIES = {"longrange": (None,), "paint": (10, 8), "twokeys": (0, 50),
                 "lookalike": (10, 8), "manykeys": (2,)}
-#: side of the two keys of the ``twokeys`` task (the digits' native 8 x 8)
-TWOKEYS_SIDE = 8
-#: label value of positions that a dense task does not score (torch's ignore_index)
-IGNORE = -100
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2, "val": 3}
 DATA_DIR = paths.DATA
 SUMS_FILE = "SHA256SUMS"
-#: digit classes of the paint task's key (the real handwritten digits of scikit-learn):
-#: key 0 is a digit of the first class, key 1 of the second
-DIGIT_CLASSES = (0, 1)
-#: the key classes of the ``lookalike`` task: the pair of sklearn's digits that an RBF SVM on
-#: the 8 x 8 images separates worst (docs/experiments.md): 1 and 8
-LOOKALIKE_CLASSES = (1, 8)
-#: side of the two end objects (10 x 10) and the columns they may occupy
-OBJECT = 10
-LEFT_COLUMNS, RIGHT_COLUMNS = (0, 12), (WIDTH - 12, WIDTH)
-#: first scored map column of the paint task (map columns 8..15 = pixel columns 32..63)
-PAINT_FIRST_CELL = 8
-#: digits of any class drawn in columns [12, 32) of the paint task (seen, uninformative)
-PAINT_DISTRACTORS = 2
-#: probability that a scored cell of the paint task is blank (its label is then the key)
-PAINT_BLANK = 0.5
-
-_G = {
-    "plus": ["..#..", "..#..", "#####", "..#..", "..#.."],
-    "cross": ["#...#", ".#.#.", "..#..", ".#.#.", "#...#"],
-    "ring": ["#####", "#...#", "#...#", "#...#", "#####"],
-    "tee": ["#####", "..#..", "..#..", "..#..", "..#.."],
-}
-#: the 5x5 glyphs of the long-range task, {name: float array (5, 5) of 0/1}
-GLYPHS: Dict[str, np.ndarray] = {
-    k: np.array([[c == "#" for c in row] for row in v], dtype=np.float64) for k, v in _G.items()
-}
-#: the two glyphs that the end objects are drawn from (any glyph can be a distractor)
-END_GLYPHS = ("plus", "ring")
-_GLYPH_LIST = list(GLYPHS.values())
-_END_LIST = [GLYPHS[k] for k in END_GLYPHS]
 
 
 def _check_task(task: str) -> None:
@@ -124,221 +57,6 @@ def _check_task(task: str) -> None:
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-
-
-def _salt_and_strokes(canvas: np.ndarray, rng: np.random.Generator, strokes: int) -> None:
-    """Add salt noise (3 % of pixels) and ``strokes`` short lines, in place."""
-    salt = rng.random(canvas.shape) < 0.03
-    canvas[salt] = np.maximum(canvas[salt], rng.uniform(0.3, 1.0, size=int(salt.sum())))
-    for _ in range(strokes):
-        r, c = int(rng.integers(0, HEIGHT)), int(rng.integers(12, WIDTH - 16))
-        length = int(rng.integers(3, 6))
-        if rng.random() < 0.5:
-            canvas[r, c : c + length] = np.maximum(canvas[r, c : c + length], 0.7)
-        else:
-            canvas[r : r + length, c] = np.maximum(canvas[r : r + length, c], 0.7)
-
-
-def _paste(canvas: np.ndarray, patch: np.ndarray, r: int, c: int) -> None:
-    h, w = patch.shape
-    canvas[r : r + h, c : c + w] = np.maximum(canvas[r : r + h, c : c + w], patch)
-
-
-def _pair_labels(rng: np.random.Generator, n: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Balanced labels and (left, right) class indices out of k with P(same) = 1/2."""
-    y = np.zeros(n, dtype=np.int64)
-    y[: n // 2] = 1
-    rng.shuffle(y)
-    left = rng.integers(0, k, size=n)
-    other = (left + rng.integers(1, k, size=n)) % k  # uniform over the k-1 other classes
-    right = np.where(y == 1, left, other)
-    return left, right
-
-
-def _longrange(n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    left, right = _pair_labels(rng, n, len(_END_LIST))
-    k = len(_GLYPH_LIST)
-    x = np.zeros((n, HEIGHT, WIDTH), dtype=np.float64)
-    for i in range(n):
-        canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=3)
-        # a small distractor glyph in the middle, away from both ends
-        _paste(canvas, _GLYPH_LIST[int(rng.integers(0, k))],
-               int(rng.integers(0, HEIGHT - 4)), int(rng.integers(20, WIDTH - 25)))
-        _paste_end_objects(canvas, rng, _big(_END_LIST[left[i]]), _big(_END_LIST[right[i]]))
-    y = (left == right).astype(np.int64)
-    return x, y
-
-
-def _big(glyph: np.ndarray) -> np.ndarray:
-    """A 5x5 glyph drawn at twice the size (10 x 10)."""
-    return np.kron(glyph, np.ones((2, 2)))
-
-
-def _paste_end_objects(canvas: np.ndarray, rng: np.random.Generator, a: np.ndarray,
-                       b: np.ndarray) -> None:
-    """Paste two OBJECT x OBJECT patches at the two ends: columns [0, 12) and [52, 64)."""
-    for patch, c0 in ((a, 0), (b, WIDTH - OBJECT - 2)):
-        _paste(canvas, patch, int(rng.integers(0, HEIGHT - OBJECT + 1)),
-               c0 + int(rng.integers(0, 3)))
-
-
-def _digit_pool(split: str, side: int = OBJECT) -> Dict[int, np.ndarray]:
-    """sklearn's digits scaled to [0, 1] and resized to side x side (bilinear), split by index:
-    test the odd images, val the even ones with index % 10 == 0, train the other even ones
-    (three disjoint sets of handwriting)."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.clip(np.stack([zoom(im / 16.0, side / 8, order=1) for im in d.images]), 0, 1)
-    idx = np.arange(len(images))
-    keep = {"train": (idx % 2 == 0) & (idx % 10 != 0), "val": idx % 10 == 0,
-            "test": idx % 2 == 1}[split]
-    return {c: images[keep & (d.target == c)] for c in range(10)}
-
-
-def _paint(n: int, rng: np.random.Generator, split: str, side: int,
-           classes: Tuple[int, int] = DIGIT_CLASSES) -> Tuple[np.ndarray, np.ndarray]:
-    """The dense task: a handwritten key digit at the left end, a bar in every right-half cell.
-
-    Label of map cell (r, c), c >= 8 (pixel columns [32, 64)): ``bar_is_vertical XOR key``,
-    key = index of the left-end digit's class in ``classes``; cells c < 8 are not
-    scored (:data:`IGNORE`). ``distractors`` digits of the same two classes sit in columns
-    [12, 32), inside the right cells' receptive field but uninformative.
-    """
-    pool = _digit_pool(split)
-    small = _digit_pool(split, side)
-    key = _balanced_bits(rng, n)
-    x, y = _blank_dense(n)
-    for i in range(n):
-        canvas = x[i]
-        _paint_background(canvas, rng, pool, classes)
-        _paste(canvas, _pick(rng, small, classes, int(key[i])),
-               int(rng.integers(0, HEIGHT - side + 1)), int(rng.integers(0, 12 - side + 1)))
-        y[i, :, PAINT_FIRST_CELL:] = _paint_bars(canvas, rng) ^ key[i]
-    return x, y
-
-
-def _balanced_bits(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n bits, exactly n // 2 of them 1, in a random order."""
-    bits = np.zeros(n, dtype=np.int64)
-    bits[: n // 2] = 1
-    rng.shuffle(bits)
-    return bits
-
-
-def _blank_dense(n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Empty canvases (n, 16, 64) and dense labels (n, 4, 16), every cell IGNORE."""
-    return (np.zeros((n, HEIGHT, WIDTH), dtype=np.float64),
-            np.full((n, HEIGHT // 4, WIDTH // 4), IGNORE, dtype=np.int64))
-
-
-def _pick(rng: np.random.Generator, pool: Dict[int, np.ndarray], classes: Tuple[int, int],
-          which: int) -> np.ndarray:
-    """A random image of class ``classes[which]`` from ``pool``."""
-    imgs = pool[classes[which]]
-    return imgs[int(rng.integers(0, len(imgs)))]
-
-
-def _paint_background(canvas: np.ndarray, rng: np.random.Generator,
-                      pool: Dict[int, np.ndarray], classes: Tuple[int, int]) -> None:
-    """Salt noise and the PAINT_DISTRACTORS 10 x 10 digits of ``classes`` in columns [12, 32)."""
-    _salt_and_strokes(canvas, rng, strokes=0)
-    for _ in range(PAINT_DISTRACTORS):
-        _paste(canvas, _pick(rng, pool, classes, int(rng.integers(0, 2))),
-               int(rng.integers(0, HEIGHT - OBJECT + 1)), int(rng.integers(12, 23)))
-
-
-def _paint_bars(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw the right half's cells in place: each blank (p = PAINT_BLANK) or one 3-pixel bar,
-    horizontal or vertical; returns the local bit of each cell, (4, 8) int64: 1 = vertical."""
-    # 0 blank, 1 horizontal bar, 2 vertical bar; the local bit is "vertical"
-    marks = rng.choice(3, size=(HEIGHT // 4, PAINT_FIRST_CELL),
-                       p=[PAINT_BLANK, (1 - PAINT_BLANK) / 2, (1 - PAINT_BLANK) / 2])
-    for r in range(HEIGHT // 4):
-        for c in range(PAINT_FIRST_CELL):
-            a, b = int(rng.integers(0, 4)), int(rng.integers(0, 2))
-            r0, c0 = 4 * r, 4 * (PAINT_FIRST_CELL + c)
-            v = rng.uniform(0.7, 1.0)
-            if marks[r, c] == 2:  # vertical bar of 3 pixels
-                canvas[r0 + b : r0 + b + 3, c0 + a] = v
-            elif marks[r, c] == 1:
-                canvas[r0 + a, c0 + b : c0 + b + 3] = v
-    return (marks == 2).astype(np.int64)
-
-
-def _twokeys(n: int, rng: np.random.Generator, split: str, disagree: int
-             ) -> Tuple[np.ndarray, np.ndarray]:
-    """The query-dependent dense task: two key digits, one per half of the map's rows.
-
-    A top key (pixel rows [0, 8)) and a bottom key (rows [8, 16)), handwritten digits of
-    :data:`DIGIT_CLASSES` at their native 8 x 8, in columns [0, 12); the bottom key differs
-    from the top one with probability ``disagree`` / 100 (the difficulty). Two distractor
-    digits and the right half's bars as in :func:`_paint`. Label of a scored cell in map row
-    r: ``bar_is_vertical XOR top key`` for r in {0, 1}, ``XOR bottom key`` for r in {2, 3}.
-    """
-    pool = _digit_pool(split)
-    keys_pool = _digit_pool(split, TWOKEYS_SIDE)
-    top = _balanced_bits(rng, n)
-    bottom = top ^ (rng.random(n) < disagree / 100).astype(np.int64)
-    x, y = _blank_dense(n)
-    half = HEIGHT // 2
-    for i in range(n):
-        canvas = x[i]
-        _paint_background(canvas, rng, pool, DIGIT_CLASSES)
-        for key, r0 in ((top[i], 0), (bottom[i], half)):
-            _paste(canvas, _pick(rng, keys_pool, DIGIT_CLASSES, int(key)), r0,
-                   int(rng.integers(0, 12 - TWOKEYS_SIDE + 1)))
-        bars = _paint_bars(canvas, rng)
-        rows = HEIGHT // 8  # map rows per key
-        y[i, :rows, PAINT_FIRST_CELL:] = bars[:rows] ^ top[i]
-        y[i, rows:, PAINT_FIRST_CELL:] = bars[rows:] ^ bottom[i]
-    return x, y
-
-
-#: first scored map column of ``manykeys`` (pixels >= 36; the receptive field reaches >= 17)
-MANYKEYS_FIRST_CELL = 9
-#: the 3 x 3 key glyphs of ``manykeys`` (bit 0: a ring, bit 1: a plus) and its cell markers
-KEY_GLYPHS = (np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], float),
-              np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], float))
-MARKERS = (np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], float),   # horizontal bar
-           np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], float),   # vertical bar
-           np.eye(3), np.eye(3)[::-1].copy())                    # the two diagonals
-
-
-def _glyph_cell(canvas: np.ndarray, rng: np.random.Generator, glyph: np.ndarray, r: int,
-                c: int) -> None:
-    """Draw a 3 x 3 glyph inside map cell (r, c) (4 x 4 pixels) at a random offset."""
-    a, b = int(rng.integers(0, 2)), int(rng.integers(0, 2))
-    _paste(canvas, glyph * rng.uniform(0.7, 1.0), 4 * r + a, 4 * c + b)
-
-
-def _manykeys(n: int, rng: np.random.Generator, markers: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The many-bits dense task: 4 x ``markers`` independent key bits at the left end.
-
-    Map cells (r, m), m < ``markers`` (pixel columns [0, 4 * markers)), each hold a key glyph
-    (ring = 0, plus = 1, fair coins). Every cell of map columns [4, 16) holds one of
-    ``markers`` marker glyphs (bars in 2 or 4 orientations), chosen at random; salt noise
-    everywhere. Label of a scored cell (r, c), c >= :data:`MANYKEYS_FIRST_CELL`: the key bit
-    in the cell's own map row r and the column given by its marker, ``key[r, marker]``. So
-    the scored cells together need all 4 x ``markers`` bits, each cell one of them.
-    """
-    rows, cols = HEIGHT // 4, WIDTH // 4
-    x, y = _blank_dense(n)
-    keys = rng.integers(0, 2, size=(n, rows, markers))
-    marks = rng.integers(0, markers, size=(n, rows, cols))
-    for i in range(n):
-        canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=0)
-        for r in range(rows):
-            for m in range(markers):
-                _glyph_cell(canvas, rng, KEY_GLYPHS[keys[i, r, m]], r, m)
-            for c in range(4, cols):
-                _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
-        sel = np.take_along_axis(keys[i], marks[i, :, MANYKEYS_FIRST_CELL:], axis=1)
-        y[i, :, MANYKEYS_FIRST_CELL:] = sel
-    return x, y
 
 
 def _check_difficulty(task: str, difficulty):
@@ -381,18 +99,8 @@ def make_split(
         raise ValueError(f"n must be an int >= 2, got {n!r}")
     seed = SPLIT_SEEDS[split] if seed is None else seed
     # one stream per (task, seed[, difficulty]): the task name is hashed into the seed sequence
-    if task == "longrange":
-        rng = np.random.default_rng([int(seed), TASKS.index(task)])
-        x, y = _longrange(int(n), rng)
-    else:
-        rng = np.random.default_rng([int(seed), TASKS.index(task), int(difficulty)])
-        if task == "twokeys":
-            x, y = _twokeys(int(n), rng, split, int(difficulty))
-        elif task == "manykeys":
-            x, y = _manykeys(int(n), rng, int(difficulty))
-        else:
-            x, y = _paint(int(n), rng, split, int(difficulty),
-                          DIGIT_CLASSES if task == "paint" else LOOKALIKE_CLASSES)
+    key = [int(seed), TASKS.index(task)] + ([] if task == "longrange" else [int(difficulty)])
+    x, y = draw(task, int(n), np.random.default_rng(key), split, difficulty)
     images = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)[:, None]
     return images, y
 

@@ -1,30 +1,31 @@
-"""``gclab reproduce``: the GCNet comparisons at laptop scale (issues 4, 9 and 12).
+"""``gclab reproduce``: the GCNet comparisons at laptop scale, trained to convergence.
 
-Trains and evaluates the models of :data:`MODELS` over several seeds on the tasks of
-:mod:`gclab.experiments.data`: the dense tasks ``paint``, ``lookalike`` and ``twokeys`` at
-each of their difficulty levels (the nine models that the paper's comparisons need, 3 or 5
-seeds) and the ``longrange`` task (the NL modes, for lesson 3). Writes into ``--out``
-(default: a NEW folder ``./gclab-results`` in the current directory; the committed results
-are rewritten only with ``--out data/results``):
+Trains the plan of :mod:`gclab.experiments.plan` (models x tasks x levels x seeds, each run
+under its task's converged protocol) and measures every run. Writes into ``--out`` (default:
+a NEW folder ``./gclab-results`` in the current directory; the committed results are
+rewritten only with ``--out data/results``):
 
-- ``ablation.csv``     one row per run (task, difficulty, model, seed, accuracy, chance,
-  block_params, block_flops, latency_ms, ... and the query-independence statistics);
-- ``comparisons.csv``  one row per paper comparison per task and difficulty: the difference of
-  mean accuracies, its 95 % Welch interval over seeds and the verdict (:data:`COMPARISONS`);
-- ``curves.csv``       test accuracy during training (task, difficulty, model, seed, step);
+- ``ablation.csv``     one row per run (task, difficulty, model, seed, test and validation
+  accuracy, steps, capped, flat, costs, the attention statistics, and the derived columns);
+- ``comparisons.csv``  per paper comparison, task and difficulty, one row per metric
+  (:mod:`gclab.experiments.comparisons`);
+- ``curves.csv``       validation accuracy during training (task, difficulty, model, seed,
+  step);
 - ``attention_maps.json``  the attention maps drawn in ``attention_blocks.png``;
-- ``ablation.md``      means +- std over seeds, and the comparisons;
-- ``ablation.png``, ``curves.png``, ``attention_blocks.png``, ``attention_nl.png`` figures;
-- ``machine.json``     where and how long it ran (wall and CPU time, load);
+- ``ablation.md``, ``ablation.png``, ``curves.png``, ``attention_blocks.png``,
+  ``attention_nl.png``;
+- ``machine.json``     every invocation that made the files (``parts``: command, tasks, CPU,
+  load, wall and CPU time) and the totals;
 - ``nl_longrange_seed0.pt``  the trained NL model that lesson 3 looks inside.
 
-The comparisons, their statistics and the figures live in :mod:`gclab.experiments.report`.
+``--tasks`` trains a part of the plan; with ``--merge`` its runs replace those tasks' rows in
+the results already in ``--out`` and keep every other task's.
 
 Usage::
 
     gclab reproduce                      # the full plan into ./gclab-results (2 workers)
     gclab reproduce --quick              # 1 seed, a few models (~1 min)
-    gclab reproduce --out data/results   # rewrite the committed results (a checkout only)
+    gclab reproduce --tasks manykeys --merge --out data/results   # one task into the rest
 """
 
 from __future__ import annotations
@@ -43,15 +44,19 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 
 from gclab.experiments import analysis, stats
-from gclab.experiments.data import DATA_DIR, DIFFICULTIES, load, to_tensors
+from gclab.experiments.comparisons import COLUMNS, CURVE_COLUMNS, read_csv, task_label
+from gclab.experiments.data import DATA_DIR, load, to_tensors
+from gclab.experiments.figures import plot_nl_attention
 from gclab.experiments.models import SmallResNet
-from gclab.experiments.report import (
-    COLUMNS,
-    CURVE_COLUMNS,
-    _label,
-    plot_nl_attention,
-    summarize_results,
+from gclab.experiments.plan import (
+    AT_CHANCE_BY_CONSTRUCTION,
+    ATTENTION_MODELS,
+    Plan,
+    build_model,
+    make_plan,
+    select_tasks,
 )
+from gclab.experiments.report import summarize_results
 from gclab.experiments.train import TrainConfig, accuracy, build, train
 from gclab.nn import NonLocal2d
 
@@ -59,167 +64,6 @@ from gclab.nn import NonLocal2d
 RESULTS_DIR = DATA_DIR / "results"
 #: where ``gclab reproduce`` writes by default: a new folder in the current directory
 DEFAULT_OUT = Path("gclab-results")
-#: every block sits in the single unit of layer3 (4 x 16 positions, 64 channels)
-STAGES = (3,)
-#: tasks whose labels are per position (the model gets a dense head)
-DENSE_TASKS = ("paint", "twokeys", "lookalike", "manykeys")
-#: backbone widths (layer1..layer4) where a task needs another than SmallResNet's default:
-#: ``manykeys`` puts 128 channels where the blocks sit, so GC r16 has an 8-wide bottleneck
-TASK_WIDTHS = {"manykeys": (8, 16, 128, 32)}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one row's model: a block name (or None) and its constructor kwargs."""
-
-    block: str | None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
-    position: str | None = None
-
-
-MODELS: Dict[str, ModelSpec] = {
-    "baseline": ModelSpec(None),
-    "nl": ModelSpec("nl", {"mode": "embedded_gaussian"}),
-    "nl_gaussian": ModelSpec("nl", {"mode": "gaussian"}),
-    "nl_dot_product": ModelSpec("nl", {"mode": "dot_product"}),
-    "nl_concatenation": ModelSpec("nl", {"mode": "concatenation"}),
-    "snl": ModelSpec("snl"),
-    "gc_r16": ModelSpec("gc", {"ratio": 1 / 16}),
-    "gc_r4": ModelSpec("gc", {"ratio": 1 / 4}),
-    "se_r16": ModelSpec("se", {"ratio": 1 / 16}),
-    "gc_r16_avg": ModelSpec("gc", {"ratio": 1 / 16, "pooling": "avg"}),
-    "gc_r16_mul": ModelSpec("gc", {"ratio": 1 / 16, "fusions": ("mul",)}),
-    "gc_r16_add_mul": ModelSpec("gc", {"ratio": 1 / 16, "fusions": ("mul", "add")}),
-    "gc_r16_noln": ModelSpec("gc", {"ratio": 1 / 16, "layer_norm": False}),
-}
-#: the models every comparison of :data:`COMPARISONS` needs
-COMPARE_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4", "se_r16", "gc_r16_avg",
-                  "gc_r16_mul", "gc_r16_noln")
-#: the long-range task keeps the NL modes that lesson 3 reads, and GC as the floor
-LONGRANGE_MODELS = ("baseline", "nl", "nl_gaussian", "nl_dot_product", "nl_concatenation",
-                    "gc_r16")
-QUICK_MODELS = ("baseline", "gc_r16", "nl")
-#: the converged protocol on the dense tasks: at most MAX_STEPS[task] steps of 32 images,
-#: early stopping after PATIENCE steps without a gain of 0.005 in validation accuracy (once a
-#: run is above LEARN_ABOVE), then COOLDOWN steps of decay
-MAX_STEPS = {"lookalike": 1200, "manykeys": 1600}
-PATIENCE, COOLDOWN, LEARN_ABOVE = 200, 100, 0.75
-#: models that cannot learn by construction (tested with autograd): their plateau at chance
-#: is their convergence, so early stopping applies to them from the start
-AT_CHANCE_BY_CONSTRUCTION = ("baseline",)
-#: the sample-efficiency task keeps every model of the paper's comparisons; the four of the
-#: central claims (GC vs NL, SNL vs NL, r4 vs r16) run first, so that a cut by --stop-after
-#: leaves them with all their seeds
-LOOKALIKE_MODELS = COMPARE_MODELS
-LOOKALIKE_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
-#: the separation task (docs/experiments.md, "third design"): the bottleneck's width at C = 128;
-#: designed and generated, not in the committed plan (cut for the machine's load; run it with
-#: ``make_plan`` after adding it, or ``run_one`` directly)
-MANYKEYS_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4")
-MANYKEYS_LEVELS = (2,)
-#: lesson 3 reads the four pairwise functions of NL on the long-range task
-LONGRANGE_PLAN_MODELS = ("nl", "nl_gaussian", "nl_dot_product", "nl_concatenation")
-#: the GC model whose success the quick test checks
-QUICK_GC = "gc_r16"
-#: models whose attention maps are drawn on the new tasks (seed 0)
-ATTENTION_MODELS = ("nl", "snl", "gc_r16")
-@dataclass
-class TaskPlan:
-    """One task of a plan: its models, difficulty levels, seeds and training protocol.
-
-    ``seeds`` is one range for every level, or ``{level: range}``. ``eval_images``: the
-    validation images of the curve that early stopping reads; ``learn_above``: the
-    validation accuracy below which a run is never stopped early (TrainConfig)."""
-
-    models: Sequence[str]
-    difficulties: Sequence[Any]
-    seeds: Any
-    config: TrainConfig
-    n_train: int
-    eval_images: int = 256
-    learn_above: float = LEARN_ABOVE
-    #: models whose runs go first (all their seeds), before the task's other models
-    first: Sequence[str] = ()
-
-    def seeds_for(self, difficulty: Any) -> List[int]:
-        seeds = self.seeds[difficulty] if isinstance(self.seeds, dict) else self.seeds
-        return list(seeds)
-
-
-@dataclass
-class Plan:
-    """What one invocation trains: tasks x difficulties x models x seeds."""
-
-    tasks: Dict[str, TaskPlan]
-
-    def runs(self) -> List[Tuple[str, Any, str, int]]:
-        """Every (task, difficulty, model, seed), task by task; within a task every seed of
-        its ``first`` models, seed by seed, then every seed of the others (a run stopped by
-        ``--stop-after`` loses the last models' last seeds first)."""
-        out = []
-        for t, tp in self.tasks.items():
-            first = [m for m in tp.models if m in tp.first]
-            for group in (first, [m for m in tp.models if m not in tp.first]):
-                out += [(t, d, m, s) for d in tp.difficulties for s in tp.seeds_for(d)
-                        for m in group]
-        return out
-
-    @property
-    def seeds(self) -> List[int]:
-        return sorted({s for tp in self.tasks.values() for d in tp.difficulties
-                       for s in tp.seeds_for(d)})
-
-
-def converged(batch_size: int, max_steps: int, patience: int, cooldown: int,
-              warmup: int = 100, eval_every: int = 50) -> TrainConfig:
-    """The converged protocol's training (docs/experiments.md): AdamW 3e-3 after a linear
-    warm-up, validation every ``eval_every`` steps, early stopping with ``patience``, a
-    linear cool-down, at most ``max_steps``."""
-    return TrainConfig(batch_size=batch_size, lr=3e-3, max_steps=max_steps,
-                       warmup_steps=warmup, eval_every=eval_every, patience=patience,
-                       cooldown_steps=cooldown)
-
-
-def make_plan(quick: bool, seeds: int | None = None) -> Plan:
-    """The full plan or the ``--quick`` one; ``seeds`` overrides the number of seeds."""
-    if quick:
-        n = 1 if seeds is None else seeds
-        return Plan({
-            "paint": TaskPlan(("baseline", "gc_r16"), DIFFICULTIES["paint"][-1:], range(n),
-                              converged(32, 100, 50, 20, warmup=20, eval_every=25),
-                              n_train=100 * 32, eval_images=128),
-            "longrange": TaskPlan(QUICK_MODELS, (None,), range(n),
-                                  converged(64, 150, 50, 30, warmup=20, eval_every=25),
-                                  n_train=150 * 64, eval_images=128),
-        })
-    return _full_plan(seeds)
-
-
-def _full_plan(seeds: int | None) -> Plan:
-    """The committed plan (docs/experiments.md, "third design"): what 2 cores allow in 45
-    minutes when every run trains to convergence."""
-    n_dense = 5 if seeds is None else seeds
-    n_long = 1 if seeds is None else seeds
-    return Plan({
-        "longrange": TaskPlan(LONGRANGE_PLAN_MODELS, (None,), range(n_long),
-                              converged(64, 600, 150, 50, warmup=50), n_train=200 * 64),
-        "lookalike": TaskPlan(LOOKALIKE_MODELS, (8,), range(n_dense),
-                              converged(32, MAX_STEPS["lookalike"], PATIENCE, COOLDOWN),
-                              n_train=6400, first=LOOKALIKE_FIRST),
-    })
-
-
-def build_model(name: str, task: str = "longrange") -> SmallResNet:
-    """The SmallResNet of model ``name`` (a key of :data:`MODELS`), block in layer3; a dense
-    head for the dense tasks."""
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
-    spec = MODELS[name]
-    widths = TASK_WIDTHS.get(task, (8, 16, 64, 32))
-    return SmallResNet(block=spec.block, stages=STAGES, position=spec.position,
-                       block_kwargs=dict(spec.kwargs), dense=task in DENSE_TASKS,
-                       widths=widths)
-
 
 def _chance(y: torch.Tensor) -> float:
     scored = y[y != -100].float()
@@ -268,16 +112,19 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
         "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
         "final_loss": round(hist["loss"][-1], 4),
         "dist_input": "", "dist_output": "", "dist_attention": "", "entropy_attention": "",
-        "dist_attention_centered": "", "mean_map_accuracy": "",
+        "dist_attention_centered": "", "mean_map_accuracy": "", "attention_dead_share": "",
     }
-    row.update(_block_measurements(model, batch, xte, yte))
+    row.update(block_measurements(model, batch, xte, yte))
     return {"row": row, "model": model, "curve": curve}
 
 
-def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tensor,
-                        yte: torch.Tensor) -> Dict[str, Any]:
+def block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tensor,
+                       yte: torch.Tensor) -> Dict[str, Any]:
     """Latency of the block, the query-independence statistics (cosine distances, entropy,
-    distance after subtracting the uniform map) and, for NL, the mean-map replacement test."""
+    distance after subtracting the uniform map), the share of dead attention rows and, for
+    NL, the mean-map replacement test. A dead block (every attention row 0 on the probe
+    images, :func:`analysis.dead_attention_share`) has no maps and a constant output: its
+    output and attention statistics are left empty, not scored."""
     blocks = analysis.find_blocks(model)
     if not blocks:
         return {}
@@ -286,12 +133,16 @@ def _block_measurements(model: SmallResNet, batch: torch.Tensor, xte: torch.Tens
     out: Dict[str, Any] = {"block_latency_ms": round(analysis.latency_ms(block, inp,
                                                                          repeats=5), 3)}
     probe = xte[:128]
+    dead = analysis.dead_attention_share(model, probe, block)
+    out["attention_dead_share"] = round(dead, 4)
     stats_ = analysis.query_independence(model, probe, block=block)
-    out.update({f"dist_{k}": round(v, 4) for k, v in stats_.items()})
     shape = analysis.attention_shape_statistics(model, probe, block)
-    out.update({k: ("" if v != v else round(v, 4)) for k, v in  # nan (dead block): empty
-                (("entropy_attention", shape["entropy"]),
-                 ("dist_attention_centered", shape["centered"]))})
+    measured = {"dist_input": stats_["input"], "dist_output": stats_["output"],
+                "dist_attention": stats_["attention"], "entropy_attention": shape["entropy"],
+                "dist_attention_centered": shape["centered"]}
+    for k, v in measured.items():
+        undefined = v != v or (dead == 1.0 and k != "dist_input")  # nan, or a dead block
+        out[k] = "" if undefined else round(v, 4)
     if isinstance(block, NonLocal2d):
         out["mean_map_accuracy"] = round(analysis.mean_map_accuracy(model, xte, yte, block), 4)
     return out
@@ -309,12 +160,16 @@ def _cpu_model() -> str:
 
 
 def machine_info(args: argparse.Namespace, seconds: float, cpu_seconds: float,
-                 seeds: Sequence[int], loads: List[float]) -> Dict:
+                 plan: Plan, loads: List[float]) -> Dict:
+    """Where and how one invocation ran: its command, tasks, CPU, load, wall and CPU time."""
     return {
         "command": "gclab reproduce" + (" --quick" if args.quick else "")
+        + (f" --tasks {','.join(args.tasks)}" if args.tasks else "")
+        + (" --merge" if args.merge else "")
         + (f" --seeds {args.seeds}" if args.seeds is not None else "")
         + f" --jobs {args.jobs} --threads {args.threads}"
         + (f" --stop-after {args.stop_after:g}" if args.stop_after is not None else ""),
+        "tasks": list(plan.tasks),
         "cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
         "jobs": args.jobs,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -325,8 +180,74 @@ def machine_info(args: argparse.Namespace, seconds: float, cpu_seconds: float,
                                                                time.gmtime()),
         "wall_minutes": seconds / 60, "cpu_minutes": cpu_seconds / 60,
         "cpu_minutes_note": "sum over the runs of the worker's CPU time while training",
-        "seeds": list(seeds),
+        "seeds": list(plan.seeds),
     }
+
+
+def machine_parts(machine: Dict[str, Any], rows: List[Dict[str, Any]]) -> List[Dict]:
+    """The invocations recorded in a machine.json: its ``parts``, or the whole record of a
+    file written by one invocation (its ``tasks`` taken from ``rows`` when it has none)."""
+    if "parts" in machine:
+        return [dict(p) for p in machine["parts"]]
+    part = {k: v for k, v in machine.items()
+            if k not in ("runs", "capped_runs", "skipped_runs")}
+    part.setdefault("tasks", list(dict.fromkeys(str(r["task"]) for r in rows)))
+    part["runs"] = machine.get("runs", len(rows))
+    part["capped_runs"] = machine.get("capped_runs")
+    part["skipped_runs"] = machine.get("skipped_runs", [])
+    return [part]
+
+
+def machine_record(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """machine.json: every invocation that made the results (``parts``) and the totals."""
+    return {"parts": parts, "runs": sum(int(p["runs"]) for p in parts),
+            "capped_runs": sum(int(p["capped_runs"] or 0) for p in parts),
+            "skipped_runs": [s for p in parts for s in p.get("skipped_runs", [])]}
+
+
+@dataclass
+class Kept:
+    """What ``--merge`` keeps from the results already in ``--out``: the rows, curves,
+    attention maps and invocations of the tasks this invocation does not train."""
+
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    curves: List[Dict[str, Any]] = field(default_factory=list)
+    maps: List[Dict[str, Any]] = field(default_factory=list)
+    parts: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def narrow_part(part: Dict[str, Any], tasks: List[str], rows: List[Dict[str, Any]]
+                ) -> Dict[str, Any]:
+    """An invocation's record once only ``tasks`` of it are kept: its runs, capped runs,
+    skipped runs and training CPU counted over the rows of those tasks; its wall time still
+    covers everything it trained (``trained_tasks``)."""
+    mine = [r for r in rows if r["task"] in tasks]
+    return {**part, "tasks": tasks, "trained_tasks": part.get("trained_tasks", part["tasks"]),
+            "runs": len(mine), "capped_runs": sum(r["capped"] == "True" for r in mine),
+            "cpu_minutes": sum(float(r["cpu_seconds"]) for r in mine) / 60,
+            "skipped_runs": [s for s in part.get("skipped_runs", []) if s[0] in tasks],
+            "wall_minutes_note": "wall time of the whole invocation (trained_tasks)"}
+
+
+def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
+    """Read the results in ``out`` and keep everything that is not about ``tasks``; an
+    invocation that trained only ``tasks`` is dropped, one that trained others keeps them."""
+    if not (out / "ablation.csv").exists() or not (out / "machine.json").exists():
+        raise FileNotFoundError(f"--merge needs the results of an earlier reproduce in {out} "
+                                "(ablation.csv, curves.csv, machine.json)")
+    rows = read_csv(out / "ablation.csv")
+    parts = []
+    for part in machine_parts(json.loads((out / "machine.json").read_text()), rows):
+        left = [t for t in part["tasks"] if t not in tasks]
+        if left and left != part["tasks"]:
+            parts.append(narrow_part(part, left, rows))
+        elif left:
+            parts.append(part)
+    maps_file = out / "attention_maps.json"
+    maps = json.loads(maps_file.read_text()) if maps_file.exists() else []
+    return Kept(rows=[{k: r.get(k, "") for k in COLUMNS} for r in rows if r["task"] not in tasks],
+                curves=[c for c in read_csv(out / "curves.csv") if c["task"] not in tasks],
+                maps=[m for m in maps if m["task"] not in tasks], parts=parts)
 
 
 _TENSORS: Dict[Tuple[str, Any], Tuple] = {}
@@ -390,14 +311,19 @@ def check_requirements() -> str | None:
     return None
 
 
-def main(argv: List[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gclab reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="1 seed, a few models, one paint level + long-range (~1 min)")
+    p.add_argument("--tasks", type=lambda v: [t for t in v.split(",") if t], default=None,
+                   metavar="T1,T2", help="train only these tasks of the plan (comma-separated; "
+                   "default: every task of the plan)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the results of the other tasks already in --out and add these "
+                   "runs to them (rows of the tasks trained now are replaced)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds of every task and level (default: 5, but 3 on "
-                   "paint's easy level and twokeys' control level, 1 on long-range; 1 with "
-                   "--quick)")
+                   help="number of seeds of every dense task (default: 5, 1 on long-range; "
+                   "1 with --quick)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output folder (default: ./gclab-results; the committed results: "
                    "--out data/results)")
@@ -413,6 +339,75 @@ def main(argv: List[str] | None = None) -> int:
                    "listed in machine.json (skipped_runs) and the report uses the rest")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs in parallel, one worker process each (default: 2 on 2+ cores)")
+    return p
+
+
+def _results(jobs: List[tuple], workers: int):
+    """The results of ``_job`` over ``jobs``, in order, from ``workers`` processes."""
+    if workers == 1:
+        yield from map(_job, jobs)
+        return
+    import multiprocessing as mp
+
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        yield from pool.imap(_job, jobs)
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _progress_line(k: int, n: int, row: Dict[str, Any]) -> str:
+    return (f"[{k}/{n}] {task_label(row['task'], row['difficulty']):<24} {row['model']:<17} "
+            f"seed {row['seed']}  acc {row['accuracy']:.3f}  {row['steps']} steps"
+            f"{' (CAPPED at the maximum)' if row['capped'] else ''} "
+            f"({row['train_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
+
+
+def _train_all(args: argparse.Namespace, plan: Plan, kept: Kept) -> Dict[str, Any]:
+    """Train every run of ``plan`` and write ablation.csv, curves.csv and
+    attention_maps.json into ``args.out`` as the runs finish (after the ``kept`` results).
+    Returns this invocation's machine record."""
+    out: Path = args.out
+    deadline = None if args.stop_after is None else time.time() + 60 * args.stop_after
+    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads,
+             deadline) for t, d, m, s in plan.runs()]
+    skipped: List[Tuple] = []
+    rows: List[Dict[str, Any]] = []
+    maps, loads = list(kept.maps), []
+    t0 = time.perf_counter()
+    with (out / "ablation.csv").open("w", newline="") as f, \
+            (out / "curves.csv").open("w", newline="") as fc:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept.rows)
+        curve_writer = csv.DictWriter(fc, fieldnames=CURVE_COLUMNS)
+        curve_writer.writeheader()
+        curve_writer.writerows(kept.curves)
+        for k, res in enumerate(_results(jobs, args.jobs), start=1):
+            if "skipped" in res:
+                skipped.append(res["skipped"])
+                continue
+            rows.append(res["row"])
+            writer.writerow(res["row"])
+            curve_writer.writerows(res["curve"])
+            f.flush()
+            fc.flush()
+            if res["attention"]:
+                maps.extend(res["attention"])
+            if hasattr(os, "getloadavg"):
+                loads.append(os.getloadavg()[0])
+            print(_progress_line(k, len(jobs), res["row"]), flush=True)
+    (out / "attention_maps.json").write_text(json.dumps(maps))
+    cpu = sum(float(r["cpu_seconds"]) for r in rows)
+    part = machine_info(args, time.perf_counter() - t0, cpu, plan, loads)
+    part.update(runs=len(rows), capped_runs=sum(bool(r["capped"]) for r in rows),
+                skipped_runs=[list(map(str, s)) for s in skipped])
+    return part
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -422,6 +417,10 @@ def main(argv: List[str] | None = None) -> int:
     if missing:
         print(f"gclab reproduce: {missing}", file=sys.stderr)
         return 2
+    try:
+        plan = select_tasks(make_plan(args.quick, args.seeds), args.tasks)
+    except ValueError as err:
+        p.error(str(err))
     if args.report_only:
         if not (args.out / "ablation.csv").exists():
             p.error(f"--report-only needs the runs of an earlier reproduce in {args.out}")
@@ -429,64 +428,21 @@ def main(argv: List[str] | None = None) -> int:
         print(f"rewrote comparisons.csv, ablation.md, the derived columns and the figures "
               f"in {args.out}")
         return 0
+    kept = Kept()
+    if args.merge:
+        try:
+            kept = kept_results(args.out, list(plan.tasks))
+        except FileNotFoundError as err:
+            p.error(str(err))
     torch.set_num_threads(args.threads)
-    plan = make_plan(args.quick, args.seeds)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    deadline = None if args.stop_after is None else time.time() + 60 * args.stop_after
-    jobs = [(t, d, m, s, plan, str(out), not args.no_progress and args.jobs == 1, args.threads,
-             deadline) for t, d, m, s in plan.runs()]
-    skipped: List[Tuple] = []
-    t0 = time.perf_counter()
-    rows: List[Dict[str, Any]] = []
-    maps: List[Dict[str, Any]] = []
-    loads: List[float] = []
-    with (out / "ablation.csv").open("w", newline="") as f, \
-            (out / "curves.csv").open("w", newline="") as fc:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        curve_writer = csv.DictWriter(fc, fieldnames=CURVE_COLUMNS)
-        curve_writer.writeheader()
-        if args.jobs == 1:
-            results = map(_job, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(args.jobs)
-            results = pool.imap(_job, jobs)
-        for k, res in enumerate(results, start=1):
-            if "skipped" in res:
-                skipped.append(res["skipped"])
-                continue
-            row = res["row"]
-            rows.append(row)
-            writer.writerow(row)
-            curve_writer.writerows(res["curve"])
-            f.flush()
-            fc.flush()
-            if res["attention"]:
-                maps.extend(res["attention"])
-                (out / "attention_maps.json").write_text(json.dumps(maps))
-            if hasattr(os, "getloadavg"):
-                loads.append(os.getloadavg()[0])
-            print(f"[{k}/{len(jobs)}] {_label(row['task'], row['difficulty']):<24} "
-                  f"{row['model']:<17} seed {row['seed']}  acc {row['accuracy']:.3f}  "
-                  f"{row['steps']} steps{' (CAPPED at the maximum)' if row['capped'] else ''} "
-                  f"({row['train_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)",
-                  flush=True)
-        if args.jobs != 1:
-            pool.close()
-            pool.join()
-    cpu = sum(float(r["cpu_seconds"]) for r in rows)
-    machine = machine_info(args, time.perf_counter() - t0, cpu, plan.seeds, loads)
-    machine["runs"] = len(rows)
-    machine["capped_runs"] = sum(bool(r["capped"]) for r in rows)
-    machine["skipped_runs"] = [list(map(str, s)) for s in skipped]
-    (out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
-    summarize_results(out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    part = _train_all(args, plan, kept)
+    machine = machine_record(kept.parts + [part])
+    (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    summarize_results(args.out)
     print(f"wrote ablation.csv, comparisons.csv, curves.csv, ablation.md, the figures and "
-          f"machine.json in {out} ({machine['wall_minutes']:.1f} min wall, "
-          f"{machine['cpu_minutes']:.1f} min CPU)")
+          f"machine.json in {args.out} ({part['wall_minutes']:.1f} min wall, "
+          f"{part['cpu_minutes']:.1f} min CPU for {part['runs']} runs)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A small, deterministic CPU training loop (issue 4).
+"""A small, deterministic CPU training loop.
 
 Determinism: :func:`seed_everything` seeds Python, NumPy and torch and turns on
 ``torch.use_deterministic_algorithms``; batches come from a seeded ``torch.Generator`` in the

@@ -54,7 +54,8 @@ from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
 from gclab.exercises.lessons import nb03_looking_inside as ref  # gclab's answers, for the figures
 from gclab.exercises.fallback import use_or_fallback
 from gclab.nn import NonLocal2d
-from gclab.experiments.reproduce import RESULTS_DIR, build_model
+from gclab.experiments.plan import build_model
+from gclab.experiments.reproduce import RESULTS_DIR
 
 torch.set_num_threads(1)
 

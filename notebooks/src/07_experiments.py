@@ -51,6 +51,7 @@ from scipy import stats
 
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
 from gclab.experiments import analysis, report
+from gclab.experiments.comparisons import bar_check
 from gclab.experiments.reproduce import RESULTS_DIR
 
 # %% [markdown]
@@ -77,23 +78,31 @@ from gclab.experiments.reproduce import RESULTS_DIR
 #
 # `gclab reproduce` trains one small ResNet (`SmallResNet`: four stages of one BasicBlock,
 # 8-16-64-32 channels, receptive field 41 px) with **one** block in `layer3` (64 channels, a
-# $4 \times 16$ map). Two tasks on a $16 \times 64$ strip:
+# $4 \times 16$ map). Three tasks on a $16 \times 64$ strip:
 #
 # * `lookalike` (key side 8 px): a handwritten **key** digit, 1 or 8 (the pair that handwriting
 #   confuses most), at the left end; two distractor digits in the middle; 32 right-half cells,
 #   each blank or holding a bar, labelled `key XOR (bar is vertical)`. No right-half feature of
 #   the plain CNN sees the key: the baseline is at chance *by construction*. Nine models.
+# * `manykeys` (level 2): eight independent **key bits** (a ring or a plus in the two left map
+#   columns of each of the four rows) and a **marker** in every other cell that names one of
+#   its row's two key columns; a scored cell's label is the key bit its marker names. The
+#   scored cells together need all eight bits: GC must carry them through its one pooled
+#   context and its bottleneck (here at $C = 128$: 8 wide at r16, 32 at r4), NL can give each
+#   query its own context. Baseline, NL, SNL, GC r16, GC r4.
 # * `longrange` (lesson 3): are the two end glyphs the same? The four NL pairwise functions.
 #
-# Where the committed results were made, how long it took, and what was cut:
+# Where the committed results were made (one line per `gclab reproduce` invocation), how long
+# it took, and what was cut:
 
 # %%
 machine = json.loads((RESULTS_DIR / "machine.json").read_text())
-for key in ("command", "cpu", "jobs", "threads", "torch", "wall_minutes", "cpu_minutes",
-            "load_average_1min_mean_during_run", "runs", "capped_runs", "date"):
-    value = machine.get(key)
-    print(f"{key:>33}: {round(value, 1) if isinstance(value, float) else value}")
-print(f"{'runs not started (--stop-after)':>33}: {len(machine.get('skipped_runs', []))}")
+for part in machine["parts"]:
+    print(f"{part['command']}\n    tasks {', '.join(part['tasks'])} on {part['cpu']}, "
+          f"{part['date']}: {part['runs']} runs ({part['capped_runs']} capped), "
+          f"{part['wall_minutes']:.1f} min wall, {part['cpu_minutes']:.1f} min CPU, "
+          f"mean load {part['load_average_1min_mean_during_run']}")
+print("runs not started (--stop-after):", len(machine["skipped_runs"]))
 
 # %%
 with open(RESULTS_DIR / "ablation.csv") as f:
@@ -145,17 +154,34 @@ display(Image(filename=str(RESULTS_DIR / "curves.png")))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for metric in ("accuracy", "learned_share", "steps_to_90"):
-    print(metric)
-    print("\n".join(report.comparison_lines(comparisons, task="lookalike", metric=metric)),
-          end="\n\n")
+for task in ("manykeys", "lookalike"):
+    for metric in ("accuracy", "learned_share", "steps_to_90"):
+        print(f"{task}, {metric}")
+        print("\n".join(report.comparison_lines(comparisons, task=task, metric=metric)),
+              end="\n\n")
 
 # %% [markdown]
 # The same, one paragraph per claim (generated from `comparisons.csv`):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("\n\n".join(report.verdict_lines(comparisons, task="lookalike")))
+print("\n\n".join(report.verdict_lines(comparisons, task="manykeys")
+                   + report.verdict_lines(comparisons, task="lookalike")))
+
+# %% [markdown]
+# Does a task **separate converged models**? The bar: the best model's mean test accuracy at
+# most 0.97 (not saturated), the baseline within 0.10 of chance, the block models' means
+# spread by at least 0.10, at least 5 seeds (`bar_check`, every seed counted):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for task, level in (("manykeys", 2), ("lookalike", 8)):
+    bar = bar_check(rows, task, level)
+    print(f"{task}: best {bar['best']} {bar['means'][bar['best']]:.3f}, worst "
+          f"{bar['worst']} {bar['means'][bar['worst']]:.3f}, baseline "
+          f"{bar['baseline']:.3f} (chance {bar['chance']:.3f}), {bar['seeds']} seeds -> "
+          + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in bar["checks"].items())
+          + f"; bar met: {bar['met']}")
 
 # %% [markdown]
 # What each block costs, for our block in `layer3` ($C = 64$, $N = 64$), per image, and the
@@ -197,6 +223,12 @@ display(Image(filename=str(RESULTS_DIR / "attention_blocks.png")))
 #   Five seeds decide a share only when it is nearly all against nearly none.
 # * **"Never" is data.** A seed that did not reach the level within the maximum is the slowest
 #   seed, not a missing one: dropping it makes a model look faster than it is.
+#
+# * **A plateau can look like convergence.** On `manykeys` some runs sit for a thousand steps
+#   at about 0.75 — what a model earns by carrying one of each row's two key columns — and
+#   some leave it late. Read `steps_to_90` and the capped runs before calling a plateau the
+#   place a model converges; the bar check above says whether any task separated *converged*
+#   models at all.
 #
 # A verdict from a fixed short budget is a statement about speed of learning, which is worth
 # knowing — a model that needs fewer steps is cheaper to train — but it is not the paper's claim.
@@ -418,13 +450,14 @@ print(f"NL: {nl_flops(64, 4, 16):,} FLOPs   GC r16: {gc_flops(64, 4, 16, 1 / 16)
 # ```
 # gclab reproduce                 # the committed plan; writes a new ./gclab-results
 # gclab reproduce --quick         # ~1 min: a few models, 1 seed, short runs
+# gclab reproduce --tasks manykeys --out /tmp/my_results   # one task of the plan
 # gclab reproduce --seeds 8 --out /tmp/my_results
 # ```
 #
 # `gclab reproduce` never overwrites the committed `data/results` unless you pass
-# `--out data/results`. Each run is bit-reproducible on the same machine and torch build (fixed
-# seeds, deterministic algorithms, one thread per run). Things to try: the `manykeys` task
-# (designed in `docs/experiments.md`, generated, not in the committed plan: eight key bits
-# through GC's bottleneck at 128 channels, r4 against r16), more seeds (does a "not decidable"
-# become decided, and which way?), or a fixed budget of 200 steps (`TrainConfig(max_steps=200)`
-# without early stopping) — and see which verdicts turn into statements about speed.
+# `--out data/results` (`--tasks T --merge` replaces only task T's runs there). Each run is
+# bit-reproducible on the same machine and torch build (fixed seeds, deterministic algorithms,
+# one thread per run). Things to try: more seeds (does a "not decidable" become decided, and
+# which way?), `manykeys` at 16 key bits (`make_split("manykeys", ..., difficulty=4)`), or a
+# fixed budget of 200 steps (`TrainConfig(max_steps=200)` without early stopping) — and see
+# which verdicts turn into statements about speed.

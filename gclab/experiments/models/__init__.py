@@ -1,4 +1,4 @@
-"""Small CPU-friendly backbones for the experiments (issue 4)."""
+"""Small CPU-friendly backbones for the experiments."""
 
 from .resnet import BLOCKS, BasicBlock, SmallResNet, make_block, receptive_field
 

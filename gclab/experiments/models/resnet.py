@@ -1,4 +1,4 @@
-r"""A small ResNet-style backbone with torchvision's names, and block insertion (issue 4).
+r"""A small ResNet-style backbone with torchvision's names, and block insertion.
 
 Layout (torchvision naming, so code written for ``torchvision.models.resnet18`` finds its way)::
 

@@ -294,6 +294,14 @@ for task in dict.fromkeys(r["task"] for r in rows):
 # may settle on a query-dependent one that works as well. The fresh block above is the other
 # trap: maps that are all the same because nothing was learned.
 #
+# `manykeys` (lesson 7) was built so that each query needs its *own* key: a scored cell's label
+# is the key bit of its row and of the column its marker names. There every NL seed that
+# learned the task has query-dependent maps, and their mean map loses much of the accuracy. Yet
+# SNL solved it on all five seeds with one map: its context (128 channels), added to every
+# position, holds all eight key bits at once, and the layers after the block combine it with
+# what each position knows (its row, its marker). One shared map suffices whenever the context
+# is wide enough to carry everything the queries need.
+#
 # (`snl` computes one map for all queries by construction, so its attention distance is
 # exactly 0 and its mean-map column is empty; it is there as the floor.) Lesson 7's
 # `ablation.md` has the per-seed table. Five cautions when you interpret the table above:
@@ -423,7 +431,8 @@ explorer
 #   map to see it.
 # * The query-independence statistic is the mean pairwise cosine distance of the maps (and of
 #   the block's inputs and outputs); near 0 means one global context for all queries.
-# * On our task, as in the paper, the trained embedded-gaussian (and dot-product) NL's maps are
-#   nearly the same for every query, and replacing them by their average barely changes the
-#   block; the gaussian mode, without learned embeddings, stays query-dependent. Lesson 4 turns
-#   the observation into the Simplified NL block.
+# * On `longrange`, as in the paper, the trained embedded-gaussian NL's maps are close to one
+#   another, and replacing them by their average leaves the accuracy where it was; the gaussian
+#   mode (no learned embeddings) and, on this seed, the dot-product mode stay query-dependent,
+#   and on `lookalike` and `manykeys` NL's maps often do too, while SNL's one map is at least
+#   as accurate as NL. Lesson 4 turns the observation into the Simplified NL block.

@@ -49,13 +49,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from gclab.experiments import analysis, data
 from gclab.exercises import check, hint  # noqa: F401  (hint is there for you)
-from gclab.exercises.lessons import nb03_looking_inside as ref  # gclab's answers, for the figures
 from gclab.exercises.fallback import use_or_fallback
+from gclab.exercises.lessons import nb03_looking_inside as ref  # gclab's answers, for the figures
+from gclab.experiments import analysis, data, plan, reproduce
 from gclab.nn import NonLocal2d
-from gclab.experiments.plan import build_model
-from gclab.experiments.reproduce import RESULTS_DIR
 
 torch.set_num_threads(1)
 
@@ -86,8 +84,8 @@ fig.tight_layout()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model = build_model("nl")
-state = torch.load(RESULTS_DIR / "nl_longrange_seed0.pt", weights_only=True)
+model = plan.build_model("nl")
+state = torch.load(reproduce.RESULTS_DIR / "nl_longrange_seed0.pt", weights_only=True)
 model.load_state_dict(state)
 model.eval()
 nl_name, nl = [(n, m) for n, m in analysis.find_blocks(model) if isinstance(m, NonLocal2d)][0]
@@ -223,7 +221,7 @@ print(f"mean cosine distance between the 64 attention maps: {distance(att1)[0]:.
 # %%
 def untrained_nl(std):
     """The trained model with its NL block re-drawn: N(0, std) weights, or fresh (std None)."""
-    m = build_model("nl")
+    m = plan.build_model("nl")
     m.load_state_dict(state)
     block = [b for _, b in analysis.find_blocks(m) if isinstance(b, NonLocal2d)][0]
     torch.manual_seed(0)
@@ -270,7 +268,7 @@ for name, (m, b) in blocks.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-with open(RESULTS_DIR / "ablation.csv") as f:
+with open(reproduce.RESULTS_DIR / "ablation.csv") as f:
     rows = [r for r in csv.DictReader(f) if r["model"].startswith("nl") or r["model"] == "snl"]
 keys = ("accuracy", "mean_map_accuracy", "dist_attention", "entropy_attention",
         "dist_attention_centered")
@@ -387,7 +385,7 @@ class SharedMapNL(torch.nn.Module):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-shared_model = build_model("nl")
+shared_model = plan.build_model("nl")
 shared_model.load_state_dict(state)
 unit = shared_model.layer3[0]  # InsertedBlock(unit, NL): swap the NL for the shared-map one
 unit[1] = SharedMapNL(unit[1])

@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 from gclab.course.copies import lessons
-from gclab.course.execute import run_notebook
+from gclab.course.execute import KERNEL_START_RACE, run_notebook
 from gclab.exercises import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,17 +104,11 @@ def test_budget_plugin_reports_every_notebook_and_fails_over_budget(pytester, mo
     _tiny_notebook(pytester.path / "slow_nb.ipynb", 12.0)
     _tiny_notebook(pytester.path / "fast_nb.ipynb", 0.0)
     monkeypatch.setenv("GCLAB_NOTEBOOK_BUDGET_S", "10")
-    result = pytester.runpytest_subprocess(
-        "--nbval-lax",
-        "-n",
-        "2",
-        "--dist",
-        "loadfile",
-        "-p",
-        "no:cacheprovider",
-        "slow_nb.ipynb",
-        "fast_nb.ipynb",
-    )
+    args = ("--nbval-lax", "-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider",
+            "slow_nb.ipynb", "fast_nb.ipynb")
+    result = pytester.runpytest_subprocess(*args)
+    if KERNEL_START_RACE in result.stdout.str():  # nbval's kernels do not retry a lost port
+        result = pytester.runpytest_subprocess(*args)
     out = result.stdout.str()
     assert "gclab notebook durations" in out
     slow_line = next(

@@ -78,3 +78,35 @@ def test_child_run_reports_a_notebook_it_cannot_read(tmp_path):
     report = run_notebook(path, timeout=60)
     assert report.outcome == "error"
     assert report.records == []
+
+
+def test_a_kernel_that_dies_before_it_answers_is_started_again_and_nothing_else_is():
+    from gclab.course.execute import KERNEL_START_RACE, execute_client
+
+    class Client:
+        def __init__(self, errors):
+            self.errors = errors
+
+        def execute(self):
+            if self.errors:
+                raise self.errors.pop(0)
+            return "ran"
+
+    started = []
+
+    def make(errors):
+        def factory():
+            started.append(1)
+            return Client(errors)
+        return factory
+
+    race = [RuntimeError(KERNEL_START_RACE), RuntimeError(KERNEL_START_RACE)]
+    assert execute_client(make(race)) == "ran" and len(started) == 3
+    started.clear()
+    with pytest.raises(RuntimeError, match="kernel_info"):  # three times: the error stands
+        execute_client(make([RuntimeError(KERNEL_START_RACE)] * 3))
+    assert len(started) == 3
+    started.clear()
+    with pytest.raises(RuntimeError, match="something else"):
+        execute_client(make([RuntimeError("something else")]))
+    assert len(started) == 1

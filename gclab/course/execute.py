@@ -32,7 +32,9 @@ from gclab import paths
 __all__ = [
     "DEFAULT_TIMEOUT",
     "KERNELSPEC",
+    "KERNEL_START_RACE",
     "RunReport",
+    "execute_client",
     "execute_notebook",
     "notebook_client",
     "read_log",
@@ -74,6 +76,23 @@ def notebook_client(
     )
 
 
+#: what jupyter_client raises when a kernel exits before it answers: the usual cause is two
+#: kernels started at once that picked the same free TCP port (one of them loses the bind)
+KERNEL_START_RACE = "Kernel died before replying to kernel_info"
+
+
+def execute_client(make_client: Callable[[], object], attempts: int = 3):
+    """``make_client().execute()``, with a fresh client and kernel when the kernel died before
+    it answered (:data:`KERNEL_START_RACE`: no cell has run then); any other error, or the
+    same one ``attempts`` times, is raised."""
+    for attempt in range(attempts):
+        try:
+            return make_client().execute()
+        except RuntimeError as exc:
+            if KERNEL_START_RACE not in str(exc) or attempt == attempts - 1:
+                raise
+
+
 def _fixed_metadata(nb):
     """``nb`` without what changes from machine to machine (interpreter version, timings)."""
     nb.metadata.language_info = {"name": "python"}
@@ -87,7 +106,7 @@ def execute_notebook(nb, cwd: Path, timeout: float = DEFAULT_TIMEOUT, on_cell=No
     """Run every cell of ``nb`` in this process (see :func:`notebook_client`), storing its
     outputs; returns it. Cells tagged ``raises-exception`` may raise; any other error stops
     with nbclient's ``CellExecutionError``."""
-    notebook_client(nb, cwd, timeout, on_cell=on_cell).execute()
+    execute_client(lambda: notebook_client(nb, cwd, timeout, on_cell=on_cell))
     return _fixed_metadata(nb)
 
 
@@ -210,10 +229,12 @@ def _child(path: str, status: str, executed: str, timeout: str) -> int:
         state["cell"] = cell_index + 1
         write()
 
-    client = notebook_client(nb, nb_path.parent, float(timeout) + 1, allow_errors=True,
-                             on_cell=progress)
+    def client():
+        return notebook_client(nb, nb_path.parent, float(timeout) + 1, allow_errors=True,
+                               on_cell=progress)
+
     try:
-        client.execute()
+        execute_client(client)
         write(outcome="completed", detail="")
     except DeadKernelError as exc:
         write(outcome="kernel died", detail=(str(exc).splitlines() or ["the kernel died"])[0])

@@ -3,7 +3,7 @@
 Why: two correct float32 computations of the same sum differ by their rounding errors, and
 those depend on the order of the additions, which depends on the kernel (AVX-512/AMX on Intel,
 AVX2 on AMD, a different tiling in SDPA's flash kernel...). A tolerance copied from one
-machine's output fails on the next (issue 9: 2.2e-5 on Intel against a 1e-5 bar set on AMD).
+machine's output fails on the next (2.2e-5 was seen on Intel against a 1e-5 bar set on AMD).
 
 The analysis. A quantity that is a sum of K products, each of size about ``s``, with random
 signs, has size about ``sqrt(K)·s``. Each of the K roundings adds at most ``u·|partial sum|``

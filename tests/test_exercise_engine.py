@@ -439,7 +439,7 @@ def test_bad_exercise_definitions_are_rejected():
         registry.register({"id": "x.y"})
 
 
-# --------------------------------------------------------------------------- issue 10, section 1-2
+# ------------------------------------------------------------------ an answer in another form
 @pytest.mark.parametrize(
     "form",
     [float, np.float64, np.asarray, lambda v: np.array(v)[()]],

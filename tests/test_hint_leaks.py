@@ -281,7 +281,7 @@ def test_the_detector_catches_a_pasted_solution():
                    for _, rx in CODE_PATTERNS)
 
 
-OLD_LEAKS = [  # (solution region, a hint or stub text the course had before issue 10)
+OLD_LEAKS = [  # (solution region, a hint or stub text that once gave it away)
     ("    return [i for i in range(n_units) if (i + 1) % k == 0]",
      "keep index i when (i + 1) is a multiple of k\nfor i in 0 .. n_units - 1"),
     ("    return math.ceil((size - 1) / (kernel - 1))",
@@ -301,7 +301,7 @@ def test_the_detector_flags_the_old_leaks(code, text):
     assert pasted or looks_like_code
 
 
-OLD_STEP_LEAKS = [  # (solution region, a level-2 hint the course had before issue 18)
+OLD_STEP_LEAKS = [  # (solution region, a level-2 hint that once gave it away)
     ("    b, c, h, w = x.shape\n    h2, w2 = h // 2, w // 2\n"
      "    return x[:, :, : 2 * h2, : 2 * w2].reshape(b, c, h2, 2, w2, 2).max(axis=(3, 5))",
      "Crop x to an even size (2 * (H // 2), 2 * (W // 2)), then view it as (B, C, H//2, 2, "

@@ -1,4 +1,4 @@
-"""The learner simulation (issue 10): realistic wrong implementations of every lesson's
+"""The learner simulation: realistic wrong implementations of every lesson's
 exercises, and correct alternatives, run through ``check``.
 
 Asserts: no wrong implementation passes, no correct alternative is rejected, no check raises

@@ -11,7 +11,17 @@ bash scripts/sandbox-deps.sh || echo "[gclab] bubblewrap unavailable; the sandbo
 echo "[gclab] ruff"
 .venv/bin/ruff check gclab tests scripts
 echo "[gclab] pytest"
-.venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax tests notebooks/solutions "$@"
+if [ "$#" != 0 ]; then
+  .venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax tests notebooks/solutions "$@"
+else
+  # the notebooks (their kernels) in a phase of their own, after the sandboxes and the
+  # grading tests: a kernel that starts beside them has died before answering, now and then
+  NOTEBOOK_TESTS=(tests/test_notebooks.py tests/test_notebooks_execute.py notebooks/solutions)
+  .venv/bin/python -m pytest -n 2 --dist loadfile tests \
+    --ignore=tests/test_notebooks.py --ignore=tests/test_notebooks_execute.py
+  echo "[gclab] pytest, the notebooks"
+  .venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax "${NOTEBOOK_TESTS[@]}"
+fi
 if [ "$#" = 0 ]; then
   # AVX-512/AVX2 kernels sum in another order than the scalar ones: the float32 tolerances
   # (tests/_tol.py) must hold for both. The float32-heavy files only: 29 s of CPU, about 1 min

@@ -87,6 +87,7 @@ def grade(
     (``fallback``: the lesson to grade it as when its cells check no known exercise).
 
     Raises :class:`SubmissionError` when it cannot be read or its lesson cannot be told."""
+    from gclab.exercises.registry import exercises as registered
     from gclab.grading.bwrap import bwrap_available
     from gclab.grading.sandbox import limits_in_force
     from gclab.grading.trusted import run_and_grade
@@ -95,7 +96,7 @@ def grade(
     cells, meta = read_notebook(path)
     wanted = resolve_lesson(lesson) if lesson else None
     name, warnings = detect_lesson(path, cells, meta, wanted, fallback)
-    exercises = lesson_exercises(name)
+    exercises = registered(name) if name else []
     run = run_and_grade(cells, name, exercises, timeout, memory, use_bwrap=use_bwrap)
     g = Grade(str(path), name, run, rows_of(exercises, run.verdicts, run.outcome),
               student_of(path), warnings)
@@ -105,17 +106,11 @@ def grade(
     return g
 
 
-def lesson_exercises(lesson: str) -> list:
-    """The registered exercises of ``lesson``, in the order the lesson checks them."""
-    from gclab.exercises.registry import catalog, get
-
-    return [get(entry.id) for entry in catalog(notebook=lesson)]
-
-
 def _unreadable(path: Path, lesson: str | None, error: str) -> Grade:
+    from gclab.exercises.registry import exercises as registered
     from gclab.grading.trusted import SandboxRun
 
-    exercises = lesson_exercises(lesson) if lesson else []
+    exercises = registered(lesson) if lesson else []
     g = Grade(str(path), lesson or "?", SandboxRun("error", error),
               rows_of(exercises, {}, "error"), student_of(path), [], error)
     for r in g.rows:

@@ -53,10 +53,8 @@ def _solution_text(lesson: str, upto: str | None = None) -> Tuple[str, str]:
     exercise's check, so a helper the lesson hands out later is not allowed earlier), and
     its gclab imports."""
     src = lesson_source(lesson)
-    end = len(src)
-    if upto is not None:
-        m = re.search(rf"""\bcheck\(\s*["']{re.escape(upto)}["']""", src)
-        end = m.start() if m else end
+    end = next((m.start() for m in solutions.CHECK_CALL.finditer(src) if m.group(1) == upto),
+               len(src))
     regions = "\n".join(solutions.region_code(src[:end]))
     imports = "\n".join(
         line for line in src.splitlines() if line.startswith(("from gclab", "import gclab"))

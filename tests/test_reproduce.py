@@ -12,7 +12,7 @@ import pytest
 from gclab.cli import main as cli_main
 from gclab.experiments import comparisons, reproduce
 from gclab.experiments.data import DATA_DIR
-from gclab.experiments.plan import QUICK_GC, build_model, make_plan
+from gclab.experiments.plan import QUICK_GC, build_model, make_plan, select_tasks
 
 
 def _tree_hash(root):
@@ -104,7 +104,20 @@ def test_help_needs_no_optional_package():
 
 def test_plan_and_model_names():
     full = make_plan(quick=False)
-    assert set(full.tasks) == {"lookalike", "longrange", "manykeys"}
+    assert set(full.tasks) == {"lookalike", "longrange", "manykeys", "digitkeys"}
+    # without --tasks: everything but manykeys (runs only when named)
+    assert list(select_tasks(full, None).tasks) == ["longrange", "lookalike", "digitkeys"]
+    assert list(select_tasks(full, ["manykeys"]).tasks) == ["manykeys"]
+    # digitkeys runs exactly its committed design (docs/experiments.md, fourth design)
+    dk = full.tasks["digitkeys"]
+    assert tuple(dk.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
+    assert tuple(dk.difficulties) == (6,) and dk.seeds_for(6) == [0, 1, 2, 3, 4]
+    assert (dk.config.max_steps, dk.config.patience, dk.config.cooldown_steps,
+            dk.config.warmup_steps, dk.config.batch_size, dk.config.eval_every,
+            dk.eval_images, dk.learn_above) == (4000, 250, 100, 100, 32, 50, 256, 0.75)
+    head = build_model("nl", "digitkeys").fc
+    assert (head.in_channels, head.out_channels) == (32, 10)  # ten classes
+    assert build_model("gc_r16", "digitkeys").inserted[0][1].planes == 8
     # manykeys runs exactly its committed design (docs/experiments.md, third design)
     mk = full.tasks["manykeys"]
     assert tuple(mk.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")

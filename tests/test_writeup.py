@@ -26,6 +26,15 @@ def test_bar_check_against_a_hand_computation():
             ({"baseline": 0.52, "nl": 0.95, "gc_r16": 0.80}, 4, "seeds_at_least")):
         b = comparisons.bar_check(_rows(means, seeds), "t", "2")
         assert not b["met"] and [k for k, v in b["checks"].items() if not v] == [point]
+    # a spread that comes from a run still rising at its maximum separates no converged models
+    rows = _rows({"baseline": 0.52, "nl": 0.95, "gc_r16": 0.80})
+    for r in rows:
+        r["flat"] = "False" if (r["model"], r["seed"]) == ("gc_r16", 3) else "True"
+    b = comparisons.bar_check(rows, "t", "2")
+    assert not b["met"] and [k for k, v in b["checks"].items() if not v] == ["converged"]
+    for r in rows:  # the baseline's convergence is not the bar's business
+        r["flat"] = "False" if r["model"] == "baseline" else "True"
+    assert comparisons.bar_check(rows, "t", "2")["met"]
     with pytest.raises(ValueError, match="no runs"):
         comparisons.bar_check(_rows({"nl": 0.9}), "t", "3")
 

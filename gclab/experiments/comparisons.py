@@ -75,7 +75,7 @@ COLUMNS = (
     "latency_ms", "block_latency_ms", "model_params", "model_flops", "train_seconds",
     "cpu_seconds", "final_loss", "dist_input", "dist_output", "dist_attention",
     "entropy_attention", "dist_attention_centered", "mean_map_accuracy",
-    "attention_dead_share",
+    "attention_dead_share", "keys_read",
 )
 #: what :func:`derive` adds to every row of ablation.csv once all runs are in
 DERIVED_COLUMNS = ("ceiling", "learned", "steps_to_90", "steps_to_95")
@@ -261,16 +261,19 @@ def read_csv(path: Path) -> List[Dict[str, Any]]:
 
 #: the bar a task must meet to separate converged models: the best model's mean test accuracy
 #: at most ``best_at_most`` (not saturated), the baseline within ``baseline_within`` of
-#: chance, the block models' means spread by at least ``spread_at_least``, and at least
-#: ``seeds_at_least`` seeds per model
+#: chance, the block models' means spread by at least ``spread_at_least``, at least
+#: ``seeds_at_least`` seeds per model, and (``converged``) every run of the best and of the
+#: worst block model flat over its last quarter (:func:`stats.is_flat`): a spread that comes
+#: from runs still rising at their maximum measures speed, not where the models converge
 BAR = {"best_at_most": 0.97, "baseline_within": 0.10, "spread_at_least": 0.10,
-       "seeds_at_least": 5}
+       "seeds_at_least": 5, "converged": True}
 
 
 def bar_check(rows: List[Dict[str, Any]], task: str, difficulty: Any = "") -> Dict[str, Any]:
     """The separation bar (:data:`BAR`) on one (task, difficulty): per model the mean test
     accuracy over every seed (learned or not); ``best`` and ``worst`` among the block models
-    (every model but the baseline); each point of the bar and ``met`` (all four)."""
+    (every model but the baseline); each point of the bar and ``met`` (all five). A row
+    without ``flat`` counts as converged."""
     sub = [r for r in rows if group_key(r) == (str(task), str(difficulty))]
     if not sub:
         raise ValueError(f"no runs of task {task!r} at difficulty {difficulty!r}")
@@ -285,7 +288,8 @@ def bar_check(rows: List[Dict[str, Any]], task: str, difficulty: Any = "") -> Di
     checks = {"best_at_most": blocks[best] <= BAR["best_at_most"],
               "baseline_within": abs(base - chance) <= BAR["baseline_within"],
               "spread_at_least": blocks[best] - blocks[worst] >= BAR["spread_at_least"],
-              "seeds_at_least": min(len(v) for v in acc.values()) >= BAR["seeds_at_least"]}
+              "seeds_at_least": min(len(v) for v in acc.values()) >= BAR["seeds_at_least"],
+              "converged": all(_converged(r) for r in sub if r["model"] in (best, worst))}
     return {"task": task, "difficulty": difficulty, "means": means, "best": best,
             "worst": worst, "chance": chance, "baseline": base,
             "seeds": min(len(v) for v in acc.values()), "checks": checks,

@@ -31,7 +31,7 @@ import numpy as np
 from gclab import paths
 from gclab.experiments.tasks import draw
 
-TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys")
+TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys", "digitkeys")
 #: ``val`` is the validation split that early stopping reads: on the digit tasks it is drawn
 #: from handwriting that neither train nor test uses (:func:`gclab.experiments.tasks.digit_pool`)
 SPLITS = ("train", "val", "test")
@@ -39,10 +39,10 @@ SPLITS = ("train", "val", "test")
 SIZES = {"train": 12800, "val": 1024, "test": 1024}
 #: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
 TASK_SIZES = {t: {"train": 6400, "val": 512, "test": 512}
-              for t in ("paint", "twokeys", "lookalike", "manykeys")}
+              for t in ("paint", "twokeys", "lookalike", "manykeys", "digitkeys")}
 #: the difficulty levels of each task (the knob; ``None``: the task has one level)
 DIFFICULTIES = {"longrange": (None,), "paint": (10, 8), "twokeys": (0, 50),
-                "lookalike": (10, 8), "manykeys": (2,)}
+                "lookalike": (10, 8), "manykeys": (2,), "digitkeys": (6,)}
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2, "val": 3}
 DATA_DIR = paths.DATA
@@ -65,7 +65,7 @@ def _check_difficulty(task: str, difficulty):
         difficulty = levels[-1]
     # the other levels one may ask for (a range per task)
     custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50),
-              "manykeys": (1, 4)}.get(task)
+              "manykeys": (1, 4), "digitkeys": (4, 8)}.get(task)
     if difficulty not in levels and not (
             custom and isinstance(difficulty, int) and not isinstance(difficulty, bool)
             and custom[0] <= difficulty <= custom[1]):
@@ -85,8 +85,8 @@ def make_split(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Generate one split: images (n, 1, 16, 64) uint8 and labels.
 
-    Labels: (n,) int64 in {0, 1} for ``longrange``; (n, 4, 16) int64 in
-    {0, 1, IGNORE} for the dense ``paint`` task (one label per cell of the 4 x 16 map).
+    Labels: (n,) int64 in {0, 1} for ``longrange``; (n, 4, 16) int64 for the dense tasks
+    (one label per cell of the 4 x 16 map): {0, 1, IGNORE}, on ``digitkeys`` {0..9, IGNORE}.
     Deterministic: the same ``(task, split, n, seed, difficulty)`` always gives the same arrays.
     ``n`` defaults to the stored size, ``seed`` to :data:`SPLIT_SEEDS` [split],
     ``difficulty`` to the task's hardest level in :data:`DIFFICULTIES`.

@@ -32,6 +32,15 @@ Every task draws on a wide 16 x 64 canvas (one channel, uint8):
     map columns [4, 16) a marker glyph naming one of the key columns; a scored cell (map
     column >= :data:`MANYKEYS_FIRST_CELL`) is labelled ``key[r, marker]``.
 
+``digitkeys`` (dense; four handwritten keys, ten classes; difficulty = the keys' side in px)
+    Four handwritten digits of any class (0-9) in the 8 x 8 slots of columns [0, 16), two in the
+    top half of the rows and two in the bottom half, each ``difficulty`` px wide and centred in
+    its slot; every cell of map columns [4, 16) a marker (horizontal bar: the left key column,
+    vertical bar: the right one). A scored cell (map column >= :data:`DIGITKEYS_FIRST_CELL`) in
+    map row r is labelled with the **class** of the key in its own half (r // 2) and the column
+    its marker names: ten classes, chance about 0.1. The scored cells together need all four
+    digits (4 log2 10 = 13.3 bits), each cell one of them, read from held-out handwriting.
+
 Why the baseline must fail (every task). The backbone of :mod:`gclab.experiments.models` has a
 theoretical receptive field of 41 pixels. ``longrange``: a feature that sees a pixel of both end
 objects must span 42 columns, and "same or not" is an XOR that a sum of per-position terms
@@ -39,7 +48,9 @@ objects must span 42 columns, and "same or not" is an XOR that a sum of per-posi
 constant 1/2. ``paint``: a scored cell's feature (map column >= 8, centre pixel >= 33.5) sees
 pixels >= 13 only, the key lies in columns [0, 12): no scored cell sees the key, its label is
 independent of everything it sees (the key bit is a fair coin), so the plain CNN is exactly at
-chance, and a block that carries the key across the map is what can lift it.
+chance, and a block that carries the key across the map is what can lift it. ``manykeys`` and
+``digitkeys``: a scored cell (map column >= 9) sees pixels >= 17, the keys lie in columns
+[0, 16); the best the plain CNN can do is the label's most frequent value.
 
 :func:`draw` is the one entry point; :mod:`gclab.experiments.data` seeds it per split and
 stores the results.
@@ -304,6 +315,44 @@ def _manykeys(n: int, rng: np.random.Generator, markers: int) -> Tuple[np.ndarra
     return x, y
 
 
+#: first scored map column of ``digitkeys`` (pixels >= 36; the receptive field reaches >= 17)
+DIGITKEYS_FIRST_CELL = 9
+#: side of a ``digitkeys`` key slot: 2 x 2 slots of 8 x 8 pixels fill columns [0, 16)
+DIGITKEYS_SLOT = 8
+
+
+def _digitkeys(n: int, rng: np.random.Generator, split: str, side: int
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """The many-digits dense task: four handwritten key digits, one label class per digit.
+
+    Key (h, k), h = half of the rows, k = key column, is a digit of a uniformly drawn class
+    (0-9) from ``split``'s handwriting, ``side`` x ``side`` px, centred in the slot at pixel
+    rows [8h, 8h + 8) and columns [8k, 8k + 8). Every cell of map columns [4, 16) holds a
+    marker: a horizontal bar names key column 0, a vertical bar key column 1. Label of a
+    scored cell (r, c), c >= :data:`DIGITKEYS_FIRST_CELL`: ``keys[r // 2, marker[r, c]]``.
+    """
+    pool = digit_pool(split, side)
+    rows, cols, halves = HEIGHT // 4, WIDTH // 4, HEIGHT // DIGITKEYS_SLOT
+    pad = (DIGITKEYS_SLOT - side) // 2
+    x, y = _blank_dense(n)
+    keys = rng.integers(0, 10, size=(n, halves, 2))
+    marks = rng.integers(0, 2, size=(n, rows, cols))
+    for i in range(n):
+        canvas = x[i]
+        _salt_and_strokes(canvas, rng, strokes=0)
+        for h in range(halves):
+            for k in range(2):
+                imgs = pool[int(keys[i, h, k])]
+                _paste(canvas, imgs[int(rng.integers(0, len(imgs)))],
+                       DIGITKEYS_SLOT * h + pad, DIGITKEYS_SLOT * k + pad)
+        for r in range(rows):
+            for c in range(4, cols):
+                _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
+        half = np.arange(rows)[:, None] * halves // rows
+        y[i, :, DIGITKEYS_FIRST_CELL:] = keys[i][half, marks[i, :, DIGITKEYS_FIRST_CELL:]]
+    return x, y
+
+
 def draw(task: str, n: int, rng: np.random.Generator, split: str, difficulty: int | None
          ) -> Tuple[np.ndarray, np.ndarray]:
     """n images (n, 16, 64) float in [0, 1] and their labels of ``task`` at ``difficulty``,
@@ -315,6 +364,8 @@ def draw(task: str, n: int, rng: np.random.Generator, split: str, difficulty: in
         return _twokeys(n, rng, split, int(difficulty))
     if task == "manykeys":
         return _manykeys(n, rng, int(difficulty))
+    if task == "digitkeys":
+        return _digitkeys(n, rng, split, int(difficulty))
     if task in ("paint", "lookalike"):
         return _paint(n, rng, split, int(difficulty),
                       DIGIT_CLASSES if task == "paint" else LOOKALIKE_CLASSES)

@@ -101,9 +101,9 @@ def run_lines(res: Results) -> List[str]:
 
 
 def bar_lines(res: Results) -> List[str]:
-    """Per dense task level: the bar's four points and whether it is met."""
+    """Per dense task level: the bar's five points and whether it is met."""
     lines = ["| task | best block model | worst block model | baseline (chance) | seeds | "
-             "bar met? |", "|---|---|---|---|---|---|"]
+             "best and worst converged | bar met? |", "|---|---|---|---|---|---|---|"]
     for task, diff in dict.fromkeys(group_key(r) for r in res.rows):
         if not any(r["model"] == "baseline" for r in res.rows if r["task"] == task):
             continue
@@ -115,7 +115,7 @@ def bar_lines(res: Results) -> List[str]:
             f"{b['means'][b['worst']]:.3f} (spread ≥ {BAR['spread_at_least']}: "
             f"{ok['spread_at_least']}) | {b['baseline']:.3f} ({b['chance']:.3f}; within "
             f"{BAR['baseline_within']}: {ok['baseline_within']}) | {b['seeds']} "
-            f"(≥ {BAR['seeds_at_least']}: {ok['seeds_at_least']}) | "
+            f"(≥ {BAR['seeds_at_least']}: {ok['seeds_at_least']}) | {ok['converged']} | "
             f"{'**yes**' if b['met'] else '**no**'} |")
     return lines
 

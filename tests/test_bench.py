@@ -24,6 +24,10 @@ def test_smoke_prints_peaks_shares_and_both_thread_counts(tmp_path, monkeypatch,
     assert "| floor work | floor ms | share of peak | x 6 bmm | x clones |" in out
     assert "| target | 1 thread | status | 2 threads | status |" in out
     assert "x.clone()" in out
+    # NL with measured routes beside impl='auto', and its target
+    assert "| nl_embedded | 8x8 | 1 | measured |" in out
+    assert "impl='auto', measured routes: took " in out
+    assert "| NL embedded, measured routes, <= 1.0x mmcv at every size" in out
     # a new folder in the current directory, not data/bench of the package
     made = [p for p in tmp_path.iterdir() if p.name.startswith("bench-")]
     assert len(made) == 1
@@ -108,6 +112,23 @@ def test_floors_are_work_at_the_peak_and_no_share_exceeds_one():
     assert se.work == 5 * tensor and clone.work == 2 * tensor
     assert lim.copy_gbps[round(mib, 3)] == 2 * tensor / 1e-7 / 1e9
     assert all(r.share <= 1.0 for r in rows)
+
+
+def test_measured_routes_target_uses_the_gclab_row_where_unmeasured():
+    # 8x8: the measured row (0.9 of mmcv) although gclab is slower there (1.2); 16x16: no
+    # measured row (N > 16 C_i), so gclab's (1.1), the worst
+    cfg = bench_core.Config(nl_sizes=((8, 8), (16, 16)))
+    rows = [bench_core.Row("nl_embedded", impl, 2, 256, h, h, time_ms=t)
+            for impl, h, t in (("gclab", 8, 12.0), ("measured", 8, 9.0), ("mmcv", 8, 10.0),
+                               ("gclab", 16, 11.0), ("mmcv", 16, 10.0))]
+    (tgt,) = [t for t in bench_report.evaluate_targets(rows, cfg)
+              if t.name.startswith("NL embedded, measured routes")]
+    assert abs(tgt.value - 1.1) < 1e-12 and tgt.status == "NOT MET"
+    assert "8x8: 0.90, 16x16: 1.10" in tgt.detail
+    rows[3].time_ms = 9.5
+    (tgt,) = [t for t in bench_report.evaluate_targets(rows, cfg)
+              if t.name.startswith("NL embedded, measured routes")]
+    assert abs(tgt.value - 0.95) < 1e-12 and tgt.status == "MET"
 
 
 def test_counted_flops_are_the_non_local_formula():

@@ -48,7 +48,8 @@ Implementations compared:
 - ``timm``: timm's ``SEModule`` when timm is importable, else ``timm-style``: the SE block as
   timm builds it, reimplemented in :class:`~gclab.experiments.bench_groups.TimmStyleSE`
   (average pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> x * gate), and labelled so;
-- ``x.clone()``: one clone of the input, the unit of the GC/SE floor.
+- ``x.clone()``: one clone of the input (a fresh tensor), the older GC/SE yardstick, not a
+  floor.
 
 Targets are printed as MET / NOT MET with the measured value, per thread count.
 
@@ -285,7 +286,7 @@ def write_results(out_dir: str, rows: List[Row], limits: Dict[int, Limits],
 
 def _update_limits(lim: Limits, rates: Dict[int, float], rows: Sequence[Row]) -> None:
     """The limits as measured inside the run (interleaved with the blocks, so under the same
-    load): the matmul rate at the largest floor step, the clone of the largest GC input."""
+    load): the attention-bmm rate at the largest bmm step, the clone of the largest GC input."""
     if rates:
         n = max(rates)
         lim.matmul_gflops_in_run = rates[n]

@@ -2,6 +2,7 @@ r"""Non-local blocks (Wang et al., 2018) in 1-D, 2-D and 3-D, as mmcv computes t
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple, Union
 
@@ -382,16 +383,17 @@ class _NonLocalNd(nn.Module):
         # N' <= 16 C_i (beyond, the matrix's memory rules it out: the fast path)
         if torch.jit.is_tracing() or compiling():
             return False
-        n_keys = self._n_keys(x)
+        dims = x.shape[2:]
+        kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
+        n_keys = math.prod(s // k for s, k in zip(dims, kernel))
         few = 5 if self.mode in ("gaussian", "embedded_gaussian") else 1
         rule = n_keys <= few * self.inter_channels
         if not (measured_routes_enabled() and n_keys <= MEASURED_MAX_KEYS * self.inter_channels
                 and measurable(x)):
             return rule
-        routes = {"explicit": lambda t: self._route(t, True),
-                  "fast": lambda t: self._route(t, False)}
-        if not rule:  # a tie keeps the rule's route
-            routes = {"fast": routes["fast"], "explicit": routes["explicit"]}
+        names = ("explicit", "fast") if rule else ("fast", "explicit")  # a tie keeps the rule
+        routes = {name: functools.partial(self._route, use_matrix=name == "explicit")
+                  for name in names}
         settings = (type(self).__name__, self.in_channels, self.inter_channels, self.mode,
                     self.use_scale, self.sub_sample, self.norm_type, self.training)
         key = call_key(settings, x, list(self.parameters()))
@@ -404,12 +406,6 @@ class _NonLocalNd(nn.Module):
             return self.fast_dot_product(x)
         y = self.context_modeling(x)[0] if use_matrix else self.fast_context_modeling(x)
         return x + self.transform(y)
-
-    @torch.jit.unused
-    def _n_keys(self, x: Tensor) -> int:
-        dims = x.shape[2:]
-        kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
-        return math.prod(s // k for s, k in zip(dims, kernel))
 
     @torch.jit.unused
     def _check(self, x: Tensor, return_attention: bool) -> None:

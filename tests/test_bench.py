@@ -131,6 +131,52 @@ def test_measured_routes_target_uses_the_gclab_row_where_unmeasured():
     assert abs(tgt.value - 0.95) < 1e-12 and tgt.status == "MET"
 
 
+def _markdown_tables(text):
+    """Each markdown table of ``text`` as (header cells, rows of cells)."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and lines[i + 1].startswith("|---"):
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            tables.append(([c.strip() for c in line.strip("|").split("|")], rows))
+    return tables
+
+
+def test_committed_tables_show_no_share_above_one_and_name_the_old_yardsticks():
+    # every column called a share (of a peak) in the README, docs/benchmarks.md and the
+    # committed reports holds values <= 1; results.csv's ``share`` column too; the older
+    # bench's ratios to bmm / clone times are labelled as yardsticks, never as a floor
+    import csv
+    import re
+
+    docs = [ROOT / "README.md", ROOT / "docs" / "benchmarks.md",
+            *sorted((ROOT / "data" / "bench").rglob("*.md"))]
+    checked = 0
+    for path in docs:
+        for header, rows in _markdown_tables(path.read_text(encoding="utf-8")):
+            assert "floor/time" not in header, path  # the older bench's yardstick ratio
+            for col, name in enumerate(header):
+                low = name.lower()  # "share of peak", "gclab share"; not "share that learned"
+                if not ("share of peak" in low or low.endswith(" share") or low == "share"):
+                    continue
+                for row in rows:
+                    for num in re.findall(r"\d+\.?\d*", row[col] if col < len(row) else ""):
+                        checked += 1
+                        assert float(num) <= 1.0, f"{path}: {name} = {row[col]}"
+    assert checked > 500
+    for path in sorted((ROOT / "data" / "bench").rglob("results.csv")):
+        rows = list(csv.DictReader(path.open()))
+        shares = [float(r["share"]) for r in rows if r.get("share") not in (None, "", "nan")]
+        assert all(v <= 1.0 for v in shares), path
+    for path in sorted((ROOT / "data" / "bench").rglob("report.md")):
+        text = path.read_text(encoding="utf-8")
+        assert "(floor: 2)" not in text and "matmul floor" not in text, path
+        assert "the floor: six" not in text and "set the floors" not in text, path
+
+
 def test_counted_flops_are_the_non_local_formula():
     # explicit embedded Gaussian NL, fwd+bwd: 6 N x N x C_i products (2 forward, 4 backward)
     # and 4 1x1 convs C <-> C_i (each 2 B N C C_i forward, twice that backward)

@@ -98,7 +98,7 @@ def test_the_stub_clock_decides_and_the_choice_is_kept(monkeypatch, mode, hw, fa
     clock = StubClock()
     monkeypatch.setattr(routes, "clock", clock)
     nl = _randomised(NonLocal2d(C, mode=mode))
-    seen = _stub(nl, clock, {faster: 0.001, ({"explicit", "fast"} - {faster}).pop(): 0.003})
+    seen = _stub(nl, clock, {faster: 0.1, ({"explicit", "fast"} - {faster}).pop(): 0.3})
     x = torch.randn(2, C, *hw, requires_grad=True)
     with measured_routes():
         nl(x)
@@ -107,7 +107,7 @@ def test_the_stub_clock_decides_and_the_choice_is_kept(monkeypatch, mode, hw, fa
         assert seen[-1] == faster
         (entry,) = route_table().values()
         assert entry["route"] == faster
-        assert entry["ms"][faster] == pytest.approx(1.0)
+        assert entry["ms"][faster] == pytest.approx(100.0)
         reads = clock.reads
         nl(x)  # the same configuration: no timing, the kept route
         assert seen[timed:] == [faster] and clock.reads == reads
@@ -115,12 +115,28 @@ def test_the_stub_clock_decides_and_the_choice_is_kept(monkeypatch, mode, hw, fa
         assert len(route_table()) == 2
 
 
+@pytest.mark.parametrize("cost,rounds", [
+    (0.1, routes.REPEATS),  # 5 rounds make 0.5 s >= MIN_SECONDS
+    (0.01, 25),  # 25 rounds of 0.01 s make MIN_SECONDS
+    (1e-6, routes.MAX_REPEATS),  # never MIN_SECONDS: capped
+])
+def test_fast_routes_are_timed_until_min_seconds(monkeypatch, cost, rounds):
+    clock = StubClock()
+    monkeypatch.setattr(routes, "clock", clock)
+    monkeypatch.setattr(routes, "MIN_SECONDS", 0.25)
+    nl = NonLocal2d(C)
+    seen = _stub(nl, clock, {"explicit": cost, "fast": 2 * cost})
+    with measured_routes():
+        nl(torch.randn(1, C, 2, 2))
+    assert len(seen) == 2 * (rounds + 1) + 1  # a warm-up and the rounds each, then the call
+
+
 def test_a_tie_keeps_the_size_rule(monkeypatch):
     clock = StubClock()
     monkeypatch.setattr(routes, "clock", clock)
     for hw, rule in (((4, 5), "explicit"), ((6, 6), "fast")):
         nl = NonLocal2d(C)
-        seen = _stub(nl, clock, {"explicit": 0.002, "fast": 0.002})
+        seen = _stub(nl, clock, {"explicit": 0.1, "fast": 0.1})
         with measured_routes():
             nl(torch.randn(2, C, *hw))
         assert seen[-1] == rule
@@ -136,7 +152,7 @@ def test_measured_route_equals_the_explicit_route(monkeypatch, mode, faster):
     measured = _randomised(NonLocal2d(C, mode=mode, norm="bn"), 1)
     explicit = copy.deepcopy(measured)
     explicit.impl = "explicit"
-    seen = _stub(measured, clock, {faster: 0.001, ({"explicit", "fast"} - {faster}).pop(): 0.002})
+    seen = _stub(measured, clock, {faster: 0.1, ({"explicit", "fast"} - {faster}).pop(): 0.2})
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, C, 4, 4, generator=g)
     grad = torch.randn(2, C, 4, 4, generator=g)

@@ -7,8 +7,9 @@ model takes the same route on every machine. The rule was measured on one CPU; o
 the other route can be faster near its threshold. With measured routes switched on, the first
 eager call of a block for a given configuration (the block's settings, the input's shape,
 dtype, device and layout, the number of torch threads, whether autograd will differentiate
-the call, autocast) times every candidate route: one warm-up and :data:`REPEATS` timed calls
-each, interleaved, forward + backward when autograd will differentiate the call (gradients
+the call, autocast) times every candidate route: one warm-up, then timed calls interleaved
+(at least :data:`REPEATS` of each, more until each route has run :data:`MIN_SECONDS`, at most
+:data:`MAX_REPEATS`), forward + backward when autograd will differentiate the call (gradients
 taken with ``torch.autograd.grad``, so no ``.grad`` is touched; buffers such as BatchNorm's
 running statistics are restored afterwards), forward only under ``no_grad``. The route with
 the shortest time is kept in a table for the rest of the process (a tie keeps the size rule's
@@ -45,7 +46,9 @@ from torch import Tensor, nn
 
 from .fused import compiling
 
-REPEATS = 5  # timed calls per route, after one warm-up; the minimum counts
+REPEATS = 5  # timed calls per route at least, after one warm-up; the fastest counts
+MIN_SECONDS = 0.5  # ... and more, interleaved, until each route has run this long
+MAX_REPEATS = 200  # ... but no more than this many
 clock: Callable[[], float] = time.perf_counter  # the timer (tests substitute a stub clock)
 
 _enabled = [False]
@@ -151,12 +154,16 @@ def choose_route(key: Hashable, routes: Mapping[str, Callable[[Tensor], Tensor]]
     inputs = ([xd] if xd.requires_grad else []) + (params if backward else [])
     saved = {name: b.detach().clone() for name, b in module.named_buffers()}
     best = {name: float("inf") for name in routes}
+    spent = {name: 0.0 for name in routes}
     try:
-        for rep in range(REPEATS + 1):  # rep 0 is the warm-up
+        for fn in routes.values():  # warm-up
+            _time_call(fn, xd, inputs)
+        rep = 0
+        while rep < REPEATS or (min(spent.values()) < MIN_SECONDS and rep < MAX_REPEATS):
+            rep += 1
             for name, fn in routes.items():
                 t = _time_call(fn, xd, inputs)
-                if rep > 0:
-                    best[name] = min(best[name], t)
+                best[name], spent[name] = min(best[name], t), spent[name] + t
     finally:
         with torch.no_grad():
             for name, b in module.named_buffers():

@@ -116,11 +116,10 @@ def call_key(block_settings: Tuple[Hashable, ...], x: Tensor, params: List[Tenso
     autocast)."""
     backward = _needs_backward(x, params)
     device = x.device.type
-    autocast = (torch.is_autocast_enabled(device),
-                str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device)
-                else None)
-    return (block_settings, tuple(x.shape), str(x.dtype), str(x.device), tuple(x.stride()),
-            torch.get_num_threads(), backward, autocast)
+    autocast = torch.is_autocast_enabled(device)
+    autocast_dtype = torch.get_autocast_dtype(device) if autocast else None
+    return (block_settings, x.shape, x.dtype, x.device, x.stride(), torch.get_num_threads(),
+            backward, (autocast, autocast_dtype))
 
 
 def _needs_backward(x: Tensor, params: List[Tensor]) -> bool:

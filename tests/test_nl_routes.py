@@ -220,3 +220,45 @@ def test_the_switch_and_the_chooser_refuse_bad_input():
         with measured_routes(False):
             assert not measured_routes_enabled()
         assert measured_routes_enabled()
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_sees_one_call_and_gets_its_gradients(reentrant):
+    # under checkpoint's saved-tensor hooks nothing is timed (the hooks would see the timed
+    # calls, and checkpoint refuses a recomputation that saves fewer tensors): the size rule,
+    # in the forward and the recomputation alike, even once a choice is kept; the gradients
+    # equal the plain call's (measured and kept after the checkpointed ones)
+    from torch.utils.checkpoint import checkpoint
+
+    nl = _randomised(NonLocal2d(C), 5).double()
+    x = torch.randn(2, C, 4, 4, dtype=torch.float64, requires_grad=True)
+
+    def grads(call):
+        x.grad = None
+        nl.zero_grad()
+        call(x).sum().backward()
+        return [x.grad.clone()] + [p.grad.clone() for p in nl.parameters()]
+
+    with measured_routes():
+        first = grads(lambda t: checkpoint(nl, t, use_reentrant=reentrant))
+        if not reentrant:  # reentrant runs its forward under no_grad, without hooks
+            assert route_table() == {}
+        plain = grads(nl)
+        assert len(route_table()) >= 1
+        again = grads(lambda t: checkpoint(nl, t, use_reentrant=reentrant))  # a kept choice
+    for a, b, c in zip(first, again, plain):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, c, rtol=0, atol=1e-12)
+
+
+def test_flop_counting_counts_the_rule_route_untimed():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    nl = NonLocal2d(C)
+    x = torch.randn(2, C, 4, 4)  # N' = 16 <= 5 C_i: the rule takes the explicit matrix
+    counts = []
+    for on in (False, True):
+        with measured_routes(on), FlopCounterMode(display=False) as counter:
+            nl(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0 and route_table() == {}

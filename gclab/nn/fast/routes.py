@@ -16,7 +16,11 @@ the shortest time is kept in a table for the rest of the process (a tie keeps th
 route) and later calls with the same configuration take it without timing.
 
 Never measured: under tracing, TorchScript, ``torch.compile`` / ``torch.export`` (those keep
-the size rule's graph route), on ``meta`` tensors and inside ``torch.func`` transforms. The
+the size rule's graph route), on ``meta`` tensors, inside ``torch.func`` transforms and
+under a ``TorchDispatchMode`` (``FlopCounterMode`` counts the rule's route) or saved-tensor
+hooks (activation checkpointing, ``save_on_cpu``: there the size rule holds, kept choices or
+not, so a checkpoint's recomputation takes its forward's route). Each process keeps its own
+table, so two processes (DDP ranks) may keep different routes for the same configuration. The
 routes give the same values to rounding, so the choice changes speed, not results beyond
 float rounding.
 
@@ -43,6 +47,7 @@ from typing import Callable, Dict, Hashable, Iterator, List, Mapping, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _python_dispatch
 
 from .fused import compiling
 
@@ -100,10 +105,19 @@ def clear_route_table() -> None:
 
 def measurable(x: Tensor) -> bool:
     """Whether a call on ``x`` may be timed: eager mode on real tensors (not under tracing,
-    TorchScript, torch.compile / torch.export, not ``meta``, not inside torch.func)."""
+    TorchScript, torch.compile / torch.export, not ``meta``, not inside torch.func, a
+    TorchDispatchMode such as FlopCounterMode or saved-tensor hooks such as checkpointing)."""
     if torch.jit.is_scripting() or torch.jit.is_tracing() or compiling():
         return False
     if x.device.type == "meta":
+        return False
+    in_mode = getattr(_python_dispatch, "is_in_torch_dispatch_mode", None)
+    if in_mode is not None and in_mode():  # FlopCounterMode, fake tensors...: not timeable
+        return False
+    # saved-tensor hooks (activation checkpointing, offloading) would see the timed calls, and
+    # checkpoint's recomputation must take the forward's route: the rule, whatever is kept
+    top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    if top_hooks is not None and top_hooks(False) is not None:
         return False
     wrapped = getattr(torch._C, "_functorch", None)
     check = getattr(wrapped, "is_functorch_wrapped_tensor", None)
@@ -152,17 +166,8 @@ def choose_route(key: Hashable, routes: Mapping[str, Callable[[Tensor], Tensor]]
     xd = x.detach().requires_grad_(x.requires_grad and backward)
     inputs = ([xd] if xd.requires_grad else []) + (params if backward else [])
     saved = {name: b.detach().clone() for name, b in module.named_buffers()}
-    best = {name: float("inf") for name in routes}
-    spent = {name: 0.0 for name in routes}
     try:
-        for fn in routes.values():  # warm-up
-            _time_call(fn, xd, inputs)
-        rep = 0
-        while rep < REPEATS or (min(spent.values()) < MIN_SECONDS and rep < MAX_REPEATS):
-            rep += 1
-            for name, fn in routes.items():
-                t = _time_call(fn, xd, inputs)
-                best[name], spent[name] = min(best[name], t), spent[name] + t
+        best = _fastest_calls(routes, xd, inputs)
     finally:
         with torch.no_grad():
             for name, b in module.named_buffers():
@@ -170,6 +175,22 @@ def choose_route(key: Hashable, routes: Mapping[str, Callable[[Tensor], Tensor]]
     route = min(routes, key=lambda name: best[name])  # first of the fastest on a tie
     _table[key] = {"route": route, "ms": {k: v * 1e3 for k, v in best.items()}}
     return route
+
+
+def _fastest_calls(routes: Mapping[str, Callable[[Tensor], Tensor]], x: Tensor,
+                   inputs: List[Tensor]) -> Dict[str, float]:
+    # a warm-up, then interleaved rounds (REPEATS to MAX_REPEATS, until MIN_SECONDS each)
+    best = {name: float("inf") for name in routes}
+    spent = {name: 0.0 for name in routes}
+    for fn in routes.values():
+        _time_call(fn, x, inputs)
+    rep = 0
+    while rep < REPEATS or (min(spent.values()) < MIN_SECONDS and rep < MAX_REPEATS):
+        rep += 1
+        for name, fn in routes.items():
+            t = _time_call(fn, x, inputs)
+            best[name], spent[name] = min(best[name], t), spent[name] + t
+    return best
 
 
 def _time_call(fn: Callable[[Tensor], Tensor], x: Tensor, inputs: List[Tensor]) -> float:

@@ -43,6 +43,9 @@ Implementations compared:
 
 - ``gclab``: the default blocks (``impl='auto'``; GC/SE/SNL train through the fused
   forward + backward of :mod:`gclab.nn.fast.fused`);
+- ``measured``: gclab's Non-local with ``impl='auto'`` and measured routes
+  (:mod:`gclab.nn.fast.routes`: the explicit or the fast route, whichever its calibration on this
+  machine timed faster; named in the row's note), up to N' = 16 C_i;
 - ``explicit``: gclab's reference path that builds the (N, N') attention (``impl='explicit'``);
 - ``mmcv``: mmcv-lite's ``NonLocal2d`` / ``ContextBlock`` when mmcv is installed;
 - ``timm``: timm's ``SEModule`` when timm is importable, else ``timm-style``: the SE block as

@@ -186,7 +186,7 @@ def test_no_grad_calls_are_timed_forward_only(monkeypatch):
     assert ", False, (False, None))" in key  # the configuration records: no backward
 
 
-def test_default_tracing_scripting_and_large_maps_never_measure():
+def test_default_tracing_scripting_export_and_large_maps_never_measure():
     nl = NonLocal2d(C)
     nl(torch.randn(2, C, 4, 4))  # switch off (the default): the size rule
     assert not measured_routes_enabled() and route_table() == {}
@@ -197,6 +197,8 @@ def test_default_tracing_scripting_and_large_maps_never_measure():
         scripted = torch.jit.script(NonLocal2d(C))
         scripted(x)
         traced(x)
+        exported = torch.export.export(nl, (x,))  # dynamo: compiling() is true while it traces
+        assert "softmax" not in str(exported.graph)
         nl(torch.randn(1, C, 9, 8))  # N' = 72 > 16 C_i = 64: the fast path, unmeasured
         assert route_table() == {}
         nl(torch.randn(1, C, 8, 8))  # N' = 64 = 16 C_i: measured

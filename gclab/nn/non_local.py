@@ -247,10 +247,13 @@ class _NonLocalNd(nn.Module):
             return q, q, v
         weight, bias = self._stacked_embeddings()
         qkv = F.linear(tokens, weight, bias)  # (B, N, 3 Ci)
-        q, kv = qkv[:, :, :ci], qkv[:, :, ci:]
-        if self.sub_sample:
-            kv = self._pool_tokens(kv, x)
-        return q, kv[:, :, :ci], kv[:, :, ci:]
+        # split: one backward writing into one tensor (slices: a zero-filled one each, added)
+        if not self.sub_sample:
+            q, k, v = qkv.split(ci, dim=-1)
+            return q, k, v
+        q, kv = qkv.split([ci, 2 * ci], dim=-1)
+        k, v = self._pool_tokens(kv, x).split(ci, dim=-1)
+        return q, k, v
 
     def _pool(self, t: Tensor) -> Tensor:
         # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)

@@ -5,7 +5,8 @@
    (B=2, N=4096, C_i=128) and of ``scaled_dot_product_attention`` (the fast path) forward and
    forward + backward, each as a share of the peak GEMM;
 2. ``torch.profiler`` over NL embedded-Gaussian fwd+bwd at 64x64 (and GC, SE): each op's
-   share of the step's self time and its FLOPs where it is a product;
+   share of the step's self time and its FLOPs where it is a product; and at 32x32 for gclab,
+   its explicit path and mmcv's NonLocal2d (where their times tie);
 3. GC and SE fwd+bwd at 64x64 (B=8, C=256): their time over the bandwidth floor (5 tensors at
    the copy bandwidth), the page faults per step (fresh full-size tensors), and the same with
    glibc told to keep freed memory (``MALLOC_MMAP_THRESHOLD_``, in a child process).
@@ -15,6 +16,7 @@ machine the time other jobs hold the core is left out), by the wall clock at mor
 
     python scripts/peak_profile.py          # 1 thread, ~2 minutes
     python scripts/peak_profile.py 2        # 2 threads (wall clock)
+    python scripts/peak_profile.py 1 --nl32 # only NL at 32x32: gclab, explicit, mmcv (~5 s)
 """
 
 from __future__ import annotations
@@ -64,9 +66,16 @@ def attention_products(peak: float) -> None:
         print(f"  {what:<40} {rate:6.1f} GFLOP/s = {rate / peak:.2f} of peak")
 
 
-def op_profile(module: torch.nn.Module, x: torch.Tensor, rows: int = 7) -> None:
+SDPA_PRODUCTS = {"aten::_scaled_dot_product_flash_attention_for_cpu": 2,
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward": 5}
+PRODUCT_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::mkldnn_convolution",
+               "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", *SDPA_PRODUCTS}
+
+
+def op_profile(module: torch.nn.Module, x: torch.Tensor, rows: int = 7, n: int = N) -> None:
     """torch.profiler over one fwd+bwd: each op's share of the step's self time (a share, so
-    it holds under load, where the profiler's wall-clock times do not), and its FLOPs."""
+    it holds under load, where the profiler's wall-clock times do not), and its FLOPs (B=2,
+    C_i=128 for the flash kernel's, at n positions); then the share of the matrix products."""
     from torch.profiler import ProfilerActivity, profile
 
     grad = torch.randn_like(x)
@@ -75,12 +84,38 @@ def op_profile(module: torch.nn.Module, x: torch.Tensor, rows: int = 7) -> None:
         module(x).backward(grad)
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
-    sdpa = {"aten::_scaled_dot_product_flash_attention_for_cpu": 2,
-            "aten::_scaled_dot_product_flash_attention_for_cpu_backward": 5}
     for e in events[:rows]:
-        flops = sdpa[e.key] * 2 * B * N * N * CI if e.key in sdpa else e.flops
-        extra = f"  {flops / 1e9:5.1f} GFLOP" if flops else ""
+        flops = SDPA_PRODUCTS[e.key] * 2 * B * n * n * CI if e.key in SDPA_PRODUCTS else e.flops
+        extra = f"  {flops / 1e9:5.2f} GFLOP" if flops else ""
         print(f"  {e.key:<58} {e.self_cpu_time_total / total:6.1%} of the step{extra}")
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCT_OPS)
+    print(f"  {'matrix products (mm, bmm, convolutions, flash attention)':<58} "
+          f"{products / total:6.1%} of the step; the rest {1 - products / total:6.1%}")
+
+
+def nl_small(size: int = 32) -> None:
+    """Non-local at a small map, where gclab, its explicit path and mmcv tie: the ops of each."""
+    try:
+        from mmcv.cnn import NonLocal2d as MmcvNonLocal2d
+    except ImportError:
+        MmcvNonLocal2d = None
+    blocks = {"gclab (impl='auto')": NonLocal2d(256), "explicit": NonLocal2d(256, impl="explicit")}
+    if MmcvNonLocal2d is not None:
+        blocks["mmcv"] = MmcvNonLocal2d(256)
+    x = torch.randn(B, 256, size, size, requires_grad=True)
+    grad = torch.randn_like(x)
+    for name, m in blocks.items():
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.01)
+        print(f"Non-local embedded Gaussian {size}x{size} fwd+bwd, {name}, torch.profiler:")
+        op_profile(m, x, 8, size * size)
+        faults = []
+        for _ in range(5):  # fresh pages: one (B, N, N) float32 tensor is B N^2 / 1024 pages
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            m(x).backward(grad)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        per = B * (size * size) ** 2 * 4 // 4096
+        print(f"  minor page faults in 5 more steps: {faults} ({per} per fresh (B, N, N) tensor)")
 
 
 def gc_se(copy_gbps: float) -> None:
@@ -105,12 +140,16 @@ def gc_se(copy_gbps: float) -> None:
               f"({faults * 4096 / x.numel() / 4:.2f} fresh tensors of x's size)")
 
 
-def main(threads: int, gc_se_only: bool = False) -> None:
+def main(threads: int, gc_se_only: bool = False, nl32_only: bool = False) -> None:
     torch.set_num_threads(threads)
     use_clock("cpu" if threads == 1 else "wall")
     copy = copy_rates([32 << 20])[32.0]
     if gc_se_only:  # the child process with glibc's thresholds set
         gc_se(copy)
+        return
+    if nl32_only:
+        print(f"{threads} thread(s); load average {os.getloadavg()}")
+        nl_small(32)
         return
     print(f"{threads} thread(s), {'CPU' if threads == 1 else 'wall'} clock; load average "
           f"{os.getloadavg()}")
@@ -123,6 +162,7 @@ def main(threads: int, gc_se_only: bool = False) -> None:
     for p in nl.parameters():
         torch.nn.init.normal_(p, std=0.01)
     op_profile(nl, torch.randn(B, 256, 64, 64, requires_grad=True))
+    nl_small(32)
     print("GC / SE 64x64 fwd+bwd (B=8, C=256):")
     gc_se(copy)
     for name, block in (("GC", GCBlock(256, ratio=1 / 16)), ("SE", SEBlock(256, ratio=1 / 16))):
@@ -139,4 +179,4 @@ def main(threads: int, gc_se_only: bool = False) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(int(args[0]) if args else 1, "--gc-se-only" in sys.argv)
+    main(int(args[0]) if args else 1, "--gc-se-only" in sys.argv, "--nl32" in sys.argv)

@@ -24,6 +24,10 @@ def test_smoke_prints_peaks_shares_and_both_thread_counts(tmp_path, monkeypatch,
     assert "| floor work | floor ms | share of peak | x 6 bmm | x clones |" in out
     assert "| target | 1 thread | status | 2 threads | status |" in out
     assert "x.clone()" in out
+    # NL with measured routes beside impl='auto', and its target
+    assert "| nl_embedded | 8x8 | 1 | measured |" in out
+    assert "impl='auto', measured routes: took " in out
+    assert "| NL embedded, measured routes, <= 1.0x mmcv at every size" in out
     # a new folder in the current directory, not data/bench of the package
     made = [p for p in tmp_path.iterdir() if p.name.startswith("bench-")]
     assert len(made) == 1
@@ -108,6 +112,69 @@ def test_floors_are_work_at_the_peak_and_no_share_exceeds_one():
     assert se.work == 5 * tensor and clone.work == 2 * tensor
     assert lim.copy_gbps[round(mib, 3)] == 2 * tensor / 1e-7 / 1e9
     assert all(r.share <= 1.0 for r in rows)
+
+
+def test_measured_routes_target_uses_the_gclab_row_where_unmeasured():
+    # 8x8: the measured row (0.9 of mmcv) although gclab is slower there (1.2); 16x16: no
+    # measured row (N > 16 C_i), so gclab's (1.1), the worst
+    cfg = bench_core.Config(nl_sizes=((8, 8), (16, 16)))
+    rows = [bench_core.Row("nl_embedded", impl, 2, 256, h, h, time_ms=t)
+            for impl, h, t in (("gclab", 8, 12.0), ("measured", 8, 9.0), ("mmcv", 8, 10.0),
+                               ("gclab", 16, 11.0), ("mmcv", 16, 10.0))]
+    (tgt,) = [t for t in bench_report.evaluate_targets(rows, cfg)
+              if t.name.startswith("NL embedded, measured routes")]
+    assert abs(tgt.value - 1.1) < 1e-12 and tgt.status == "NOT MET"
+    assert "8x8: 0.90, 16x16: 1.10" in tgt.detail
+    rows[3].time_ms = 9.5
+    (tgt,) = [t for t in bench_report.evaluate_targets(rows, cfg)
+              if t.name.startswith("NL embedded, measured routes")]
+    assert abs(tgt.value - 0.95) < 1e-12 and tgt.status == "MET"
+
+
+def _markdown_tables(text):
+    """Each markdown table of ``text`` as (header cells, rows of cells)."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and lines[i + 1].startswith("|---"):
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            tables.append(([c.strip() for c in line.strip("|").split("|")], rows))
+    return tables
+
+
+def test_committed_tables_show_no_share_above_one_and_name_the_old_yardsticks():
+    # every column called a share (of a peak) in the README, docs/benchmarks.md and the
+    # committed reports holds values <= 1; results.csv's ``share`` column too; the older
+    # bench's ratios to bmm / clone times are labelled as yardsticks, never as a floor
+    import csv
+    import re
+
+    docs = [ROOT / "README.md", ROOT / "docs" / "benchmarks.md",
+            *sorted((ROOT / "data" / "bench").rglob("*.md"))]
+    checked = 0
+    for path in docs:
+        for header, rows in _markdown_tables(path.read_text(encoding="utf-8")):
+            assert "floor/time" not in header, path  # the older bench's yardstick ratio
+            for col, name in enumerate(header):
+                low = name.lower()  # "share of peak", "gclab share"; not "share that learned"
+                if not ("share of peak" in low or low.endswith(" share") or low == "share"):
+                    continue
+                for row in rows:
+                    for num in re.findall(r"\d+\.?\d*", row[col] if col < len(row) else ""):
+                        checked += 1
+                        assert float(num) <= 1.0, f"{path}: {name} = {row[col]}"
+    assert checked > 500
+    for path in sorted((ROOT / "data" / "bench").rglob("results.csv")):
+        rows = list(csv.DictReader(path.open()))
+        shares = [float(r["share"]) for r in rows if r.get("share") not in (None, "", "nan")]
+        assert all(v <= 1.0 for v in shares), path
+    for path in sorted((ROOT / "data" / "bench").rglob("report.md")):
+        text = path.read_text(encoding="utf-8")
+        assert "(floor: 2)" not in text and "matmul floor" not in text, path
+        assert "the floor: six" not in text and "set the floors" not in text, path
 
 
 def test_counted_flops_are_the_non_local_formula():

@@ -43,12 +43,16 @@ Implementations compared:
 
 - ``gclab``: the default blocks (``impl='auto'``; GC/SE/SNL train through the fused
   forward + backward of :mod:`gclab.nn.fast.fused`);
+- ``measured``: gclab's Non-local with ``impl='auto'`` and measured routes
+  (:mod:`gclab.nn.fast.routes`: the explicit or the fast route, whichever its calibration on this
+  machine timed faster; named in the row's note), up to N' = 16 C_i;
 - ``explicit``: gclab's reference path that builds the (N, N') attention (``impl='explicit'``);
 - ``mmcv``: mmcv-lite's ``NonLocal2d`` / ``ContextBlock`` when mmcv is installed;
 - ``timm``: timm's ``SEModule`` when timm is importable, else ``timm-style``: the SE block as
   timm builds it, reimplemented in :class:`~gclab.experiments.bench_groups.TimmStyleSE`
   (average pool -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid -> x * gate), and labelled so;
-- ``x.clone()``: one clone of the input, the unit of the GC/SE floor.
+- ``x.clone()``: one clone of the input (a fresh tensor), the older GC/SE yardstick, not a
+  floor.
 
 Targets are printed as MET / NOT MET with the measured value, per thread count.
 
@@ -285,7 +289,7 @@ def write_results(out_dir: str, rows: List[Row], limits: Dict[int, Limits],
 
 def _update_limits(lim: Limits, rates: Dict[int, float], rows: Sequence[Row]) -> None:
     """The limits as measured inside the run (interleaved with the blocks, so under the same
-    load): the matmul rate at the largest floor step, the clone of the largest GC input."""
+    load): the attention-bmm rate at the largest bmm step, the clone of the largest GC input."""
     if rates:
         n = max(rates)
         lim.matmul_gflops_in_run = rates[n]

@@ -280,7 +280,7 @@ def measure_group(
     """Time (interleaved) and measure every implementation of one configuration.
 
     A builder of ``None`` under the name :data:`CLONE` times ``x.clone()`` instead; ``extra``
-    steps (the matmul floor) are timed in the same round-robin, without a memory pass."""
+    steps (the six attention bmm: an older yardstick) are timed alike, without a memory pass."""
     skip = skip or {}
     extra = extra or {}
     h, w = size
@@ -352,7 +352,7 @@ def measure_limits(cfg: Config, threads: int) -> Limits:
     copies = copy_rates(_gc_tensor_bytes(cfg))
     n = min(64 * 64, max(h * w for h, w in cfg.nl_sizes))
     b, ci = cfg.nl_batch, max(cfg.channels // 2, 1)
-    step = matmul_floor_step(b, n, ci, cfg.seed)
+    step = attention_bmm_step(b, n, ci, cfg.seed)
     t = min(interleaved_medians({"mm": step}, 3, 1)["mm"])
     gflops = 6 * 2 * b * n * n * ci / t / 1e9
     del step
@@ -441,7 +441,7 @@ def apply_floors(rows: Sequence[Row], lim: Limits,
     for r in mine:
         if r.group.startswith("nl_"):
             own = nl_matmul_flops(r) / 1e9  # the attention row: its own six products
-            r.work = own if r.impl == FLOOR else nl_flops.get((r.group, r.n), float("nan"))
+            r.work = own if r.impl == SIX_BMM else nl_flops.get((r.group, r.n), float("nan"))
         elif r.group in ("gc", "se", "gc_forward"):
             r.work = gc_se_bytes(r)
     for r in mine:  # raise a peak that a row beat
@@ -470,7 +470,8 @@ def apply_floors(rows: Sequence[Row], lim: Limits,
             r.floor_ms = r.work / (_copy_rate(lim, size) * 1e9) * 1e3
 
 
-FLOOR = "6 matmuls"
+SIX_BMM = "6 matmuls"
+MEASURED = "measured"  # gclab's NonLocal2d, impl='auto' with measured routes
 
 
 def nl_matmul_flops(row: Row, reduction: int = 2) -> float:
@@ -479,8 +480,9 @@ def nl_matmul_flops(row: Row, reduction: int = 2) -> float:
     return 6 * 2 * row.batch * row.n * row.n * ci
 
 
-def matmul_floor_step(batch: int, n: int, ci: int, seed: int = 0) -> Callable[[], None]:
-    """The six products of attention fwd+bwd, into preallocated outputs (no page faults):
+def attention_bmm_step(batch: int, n: int, ci: int, seed: int = 0) -> Callable[[], None]:
+    """The older NL yardstick (no limit: they run below the peak GEMM rate): the six products
+    of attention fwd+bwd, into preallocated outputs (no page faults):
     S = Q K^T, Y = A V; dA = dY V^T, dV = A^T dY, dQ = dS K, dK = dS^T Q."""
     gen = torch.Generator().manual_seed(seed)
     q, k, v, dy = (torch.randn(batch, n, ci, generator=gen) for _ in range(4))

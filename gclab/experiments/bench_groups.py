@@ -20,20 +20,23 @@ from torch import Tensor, nn
 
 from gclab.experiments.bench_core import (
     CLONE,
-    FLOOR,
+    MEASURED,
+    SIX_BMM,
     Config,
     Row,
+    attention_bmm_step,
     available_gib,
     count_flops,
     init_weights,
     interleaved_medians,
-    matmul_floor_step,
     measure_group,
     median_row,
     nl_matmul_flops,
     nxn_estimate_gib,
 )
 from gclab.nn import GCBlock, NonLocal2d, SEBlock
+from gclab.nn.fast.routes import clear_route_table, measured_routes, route_table
+from gclab.nn.non_local import MEASURED_MAX_KEYS
 
 
 # ----------------------------------------------------------------------------- references
@@ -59,6 +62,41 @@ class TimmStyleSE(nn.Module):
         gate = x.mean((2, 3), keepdim=True)
         gate = self.fc2(torch.relu(self.fc1(gate)))
         return x * torch.sigmoid(gate)
+
+
+class MeasuredRoutes(nn.Module):
+    """A block called with measured routes on (:mod:`gclab.nn.fast.routes`), calibrated when
+    built: one forward + backward on a random input of ``shape`` times its routes (the route
+    table is cleared first), so every later call, timed or profiled, takes the kept route.
+
+    ``route`` is the route kept, ``times_ms`` each route's fastest timed call.
+    Shapes: as the block's, e.g. (B, C, H, W) -> (B, C, H, W).
+
+    Example::
+
+        >>> m = MeasuredRoutes(NonLocal2d(16), (2, 16, 4, 4))
+        >>> m.route in ("explicit", "fast"), m(torch.randn(2, 16, 4, 4)).shape
+        (True, torch.Size([2, 16, 4, 4]))
+    """
+
+    def __init__(self, block: nn.Module, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.block = block
+        clear_route_table()
+        with measured_routes():
+            block(torch.randn(*shape, requires_grad=True)).sum().backward()
+        block.zero_grad(set_to_none=True)
+        kept = list(route_table().values())
+        if len(kept) != 1:
+            raise RuntimeError(f"expected one measured route for {type(block).__name__} on "
+                               f"{tuple(shape)}, got {len(kept)}: is the map beyond "
+                               f"N' <= {MEASURED_MAX_KEYS} C_i?")
+        self.route = str(kept[0]["route"])
+        self.times_ms: Dict[str, float] = dict(kept[0]["ms"])  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> Tensor:
+        with measured_routes():
+            return self.block(x)
 
 
 def mmcv_blocks():
@@ -95,15 +133,23 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
     nearest smaller such size (``gflops``: N -> GFLOP/s, filled here)."""
     group = {"embedded_gaussian": "nl_embedded", "dot_product": "nl_dot"}[mode]
     c, b = cfg.channels, cfg.nl_batch
-    builders: Dict[str, Callable[[], nn.Module] | None] = {
-        "gclab": lambda: NonLocal2d(c, mode=mode),
-        "explicit": lambda: NonLocal2d(c, mode=mode, impl="explicit"),
-    }
-    if mmcv is not None:
-        builders["mmcv"] = lambda: mmcv[0](c, mode=mode)
+    built: List[MeasuredRoutes] = []
+
+    def measured(shape: Tuple[int, ...]) -> nn.Module:
+        built.append(MeasuredRoutes(NonLocal2d(c, mode=mode), shape))
+        return built[-1]
+
     rows: List[Row] = []
     for size in sizes:
         n = size[0] * size[1]
+        shape = (b, c, *size)
+        builders: Dict[str, Callable[[], nn.Module] | None] = {
+            "gclab": lambda: NonLocal2d(c, mode=mode),
+            MEASURED: lambda shape=shape: measured(shape),
+            "explicit": lambda: NonLocal2d(c, mode=mode, impl="explicit"),
+        }
+        if mmcv is not None:
+            builders["mmcv"] = lambda: mmcv[0](c, mode=mode)
         est = nxn_estimate_gib(b, n, n)
         skip: Dict[str, str] = {}
         avail = available_gib()
@@ -116,17 +162,24 @@ def run_nonlocal(mode: str, sizes, cfg: Config, mmcv, threads: int, memory: bool
                     "needs gclab only" for k in builders if k != "gclab"}
         elif n >= 128 * 128 and "mmcv" in builders:  # explicit == mmcv's algorithm: time one
             skip = {"explicit": "skipped at this size: the same (N, N) algorithm as mmcv"}
-        if (group, n) not in nl_flops:
+        if n > MEASURED_MAX_KEYS * max(c // 2, 1):
+            skip[MEASURED] = (f"skipped: the same route as gclab (N > {MEASURED_MAX_KEYS} C_i "
+                              f"is never measured: the fast path)")
+        if (group, n) not in nl_flops:  # MEASURED runs one of the others' routes
             counts = [count_flops(build, (b, c, *size)) for name, build in builders.items()
-                      if build is not None]
+                      if build is not None and name != MEASURED]
             nl_flops[(group, n)] = min(counts) / 1e9
         extra = {}
         if mode == "embedded_gaussian" and n <= cfg.dot_peers_max_n:
-            extra[FLOOR] = matmul_floor_step(b, n, max(c // 2, 1), cfg.seed)
+            extra[SIX_BMM] = attention_bmm_step(b, n, max(c // 2, 1), cfg.seed)
         linear = mode == "dot_product" and n > cfg.dot_peers_max_n  # gclab's path alone
         got = measure_group(group, builders, b, c, size, cfg, threads, memory, skip, extra,
                             linear)
-        floor = next((r for r in got if r.impl == FLOOR), None)
+        for r in got:
+            if r.impl == MEASURED and MEASURED not in skip and built:
+                ms = ", ".join(f"{k} {v:.1f} ms" for k, v in built[-1].times_ms.items())
+                r.note = f"impl='auto', measured routes: took {built[-1].route} ({ms})"
+        floor = next((r for r in got if r.impl == SIX_BMM), None)
         if floor is not None:
             floor.note = "six attention-shaped bmm N x N x C_i (fwd+bwd of the attention alone)"
             gflops[n] = nl_matmul_flops(floor) / (floor.time_ms * 1e-3) / 1e9

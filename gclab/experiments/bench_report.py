@@ -16,7 +16,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from gclab.experiments.bench_core import CLONE, Config, Limits, Row
+from gclab.experiments.bench_core import CLONE, MEASURED, Config, Limits, Row
 
 
 # -------------------------------------------------------------------------------- targets
@@ -79,6 +79,22 @@ def _worst_ratio(rows, group, a, b, sizes) -> Tuple[float, str]:
     return max(v for _, v in got), f"worst of {a} / {b} time ({detail})"
 
 
+def _worst_measured_ratio(rows, group, sizes) -> Tuple[float, str]:
+    # impl='auto' with measured routes (its row where measured, else gclab's: the same route)
+    got = []
+    for s in sizes:
+        v = _ratio(rows, group, MEASURED, "mmcv", s)
+        if math.isnan(v):
+            v = _ratio(rows, group, "gclab", "mmcv", s)
+        if not math.isnan(v):
+            got.append((s, v))
+    if not got:
+        return float("nan"), f"{MEASURED} / mmcv time"
+    detail = ", ".join(f"{s[0]}x{s[1]}: {v:.2f}" for s, v in got)
+    return max(v for _, v in got), (f"worst of {MEASURED} (else gclab: the same route) / mmcv "
+                                    f"time ({detail})")
+
+
 def evaluate_targets(rows: Sequence[Row], cfg: Config) -> List[Target]:
     """The issues' targets for the rows of one thread count (nan when not measured)."""
     t: List[Target] = []
@@ -88,6 +104,9 @@ def evaluate_targets(rows: Sequence[Row], cfg: Config) -> List[Target]:
     v, d = _worst_ratio(rows, "nl_embedded", "gclab", "mmcv", cfg.nl_sizes)
     t.append(Target(f"NL embedded fwd+bwd <= 1.0x mmcv at every size {sizes} ({nl})", 1.0, v,
                     d))
+    v, d = _worst_measured_ratio(rows, "nl_embedded", cfg.nl_sizes)
+    t.append(Target(f"NL embedded, measured routes, <= 1.0x mmcv at every size {sizes} ({nl})",
+                    1.0, v, d))
     r64 = _find(rows, "nl_embedded", "gclab", s64)
     threads = rows[0].threads if rows else 1
     bar = 0.85 if threads == 1 else 0.75
@@ -131,7 +150,8 @@ def evaluate_targets(rows: Sequence[Row], cfg: Config) -> List[Target]:
     for group, name in (("gc", "GC"), ("se", "SE")):
         t.append(Target(f"{name} fwd+bwd <= 10x one x.clone() ({tag})", 10.0,
                         _ratio(rows, group, "gclab", CLONE, big),
-                        f"{name} fwd+bwd / clone time (floor: 2)"))
+                        f"{name} fwd+bwd / clone time (a ratio to the older yardstick, "
+                        "not a share)"))
         if group == "gc" and _find(rows, "gc", "mmcv", big):
             t[-1].detail += f"; mmcv: {_ratio(rows, 'gc', 'mmcv', CLONE, big):.1f}"
     if cfg.numpy_size is not None:

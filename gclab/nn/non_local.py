@@ -2,6 +2,7 @@ r"""Non-local blocks (Wang et al., 2018) in 1-D, 2-D and 3-D, as mmcv computes t
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple, Union
 
@@ -18,10 +19,13 @@ from .fast.non_local import (
     gram_dot_product,
     softmax_attend,
 )
+from .fast.routes import call_key, choose_route, measurable, measured_routes_enabled
 from .mmcv.keys import accept_non_local_keys
 
 # which computation ``forward`` uses (see :class:`_NonLocalNd`, "Fast paths")
 IMPLS = ("auto", "explicit", "fast")
+# measured routes (gclab.nn.fast.routes) consider the explicit matrix up to N' <= 16 C_i only
+MEASURED_MAX_KEYS = 16
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # sub-sampling halves the spatial dims only (3-D keeps time, as mmcv does)
@@ -82,7 +86,11 @@ class _NonLocalNd(nn.Module):
     2-core Intel Xeon, explicit / fast = 0.93-1.01 (1 thread) and 0.89-0.94 (2 threads) from
     8x8 to 24x24 in embedded-Gaussian mode, 1.19-1.20 at 32x32; in dot-product mode 0.95-0.99
     at 8x8, from 12x12 on the fast path is faster (``python scripts/nl_paths.py``;
-    docs/benchmarks.md, "a measured size rule").
+    docs/benchmarks.md, "a measured size rule"). On another CPU the other route can win near
+    the threshold; :func:`gclab.nn.fast.routes.set_measured_routes` (or the ``with
+    measured_routes():`` block) makes ``'auto'`` time both routes on the first eager call per
+    input configuration and keep the faster for the process (considered up to
+    :math:`N' \le 16 C_i`; off by default, so ``'auto'`` is deterministic).
     Under tracing, TorchScript, ``torch.compile`` and ``torch.export`` ``'auto'`` stays on the
     fast path (no shape-dependent branch in the graph). ``'explicit'`` always builds
     the matrix (the reference, as mmcv computes it); ``'fast'`` always takes the fast path and
@@ -239,10 +247,13 @@ class _NonLocalNd(nn.Module):
             return q, q, v
         weight, bias = self._stacked_embeddings()
         qkv = F.linear(tokens, weight, bias)  # (B, N, 3 Ci)
-        q, kv = qkv[:, :, :ci], qkv[:, :, ci:]
-        if self.sub_sample:
-            kv = self._pool_tokens(kv, x)
-        return q, kv[:, :, :ci], kv[:, :, ci:]
+        # split: one backward writing into one tensor (slices: a zero-filled one each, added)
+        if not self.sub_sample:
+            q, k, v = qkv.split(ci, dim=-1)
+            return q, k, v
+        q, kv = qkv.split([ci, 2 * ci], dim=-1)
+        k, v = self._pool_tokens(kv, x).split(ci, dim=-1)
+        return q, k, v
 
     def _pool(self, t: Tensor) -> Tensor:
         # 2x max-pool of the spatial dims (3-D: H and W only); t is (B, K, *spatial)
@@ -322,7 +333,7 @@ class _NonLocalNd(nn.Module):
             return x + self.transform(y), attention
         use_matrix = self.impl == "explicit"
         if not torch.jit.is_scripting():
-            use_matrix = use_matrix or (self.impl == "auto" and self._few_keys(x))
+            use_matrix = use_matrix or (self.impl == "auto" and self._auto_takes_matrix(x))
             if not use_matrix and self._gram_path(x):
                 return self.fast_dot_product(x)
         if use_matrix:
@@ -369,16 +380,35 @@ class _NonLocalNd(nn.Module):
                 and not (torch.jit.is_tracing() or compiling()))
 
     @torch.jit.unused
-    def _few_keys(self, x: Tensor) -> bool:
-        # impl='auto' in eager mode: the explicit matrix when N' <= 5 C_i for the softmax
-        # modes, N' <= C_i for dot product and concatenation (class docstring)
+    def _auto_takes_matrix(self, x: Tensor) -> bool:
+        # impl='auto' in eager mode: the size rule (class docstring), or with measured routes
+        # switched on (gclab.nn.fast.routes) the faster route timed on this machine, for
+        # N' <= 16 C_i (beyond, the matrix's memory rules it out: the fast path)
         if torch.jit.is_tracing() or compiling():
             return False
         dims = x.shape[2:]
         kernel = _POOL_KERNEL[self.spatial_dims] if self.sub_sample else (1,) * len(dims)
         n_keys = math.prod(s // k for s, k in zip(dims, kernel))
         few = 5 if self.mode in ("gaussian", "embedded_gaussian") else 1
-        return n_keys <= few * self.inter_channels
+        rule = n_keys <= few * self.inter_channels
+        if not (measured_routes_enabled() and n_keys <= MEASURED_MAX_KEYS * self.inter_channels
+                and measurable(x)):
+            return rule
+        names = ("explicit", "fast") if rule else ("fast", "explicit")  # a tie keeps the rule
+        routes = {name: functools.partial(self._route, use_matrix=name == "explicit")
+                  for name in names}
+        settings = (type(self).__name__, self.in_channels, self.inter_channels, self.mode,
+                    self.use_scale, self.sub_sample, self.norm_type, self.training)
+        key = call_key(settings, x, list(self.parameters()))
+        return choose_route(key, routes, x, self) == "explicit"
+
+    @torch.jit.unused
+    def _route(self, x: Tensor, use_matrix: bool) -> Tensor:
+        # the block's output by one route (forward's choice, made by the caller)
+        if not use_matrix and self._gram_path(x):
+            return self.fast_dot_product(x)
+        y = self.context_modeling(x)[0] if use_matrix else self.fast_context_modeling(x)
+        return x + self.transform(y)
 
     @torch.jit.unused
     def _check(self, x: Tensor, return_attention: bool) -> None:

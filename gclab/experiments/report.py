@@ -57,6 +57,8 @@ def model_summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 "ceiling": float(rs[0]["ceiling"]), "chance": float(rs[0]["chance"]),
                 "block_params": int(rs[0]["block_params"]),
                 "block_flops": int(rs[0]["block_flops"]),
+                "keys_read": [float(r["keys_read"]) for r in rs
+                              if r.get("keys_read") not in ("", None)],
             })
     return out
 
@@ -83,15 +85,18 @@ def model_table_markdown(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> 
     summ = [m for m in model_summary(rows) if (m["task"], m["difficulty"]) == tuple(group)]
     if not summ:
         raise ValueError(f"no runs of {group!r}")
-    lines = ["| model | learned | accuracy (learned) | every seed | steps to 90 % | "
+    keys = any(m["keys_read"] for m in summ)  # digitkeys: the keys each seed reads
+    lines = ["| model | learned | accuracy (learned) | every seed | "
+             + ("keys read | " if keys else "") + "steps to 90 % | "
              "steps to 95 % | capped | block params | block kFLOPs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if keys else "")]
     for m in summ:
         acc = ("–" if math.isnan(m["acc_learned"]) else
                f"{m['acc_learned']:.3f} ± {m['acc_learned_sd']:.3f}")
         lines.append(
             f"| {m['model']} | {m['learned']}/{m['n']} | {acc} | "
             + " ".join(f"{v:.3f}" for v in m["acc_all"]) + " | "
+            + (" ".join(f"{v:.1f}" for v in m["keys_read"]) + " | " if keys else "")
             + " ".join(_steps_text(v) for v in m["steps_to_90"]) + " | "
             + " ".join(_steps_text(v) for v in m["steps_to_95"])
             + f" | {m['capped']} | {m['block_params']:,} | {m['block_flops'] / 1e3:.1f} |")
@@ -236,8 +241,10 @@ def accuracy_lines(rows: List[Dict[str, Any]]) -> List[str]:
             acc = ("–" if math.isnan(m["acc_learned"]) else
                    f"{m['acc_learned']:.3f} ± {m['acc_learned_sd']:.3f}")
             steps = " ".join(_steps_text(v) for v in m["steps_to_90"])
+            keys = ("  (keys read " + " ".join(f"{v:.1f}" for v in m["keys_read"]) + ")"
+                    if m["keys_read"] else "")
             lines.append(f"  {m['model']:<13}{m['learned']:>5}/{m['n']:<2}  {acc:<15} "
-                         f"{steps:<32} " + " ".join(f"{v:.3f}" for v in m["acc_all"]))
+                         f"{steps:<32} " + " ".join(f"{v:.3f}" for v in m["acc_all"]) + keys)
     return lines
 
 

@@ -256,7 +256,7 @@ def kept_results(out: Path, tasks: Sequence[str]) -> Kept:
 _TENSORS: Dict[Tuple[str, Any], Tuple] = {}
 
 
-def _tensors(task: str, difficulty: Any) -> Tuple:
+def load_tensors(task: str, difficulty: Any) -> Tuple:
     """(x_train, y_train, x_val, y_val, x_test, y_test) of one task level, loaded once."""
     key = (task, difficulty)
     if key not in _TENSORS:
@@ -287,7 +287,7 @@ def _job(args: tuple) -> Dict[str, Any]:
         return {"skipped": (task, difficulty, name, seed)}
     if threads is not None:
         torch.set_num_threads(threads)
-    tensors = _tensors(task, difficulty)
+    tensors = load_tensors(task, difficulty)
     res = run_one(task, difficulty, name, seed, plan, tensors, progress=progress)
     first_seed = plan.tasks[task].seeds_for(difficulty)[0]
     attention: List[Dict[str, Any]] = []

@@ -83,10 +83,11 @@ def plot_curves(curves: List[Dict[str, Any]], path: Path,
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     capped = {run_key(r) for r in rows or [] if is_true(r.get("capped", False))}
-    levels = {}
+    levels, bottom = {}, 0.4  # the axis starts below every task's chance (0.1 on digitkeys)
     for r in rows or []:
         chance, top = float(r["chance"]), float(r["ceiling"])
         levels[group_key(r)] = stats.level(chance, top, stats.LEVELS["steps_to_90"])
+        bottom = min(bottom, chance - 0.05)
     for ax, (g, m) in zip(axes.flat, panels):
         sub = [r for r in curves if group_key(r) == g and r["model"] == m]
         for k, seed in enumerate(dict.fromkeys(int(r["seed"]) for r in sub)):
@@ -97,7 +98,7 @@ def plot_curves(curves: List[Dict[str, Any]], path: Path,
         if g in levels:
             ax.axhline(levels[g], color="k", lw=0.8, ls=":")
         ax.set_title(f"{m} ({task_label(*g)})", fontsize=SMALLEST_FONT)
-        ax.set_ylim(0.4, 1.02)
+        ax.set_ylim(max(bottom, 0.0), 1.02)
         ax.tick_params(labelsize=SMALLEST_FONT)
     for ax in axes[-1]:
         ax.set_xlabel("training step", fontsize=SMALLEST_FONT)

@@ -39,6 +39,7 @@ from gclab.experiments.comparisons import (
     task_label,
 )
 from gclab.experiments.data import DATA_DIR
+from gclab.experiments.plan import DEFAULT_TASKS
 from gclab.experiments.report import (
     attention_markdown,
     claims_markdown,
@@ -85,18 +86,21 @@ def run_lines(res: Results) -> List[str]:
                      f"{p['runs']} runs ({p.get('capped_runs', 0)} capped), "
                      f"{wall} and {p['cpu_minutes']:.1f} min of training CPU on {p['cpu']} "
                      f"({p['logical_cpus']} cores), "
-                     f"{p['jobs']} workers x {p['threads']} thread, under load from other jobs "
-                     f"(1-min load {p.get('load_average_1min_mean_during_run')} on average), "
-                     f"{p['date']}.")
-    cpu = sum(float(r["cpu_seconds"]) for r in res.rows) / 60
-    per_task = {}
+                     f"{p['jobs']} workers x {p['threads']} thread, 1-min load "
+                     f"{p.get('load_average_1min_mean_during_run')} on average (the run's own "
+                     f"{p['jobs']} workers included), {p['date']}.")
+    per_task: Dict[str, float] = {}
     for r in res.rows:
         per_task[r["task"]] = per_task.get(r["task"], 0.0) + float(r["cpu_seconds"]) / 60
-    lines.append(f"* On {IDLE_WORKERS} idle cores the plan needs about "
-                 f"**{cpu / IDLE_WORKERS:.0f} min** of wall time (its {cpu:.1f} min of training "
-                 f"CPU over {IDLE_WORKERS} workers; "
-                 + ", ".join(f"{t} {m / IDLE_WORKERS:.0f} min" for t, m in per_task.items())
-                 + ").")
+    default = {t: m for t, m in per_task.items() if t in DEFAULT_TASKS}
+    cpu = sum(default.values())
+    others = [t for t in per_task if t not in DEFAULT_TASKS]
+    lines.append(f"* On {IDLE_WORKERS} idle cores the default plan (`gclab reproduce` without "
+                 f"`--tasks`) needs about **{cpu / IDLE_WORKERS:.0f} min** of wall time (its "
+                 f"{cpu:.1f} min of training CPU over {IDLE_WORKERS} workers; "
+                 + ", ".join(f"{t} {m / IDLE_WORKERS:.0f} min" for t, m in default.items())
+                 + ")" + "".join(f"; `--tasks {t}` another {per_task[t] / IDLE_WORKERS:.0f} min"
+                                 for t in others) + ".")
     return lines
 
 

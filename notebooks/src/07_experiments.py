@@ -234,13 +234,13 @@ display(Image(filename=str(RESULTS_DIR / "attention_blocks.png")))
 #
 # * **A plateau can look like convergence.** On `manykeys` some runs sit for a thousand steps
 #   at about 0.75 — what a model earns by carrying one of each row's two key columns — and
-#   some leave it late. On `digitkeys` a GC r16 pilot on a 1,600-step schedule sat at 0.30
-#   (one key read of four) for a thousand steps, as if the 8-wide bottleneck could carry one
-#   digit; with 4,000 steps the committed runs reach 0.47-0.68 (two to three keys) and are
-#   still rising, and longer runs rise further (`scripts/digitkeys_long.py`). A flat stretch
-#   under a decaying learning rate is not where a model converges. Read `steps_to_90`, the
-#   capped runs and `keys read` before calling a plateau the end; the bar check above says
-#   whether any task separated *converged* models at all.
+#   some leave it late. On `digitkeys` GC r16's seed 1 creeps from 0.66 to 0.68 between step
+#   2,000 and its 4,000-step maximum: it looks finished, yet the flatness rule counts it as
+#   still rising, and GC r4's seed 3, stuck near 0.51 at its maximum, reached 0.89 when
+#   `scripts/digitkeys_long.py` gave it 6,000 steps (`data/results/digitkeys_long.csv`). A
+#   flat stretch under a decaying learning rate is not where a model converges. Read
+#   `steps_to_90`, the capped runs and `keys read` before calling a plateau the end; the bar
+#   check above says whether any task separated *converged* models at all.
 #
 # A verdict from a fixed short budget is a statement about speed of learning, which is worth
 # knowing — a model that needs fewer steps is cheaper to train — but it is not the paper's claim.

@@ -1,4 +1,5 @@
-"""keys_read counts the keys a model gets right, from predictions and labels alone."""
+"""keys_read counts the keys a model gets right, from predictions and labels alone: checked
+against predictions built from the keys each cell needs, read back from the pixels."""
 
 import numpy as np
 import pytest
@@ -8,39 +9,49 @@ from gclab.experiments import data, tasks
 from gclab.experiments.keys_read import keys_read
 
 
-@pytest.fixture(scope="module")
-def split():
-    """Labels of 40 digitkeys images (10 classes, IGNORE outside the scored cells)."""
-    _, y = data.make_split("digitkeys", "test", n=40, difficulty=6)
-    return torch.as_tensor(y)
+@pytest.fixture
+def split(monkeypatch):
+    """Labels of 40 noise-free digitkeys images and the slot (half, key column) each scored
+    cell needs, its key column read from the marker's pixels (one row of ink: horizontal)."""
+    monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
+    x, y = data.make_split("digitkeys", "test", n=40, difficulty=6)
+    slot = np.full(y.shape, -1)
+    for i, r, c in zip(*np.nonzero(y != tasks.IGNORE)):
+        rows, _ = np.nonzero(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
+        slot[i, r, c] = 2 * (r // 2) + (0 if len(set(rows)) == 1 else 1)
+    return torch.as_tensor(y), slot
 
 
-def _reading(y: torch.Tensor, read: set, rng: np.random.Generator) -> torch.Tensor:
-    """Predictions right on the cells of the keys in ``read`` ((half, key-of-half) by label
-    order), wrong elsewhere."""
-    pred = (y + 1 + torch.as_tensor(rng.integers(0, 9, size=y.shape))) % 10
-    for i in range(y.shape[0]):
-        for h in range(2):
-            yy = y[i, 2 * h: 2 * h + 2]
-            labels = torch.unique(yy[yy != tasks.IGNORE]).tolist()
-            for j, v in enumerate(labels[:2]):
-                if (h, j) in read:
-                    cells = yy == v
-                    pred[i, 2 * h: 2 * h + 2][cells] = v
-    return pred
+def _reading(y: torch.Tensor, slot: np.ndarray, read: set) -> torch.Tensor:
+    """Predictions right on the cells that need a key of ``read`` (slots 0-3), wrong on all
+    the others."""
+    pred = (y + 1 + torch.as_tensor(np.random.default_rng(0).integers(0, 9, y.shape))) % 10
+    right = torch.as_tensor(np.isin(slot, sorted(read)))
+    return torch.where(right, y, pred)
 
 
-@pytest.mark.parametrize("read", [set(), {(0, 0)}, {(0, 0), (1, 1)},
-                                  {(0, 0), (0, 1), (1, 0)}, {(0, 0), (0, 1), (1, 0), (1, 1)}])
+@pytest.mark.parametrize("read", [set(), {0}, {0, 3}, {1, 2, 3}, {0, 1, 2, 3}])
 def test_counts_the_keys_read(split, read):
-    pred = _reading(split, read, np.random.default_rng(0))
-    assert keys_read(pred, split) == pytest.approx(len(read))
+    y, slot = split
+    assert keys_read(_reading(y, slot, read), y) == pytest.approx(len(read))
+
+
+def test_a_key_half_right_counts_and_a_key_mostly_wrong_does_not(split):
+    y, slot = split
+    pred = _reading(y, slot, {0, 1})
+    cells = np.argwhere(slot == 1)
+    for i, r, c in cells[::3]:  # a third of key 1's cells wrong: still read
+        pred[i, r, c] = (y[i, r, c] + 1) % 10
+    assert keys_read(pred, y) == pytest.approx(2.0)
+    for i, r, c in cells:  # all wrong: not read
+        pred[i, r, c] = (y[i, r, c] + 1) % 10
+    assert keys_read(pred, y) == pytest.approx(1.0)
 
 
 def test_a_constant_answer_reads_about_one_key_in_ten(split):
     """Always answering class 3 is right on the groups whose key is a 3 (1 in 10)."""
-    v = keys_read(torch.full_like(split, 3), split)
-    assert 0.0 < v < 1.0
+    y, _ = split
+    assert 0.0 < keys_read(torch.full_like(y, 3), y) < 1.0
 
 
 def test_bad_shapes_are_named():

@@ -108,23 +108,20 @@ def test_plan_and_model_names():
     # without --tasks: everything but manykeys (runs only when named)
     assert list(select_tasks(full, None).tasks) == ["longrange", "lookalike", "digitkeys"]
     assert list(select_tasks(full, ["manykeys"]).tasks) == ["manykeys"]
-    # digitkeys runs exactly its committed design (docs/experiments.md, fourth design)
-    dk = full.tasks["digitkeys"]
-    assert tuple(dk.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
-    assert tuple(dk.difficulties) == (6,) and dk.seeds_for(6) == [0, 1, 2, 3, 4]
-    assert (dk.config.max_steps, dk.config.patience, dk.config.cooldown_steps,
-            dk.config.warmup_steps, dk.config.batch_size, dk.config.eval_every,
-            dk.eval_images, dk.learn_above) == (4000, 250, 100, 100, 32, 50, 256, 0.75)
+    # digitkeys and manykeys run exactly their committed designs (docs/experiments.md, fourth
+    # and third design): models, level, seeds, maximum, patience, cool-down, warm-up, batch,
+    # evaluation interval and images, early-stop threshold
+    for task, level, max_steps in (("digitkeys", 6, 4000), ("manykeys", 2, 1600)):
+        tp = full.tasks[task]
+        assert tuple(tp.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
+        assert tuple(tp.difficulties) == (level,) and tp.seeds_for(level) == [0, 1, 2, 3, 4]
+        cfg = tp.config
+        assert (cfg.max_steps, cfg.patience, cfg.cooldown_steps, cfg.warmup_steps,
+                cfg.batch_size, cfg.eval_every, tp.eval_images, tp.learn_above) == (
+            max_steps, 250, 100, 100, 32, 50, 256, 0.75)
     head = build_model("nl", "digitkeys").fc
     assert (head.in_channels, head.out_channels) == (32, 10)  # ten classes
     assert build_model("gc_r16", "digitkeys").inserted[0][1].planes == 8
-    # manykeys runs exactly its committed design (docs/experiments.md, third design)
-    mk = full.tasks["manykeys"]
-    assert tuple(mk.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
-    assert tuple(mk.difficulties) == (2,) and mk.seeds_for(2) == [0, 1, 2, 3, 4]
-    assert (mk.config.max_steps, mk.config.patience, mk.config.cooldown_steps,
-            mk.config.warmup_steps, mk.config.batch_size, mk.config.eval_every,
-            mk.eval_images, mk.learn_above) == (1600, 250, 100, 100, 32, 50, 256, 0.75)
     for task in ("lookalike",):
         tp = full.tasks[task]
         assert build_model("gc_r16", task).dense

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: label value of the cells a task does not score (tasks.IGNORE)
-IGNORED = -100
+from gclab.experiments.tasks import IGNORE
+
 #: keys per image of ``digitkeys``: two halves of the rows, two keys each
 KEYS = 4
 
@@ -49,7 +49,7 @@ def keys_read(pred: Tensor, y: Tensor) -> float:
     for i in range(y.shape[0]):
         for h in range(2):
             yy, pp = y[i, h * half:(h + 1) * half], pred[i, h * half:(h + 1) * half]
-            scored = yy != IGNORED
+            scored = yy != IGNORE
             labels = torch.unique(yy[scored])
             if len(labels) != 2:
                 continue

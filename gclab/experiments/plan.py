@@ -21,7 +21,8 @@ DENSE_TASKS = ("paint", "twokeys", "lookalike", "manykeys", "digitkeys")
 #: backbone widths (layer1..layer4) where a task needs another than SmallResNet's default:
 #: ``manykeys`` and ``digitkeys`` put 128 channels where the blocks sit, so GC r16 has an
 #: 8-wide bottleneck and r4 a 32-wide one
-TASK_WIDTHS = {"manykeys": (8, 16, 128, 32), "digitkeys": (8, 16, 128, 32)}
+WIDE = (8, 16, 128, 32)
+TASK_WIDTHS = {"manykeys": WIDE, "digitkeys": WIDE}
 #: label classes where a task has more than two (``digitkeys``: the class of a digit)
 TASK_CLASSES = {"digitkeys": 10}
 
@@ -78,9 +79,8 @@ MANYKEYS_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4")
 MANYKEYS_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
 MANYKEYS_LEVELS = (2,)
 #: the separation task of converged models (docs/experiments.md, "fourth design"): four
-#: handwritten keys through one context; the block models first, the baseline last
-DIGITKEYS_MODELS = ("baseline", "nl", "snl", "gc_r16", "gc_r4")
-DIGITKEYS_FIRST = ("nl", "gc_r16", "snl", "gc_r4")
+#: handwritten keys through one context; the models of manykeys, in the same order
+DIGITKEYS_MODELS, DIGITKEYS_FIRST = MANYKEYS_MODELS, MANYKEYS_FIRST
 DIGITKEYS_LEVELS = (6,)
 #: what ``gclab reproduce`` trains when --tasks does not say: ``manykeys`` (the third design's
 #: separation task, superseded by ``digitkeys``) runs only when named, to keep the default

@@ -58,6 +58,7 @@ from gclab.experiments.plan import (
     select_tasks,
 )
 from gclab.experiments.report import summarize_results
+from gclab.experiments.tasks import IGNORE
 from gclab.experiments.train import TrainConfig, accuracy, build, predict, train
 from gclab.nn import NonLocal2d
 
@@ -68,7 +69,7 @@ DEFAULT_OUT = Path("gclab-results")
 
 def _chance(y: torch.Tensor) -> float:
     """The accuracy of always answering the most frequent scored label."""
-    scored = y[y != -100]
+    scored = y[y != IGNORE]
     return float(torch.bincount(scored).max()) / scored.numel()
 
 

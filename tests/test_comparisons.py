@@ -66,7 +66,7 @@ def test_compare_rows_known_answer_per_metric():
     })
     out = {(c["comparison"], c["metric"]): c for c in comparisons.compare(rows)}
     assert {k[0] for k in out} == {"GC vs SE", "GC vs NL"}  # only pairs whose models ran
-    assert {k[1] for k in out} == {"accuracy", "learned_share", "steps_to_90"}
+    assert {k[1] for k in out} == {"accuracy", "learned_share", "steps_to_90", "accuracy_all"}
     # accuracy among the seeds that learned: SE has one, so nothing is decided on it
     acc = out[("GC vs SE", "accuracy")]
     assert acc["n_second"] == 1 and acc["verdict"] == "not decidable"
@@ -105,6 +105,36 @@ def test_accuracy_ignores_a_capped_run_that_had_not_levelled_off():
     rows[0].update(capped=True, flat=False, accuracy=0.1)
     out = {c["metric"]: c for c in comparisons.compare(rows) if c["comparison"] == "GC vs NL"}
     assert out["accuracy"]["n_first"] == 2 and out["accuracy"]["difference"] == 0
+
+
+def test_accuracy_all_ranks_every_converged_run_learned_or_not():
+    """A graded task: no GC or SNL seed reaches the "learned" line, yet every GC seed ends
+    above every baseline seed (exact p = 1/C(10, 5)) and every SNL seed below every NL seed;
+    a run that had not levelled off is left out, and a '≈' claim is never shown by ranks."""
+    inf = math.inf
+    rows = _rows({
+        "gc_r16": [(a, False, inf) for a in (0.14, 0.15, 0.13, 0.16, 0.14)],
+        "baseline": [(a, False, inf) for a in (0.10, 0.101, 0.099, 0.102, 0.10)],
+        "snl": [(a, False, inf) for a in (0.28, 0.30, 0.27, 0.29, 0.31)],
+        "nl": [(a, True, 300) for a in (0.80, 0.79, 0.81, 0.80, 0.78)],
+    })
+    rows[0].update(flat=False)  # GC seed 0 still rising: not ranked
+    out = {c["comparison"]: c for c in comparisons.compare(rows)
+           if c["metric"] == "accuracy_all"}
+    base = out["GC vs baseline"]
+    assert base["n_first"] == 4 and base["verdict"] == "reproduced"
+    assert base["p_value"] == pytest.approx(1 / 126, abs=1e-4)  # 4 vs 5: 1 / C(9, 4)
+    assert base["difference"] == pytest.approx(0.145 - 0.10)
+    snl = out["SNL vs NL"]
+    assert snl["verdict"] == "reversed" and snl["p_value"] == pytest.approx(1 / 252, abs=1e-4)
+    assert snl["first_mean"] == pytest.approx(0.29)  # the median
+    same = _rows({"snl": [(0.8, True, 300)] * 5, "nl": [(0.8, True, 300)] * 5})
+    tie = [c for c in comparisons.compare(same) if c["metric"] == "accuracy_all"][0]
+    assert tie["verdict"] == "not decidable"
+    # on this graded task the accuracy among learners decides nothing: no SNL seed learned
+    acc = [c for c in comparisons.compare(rows)
+           if c["comparison"] == "SNL vs NL" and c["metric"] == "accuracy"][0]
+    assert acc["verdict"] == "not decidable" and acc["n_first"] == 0
 
 
 def test_every_paper_comparison_is_in_the_full_plan():

@@ -9,17 +9,34 @@ from gclab.experiments import data, tasks
 from gclab.experiments.keys_read import keys_read
 
 
-@pytest.fixture
-def split(monkeypatch):
-    """Labels of 40 noise-free digitkeys images and the slot (half, key column) each scored
-    cell needs, its key column read from the marker's pixels (one row of ink: horizontal)."""
+def marker_of(cell: np.ndarray) -> int:
+    """The key column a marker glyph names, from its ink (tasks.MARKERS): one row of ink is
+    the horizontal bar (0), one column the vertical bar (1), then the two diagonals (2, 3)."""
+    rows, cols = np.nonzero(cell)
+    if len(set(rows)) == 1:
+        return 0
+    if len(set(cols)) == 1:
+        return 1
+    return 2 if np.array_equal(np.argsort(rows), np.argsort(cols)) else 3
+
+
+#: per task: (level, keys per image, slot of a cell from its row and marker)
+TASKS = {"digitkeys": (6, 4, lambda r, m: 2 * (r // 2) + m),
+         "digitgrid": (4, 16, lambda r, m: 4 * r + m)}
+
+
+@pytest.fixture(params=list(TASKS))
+def split(request, monkeypatch):
+    """Task, labels of 40 noise-free images and the slot (key) each scored cell needs, its
+    key column read from the marker's pixels."""
+    task = request.param
+    level, _, slot_of = TASKS[task]
     monkeypatch.setattr(tasks, "_salt_and_strokes", lambda *a, **k: None)
-    x, y = data.make_split("digitkeys", "test", n=40, difficulty=6)
+    x, y = data.make_split(task, "test", n=40, difficulty=level)
     slot = np.full(y.shape, -1)
     for i, r, c in zip(*np.nonzero(y != tasks.IGNORE)):
-        rows, _ = np.nonzero(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
-        slot[i, r, c] = 2 * (r // 2) + (0 if len(set(rows)) == 1 else 1)
-    return torch.as_tensor(y), slot
+        slot[i, r, c] = slot_of(r, marker_of(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4]))
+    return task, torch.as_tensor(y), slot
 
 
 def _reading(y: torch.Tensor, slot: np.ndarray, read: set) -> torch.Tensor:
@@ -32,31 +49,41 @@ def _reading(y: torch.Tensor, slot: np.ndarray, read: set) -> torch.Tensor:
 
 @pytest.mark.parametrize("read", [set(), {0}, {0, 3}, {1, 2, 3}, {0, 1, 2, 3}])
 def test_counts_the_keys_read(split, read):
-    y, slot = split
-    assert keys_read(_reading(y, slot, read), y) == pytest.approx(len(read))
+    task, y, slot = split
+    assert keys_read(_reading(y, slot, read), y, task) == pytest.approx(len(read))
+
+
+def test_every_key_read_counts_all_keys(split):
+    task, y, slot = split
+    every = set(range(TASKS[task][1]))
+    assert keys_read(_reading(y, slot, every), y, task) == pytest.approx(len(every))
 
 
 def test_a_key_half_right_counts_and_a_key_mostly_wrong_does_not(split):
-    y, slot = split
+    task, y, slot = split
     pred = _reading(y, slot, {0, 1})
     cells = np.argwhere(slot == 1)
     for i, r, c in cells[::3]:  # a third of key 1's cells wrong: still read
         pred[i, r, c] = (y[i, r, c] + 1) % 10
-    assert keys_read(pred, y) == pytest.approx(2.0)
+    assert keys_read(pred, y, task) == pytest.approx(2.0)
     for i, r, c in cells:  # all wrong: not read
         pred[i, r, c] = (y[i, r, c] + 1) % 10
-    assert keys_read(pred, y) == pytest.approx(1.0)
+    assert keys_read(pred, y, task) == pytest.approx(1.0)
 
 
 def test_a_constant_answer_reads_about_one_key_in_ten(split):
     """Always answering class 3 is right on the groups whose key is a 3 (1 in 10)."""
-    y, _ = split
-    assert 0.0 < keys_read(torch.full_like(y, 3), y) < 1.0
+    task, y, _ = split
+    keys = TASKS[task][1]
+    assert 0.0 < keys_read(torch.full_like(y, 3), y, task) < 0.25 * keys
 
 
 def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match=r"\(2, 4, 16\) and \(2, 4, 15\)"):
         keys_read(torch.zeros(2, 4, 16, dtype=torch.long), torch.zeros(2, 4, 15, dtype=torch.long))
-    with pytest.raises(ValueError, match="no half"):
+    with pytest.raises(ValueError, match="no unit of any image has 2 keys"):
         keys_read(torch.zeros(1, 4, 16, dtype=torch.long),
                   torch.full((1, 4, 16), tasks.IGNORE))
+    with pytest.raises(ValueError, match="task must be one of"):
+        keys_read(torch.zeros(1, 4, 16, dtype=torch.long),
+                  torch.zeros(1, 4, 16, dtype=torch.long), "lookalike")

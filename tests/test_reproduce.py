@@ -4,6 +4,7 @@ data/), the plan, the up-front dependency check, and the committed results."""
 import csv
 import hashlib
 import json
+import math
 import subprocess
 import sys
 
@@ -104,24 +105,28 @@ def test_help_needs_no_optional_package():
 
 def test_plan_and_model_names():
     full = make_plan(quick=False)
-    assert set(full.tasks) == {"lookalike", "longrange", "manykeys", "digitkeys"}
-    # without --tasks: everything but manykeys (runs only when named)
-    assert list(select_tasks(full, None).tasks) == ["longrange", "lookalike", "digitkeys"]
+    assert set(full.tasks) == {"lookalike", "longrange", "manykeys", "digitkeys", "digitgrid"}
+    # without --tasks: everything but manykeys and digitkeys (they run only when named)
+    assert list(select_tasks(full, None).tasks) == ["longrange", "lookalike", "digitgrid"]
     assert list(select_tasks(full, ["manykeys"]).tasks) == ["manykeys"]
-    # digitkeys and manykeys run exactly their committed designs (docs/experiments.md, fourth
-    # and third design): models, level, seeds, maximum, patience, cool-down, warm-up, batch,
-    # evaluation interval and images, early-stop threshold
-    for task, level, max_steps in (("digitkeys", 6, 4000), ("manykeys", 2, 1600)):
+    # digitgrid, digitkeys and manykeys run exactly their committed designs
+    # (docs/experiments.md, fifth, fourth and third design): models, level, seeds, maximum,
+    # patience, cool-down, warm-up, batch, evaluation interval and images, early-stop
+    # threshold (digitgrid: none, every block run trains its whole budget)
+    for task, level, max_steps, learn_above in (("digitgrid", 4, 2400, math.inf),
+                                                ("digitkeys", 6, 4000, 0.75),
+                                                ("manykeys", 2, 1600, 0.75)):
         tp = full.tasks[task]
         assert tuple(tp.models) == ("baseline", "nl", "snl", "gc_r16", "gc_r4")
         assert tuple(tp.difficulties) == (level,) and tp.seeds_for(level) == [0, 1, 2, 3, 4]
         cfg = tp.config
         assert (cfg.max_steps, cfg.patience, cfg.cooldown_steps, cfg.warmup_steps,
                 cfg.batch_size, cfg.eval_every, tp.eval_images, tp.learn_above) == (
-            max_steps, 250, 100, 100, 32, 50, 256, 0.75)
-    head = build_model("nl", "digitkeys").fc
-    assert (head.in_channels, head.out_channels) == (32, 10)  # ten classes
-    assert build_model("gc_r16", "digitkeys").inserted[0][1].planes == 8
+            max_steps, 250, 100, 100, 32, 50, 256, learn_above)
+    for task in ("digitkeys", "digitgrid"):
+        head = build_model("nl", task).fc
+        assert (head.in_channels, head.out_channels) == (32, 10)  # ten classes
+        assert build_model("gc_r16", task).inserted[0][1].planes == 8
     for task in ("lookalike",):
         tp = full.tasks[task]
         assert build_model("gc_r16", task).dense
@@ -209,7 +214,7 @@ def test_committed_results_cover_the_full_plan():
     assert got == expected - skipped and len(rows) == len(got)
     assert len(skipped) <= len(expected) // 4  # a cut may not eat the plan
     assert {c["metric"] for c in comps} == set(comparisons.METRICS)
-    for task in ("lookalike", "digitkeys"):
+    for task in ("lookalike", "digitkeys", "digitgrid"):
         for level in plan.tasks[task].difficulties:
             models = set(plan.tasks[task].models)
             want = {(c.name, m) for c in comparisons.COMPARISONS if {c.first, c.second} <= models
@@ -230,8 +235,9 @@ def test_no_decided_comparison_rests_on_a_run_that_had_not_converged():
     """Every run's validation curve in curves.csv: its `flat` column is the convergence check
     recomputed here from the curve (stats.is_flat: the last quarter within its noise of the
     quarter before); a capped run ran to its maximum; and every accuracy comparison counts
-    exactly the seeds that learned AND whose last quarter is flat -- a run that had not
-    levelled off (capped or not) never enters an accuracy verdict."""
+    exactly the seeds that learned AND whose last quarter is flat, every accuracy_all
+    comparison exactly the flat seeds -- a run that had not levelled off (capped or not)
+    never enters an accuracy verdict."""
     from gclab.experiments import stats
 
     _, rows, comps, curves = _committed()
@@ -248,12 +254,12 @@ def test_no_decided_comparison_rests_on_a_run_that_had_not_converged():
             assert int(r["steps"]) == int(r["max_steps"]), key
         else:  # stopped early, or a baseline that levelled off at chance
             assert int(r["steps"]) < int(r["max_steps"]), key
-    for c in (c for c in comps if c["metric"] == "accuracy"):
+    for c in (c for c in comps if c["metric"] in ("accuracy", "accuracy_all")):
         for side in ("first", "second"):
             used = [r for r in rows if (r["task"], r["difficulty"], r["model"]) ==
-                    (c["task"], c["difficulty"], c[side])
-                    and r["learned"] == "True" and r["flat"] == "True"]
-            assert int(c[f"n_{side}"]) == len(used), (c["comparison"], side)
+                    (c["task"], c["difficulty"], c[side]) and r["flat"] == "True"
+                    and (r["learned"] == "True" or c["metric"] == "accuracy_all")]
+            assert int(c[f"n_{side}"]) == len(used), (c["comparison"], c["metric"], side)
         if c["verdict"] != "not decidable":
             assert int(c["n_first"]) >= 2 and int(c["n_second"]) >= 2
 

@@ -5,7 +5,8 @@
 from chance to the ceiling); :func:`compare` writes the rows of ``comparisons.csv``: per
 comparison of :data:`COMPARISONS`, task and difficulty, one row per metric of
 :data:`METRICS` -- accuracy among the seeds that learned with its 95 % Welch interval, the
-learned share with Fisher's exact test, the steps to 90 % with an exact Mann-Whitney test.
+learned share with Fisher's exact test, the steps to 90 % with an exact Mann-Whitney test, and
+the accuracy of every converged run (learned or not) with the same rank test.
 The files' columns are defined here. Example (two models, all learned, GC reaching 90 % of the
 ceiling later on every seed; four seeds each: with three the smallest possible p is 1/20,
 never below 0.05; with four it is 1/70)::
@@ -15,8 +16,11 @@ never below 0.05; with four it is 1/70)::
     ...         for m, runs in (("gc_r16", ((0.97, 900), (0.96, 800), (0.97, 700), (0.96, 600))),
     ...                         ("nl", ((0.96, 300), (0.97, 200), (0.97, 250), (0.96, 350))))
     ...         for s, (a, st) in enumerate(runs)]
-    >>> {c["metric"]: c["verdict"] for c in compare(rows) if c["comparison"] == "GC vs NL"}
-    {'accuracy': 'reproduced', 'learned_share': 'not decidable', 'steps_to_90': 'reversed'}
+    >>> v = {c["metric"]: c["verdict"] for c in compare(rows) if c["comparison"] == "GC vs NL"}
+    >>> v["accuracy"], v["learned_share"], v["steps_to_90"]
+    ('reproduced', 'not decidable', 'reversed')
+    >>> v["accuracy_all"]  # a rank test on where the runs end cannot show '≈', only refute it
+    'not decidable'
 """
 
 from __future__ import annotations
@@ -79,8 +83,10 @@ COLUMNS = (
 )
 #: what :func:`derive` adds to every row of ablation.csv once all runs are in
 DERIVED_COLUMNS = ("ceiling", "learned", "steps_to_90", "steps_to_95")
-#: the metrics a comparison is decided on (one row of comparisons.csv each)
-METRICS = ("accuracy", "learned_share", "steps_to_90")
+#: the metrics a comparison is decided on (one row of comparisons.csv each); ``accuracy_all``
+#: ranks the final accuracy of every converged run, learned or not: on a graded task (keys
+#: read, 0 to 16) most runs sit between chance and the ceiling, below the "learned" line
+METRICS = ("accuracy", "learned_share", "steps_to_90", "accuracy_all")
 COMPARISON_COLUMNS = ("comparison", "task", "difficulty", "metric", "difference", "ci_low",
                       "ci_high", "p_value", "verdict", "paper_claim", "first", "second",
                       "first_mean", "second_mean", "n_first", "n_second", "flops_ratio")
@@ -205,6 +211,26 @@ def _compare_steps(a: List[Dict], b: List[Dict], metric: str) -> Dict:
             "n_first": len(sa), "n_second": len(sb)}
 
 
+def _compare_rank(a: List[Dict], b: List[Dict], c: Comparison) -> Dict:
+    """Exact one-sided Mann-Whitney test on the test accuracy of every converged run, learned
+    or not (a rank test: it compares where the runs end, without averaging a learned-or-not
+    outcome). A '≈' claim can only be reversed this way (the first ranks lower), never shown."""
+    xa = [float(r["accuracy"]) for r in a if _converged(r)]
+    xb = [float(r["accuracy"]) for r in b if _converged(r)]
+    verdict, p, d = "not decidable", math.nan, math.nan
+    if xa and xb:
+        p_lower, p_higher = stats.rank_test(xa, xb)
+        d = _median(xa) - _median(xb)
+        if c.direction == "greater":
+            verdict, p = stats.one_sided_verdict(p_higher, p_lower), min(p_lower, p_higher)
+        else:
+            verdict = "reversed" if p_lower < stats.ALPHA else "not decidable"
+            p = p_lower
+    return {"difference": _num(d), "ci_low": "", "ci_high": "", "p_value": _num(p),
+            "verdict": verdict, "first_mean": _num(_median(xa)),
+            "second_mean": _num(_median(xb)), "n_first": len(xa), "n_second": len(xb)}
+
+
 def compare(rows: List[Dict[str, Any]], comparisons: Sequence[Comparison] = COMPARISONS,
             margin: float = MARGIN, curves: List[Dict[str, Any]] | None = None
             ) -> List[Dict[str, Any]]:
@@ -218,8 +244,9 @@ def compare(rows: List[Dict[str, Any]], comparisons: Sequence[Comparison] = COMP
     exact test (one-sided, p in ``p_value``). ``steps_to_90``: difference of the median steps
     to 90 % of the way from chance to the ceiling, exact one-sided Mann-Whitney test with
     censored runs counted as slowest (fewer steps is better; medians are ``inf`` when most
-    seeds never got there). Rows without ``learned`` are first passed through :func:`derive`
-    (with ``curves``).
+    seeds never got there). ``accuracy_all``: difference of the median test accuracy of every
+    converged run, learned or not, exact one-sided Mann-Whitney test. Rows without
+    ``learned`` are first passed through :func:`derive` (with ``curves``).
     """
     if rows and "learned" not in rows[0]:
         rows = derive(rows, curves or [])
@@ -240,6 +267,8 @@ def compare(rows: List[Dict[str, Any]], comparisons: Sequence[Comparison] = COMP
                     res = _compare_accuracy(a, b, c, margin)
                 elif metric == "learned_share":
                     res = _compare_share(a, b)
+                elif metric == "accuracy_all":
+                    res = _compare_rank(a, b, c)
                 else:
                     res = _compare_steps(a, b, metric)
                 out.append({**base, "metric": metric, **res})

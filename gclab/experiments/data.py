@@ -31,7 +31,8 @@ import numpy as np
 from gclab import paths
 from gclab.experiments.tasks import draw
 
-TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys", "digitkeys")
+TASKS = ("longrange", "paint", "twokeys", "lookalike", "manykeys", "digitkeys",
+         "digitgrid")
 #: ``val`` is the validation split that early stopping reads: on the digit tasks it is drawn
 #: from handwriting that neither train nor test uses (:func:`gclab.experiments.tasks.digit_pool`)
 SPLITS = ("train", "val", "test")
@@ -39,10 +40,11 @@ SPLITS = ("train", "val", "test")
 SIZES = {"train": 12800, "val": 1024, "test": 1024}
 #: per-task sizes where they differ from SIZES (one run of the new tasks sees 200 x 32 images)
 TASK_SIZES = {t: {"train": 6400, "val": 512, "test": 512}
-              for t in ("paint", "twokeys", "lookalike", "manykeys", "digitkeys")}
+              for t in ("paint", "twokeys", "lookalike", "manykeys", "digitkeys", "digitgrid")}
 #: the difficulty levels of each task (the knob; ``None``: the task has one level)
 DIFFICULTIES = {"longrange": (None,), "paint": (10, 8), "twokeys": (0, 50),
-                "lookalike": (10, 8), "manykeys": (2,), "digitkeys": (6,)}
+                "lookalike": (10, 8), "manykeys": (2,), "digitkeys": (6,),
+                "digitgrid": (4,)}
 #: the seed of each split (train and test never share a generator stream)
 SPLIT_SEEDS = {"train": 1, "test": 2, "val": 3}
 DATA_DIR = paths.DATA
@@ -65,7 +67,8 @@ def _check_difficulty(task: str, difficulty):
         difficulty = levels[-1]
     # the other levels one may ask for (a range per task)
     custom = {"paint": (4, 12), "lookalike": (4, 12), "twokeys": (0, 50),
-              "manykeys": (1, 4), "digitkeys": (4, 8)}.get(task)
+              "manykeys": (1, 4), "digitkeys": (4, 8),
+              "digitgrid": (1, 4)}.get(task)
     if difficulty not in levels and not (
             custom and isinstance(difficulty, int) and not isinstance(difficulty, bool)
             and custom[0] <= difficulty <= custom[1]):

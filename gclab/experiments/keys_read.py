@@ -1,18 +1,23 @@
 r"""How many of an image's keys a trained model reads, from its predictions alone.
 
-On ``digitkeys`` (:mod:`gclab.experiments.tasks`) every scored cell in a half of the rows is
-labelled with the class of one of that half's two key digits, so within a half the scored
-cells fall into two groups by their label, one group per key, whenever the two keys differ
-(nine images in ten). A model that carries a key across the map gets its group right; one that
-does not is at chance there (about 0.1). So
+On the key tasks of :mod:`gclab.experiments.tasks` the map's rows fall into *units* that each
+have their own keys: on ``digitkeys`` the two halves of the rows, two keys each; on
+``digitgrid`` every row, four keys. Every scored cell of a unit is labelled with the class of
+one of its unit's keys, so within a unit the scored cells fall into groups by their label, one
+group per key, whenever the unit's keys differ and every key is asked for. A model that
+carries a key across the map gets its group right; one that does not is at chance there
+(about 0.1). So
 
 .. math::
 
-    \text{keys read} = 4 \cdot \frac{\#\{\text{groups with accuracy} \ge 1/2\}}
-                                    {\#\{\text{groups}\}}
+    \text{keys read} = \sum_{u} k \cdot
+        \frac{\#\{\text{groups of unit } u \text{ with accuracy} \ge 1/2\}}
+             {\#\{\text{groups of unit } u\}}
 
-counts the keys a model reads, 0 to 4, without knowing which marker each cell holds. A model
-at 0.30 accuracy that reads one key of four scores 1; one that reads two scores 2.
+(k keys per unit, the groups of every image) counts the keys a model reads, 0 to 4 on
+``digitkeys``, 0 to 16 on ``digitgrid``, without knowing which marker each cell holds. A
+``digitkeys`` model at 0.30 accuracy that reads one key of four scores 1; one that reads two
+scores 2.
 
 Example::
 
@@ -27,36 +32,44 @@ Example::
 
 from __future__ import annotations
 
+from typing import Dict, Tuple
+
 import torch
 from torch import Tensor
 
 from gclab.experiments.tasks import IGNORE
 
-#: keys per image of ``digitkeys``: two halves of the rows, two keys each
-KEYS = 4
+#: (units of rows, keys per unit) of each key task: ``digitkeys`` two halves of two keys,
+#: ``digitgrid`` four rows of four keys (its stored level, 4 key columns)
+LAYOUT: Dict[str, Tuple[int, int]] = {"digitkeys": (2, 2), "digitgrid": (4, 4)}
 
 
-def keys_read(pred: Tensor, y: Tensor) -> float:
-    """Keys read per image (0 to :data:`KEYS`), from predictions and labels (B, 4, 16).
+def keys_read(pred: Tensor, y: Tensor, task: str = "digitkeys") -> float:
+    """Keys read per image (0 to units x keys), from predictions and labels (B, 4, 16).
 
-    The cells of a half (map rows 0-1 or 2-3) are grouped by label; a half whose scored
-    cells carry fewer or more than two labels (its two keys of one class) is skipped."""
-    if pred.shape != y.shape or y.dim() != 3 or y.shape[1] % 2:
-        raise ValueError(f"pred and y must be (B, rows, cols) of one shape with an even "
-                         f"number of rows, got {tuple(pred.shape)} and {tuple(y.shape)}")
-    half = y.shape[1] // 2
-    read = groups = 0
+    The cells of a unit (:data:`LAYOUT`) are grouped by label; a unit whose scored cells
+    carry fewer labels than it has keys (two keys of one class, or a key no cell asks for)
+    is skipped."""
+    if task not in LAYOUT:
+        raise ValueError(f"task must be one of {list(LAYOUT)}, got {task!r}")
+    units, keys = LAYOUT[task]
+    if pred.shape != y.shape or y.dim() != 3 or y.shape[1] % units:
+        raise ValueError(f"pred and y must be (B, rows, cols) of one shape with rows a "
+                         f"multiple of {units}, got {tuple(pred.shape)} and {tuple(y.shape)}")
+    size = y.shape[1] // units
+    read, groups = [0] * units, [0] * units
     for i in range(y.shape[0]):
-        for h in range(2):
-            yy, pp = y[i, h * half:(h + 1) * half], pred[i, h * half:(h + 1) * half]
+        for u in range(units):
+            yy, pp = y[i, u * size:(u + 1) * size], pred[i, u * size:(u + 1) * size]
             scored = yy != IGNORE
             labels = torch.unique(yy[scored])
-            if len(labels) != 2:
+            if len(labels) != keys:
                 continue
             for v in labels:
                 cells = scored & (yy == v)
-                groups += 1
-                read += int((pp[cells] == v).float().mean() >= 0.5)
-    if groups == 0:
-        raise ValueError("no half of any image has two keys of different classes")
-    return KEYS * read / groups
+                groups[u] += 1
+                read[u] += int((pp[cells] == v).float().mean() >= 0.5)
+    if min(groups) == 0:
+        raise ValueError(f"no unit of any image has {keys} keys of different classes "
+                         f"(groups per unit: {groups})")
+    return sum(keys * r / g for r, g in zip(read, groups))

@@ -47,6 +47,7 @@ from gclab.experiments import analysis, stats
 from gclab.experiments.comparisons import COLUMNS, CURVE_COLUMNS, read_csv, task_label
 from gclab.experiments.data import DATA_DIR, load, to_tensors
 from gclab.experiments.figures import plot_nl_attention
+from gclab.experiments.keys_read import LAYOUT as KEY_LAYOUT
 from gclab.experiments.keys_read import keys_read
 from gclab.experiments.models import SmallResNet
 from gclab.experiments.plan import (
@@ -117,8 +118,8 @@ def run_one(task: str, difficulty: Any, name: str, seed: int, plan: Plan, tensor
         "dist_attention_centered": "", "mean_map_accuracy": "", "attention_dead_share": "",
     }
     row.update(block_measurements(model, batch, xte, yte))
-    row["keys_read"] = (round(keys_read(predict(model, xte), yte), 3) if task == "digitkeys"
-                        else "")
+    row["keys_read"] = (round(keys_read(predict(model, xte), yte, task), 3)
+                        if task in KEY_LAYOUT else "")
     return {"row": row, "model": model, "curve": curve}
 
 

@@ -40,6 +40,13 @@ Every task draws on a wide 16 x 64 canvas (one channel, uint8):
     map row r is labelled with the **class** of the key in its own half (r // 2) and the column
     its marker names: ten classes, chance about 0.1. The scored cells together need all four
     digits (4 log2 10 = 13.3 bits), each cell one of them, read from held-out handwriting.
+``digitgrid`` (dense; sixteen handwritten keys, ten classes; difficulty = key columns)
+    Map cells (r, k), k < columns, each hold a handwritten digit of any class, 4 x 4 px (it
+    fills the cell); every cell of map columns [4, 16) a marker glyph naming one of the key
+    columns (:data:`MARKERS`); a scored cell (map column >= :data:`DIGITGRID_FIRST_CELL`) is
+    labelled with the class of ``key[r, marker]``. At 4 columns the scored cells together need
+    sixteen digits (53 bits), each cell one of them: a per-query map reads one, a single
+    context must carry all sixteen.
 
 Why the baseline must fail (every task). The backbone of :mod:`gclab.experiments.models` has a
 theoretical receptive field of 41 pixels. ``longrange``: a feature that sees a pixel of both end
@@ -48,9 +55,9 @@ objects must span 42 columns, and "same or not" is an XOR that a sum of per-posi
 constant 1/2. ``paint``: a scored cell's feature (map column >= 8, centre pixel >= 33.5) sees
 pixels >= 13 only, the key lies in columns [0, 12): no scored cell sees the key, its label is
 independent of everything it sees (the key bit is a fair coin), so the plain CNN is exactly at
-chance, and a block that carries the key across the map is what can lift it. ``manykeys`` and
-``digitkeys``: a scored cell (map column >= 9) sees pixels >= 17, the keys lie in columns
-[0, 16); the best the plain CNN can do is the label's most frequent value.
+chance, and a block that carries the key across the map is what can lift it. ``manykeys``,
+``digitkeys`` and ``digitgrid``: a scored cell (map column >= 9) sees pixels >= 17, the keys
+lie in columns [0, 16); the best the plain CNN can do is the label's most frequent value.
 
 :func:`draw` is the one entry point; :mod:`gclab.experiments.data` seeds it per split and
 stores the results.
@@ -353,6 +360,43 @@ def _digitkeys(n: int, rng: np.random.Generator, split: str, side: int
     return x, y
 
 
+#: first scored map column of ``digitgrid`` (pixels >= 36; the receptive field reaches >= 17)
+DIGITGRID_FIRST_CELL = 9
+#: side of a ``digitgrid`` key: a handwritten digit filling one 4 x 4 map cell
+DIGITGRID_SIDE = 4
+
+
+def _digitgrid(n: int, rng: np.random.Generator, split: str, columns: int
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """The many-digits grid: 4 x ``columns`` handwritten 4-px keys, one label class per key.
+
+    Map cell (r, k), k < ``columns`` (pixel columns [0, 4 * columns)), holds a handwritten
+    digit of a uniformly drawn class (0-9) from ``split``'s handwriting, resized to 4 x 4 px so
+    that it fills the cell. Every cell of map columns [4, 16) holds one of ``columns`` marker
+    glyphs (:data:`MARKERS`), naming a key column; salt noise everywhere. Label of a scored
+    cell (r, c), c >= :data:`DIGITGRID_FIRST_CELL`: the class of ``keys[r, marker[r, c]]``.
+    The scored cells together need all 4 x ``columns`` digits (53 bits at 4 columns).
+    """
+    pool = digit_pool(split, DIGITGRID_SIDE)
+    rows, cols = HEIGHT // 4, WIDTH // 4
+    x, y = _blank_dense(n)
+    keys = rng.integers(0, 10, size=(n, rows, columns))
+    marks = rng.integers(0, columns, size=(n, rows, cols))
+    for i in range(n):
+        canvas = x[i]
+        _salt_and_strokes(canvas, rng, strokes=0)
+        for r in range(rows):
+            for k in range(columns):
+                imgs = pool[int(keys[i, r, k])]
+                _paste(canvas, imgs[int(rng.integers(0, len(imgs)))], 4 * r, 4 * k)
+            for c in range(4, cols):
+                _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
+        sel = np.take_along_axis(keys[i], marks[i, :, DIGITGRID_FIRST_CELL:], axis=1)
+        y[i, :, DIGITGRID_FIRST_CELL:] = sel
+    return x, y
+
+
+
 def draw(task: str, n: int, rng: np.random.Generator, split: str, difficulty: int | None
          ) -> Tuple[np.ndarray, np.ndarray]:
     """n images (n, 16, 64) float in [0, 1] and their labels of ``task`` at ``difficulty``,
@@ -366,6 +410,8 @@ def draw(task: str, n: int, rng: np.random.Generator, split: str, difficulty: in
         return _manykeys(n, rng, int(difficulty))
     if task == "digitkeys":
         return _digitkeys(n, rng, split, int(difficulty))
+    if task == "digitgrid":
+        return _digitgrid(n, rng, split, int(difficulty))
     if task in ("paint", "lookalike"):
         return _paint(n, rng, split, int(difficulty),
                       DIGIT_CLASSES if task == "paint" else LOOKALIKE_CLASSES)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from glyphs import marker_of
 
 from gclab.experiments import data, tasks
 from gclab.experiments.models import SmallResNet
@@ -74,9 +75,8 @@ def test_manykeys_label_is_the_key_of_the_cells_row_and_marker(monkeypatch):
                 cell = ink[i, 4 * r : 4 * r + 4, 4 * m : 4 * m + 4]
                 keys.append(int(cell.sum() == 5))  # plus: 5 pixels, ring: 8
             for c in range(tasks.MANYKEYS_FIRST_CELL, 16):
-                cell = ink[i, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
-                rows, cols = np.nonzero(cell)
-                marker = 0 if len(set(rows)) == 1 else 1  # horizontal / vertical bar
+                marker = marker_of(ink[i, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4])
+                assert marker in (0, 1)  # two key columns: the horizontal and vertical bar
                 assert y[i, r, c] == keys[marker], (i, r, c)
 
 
@@ -109,20 +109,9 @@ def test_digitkeys_label_is_the_class_of_the_key_of_the_cells_half_and_marker(mo
                  for k in range(2)] for h in range(2)]
         for r in range(4):
             for c in range(tasks.DIGITKEYS_FIRST_CELL, 16):
-                rows, _ = np.nonzero(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
-                marker = 0 if len(set(rows)) == 1 else 1  # horizontal / vertical bar
+                marker = marker_of(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
+                assert marker in (0, 1)  # two key columns: the horizontal and vertical bar
                 assert y[i, r, c] == keys[r // 2][marker], (i, r, c)
-
-
-def _marker(cell: np.ndarray) -> int:
-    """The key column a marker glyph names, from its ink (tasks.MARKERS): one row of ink is
-    the horizontal bar (0), one column the vertical bar (1), then the two diagonals (2, 3)."""
-    rows, cols = np.nonzero(cell)
-    if len(set(rows)) == 1:
-        return 0
-    if len(set(cols)) == 1:
-        return 1
-    return 2 if np.array_equal(np.argsort(rows), np.argsort(cols)) else 3
 
 
 def test_digitgrid_label_is_the_class_of_the_key_of_the_cells_row_and_marker(monkeypatch):
@@ -143,7 +132,7 @@ def test_digitgrid_label_is_the_class_of_the_key_of_the_cells_row_and_marker(mon
                  for k in range(4)] for r in range(4)]
         for r in range(4):
             for c in range(tasks.DIGITGRID_FIRST_CELL, 16):
-                m = _marker(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
+                m = marker_of(x[i, 0, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4])
                 assert int(y[i, r, c]) in keys[r][m], (i, r, c)
                 seen_markers.add(m)
                 seen_classes.add(int(y[i, r, c]))

@@ -4,21 +4,10 @@ against predictions built from the keys each cell needs, read back from the pixe
 import numpy as np
 import pytest
 import torch
+from glyphs import marker_of
 
 from gclab.experiments import data, tasks
 from gclab.experiments.keys_read import keys_read
-
-
-def marker_of(cell: np.ndarray) -> int:
-    """The key column a marker glyph names, from its ink (tasks.MARKERS): one row of ink is
-    the horizontal bar (0), one column the vertical bar (1), then the two diagonals (2, 3)."""
-    rows, cols = np.nonzero(cell)
-    if len(set(rows)) == 1:
-        return 0
-    if len(set(cols)) == 1:
-        return 1
-    return 2 if np.array_equal(np.argsort(rows), np.argsort(cols)) else 3
-
 
 #: per task: (level, keys per image, slot of a cell from its row and marker)
 TASKS = {"digitkeys": (6, 4, lambda r, m: 2 * (r // 2) + m),

@@ -264,20 +264,22 @@ def test_no_decided_comparison_rests_on_a_run_that_had_not_converged():
             assert int(c["n_first"]) >= 2 and int(c["n_second"]) >= 2
 
 
-def test_digitkeys_long_runs_the_committed_protocol_longer(tmp_path):
-    """scripts/digitkeys_long.py: the plan's digitkeys run with only the maximum raised; its
-    rows carry the ablation columns (keys_read included) and its curve ends at the maximum."""
+@pytest.mark.parametrize("task, level", [("digitkeys", "6"), ("digitgrid", "4")])
+def test_long_runs_run_the_committed_protocol_longer(tmp_path, task, level):
+    """scripts/long_runs.py: the plan's run with only the maximum raised; its rows carry the
+    ablation columns (keys_read included) and its curve ends at the maximum."""
     import os
 
     out, root = tmp_path / "long.csv", reproduce.RESULTS_DIR.parents[1]
-    res = subprocess.run([sys.executable, str(root / "scripts" / "digitkeys_long.py"),
-                          "--seeds", "3", "--max-steps", "220", "--jobs", "1", "--out", str(out)],
+    res = subprocess.run([sys.executable, str(root / "scripts" / "long_runs.py"),
+                          "--task", task, "--seeds", "3", "--max-steps", "220", "--jobs", "1",
+                          "--out", str(out)],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert res.returncode == 0, res.stderr
     (row,) = comparisons.read_csv(out)
-    assert (row["task"], row["model"], row["seed"], row["max_steps"]) == (
-        "digitkeys", "gc_r16", "3", "220")
+    assert (row["task"], row["difficulty"], row["model"], row["seed"], row["max_steps"]) == (
+        task, level, "gc_r16", "3", "220")
     assert row["steps"] == "220" and row["capped"] == "True" and row["keys_read"] != ""
     curve = comparisons.read_csv(tmp_path / "long_curves.csv")
     assert int(curve[-1]["step"]) == 220 and "keys read" in res.stdout

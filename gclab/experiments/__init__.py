@@ -1,7 +1,7 @@
 """The experiments: the tasks, the backbone, training, analysis, reproduction and benchmarks.
 
 gclab.experiments.tasks       how the tasks draw their images and labels: longrange and the
-                              dense paint, lookalike, twokeys, manykeys
+                              dense paint, lookalike, twokeys, manykeys, digitkeys, digitgrid
 gclab.experiments.data        their seeded splits, stored under data/ (checksummed)
 gclab.experiments.confusability  which digit pairs are hard to tell apart (lookalike's keys)
 gclab.experiments.models      SmallResNet and ``receptive_field``
@@ -11,6 +11,8 @@ gclab.experiments.dead_trace  why a concatenation NL dies: its live pairs at eve
 gclab.experiments.plan        the plan: models, tasks, seeds, training protocol
 gclab.experiments.reproduce   ``gclab reproduce``: runs the plan, merges results
 gclab.experiments.comparisons the comparisons per metric (Welch, Fisher, Mann-Whitney), csv columns
+gclab.experiments.stats       when a run converged, learned, reached a level; the exact tests
+gclab.experiments.keys_read   how many keys a model reads on the key tasks
 gclab.experiments.figures     the figures of the results
 gclab.experiments.report      ablation.md and the tables the lessons and docs print
 gclab.experiments.writeup     the generated tables of docs/experiments.md and the README

@@ -305,20 +305,31 @@ def _manykeys(n: int, rng: np.random.Generator, markers: int) -> Tuple[np.ndarra
     in the cell's own map row r and the column given by its marker, ``key[r, marker]``. So
     the scored cells together need all 4 x ``markers`` bits, each cell one of them.
     """
+    def key(canvas: np.ndarray, value: int, r: int, k: int) -> None:
+        _glyph_cell(canvas, rng, KEY_GLYPHS[value], r, k)
+
+    return _key_grid(n, rng, markers, 2, MANYKEYS_FIRST_CELL, key)
+
+
+def _key_grid(n: int, rng: np.random.Generator, columns: int, classes: int, first: int,
+              draw_key) -> Tuple[np.ndarray, np.ndarray]:
+    """The layout ``manykeys`` and ``digitgrid`` share: a key of ``classes`` values in each map
+    cell (r, k), k < ``columns`` (drawn by ``draw_key(canvas, value, r, k)``), a marker glyph
+    naming a key column in every cell of map columns [4, 16), salt noise; a scored cell
+    (r, c), c >= ``first``, is labelled ``keys[r, marker[r, c]]``."""
     rows, cols = HEIGHT // 4, WIDTH // 4
     x, y = _blank_dense(n)
-    keys = rng.integers(0, 2, size=(n, rows, markers))
-    marks = rng.integers(0, markers, size=(n, rows, cols))
+    keys = rng.integers(0, classes, size=(n, rows, columns))
+    marks = rng.integers(0, columns, size=(n, rows, cols))
     for i in range(n):
         canvas = x[i]
         _salt_and_strokes(canvas, rng, strokes=0)
         for r in range(rows):
-            for m in range(markers):
-                _glyph_cell(canvas, rng, KEY_GLYPHS[keys[i, r, m]], r, m)
+            for k in range(columns):
+                draw_key(canvas, int(keys[i, r, k]), r, k)
             for c in range(4, cols):
                 _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
-        sel = np.take_along_axis(keys[i], marks[i, :, MANYKEYS_FIRST_CELL:], axis=1)
-        y[i, :, MANYKEYS_FIRST_CELL:] = sel
+        y[i, :, first:] = np.take_along_axis(keys[i], marks[i, :, first:], axis=1)
     return x, y
 
 
@@ -378,23 +389,11 @@ def _digitgrid(n: int, rng: np.random.Generator, split: str, columns: int
     The scored cells together need all 4 x ``columns`` digits (53 bits at 4 columns).
     """
     pool = digit_pool(split, DIGITGRID_SIDE)
-    rows, cols = HEIGHT // 4, WIDTH // 4
-    x, y = _blank_dense(n)
-    keys = rng.integers(0, 10, size=(n, rows, columns))
-    marks = rng.integers(0, columns, size=(n, rows, cols))
-    for i in range(n):
-        canvas = x[i]
-        _salt_and_strokes(canvas, rng, strokes=0)
-        for r in range(rows):
-            for k in range(columns):
-                imgs = pool[int(keys[i, r, k])]
-                _paste(canvas, imgs[int(rng.integers(0, len(imgs)))], 4 * r, 4 * k)
-            for c in range(4, cols):
-                _glyph_cell(canvas, rng, MARKERS[marks[i, r, c]], r, c)
-        sel = np.take_along_axis(keys[i], marks[i, :, DIGITGRID_FIRST_CELL:], axis=1)
-        y[i, :, DIGITGRID_FIRST_CELL:] = sel
-    return x, y
 
+    def key(canvas: np.ndarray, value: int, r: int, k: int) -> None:
+        _paste(canvas, pool[value][int(rng.integers(0, len(pool[value])))], 4 * r, 4 * k)
+
+    return _key_grid(n, rng, columns, 10, DIGITGRID_FIRST_CELL, key)
 
 
 def draw(task: str, n: int, rng: np.random.Generator, split: str, difficulty: int | None

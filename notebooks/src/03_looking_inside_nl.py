@@ -307,6 +307,16 @@ for task in dict.fromkeys(r["task"] for r in rows):
 # four keys on every seed: a `layer3` feature sees 41 pixels, enough to span all four digits,
 # so one well-placed position can encode them all.
 #
+# `digitgrid` (sixteen 4-px key digits, each scored cell asking for the one its marker names,
+# lesson 7) is where one shared map stops sufficing. The NL seeds that learned have maps that
+# are strongly query-dependent (attention distance about 0.9), and their mean map drops them
+# from about 0.78 to 0.13-0.17: each query fetches its own key. GC's one context, through its
+# bottleneck, carries about two of the sixteen keys and no more with longer training; SNL's
+# 128-wide one about four within the committed budget and about ten with 3.3 times as many
+# steps. So the paper's observation is a property of what the queries need: when one context
+# can hold it, one map suffices; when every query needs a different piece of a large store, a
+# shared map has to squeeze it all into one vector, and GC's bottleneck cannot.
+#
 # (`snl` computes one map for all queries by construction, so its attention distance is
 # exactly 0 and its mean-map column is empty; it is there as the floor.) Lesson 7's
 # `ablation.md` has the per-seed table. Five cautions when you interpret the table above:
@@ -440,4 +450,6 @@ explorer
 #   another, and replacing them by their average leaves the accuracy where it was; the gaussian
 #   mode (no learned embeddings) and, on this seed, the dot-product mode stay query-dependent,
 #   and on `lookalike` and `manykeys` NL's maps often do too, while SNL's one map is at least
-#   as accurate as NL. Lesson 4 turns the observation into the Simplified NL block.
+#   as accurate as NL. On `digitgrid`, where each query needs its own key of sixteen, NL's
+#   per-query maps are what it relies on, and SNL converges far below it. Lesson 4 turns the
+#   observation into the Simplified NL block.

@@ -20,11 +20,11 @@ STAGES = (3,)
 #: tasks whose labels are per position (the model gets a dense head)
 DENSE_TASKS = ("paint", "twokeys", "lookalike", "manykeys", "digitkeys", "digitgrid")
 #: backbone widths (layer1..layer4) where a task needs another than SmallResNet's default:
-#: ``manykeys`` and ``digitkeys`` put 128 channels where the blocks sit, so GC r16 has an
-#: 8-wide bottleneck and r4 a 32-wide one
+#: the key tasks put 128 channels where the blocks sit, so GC r16 has an 8-wide bottleneck
+#: and r4 a 32-wide one
 WIDE = (8, 16, 128, 32)
 TASK_WIDTHS = {"manykeys": WIDE, "digitkeys": WIDE, "digitgrid": WIDE}
-#: label classes where a task has more than two (``digitkeys``: the class of a digit)
+#: label classes where a task has more than two (the digit key tasks: the class of a digit)
 TASK_CLASSES = {"digitkeys": 10, "digitgrid": 10}
 
 
@@ -62,7 +62,8 @@ QUICK_MODELS = ("baseline", "gc_r16", "nl")
 #: the converged protocol on the dense tasks: at most MAX_STEPS[task] steps of 32 images,
 #: early stopping after PATIENCE steps without a gain of 0.005 in validation accuracy (once a
 #: run is above LEARN_ABOVE), then COOLDOWN steps of decay; ``digitkeys`` gets the longest
-#: maximum because GC's climb through its bottleneck there takes thousands of steps
+#: maximum because GC's climb through its bottleneck there takes thousands of steps;
+#: ``digitgrid``'s block runs train exactly their maximum (DIGITGRID_LEARN_ABOVE)
 MAX_STEPS = {"lookalike": 1200, "manykeys": 1600, "digitkeys": 4000, "digitgrid": 2400}
 PATIENCE = {"lookalike": 200, "manykeys": 250, "digitkeys": 250, "digitgrid": 250}
 COOLDOWN, LEARN_ABOVE = 100, 0.75
@@ -184,24 +185,22 @@ def _full_plan(seeds: int | None) -> Plan:
     return Plan({
         "longrange": TaskPlan(LONGRANGE_PLAN_MODELS, (None,), range(n_long),
                               converged(64, 600, 150, 50, warmup=50), n_train=200 * 64),
-        "lookalike": TaskPlan(LOOKALIKE_MODELS, (8,), range(n_dense),
-                              converged(32, MAX_STEPS["lookalike"], PATIENCE["lookalike"],
-                                        COOLDOWN),
-                              n_train=6400, first=LOOKALIKE_FIRST),
-        "manykeys": TaskPlan(MANYKEYS_MODELS, MANYKEYS_LEVELS, range(n_dense),
-                             converged(32, MAX_STEPS["manykeys"], PATIENCE["manykeys"],
-                                       COOLDOWN),
-                             n_train=6400, first=MANYKEYS_FIRST),
-        "digitkeys": TaskPlan(DIGITKEYS_MODELS, DIGITKEYS_LEVELS, range(n_dense),
-                              converged(32, MAX_STEPS["digitkeys"], PATIENCE["digitkeys"],
-                                        COOLDOWN),
-                              n_train=6400, first=DIGITKEYS_FIRST),
-        "digitgrid": TaskPlan(DIGITGRID_MODELS, DIGITGRID_LEVELS, range(n_dense),
-                              converged(32, MAX_STEPS["digitgrid"], PATIENCE["digitgrid"],
-                                        COOLDOWN),
-                              n_train=6400, first=DIGITGRID_FIRST,
-                              learn_above=DIGITGRID_LEARN_ABOVE),
+        "lookalike": _dense("lookalike", LOOKALIKE_MODELS, (8,), n_dense, LOOKALIKE_FIRST),
+        "manykeys": _dense("manykeys", MANYKEYS_MODELS, MANYKEYS_LEVELS, n_dense, MANYKEYS_FIRST),
+        "digitkeys": _dense("digitkeys", DIGITKEYS_MODELS, DIGITKEYS_LEVELS, n_dense,
+                            DIGITKEYS_FIRST),
+        "digitgrid": _dense("digitgrid", DIGITGRID_MODELS, DIGITGRID_LEVELS, n_dense,
+                            DIGITGRID_FIRST, learn_above=DIGITGRID_LEARN_ABOVE),
     })
+
+
+def _dense(task: str, models: Sequence[str], levels: Sequence[Any], seeds: int,
+           first: Sequence[str], learn_above: float = LEARN_ABOVE) -> TaskPlan:
+    """A dense task's plan: the converged protocol with the task's MAX_STEPS and PATIENCE,
+    batches of 32, 6,400 training images, ``seeds`` seeds, ``first`` models run first."""
+    return TaskPlan(models, levels, range(seeds),
+                    converged(32, MAX_STEPS[task], PATIENCE[task], COOLDOWN),
+                    n_train=6400, first=first, learn_above=learn_above)
 
 
 def select_tasks(plan: Plan, tasks: Sequence[str] | None) -> Plan:
